@@ -1,0 +1,71 @@
+"""Roles and permissions.
+
+A permission is ``area:verb`` (``dataset:read``, ``keys:admin``). A role grants a list of
+permission patterns; ``*`` matches everything and ``area:*`` every verb of an area. The
+mapping lives in ``sealml.toml`` under ``[access.roles]``; these are its defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+ARTIFACT_KINDS = ("dataset", "model", "report", "other")
+
+DEFAULT_ROLES: dict[str, list[str]] = {
+    "admin": ["*"],
+    "data-steward": [
+        "dataset:*",
+        "report:read",
+        "artifact:verify",
+        "keys:shred",
+        "pii:reveal",
+        "audit:read",
+    ],
+    "data-scientist": [
+        "dataset:read",
+        "model:read",
+        "model:write",
+        "report:read",
+        "report:write",
+        "other:read",
+        "other:write",
+        "artifact:verify",
+        "pipeline:run",
+    ],
+    "ml-engineer": [
+        "dataset:read",
+        "model:*",
+        "report:read",
+        "report:write",
+        "artifact:verify",
+        "pipeline:run",
+    ],
+    "auditor": ["audit:read", "audit:verify", "artifact:verify", "user:read"],
+    "service": ["model:read", "model:serve", "report:write"],
+}
+
+
+def _matches(pattern: str, permission: str) -> bool:
+    if pattern in ("*", permission):
+        return True
+    if pattern.endswith(":*"):
+        return permission.split(":", 1)[0] == pattern[:-2]
+    return False
+
+
+class Policy:
+    """The role → permission mapping in force for a workspace."""
+
+    def __init__(self, roles: Mapping[str, Iterable[str]]) -> None:
+        self.roles = {name: tuple(patterns) for name, patterns in roles.items()}
+
+    def known(self, role: str) -> bool:
+        return role in self.roles
+
+    def allows(self, roles: Iterable[str], permission: str) -> bool:
+        """True when any of *roles* grants *permission*."""
+        return any(
+            _matches(pattern, permission)
+            for role in roles
+            for pattern in self.roles.get(role, ())
+        )

@@ -1,0 +1,247 @@
+"""Principals (users and services), their signing keys and how they authenticate.
+
+Each principal row carries a canonical record (name, kind, roles, public key, status) and
+the workspace key's signature over it, so a database edit that grants a role or swaps a
+key is detected when the principal is loaded. A human's private key is sealed under a key
+derived from their password with Argon2id; a service holds its private key in a file.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..crypto.box import BoxOpenError, open_box, seal_box
+from ..crypto.canonical import canonical_json
+from ..crypto.kdf import Argon2idParams, derive_key, new_salt
+from ..crypto.secret import Secret
+from ..crypto.signing import KeyFormatError, SigningKey, VerifyingKey
+from ..db.models import PrincipalRow
+from ..errors import AuthenticationError, IntegrityError, NotFoundError, UsageError
+
+Kind = Literal["human", "service"]
+MIN_PASSWORD_LENGTH = 8
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.@")
+
+
+def check_name(name: str) -> None:
+    """Principal names: 1-64 lower-case letters, digits and ``-_.@``."""
+    if not 0 < len(name) <= 64 or not set(name) <= _NAME_CHARS:
+        raise UsageError(
+            "a principal name is 1-64 characters of a-z, 0-9, '-', '_', '.', '@'"
+        )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A verified principal record."""
+
+    id: str
+    name: str
+    kind: Kind
+    roles: tuple[str, ...]
+    public_key: VerifyingKey
+    disabled: bool
+    created_at: str
+    created_by: str
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An authenticated principal holding its unlocked signing key."""
+
+    principal: Principal
+    signing_key: SigningKey
+    via: str
+
+    @property
+    def name(self) -> str:
+        return self.principal.name
+
+    def __repr__(self) -> str:
+        return f"Actor({self.principal.name}, via={self.via})"
+
+
+def _key_context(principal_id: str) -> bytes:
+    return f"sealml/principal-key/v1:{principal_id}".encode()
+
+
+class PrincipalStore:
+    """Creates, loads and authenticates principals.
+
+    *verifier* checks row attestations; *attestor* (the workspace signing key) is needed
+    only to create or change principals and is fetched lazily.
+    """
+
+    def __init__(
+        self,
+        verifier: VerifyingKey,
+        attestor: Callable[[], SigningKey],
+        kdf_params: Argon2idParams,
+    ) -> None:
+        self._verifier = verifier
+        self._attestor = attestor
+        self._kdf = kdf_params
+
+    # -- records --------------------------------------------------------------------------
+
+    @staticmethod
+    def _record(row: PrincipalRow) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "id": row.id,
+            "name": row.name,
+            "kind": row.kind,
+            "roles": json.loads(row.roles),
+            "public_key": row.public_key,
+            "disabled": bool(row.disabled),
+            "created_at": row.created_at,
+            "created_by": row.created_by,
+        }
+
+    def _attest(self, row: PrincipalRow) -> None:
+        row.record = canonical_json(self._record(row))
+        row.attestation = self._attestor().sign(row.record)
+
+    def _verified(self, row: PrincipalRow) -> Principal:
+        try:
+            current = canonical_json(self._record(row))
+        except ValueError:
+            current = b""
+        if current != row.record or not self._verifier.verify(row.attestation, row.record):
+            raise IntegrityError(
+                f"principal {row.name!r} failed verification (its database row was altered)"
+            )
+        try:
+            public_key = VerifyingKey.from_pem(row.public_key)
+        except KeyFormatError:
+            raise IntegrityError(f"principal {row.name!r} has an unreadable public key") from None
+        return Principal(
+            id=row.id,
+            name=row.name,
+            kind="service" if row.kind == "service" else "human",
+            roles=tuple(json.loads(row.roles)),
+            public_key=public_key,
+            disabled=bool(row.disabled),
+            created_at=row.created_at,
+            created_by=row.created_by,
+        )
+
+    # -- queries --------------------------------------------------------------------------
+
+    def _row(self, session: Session, name: str) -> PrincipalRow:
+        row = session.execute(
+            select(PrincipalRow).where(PrincipalRow.name == name)
+        ).scalar_one_or_none()
+        if row is None:
+            raise NotFoundError(f"no principal named {name!r}")
+        return row
+
+    def get(self, session: Session, name: str) -> Principal:
+        return self._verified(self._row(session, name))
+
+    def get_by_id(self, session: Session, principal_id: str) -> Principal:
+        row = session.get(PrincipalRow, principal_id)
+        if row is None:
+            raise NotFoundError(f"no principal with id {principal_id}")
+        return self._verified(row)
+
+    def list(self, session: Session) -> list[Principal]:
+        rows = session.execute(select(PrincipalRow).order_by(PrincipalRow.name)).scalars()
+        return [self._verified(row) for row in rows]
+
+    # -- changes --------------------------------------------------------------------------
+
+    def create(
+        self,
+        session: Session,
+        *,
+        name: str,
+        kind: Kind,
+        roles: list[str],
+        password: Secret | None,
+        created_by: str,
+        created_at: str,
+    ) -> tuple[Principal, SigningKey]:
+        """Create a principal with a fresh ECDSA P-256 key; returns it with the private key."""
+        check_name(name)
+        if session.execute(
+            select(PrincipalRow.id).where(PrincipalRow.name == name)
+        ).first() is not None:
+            raise UsageError(f"a principal named {name!r} already exists")
+        key = SigningKey.generate("ecdsa-p256")
+        row = PrincipalRow(
+            id=uuid.uuid4().hex,
+            name=name,
+            kind=kind,
+            roles=json.dumps(sorted(set(roles))),
+            public_key=key.public_key.pem(),
+            disabled=False,
+            created_at=created_at,
+            created_by=created_by,
+        )
+        if kind == "human":
+            if password is None or len(password.reveal()) < MIN_PASSWORD_LENGTH:
+                raise UsageError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+            salt = new_salt()
+            sealing_key = derive_key(password, salt, self._kdf)
+            row.key_box = seal_box(sealing_key, key.pkcs8_der(), _key_context(row.id))
+            row.kdf = json.dumps({"salt": salt.hex(), **self._kdf.to_dict()})
+        self._attest(row)
+        session.add(row)
+        session.flush()
+        return self._verified(row), key
+
+    def set_disabled(self, session: Session, name: str, disabled: bool) -> Principal:
+        row = self._row(session, name)
+        self._verified(row)
+        row.disabled = disabled
+        self._attest(row)
+        session.flush()
+        return self._verified(row)
+
+    # -- authentication -------------------------------------------------------------------
+
+    def authenticate_password(self, session: Session, name: str, password: Secret) -> Actor:
+        """Unlock a human principal's signing key with their password."""
+        try:
+            row = self._row(session, name)
+        except NotFoundError:
+            raise AuthenticationError("unknown user or wrong password") from None
+        principal = self._verified(row)
+        if principal.kind != "human" or row.key_box is None or row.kdf is None:
+            raise AuthenticationError(f"{name!r} is a service principal; use its key file")
+        try:
+            kdf = json.loads(row.kdf)
+            params = Argon2idParams.from_dict(kdf)
+            salt = bytes.fromhex(kdf["salt"])
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"principal {name!r} has malformed key parameters") from None
+        try:
+            der = open_box(derive_key(password, salt, params), row.key_box, _key_context(row.id))
+        except BoxOpenError:
+            raise AuthenticationError("unknown user or wrong password") from None
+        return self._activate(principal, SigningKey.from_pkcs8(der), "password")
+
+    def authenticate_key(
+        self, session: Session, name: str, key: SigningKey, via: str = "key-file"
+    ) -> Actor:
+        """Authenticate a principal (normally a service) by its private key."""
+        principal = self.get(session, name)
+        if key.public_key != principal.public_key:
+            raise AuthenticationError(f"the key file does not belong to {name!r}")
+        return self._activate(principal, key, via)
+
+    @staticmethod
+    def _activate(principal: Principal, key: SigningKey, via: str) -> Actor:
+        if principal.disabled:
+            raise AuthenticationError(f"principal {principal.name!r} is disabled")
+        if key.public_key != principal.public_key:
+            raise IntegrityError(f"principal {principal.name!r} key does not match its record")
+        return Actor(principal, key, via)

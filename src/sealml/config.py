@@ -1,0 +1,120 @@
+"""``sealml.toml``: the workspace configuration, validated with pydantic.
+
+Relative paths are relative to the folder holding ``sealml.toml``. The database URL and the
+blob store are settings, so PostgreSQL and S3-compatible stores plug in behind the same
+interfaces as the embedded defaults.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .access.policy import DEFAULT_ROLES
+from .errors import ConfigError
+
+CONFIG_NAME = "sealml.toml"
+STATE_DIR = ".sealml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkspaceSection(_Section):
+    id: str
+    name: str = "sealml"
+    created_at: str
+
+
+class DatabaseSection(_Section):
+    url: str = f"sqlite:///{STATE_DIR}/sealml.db"
+
+
+class BlobsSection(_Section):
+    backend: Literal["local"] = "local"
+    path: str = f"{STATE_DIR}/blobs"
+
+
+class KdfSection(_Section):
+    time_cost: int = 3
+    memory_kib: int = 65536
+    parallelism: int = 2
+
+
+class KeysSection(_Section):
+    provider: Literal["local"] = "local"
+    keystore: str = f"{STATE_DIR}/keystore.json"
+    passphrase_file: str | None = None
+    kdf: KdfSection = Field(default_factory=KdfSection)
+
+
+class SealSection(_Section):
+    segment_size: int = 1 << 20
+
+    @field_validator("segment_size")
+    @classmethod
+    def _segment(cls, value: int) -> int:
+        if not 4096 <= value <= 64 << 20:
+            raise ValueError("segment_size must be between 4 KiB and 64 MiB")
+        return value
+
+
+class LedgerSection(_Section):
+    origin: str
+    verifier_key: str
+
+
+class AccessSection(_Section):
+    session_ttl_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    roles: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
+
+
+class Config(_Section):
+    """The whole of ``sealml.toml``."""
+
+    workspace: WorkspaceSection
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    blobs: BlobsSection = Field(default_factory=BlobsSection)
+    keys: KeysSection = Field(default_factory=KeysSection)
+    seal: SealSection = Field(default_factory=SealSection)
+    ledger: LedgerSection
+    access: AccessSection = Field(default_factory=AccessSection)
+
+    def dump(self) -> bytes:
+        data: dict[str, Any] = self.model_dump(exclude_none=True)
+        return tomli_w.dumps(data).encode()
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate ``sealml.toml``; any problem is a one-line ConfigError."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no workspace at {path.parent} (missing {CONFIG_NAME})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+
+
+def resolve(root: Path, value: str) -> Path:
+    """A config path made absolute against the workspace folder."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def database_url(root: Path, url: str) -> str:
+    """Make a relative SQLite path absolute against the workspace folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str(root / url[len(prefix) :])
+    return url

@@ -1,0 +1,362 @@
+"""Tink's AES-GCM-HKDF streaming AEAD, written on ``cryptography``'s AES-GCM.
+
+Wire format (byte-compatible with Tink's ``AesGcmHkdfStreamingKey``, HKDF-SHA256)::
+
+    ciphertext = header || segment_0 || segment_1 || ... || segment_n-1
+    header     = header_len (1 byte) || salt (key_size bytes) || nonce_prefix (7 bytes)
+    key        = HKDF-SHA256(ikm=main key, salt=salt, info=associated data, len=key_size)
+    nonce_i    = nonce_prefix || uint32_be(i) || (0x01 if i is the last segment else 0x00)
+    segment_i  = AES-GCM(key, nonce_i, plaintext_i, aad="")  (ciphertext || 16-byte tag)
+
+Every ciphertext segment is ``segment_size`` bytes except the first, which is shorter by the
+header length, and the last, which may be shorter. The last-segment flag in the nonce makes
+truncation at a segment boundary fail; the segment counter makes reordering fail; binding the
+associated data through HKDF makes moving a blob to another context fail.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import IntegrityError
+
+TAG_SIZE = 16
+NONCE_PREFIX_SIZE = 7
+MAX_SEGMENTS = 2**32
+# Segment buffers in flight per stage: enough to keep the helper threads busy.
+PIPELINE_DEPTH = 4
+
+PlaintextObserver = Callable[[memoryview], None]
+
+
+@dataclass(frozen=True)
+class StreamingParams:
+    """Parameters of one AES-GCM-HKDF streaming key (Tink's ``AesGcmHkdfStreamingParams``)."""
+
+    segment_size: int = 1 << 20
+    key_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.key_size not in (16, 32):
+            raise ValueError("key_size must be 16 or 32")
+        if self.segment_size <= self.header_size + TAG_SIZE or self.segment_size >= 2**31:
+            raise ValueError("segment_size out of range")
+
+    @property
+    def header_size(self) -> int:
+        return 1 + self.key_size + NONCE_PREFIX_SIZE
+
+    @property
+    def first_plaintext_size(self) -> int:
+        return self.segment_size - self.header_size - TAG_SIZE
+
+    @property
+    def plaintext_size(self) -> int:
+        return self.segment_size - TAG_SIZE
+
+    def ciphertext_size(self, plaintext_size: int) -> int:
+        """Exact size of the ciphertext of a *plaintext_size*-byte message."""
+        if plaintext_size <= self.first_plaintext_size:
+            return self.header_size + plaintext_size + TAG_SIZE
+        rest = plaintext_size - self.first_plaintext_size
+        segments = 1 + -(-rest // self.plaintext_size)
+        return self.header_size + plaintext_size + segments * TAG_SIZE
+
+
+def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
+    if index >= MAX_SEGMENTS:
+        raise ValueError("too many segments for one stream")
+    return prefix + struct.pack(">I", index) + (b"\x01" if last else b"\x00")
+
+
+def _derive_cipher(main_key: bytes, salt: bytes, associated_data: bytes, size: int) -> AESGCM:
+    if len(main_key) < size:
+        raise ValueError("main key shorter than the derived key size")
+    derived = HKDF(algorithm=SHA256(), length=size, salt=salt, info=associated_data).derive(
+        main_key
+    )
+    return AESGCM(derived)
+
+
+class SegmentEncrypter:
+    """Encrypts one stream segment by segment; holds the random salt and nonce prefix."""
+
+    def __init__(self, main_key: bytes, associated_data: bytes, params: StreamingParams) -> None:
+        self.params = params
+        salt = os.urandom(params.key_size)
+        self._prefix = os.urandom(NONCE_PREFIX_SIZE)
+        self._cipher = _derive_cipher(main_key, salt, associated_data, params.key_size)
+        self.header = bytes([params.header_size]) + salt + self._prefix
+
+    def __repr__(self) -> str:
+        return "SegmentEncrypter(***)"
+
+    def encrypt_into(self, index: int, plaintext: memoryview, last: bool, out: bytearray) -> int:
+        """Encrypt segment *index* into *out*; returns the ciphertext length."""
+        size = len(plaintext) + TAG_SIZE
+        self._cipher.encrypt_into(
+            _nonce(self._prefix, index, last), plaintext, None, memoryview(out)[:size]
+        )
+        return size
+
+
+class SegmentDecrypter:
+    """Decrypts the segments of one stream given its header."""
+
+    def __init__(
+        self, main_key: bytes, associated_data: bytes, header: bytes, params: StreamingParams
+    ) -> None:
+        if len(header) != params.header_size or header[0] != params.header_size:
+            raise IntegrityError("sealed stream header is malformed")
+        self.params = params
+        salt = header[1 : 1 + params.key_size]
+        self._prefix = header[1 + params.key_size :]
+        self._cipher = _derive_cipher(main_key, salt, associated_data, params.key_size)
+
+    def __repr__(self) -> str:
+        return "SegmentDecrypter(***)"
+
+    def decrypt_into(self, index: int, ciphertext: memoryview, last: bool, out: bytearray) -> int:
+        """Authenticate and decrypt segment *index* into *out*; returns the plaintext length."""
+        if len(ciphertext) < TAG_SIZE:
+            raise IntegrityError(f"sealed stream is truncated in segment {index}")
+        size = len(ciphertext) - TAG_SIZE
+        try:
+            self._cipher.decrypt_into(
+                _nonce(self._prefix, index, last), ciphertext, None, memoryview(out)[:size]
+            )
+        except InvalidTag:
+            where = "last segment" if last else f"segment {index}"
+            raise IntegrityError(
+                f"sealed stream failed authentication in {where} "
+                "(tampered, truncated, extended or wrong key)"
+            ) from None
+        return size
+
+
+def read_full(source: BinaryIO, buffer: memoryview) -> int:
+    """Fill *buffer* from *source* unless EOF comes first; returns the bytes read."""
+    filled = 0
+    while filled < len(buffer):
+        got = source.readinto(buffer[filled:])  # type: ignore[attr-defined]
+        if not got:
+            break
+        filled += got
+    return filled
+
+
+class _BufferPool:
+    """A fixed set of equal buffers; taking one blocks until a consumer gives one back."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(count):
+            self._free.put(bytearray(size))
+
+    def take(self) -> bytearray:
+        return self._free.get()
+
+    def give(self, buffer: bytearray) -> None:
+        self._free.put(buffer)
+
+
+class _Worker:
+    """Applies one function to buffers in submission order on its own thread.
+
+    Hashing and file writes release the GIL, so running them beside the cipher uses both
+    cores and overlaps disk writes with computation. The first error is re-raised in the
+    producer at the next ``submit`` or at ``close``.
+    """
+
+    def __init__(self, function: Callable[[memoryview], object], name: str) -> None:
+        self._function = function
+        self._queue: queue.SimpleQueue[tuple[memoryview, Callable[[], None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            view, release = item
+            try:
+                if self._error is None:
+                    self._function(view)
+            except BaseException as error:  # re-raised in the producer thread
+                self._error = error
+            finally:
+                release()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, view: memoryview, release: Callable[[], None]) -> None:
+        self._raise_pending()
+        self._queue.put((view, release))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_pending()
+
+
+class _Stage:
+    """A buffer pool plus the workers that must all finish with a buffer before reuse."""
+
+    def __init__(self, size: int, functions: list[Callable[[memoryview], object]]) -> None:
+        self._pool = _BufferPool(PIPELINE_DEPTH, size)
+        self._workers = [_Worker(f, "sealml-stream") for f in functions]
+
+    def take(self) -> bytearray:
+        return self._pool.take()
+
+    def submit(self, buffer: bytearray, length: int) -> None:
+        """Hand *buffer* to every worker; it returns to the pool when the last one is done."""
+        if not self._workers:
+            self._pool.give(buffer)
+            return
+        remaining = [len(self._workers)]
+        lock = threading.Lock()
+
+        def release() -> None:
+            with lock:
+                remaining[0] -= 1
+                done = remaining[0] == 0
+            if done:
+                self._pool.give(buffer)
+
+        view = memoryview(buffer)[:length]
+        for worker in self._workers:
+            worker.submit(view, release)
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for worker in self._workers:
+            try:
+                worker.close()
+            except BaseException as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+
+def encrypt_stream(
+    main_key: bytes,
+    associated_data: bytes,
+    source: BinaryIO,
+    sink: BinaryIO,
+    params: StreamingParams,
+    observer: PlaintextObserver | None = None,
+) -> int:
+    """Encrypt *source* to *sink* in one pass; *observer* sees every plaintext byte in order.
+
+    Reading and encryption run on the calling thread, the observer (a hash) and the writes
+    to *sink* on helper threads. Memory use is a fixed number of segment buffers whatever
+    the input size. Returns the plaintext size.
+    """
+    encrypter = SegmentEncrypter(main_key, associated_data, params)
+    sink.write(encrypter.header)
+    plain = _Stage(params.plaintext_size, [observer] if observer else [])
+    cipher = _Stage(params.segment_size, [sink.write])
+    try:
+        current = plain.take()
+        length = read_full(source, memoryview(current)[: params.first_plaintext_size])
+        index = 0
+        total = 0
+        while True:
+            following = plain.take()
+            next_length = read_full(source, memoryview(following))
+            last = next_length == 0
+            out = cipher.take()
+            written = encrypter.encrypt_into(index, memoryview(current)[:length], last, out)
+            plain.submit(current, length)
+            cipher.submit(out, written)
+            total += length
+            if last:
+                return total
+            current, length, index = following, next_length, index + 1
+    finally:
+        plain.close()
+        cipher.close()
+
+
+def iter_decrypted(
+    main_key: bytes,
+    associated_data: bytes,
+    source: BinaryIO,
+    params: StreamingParams,
+    next_buffer: Callable[[], bytearray] | None = None,
+) -> Iterator[memoryview]:
+    """Yield the authenticated plaintext segments of *source*, in order.
+
+    Each segment is decrypted into ``next_buffer()`` (by default one reused buffer, so a
+    yielded view is valid only until the next is requested). A segment is yielded only
+    after its tag verified; a stream that ends early raises IntegrityError.
+    """
+    header = source.read(params.header_size)
+    if len(header) < params.header_size:
+        raise IntegrityError("sealed stream is truncated in its header")
+    decrypter = SegmentDecrypter(main_key, associated_data, header, params)
+    if next_buffer is None:
+        shared = bytearray(params.plaintext_size)
+
+        def next_buffer() -> bytearray:
+            return shared
+
+    buffers = (bytearray(params.segment_size), bytearray(params.segment_size))
+    current = 0
+    length = read_full(source, memoryview(buffers[0])[: params.segment_size - params.header_size])
+    index = 0
+    while True:
+        following = 1 - current
+        next_length = read_full(source, memoryview(buffers[following]))
+        last = next_length == 0
+        out = next_buffer()
+        size = decrypter.decrypt_into(index, memoryview(buffers[current])[:length], last, out)
+        yield memoryview(out)[:size]
+        if last:
+            return
+        current, length, index = following, next_length, index + 1
+
+
+def decrypt_stream(
+    main_key: bytes,
+    associated_data: bytes,
+    source: BinaryIO,
+    sink: BinaryIO | None,
+    params: StreamingParams,
+    observer: PlaintextObserver | None = None,
+) -> int:
+    """Decrypt *source* to *sink* (or only authenticate it when *sink* is None).
+
+    *observer* sees every authenticated plaintext byte in order, on a helper thread, as do
+    the writes to *sink*. Returns the plaintext size.
+    """
+    functions: list[Callable[[memoryview], object]] = []
+    if observer is not None:
+        functions.append(observer)
+    if sink is not None:
+        functions.append(sink.write)
+    plain = _Stage(params.plaintext_size, functions)
+    total = 0
+    try:
+        for segment in iter_decrypted(main_key, associated_data, source, params, plain.take):
+            plain.submit(segment.obj, len(segment))  # type: ignore[arg-type]
+            total += len(segment)
+    finally:
+        plain.close()
+    return total

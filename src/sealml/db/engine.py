@@ -1,0 +1,148 @@
+"""Engine setup for SQLite (default) and PostgreSQL, transactions, and migrations.
+
+SQLite runs in WAL mode with full synchronous writes and foreign keys on. Write transactions
+start with ``BEGIN IMMEDIATE`` so two writers never interleave (the ledger head is a single
+row every writer updates); PostgreSQL gets the same effect from ``SELECT ... FOR UPDATE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import ConfigError, UsageError
+from ..fsutil import FILE_MODE
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows (a shredded data key) are overwritten, not left in free pages.
+        cursor.execute("PRAGMA secure_delete = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = "DEFERRED" if connection.get_execution_options().get("sealml_read") else "IMMEDIATE"
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """The metadata database of one workspace."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            self.url = make_url(url)
+        except ArgumentError:
+            raise ConfigError("database URL is malformed") from None
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        sqlite_file = _sqlite_path(url)
+        if sqlite_file is not None and not sqlite_file.exists():
+            # Create the file 0600 before SQLite does; its -wal and -shm files copy the mode.
+            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(sqlite_file, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+        try:
+            self.engine = create_engine(url, future=True)
+        except (ArgumentError, ImportError) as error:
+            raise ConfigError(f"cannot use database {self.safe_url}: {error}") from None
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = sessionmaker(
+            self.engine.execution_options(sealml_read=True), expire_on_commit=False
+        )
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, for messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any exception."""
+        with self._guard(), self._writer.begin() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read transaction (DEFERRED on SQLite, so it takes no write lock)."""
+        with self._guard(), self._reader() as session, session.begin():
+            yield session
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as error:
+            raise UsageError(
+                f"database {self.safe_url} is unavailable: {error.orig or error}".splitlines()[0]
+            ) from None
+        except SQLAlchemyError as error:
+            raise UsageError(f"database error: {type(error).__name__}") from None
+
+    # -- migrations -----------------------------------------------------------------------
+
+    def _alembic_config(self, connection: Any) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        config.attributes["connection"] = connection
+        return config
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+
+    def current_revision(self) -> str | None:
+        with self._guard(), self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def upgrade(self) -> None:
+        """Bring the schema to the latest migration."""
+        if self.current_revision() == self.head_revision():
+            return
+        with self._guard(), self.engine.begin() as connection:
+            command.upgrade(self._alembic_config(connection), "head")
+
+    def truncate_journal(self) -> None:
+        """Fold the SQLite write-ahead log into the database and empty it, so no copy of a
+        deleted row lingers in the journal (no-op on other databases)."""
+        if not self.is_sqlite:
+            return
+        with self._guard():
+            raw = self.engine.raw_connection()
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

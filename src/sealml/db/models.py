@@ -1,0 +1,114 @@
+"""SQLAlchemy models of the metadata database.
+
+Rows that matter for security carry the exact bytes that were signed or hashed
+(``statement``, ``body``) beside the indexed columns derived from them, so verification can
+detect an edit to either.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every sealml table."""
+
+
+class MetaEntry(Base):
+    """Workspace-wide settings recorded at init (workspace id, format versions)."""
+
+    __tablename__ = "workspace_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class PrincipalRow(Base):
+    """A user or service, its roles and its signing key (private half sealed by password)."""
+
+    __tablename__ = "principals"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    roles: Mapped[str] = mapped_column(Text)
+    public_key: Mapped[str] = mapped_column(Text)
+    key_box: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    kdf: Mapped[str | None] = mapped_column(Text, nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[str] = mapped_column(String(40))
+    created_by: Mapped[str] = mapped_column(String(64))
+    record: Mapped[bytes] = mapped_column(LargeBinary)
+    attestation: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SessionRow(Base):
+    """A login session: the token's hash and the server half of the session key."""
+
+    __tablename__ = "sessions"
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
+    key_share: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ArtifactRow(Base):
+    """Metadata of one sealed artifact; ``statement`` is what the creator signed."""
+
+    __tablename__ = "artifacts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    media_type: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(String(160))
+    blob_name: Mapped[str] = mapped_column(String(64), unique=True)
+    segment_size: Mapped[int] = mapped_column(Integer)
+    creator: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[str] = mapped_column(String(40), index=True)
+    statement: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    shredded_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class DataKeyRow(Base):
+    """An artifact's data key, wrapped by a key-encryption key."""
+
+    __tablename__ = "data_keys"
+    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(64), index=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LedgerEventRow(Base):
+    """One audit event; ``body`` is the canonical JSON whose hash is the Merkle leaf."""
+
+    __tablename__ = "ledger_events"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(40), index=True)
+    principal: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    resource: Mapped[str] = mapped_column(String(255), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LedgerHeadRow(Base):
+    """The single row holding the tree size, its right border (frontier) and last leaf."""
+
+    __tablename__ = "ledger_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+    last_leaf: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class CheckpointRow(Base):
+    """A signed checkpoint (signed note) of the ledger at one tree size."""
+
+    __tablename__ = "checkpoints"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[str] = mapped_column(String(40))

@@ -1,0 +1,66 @@
+"""Private, atomic file writes: files 0600, folders 0700, write-to-temp then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def make_private_dir(path: Path) -> None:
+    """Create *path* (and parents) if needed and make it 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    path.chmod(DIR_MODE)
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a rename or creation inside *path*."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
+    """Yield a 0600 temporary file next to *path*; rename it over *path* on success.
+
+    On any exception the temporary file is removed and *path* is untouched, so readers see
+    either the old content or the new content, never a partial file.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb", buffering=0) as handle:
+            yield handle
+            if durable:
+                os.fsync(handle.fileno())
+        tmp.replace(path)
+        if durable:
+            fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Atomically replace *path* with *data*, mode 0600."""
+    with atomic_writer(path) as handle:
+        handle.write(data)
+
+
+def create_private(path: Path, data: bytes) -> None:
+    """Create *path* with *data*, mode 0600; fails if it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())

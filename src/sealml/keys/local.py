@@ -1,0 +1,248 @@
+"""The default key provider: a passphrase-protected keystore file.
+
+The passphrase goes through Argon2id to a master key; the master key seals each KEK version
+and each named workspace secret (the checkpoint signing key, for instance) with AES-256-GCM,
+bound to its name. The file is JSON, mode 0600, replaced atomically under a file lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..crypto.box import BoxOpenError, open_box, seal_box
+from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams, derive_key, new_salt
+from ..crypto.secret import Secret
+from ..errors import AuthenticationError, ConfigError, IntegrityError, NotFoundError, UsageError
+from ..fsutil import create_private, write_private
+from .provider import DEK_SIZE, WrappedKey
+
+FORMAT = "sealml-keystore/1"
+_PREFIX = "local:"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any) -> bytes:
+    try:
+        return base64.b64decode(str(text), validate=True)
+    except ValueError:
+        raise ConfigError("keystore is malformed (bad base64)") from None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _kek_context(workspace_id: str, kek_id: str) -> bytes:
+    return f"sealml/keystore/v1/kek:{workspace_id}:{kek_id}".encode()
+
+
+def _check_context(workspace_id: str) -> bytes:
+    return f"sealml/keystore/v1/check:{workspace_id}".encode()
+
+
+def _secret_context(workspace_id: str, name: str) -> bytes:
+    return f"sealml/keystore/v1/secret:{workspace_id}:{name}".encode()
+
+
+def _wrap_context(kek_id: str, context: bytes) -> bytes:
+    return kek_id.encode("ascii") + b"\x00" + context
+
+
+class LocalKeystore:
+    """A :class:`~sealml.keys.provider.KeyProvider` backed by a passphrase-protected file."""
+
+    name = "local"
+
+    def __init__(self, path: Path, data: dict[str, Any], master: bytes) -> None:
+        self._path = path
+        self._data = data
+        self._master = master
+        self._workspace_id = str(data["workspace"])
+        try:
+            open_box(master, _unb64(data["check"]), _check_context(self._workspace_id))
+        except BoxOpenError:
+            raise AuthenticationError("wrong keystore passphrase") from None
+        self._keks: dict[str, bytes] = {}
+        for entry in data["keks"]:
+            kek_id = str(entry["id"])
+            try:
+                self._keks[kek_id] = open_box(
+                    master, _unb64(entry["box"]), _kek_context(self._workspace_id, kek_id)
+                )
+            except BoxOpenError:
+                raise IntegrityError(f"keystore entry {kek_id} failed authentication") from None
+
+    def __repr__(self) -> str:
+        return f"LocalKeystore({self._path}, keks={list(self._keks)})"
+
+    # -- creation and opening -------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        workspace_id: str,
+        passphrase: Secret,
+        params: Argon2idParams = DEFAULT_PARAMS,
+    ) -> LocalKeystore:
+        """Create a new keystore at *path* with a first KEK; refuses to overwrite."""
+        if not passphrase:
+            raise UsageError("the keystore passphrase must not be empty")
+        salt = new_salt()
+        master = derive_key(passphrase, salt, params)
+        kek_id = f"{_PREFIX}1"
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            "workspace": workspace_id,
+            "kdf": {"algorithm": "argon2id", "salt": _b64(salt), **params.to_dict()},
+            "check": _b64(seal_box(master, b"", _check_context(workspace_id))),
+            "current": kek_id,
+            "keks": [
+                {
+                    "id": kek_id,
+                    "created": _now(),
+                    "box": _b64(
+                        seal_box(master, os.urandom(32), _kek_context(workspace_id, kek_id))
+                    ),
+                }
+            ],
+            "secrets": {},
+        }
+        try:
+            create_private(path, json.dumps(data, indent=2).encode())
+        except FileExistsError:
+            raise UsageError(f"a keystore already exists at {path}") from None
+        return cls(path, data, master)
+
+    @classmethod
+    def open(cls, path: Path, passphrase: Secret) -> LocalKeystore:
+        """Open and unlock the keystore; wrong passphrases raise AuthenticationError."""
+        data = cls._load(path)
+        try:
+            params = Argon2idParams.from_dict(data["kdf"])
+            salt = _unb64(data["kdf"]["salt"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"keystore {path} is malformed: {error}") from None
+        return cls(path, data, derive_key(passphrase, salt, params))
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, Any]:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"no keystore at {path}") from None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ConfigError(f"keystore {path} is not valid JSON") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ConfigError(f"keystore {path} has an unknown format")
+        if not isinstance(data.get("keks"), list) or not data["keks"]:
+            raise ConfigError(f"keystore {path} holds no key-encryption key")
+        if not isinstance(data.get("secrets"), dict) or "check" not in data:
+            raise ConfigError(f"keystore {path} is malformed (secrets)")
+        return data
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise writers across processes and reload what another writer saved."""
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            fresh = self._load(self._path)
+            reopened = LocalKeystore(self._path, fresh, self._master)
+            self._data, self._keks = reopened._data, reopened._keks
+            yield
+            write_private(self._path, json.dumps(self._data, indent=2).encode())
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # -- KeyProvider ----------------------------------------------------------------------
+
+    def current_kek_id(self) -> str:
+        return str(self._data["current"])
+
+    def kek_ids(self) -> list[str]:
+        return list(self._keks)
+
+    def wrap(self, dek: bytes, context: bytes) -> WrappedKey:
+        if len(dek) != DEK_SIZE:
+            raise ValueError("data keys are 32 bytes")
+        kek_id = self.current_kek_id()
+        return WrappedKey(kek_id, seal_box(self._keks[kek_id], dek, _wrap_context(kek_id, context)))
+
+    def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
+        kek = self._keks.get(wrapped.kek_id)
+        if kek is None:
+            raise IntegrityError(f"key-encryption key {wrapped.kek_id} is no longer held")
+        try:
+            dek = open_box(kek, wrapped.blob, _wrap_context(wrapped.kek_id, context))
+        except BoxOpenError:
+            raise IntegrityError("a wrapped data key failed authentication") from None
+        if len(dek) != DEK_SIZE:
+            raise IntegrityError("a wrapped data key has the wrong size")
+        return dek
+
+    def rotate(self) -> str:
+        with self._locked():
+            numbers = [int(k.removeprefix(_PREFIX)) for k in self._keks]
+            kek_id = f"{_PREFIX}{max(numbers) + 1}"
+            kek = os.urandom(32)
+            self._data["keks"].append(
+                {
+                    "id": kek_id,
+                    "created": _now(),
+                    "box": _b64(
+                        seal_box(self._master, kek, _kek_context(self._workspace_id, kek_id))
+                    ),
+                }
+            )
+            self._data["current"] = kek_id
+            self._keks[kek_id] = kek
+        return kek_id
+
+    def destroy(self, kek_ids: list[str]) -> None:
+        doomed = set(kek_ids)
+        if self.current_kek_id() in doomed:
+            raise UsageError("the current key-encryption key cannot be destroyed")
+        with self._locked():
+            self._data["keks"] = [e for e in self._data["keks"] if e["id"] not in doomed]
+            for kek_id in doomed:
+                self._keks.pop(kek_id, None)
+
+    # -- named secrets --------------------------------------------------------------------
+
+    def store_secret(self, name: str, value: bytes) -> None:
+        """Seal a named workspace secret (e.g. the checkpoint signing key) in the keystore."""
+        with self._locked():
+            self._data["secrets"][name] = {
+                "created": _now(),
+                "box": _b64(
+                    seal_box(self._master, value, _secret_context(self._workspace_id, name))
+                ),
+            }
+
+    def load_secret(self, name: str) -> bytes:
+        """Open a named workspace secret."""
+        entry = self._data["secrets"].get(name)
+        if entry is None:
+            raise NotFoundError(f"the keystore holds no secret named {name!r}")
+        try:
+            return open_box(
+                self._master, _unb64(entry["box"]), _secret_context(self._workspace_id, name)
+            )
+        except BoxOpenError:
+            raise IntegrityError(f"keystore secret {name!r} failed authentication") from None

@@ -1,0 +1,146 @@
+"""Transparency-log checkpoints in the C2SP signed-note format, signed with Ed25519.
+
+A checkpoint note is::
+
+    <origin>\\n
+    <tree size, decimal>\\n
+    <base64 root hash>\\n
+    \\n
+    — <key name> <base64(key hash (4 bytes) || Ed25519 signature (64 bytes))>\\n
+
+The signature covers the text above the blank line. The key hash is the first four bytes of
+SHA-256(key name || 0x0A || 0x01 || public key); the verifier key is written
+``<name>+<hex key hash>+<base64(0x01 || public key)>``, as the Go ``sumdb/note`` package does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from ..crypto.signing import KeyFormatError, SigningKey, VerifyingKey
+from ..errors import IntegrityError, UsageError
+
+_ED25519 = b"\x01"
+_DASH = "\u2014 "
+_MAX_NOTE = 64 * 1024
+
+
+def _key_hash(name: str, public_raw: bytes) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + _ED25519 + public_raw).digest()[:4]
+
+
+def _check_name(name: str) -> None:
+    if not name or any(c.isspace() for c in name) or "+" in name:
+        raise ValueError("a note key name must be non-empty, without spaces or '+'")
+
+
+@dataclass(frozen=True)
+class NoteVerifier:
+    """A named Ed25519 public key that checks checkpoint signatures."""
+
+    name: str
+    key: VerifyingKey
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+
+    @property
+    def key_hash(self) -> bytes:
+        return _key_hash(self.name, self.key.raw())
+
+    def encode(self) -> str:
+        """The verifier key string, for users to keep outside the workspace."""
+        raw = base64.b64encode(_ED25519 + self.key.raw()).decode()
+        return f"{self.name}+{self.key_hash.hex()}+{raw}"
+
+    @classmethod
+    def decode(cls, text: str) -> NoteVerifier:
+        try:
+            name, key_hash, raw_b64 = text.strip().split("+", 2)
+            raw = base64.b64decode(raw_b64, validate=True)
+            if raw[:1] != _ED25519 or len(raw) != 33:
+                raise ValueError
+            verifier = cls(name, VerifyingKey.from_raw_ed25519(raw[1:]))
+            if verifier.key_hash.hex() != key_hash:
+                raise ValueError
+        except (ValueError, binascii.Error, KeyFormatError):
+            raise UsageError("malformed checkpoint verifier key") from None
+        return verifier
+
+
+@dataclass(frozen=True)
+class NoteSigner:
+    """The workspace's checkpoint signing key and its note key name."""
+
+    name: str
+    key: SigningKey
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        return NoteVerifier(self.name, self.key.public_key)
+
+    def __repr__(self) -> str:
+        return f"NoteSigner({self.name}, ***)"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A tree head: the log's origin, its size and its root hash."""
+
+    origin: str
+    size: int
+    root: bytes
+
+    def body(self) -> str:
+        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
+
+    def sign(self, signer: NoteSigner) -> str:
+        """The signed note text of this checkpoint."""
+        text = self.body()
+        signature = signer.key.sign(text.encode())
+        blob = base64.b64encode(signer.verifier.key_hash + signature).decode()
+        return f"{text}\n{_DASH}{signer.name} {blob}\n"
+
+
+def open_note(note: str, verifier: NoteVerifier) -> Checkpoint:
+    """Parse a signed checkpoint note and check its signature by *verifier*.
+
+    Raises IntegrityError for a bad or missing signature, UsageError for text that is not a
+    checkpoint note at all.
+    """
+    if len(note) > _MAX_NOTE or not note.endswith("\n") or "\n\n" not in note:
+        raise UsageError("not a signed checkpoint note")
+    text, _, signatures = note.rpartition("\n\n")
+    text += "\n"
+    lines = text.split("\n")[:-1]
+    if len(lines) < 3:
+        raise UsageError("checkpoint note lacks origin, size or root hash")
+    origin, size_text, root_text = lines[0], lines[1], lines[2]
+    try:
+        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+            raise ValueError
+        size = int(size_text)
+        root = base64.b64decode(root_text, validate=True)
+        if len(root) != 32:
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise UsageError("checkpoint note has a malformed size or root hash") from None
+    for line in signatures.split("\n")[:-1]:
+        if not line.startswith(_DASH):
+            raise UsageError("checkpoint note has a malformed signature line")
+        name, _, blob_text = line[len(_DASH) :].partition(" ")
+        if name != verifier.name:
+            continue
+        try:
+            blob = base64.b64decode(blob_text, validate=True)
+        except (ValueError, binascii.Error):
+            continue
+        if blob[:4] == verifier.key_hash and verifier.key.verify(blob[4:], text.encode()):
+            return Checkpoint(origin, size, root)
+    raise IntegrityError(f"checkpoint note is not signed by {verifier.name}")

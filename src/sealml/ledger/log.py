@@ -1,0 +1,270 @@
+"""The append-only audit ledger: hash-chained events in an RFC 9162 Merkle tree.
+
+Each event is stored as canonical JSON (``body``) holding its sequence number, time,
+principal, action, resource, outcome, details and the leaf hash of the event before it.
+Its Merkle leaf is ``SHA-256(0x00 || body)``. Appends run inside the caller's transaction,
+update the single ``ledger_head`` row (size, frontier, last leaf) under a write lock and,
+when a signer is available, record a signed checkpoint of the new tree head.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from ..crypto.canonical import canonical_json
+from ..db.models import CheckpointRow, LedgerEventRow, LedgerHeadRow
+from ..errors import NotFoundError, UsageError
+from .checkpoint import Checkpoint, NoteSigner
+from .merkle import Frontier, consistency_proof, inclusion_proof, leaf_hash
+
+ZERO_HASH = bytes(32)
+EVENT_VERSION = 1
+OUTCOMES = ("ok", "denied", "failed")
+
+
+def utc_now() -> str:
+    """The current time as the ledger writes it (RFC 3339, UTC, microseconds)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """An event to append: who did what to which resource, and how it ended."""
+
+    principal: str
+    action: str
+    resource: str
+    outcome: str = "ok"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A stored event."""
+
+    seq: int
+    body: bytes
+    leaf_hash: bytes
+
+    def fields(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.body)
+        return data
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Conditions for :meth:`Ledger.events`; None means any."""
+
+    principal: str | None = None
+    action: str | None = None
+    resource: str | None = None
+    since: str | None = None
+    until: str | None = None
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """Everything needed to check offline that one event is in a signed tree head."""
+
+    event: bytes
+    leaf_index: int
+    tree_size: int
+    hashes: list[bytes]
+    checkpoint_note: str
+
+
+class Ledger:
+    """The ledger of one workspace; every method works inside a caller's session."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    # -- writing --------------------------------------------------------------------------
+
+    @staticmethod
+    def initialise(session: Session) -> None:
+        """Create the empty tree head (at workspace creation)."""
+        session.add(LedgerHeadRow(id=1, size=0, frontier=b"", last_leaf=ZERO_HASH))
+
+    def append(
+        self,
+        session: Session,
+        drafts: Sequence[EventDraft],
+        signer: NoteSigner | None = None,
+    ) -> list[int]:
+        """Append *drafts* in order; returns their sequence numbers.
+
+        With a *signer*, a checkpoint of the new tree head is recorded in the same
+        transaction, so the events are anchored the moment they commit.
+        """
+        head = session.execute(
+            select(LedgerHeadRow).where(LedgerHeadRow.id == 1).with_for_update()
+        ).scalar_one()
+        frontier = Frontier.from_bytes(head.size, head.frontier)
+        previous = head.last_leaf
+        rows: list[dict[str, Any]] = []
+        seqs: list[int] = []
+        for draft in drafts:
+            if draft.outcome not in OUTCOMES:
+                raise ValueError(f"unknown outcome {draft.outcome!r}")
+            seq = frontier.size
+            ts = utc_now()
+            body = canonical_json(
+                {
+                    "v": EVENT_VERSION,
+                    "seq": seq,
+                    "ts": ts,
+                    "principal": draft.principal,
+                    "action": draft.action,
+                    "resource": draft.resource,
+                    "outcome": draft.outcome,
+                    "details": draft.details,
+                    "prev": previous.hex(),
+                }
+            )
+            leaf = leaf_hash(body)
+            frontier.append(leaf)
+            rows.append(
+                {
+                    "seq": seq,
+                    "ts": ts,
+                    "principal": draft.principal,
+                    "action": draft.action,
+                    "resource": draft.resource,
+                    "outcome": draft.outcome,
+                    "body": body,
+                    "leaf_hash": leaf,
+                }
+            )
+            seqs.append(seq)
+            previous = leaf
+        if rows:
+            session.execute(insert(LedgerEventRow), rows)
+        head.size = frontier.size
+        head.frontier = frontier.to_bytes()
+        head.last_leaf = previous
+        if signer is not None:
+            self._record_checkpoint(session, frontier, signer)
+        session.flush()
+        return seqs
+
+    def _record_checkpoint(self, session: Session, frontier: Frontier, signer: NoteSigner) -> str:
+        checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
+        note = checkpoint.sign(signer)
+        existing = session.get(CheckpointRow, frontier.size)
+        if existing is None:
+            session.add(
+                CheckpointRow(
+                    size=frontier.size, root=checkpoint.root, note=note, created_at=utc_now()
+                )
+            )
+            return note
+        return existing.note
+
+    def checkpoint(self, session: Session, signer: NoteSigner) -> str:
+        """Sign the current tree head (if not yet signed) and return its note."""
+        head = session.execute(
+            select(LedgerHeadRow).where(LedgerHeadRow.id == 1).with_for_update()
+        ).scalar_one()
+        note = self._record_checkpoint(session, Frontier.from_bytes(head.size, head.frontier), signer)
+        session.flush()
+        return note
+
+    # -- reading --------------------------------------------------------------------------
+
+    @staticmethod
+    def size(session: Session) -> int:
+        head = session.get(LedgerHeadRow, 1)
+        return 0 if head is None else head.size
+
+    @staticmethod
+    def latest_checkpoint(session: Session) -> CheckpointRow | None:
+        return session.execute(
+            select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
+        ).scalar_one_or_none()
+
+    @staticmethod
+    def event(session: Session, seq: int) -> Event:
+        row = session.get(LedgerEventRow, seq)
+        if row is None:
+            raise NotFoundError(f"no ledger event {seq}")
+        return Event(row.seq, row.body, row.leaf_hash)
+
+    @staticmethod
+    def events(session: Session, where: EventFilter, limit: int | None = None) -> Iterator[Event]:
+        """Events matching *where*, oldest first."""
+        query = select(LedgerEventRow.seq, LedgerEventRow.body, LedgerEventRow.leaf_hash)
+        if where.principal is not None:
+            query = query.where(LedgerEventRow.principal == where.principal)
+        if where.action is not None:
+            if where.action.endswith("*"):
+                query = query.where(LedgerEventRow.action.startswith(where.action[:-1]))
+            else:
+                query = query.where(LedgerEventRow.action == where.action)
+        if where.resource is not None:
+            query = query.where(LedgerEventRow.resource == where.resource)
+        if where.outcome is not None:
+            query = query.where(LedgerEventRow.outcome == where.outcome)
+        if where.since is not None:
+            query = query.where(LedgerEventRow.ts >= where.since)
+        if where.until is not None:
+            query = query.where(LedgerEventRow.ts < where.until)
+        query = query.order_by(LedgerEventRow.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        for seq, body, leaf in session.execute(query.execution_options(yield_per=5000)):
+            yield Event(seq, body, leaf)
+
+    @staticmethod
+    def leaves(session: Session, size: int) -> list[bytes]:
+        """The stored leaf hashes of the first *size* events."""
+        rows = session.execute(
+            select(LedgerEventRow.leaf_hash)
+            .where(LedgerEventRow.seq < size)
+            .order_by(LedgerEventRow.seq)
+            .execution_options(yield_per=50000)
+        )
+        leaves = [leaf for (leaf,) in rows]
+        if len(leaves) != size:
+            raise UsageError("the ledger has fewer events than its checkpoint; run audit verify")
+        return leaves
+
+    def prove_inclusion(self, session: Session, seq: int) -> InclusionProof:
+        """An inclusion proof of event *seq* against the latest signed checkpoint."""
+        checkpoint = self.latest_checkpoint(session)
+        if checkpoint is None or checkpoint.size <= seq:
+            raise UsageError(
+                f"event {seq} is not yet covered by a signed checkpoint; "
+                "run a command that unlocks the workspace, then prove again"
+            )
+        event = self.event(session, seq)
+        leaves = self.leaves(session, checkpoint.size)
+        return InclusionProof(
+            event=event.body,
+            leaf_index=seq,
+            tree_size=checkpoint.size,
+            hashes=inclusion_proof(seq, leaves),
+            checkpoint_note=checkpoint.note,
+        )
+
+    def prove_consistency(self, session: Session, old_size: int) -> tuple[str, list[bytes]]:
+        """A consistency proof from a tree of *old_size* to the latest signed checkpoint."""
+        checkpoint = self.latest_checkpoint(session)
+        if checkpoint is None:
+            raise UsageError("the ledger has no signed checkpoint yet")
+        if old_size > checkpoint.size:
+            raise UsageError(
+                f"the saved checkpoint (size {old_size}) is larger than the ledger's "
+                f"(size {checkpoint.size}): the ledger was rolled back or forked"
+            )
+        if old_size == 0:
+            return checkpoint.note, []
+        return checkpoint.note, consistency_proof(old_size, self.leaves(session, checkpoint.size))

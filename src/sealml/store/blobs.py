@@ -1,0 +1,147 @@
+"""Blob backends: where sealed bytes live.
+
+Blob names are random, so they reveal nothing about content. A backend writes a new blob
+to a temporary place and publishes it under its final name only once it is complete and
+durable; readers never see a partial blob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from ..errors import IntegrityError, UsageError
+from ..fsutil import FILE_MODE, fsync_dir, make_private_dir
+
+_NAME_BYTES = 16
+
+
+class BlobWriter(Protocol):
+    """A blob being written: ``commit`` publishes it; leaving the context without a commit
+    discards it."""
+
+    name: str
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+    def commit(self) -> None: ...
+
+    def __enter__(self) -> BlobWriter: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class BlobStore(Protocol):
+    """What every blob backend (local folder, S3-compatible bucket) offers."""
+
+    def writer(self) -> BlobWriter: ...
+
+    def open(self, name: str) -> BinaryIO: ...
+
+    def size(self, name: str) -> int: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def names(self) -> Iterator[str]: ...
+
+    def discard_partial(self, older_than_seconds: float) -> int: ...
+
+
+def _check_name(name: str) -> None:
+    if len(name) != 2 * _NAME_BYTES or not all(c in "0123456789abcdef" for c in name):
+        raise UsageError("malformed blob name")
+
+
+class _LocalWriter:
+    def __init__(self, store: LocalBlobStore) -> None:
+        self._store = store
+        self.name = secrets.token_hex(_NAME_BYTES)
+        store.tmp.mkdir(exist_ok=True, mode=0o700)
+        self._tmp = store.tmp / f"{self.name}.part"
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        self._handle = os.fdopen(fd, "wb", buffering=0)
+        self._committed = False
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        return self._handle.write(data) or 0
+
+    def commit(self) -> None:
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        final = self._store.path_of(self.name)
+        final.parent.mkdir(exist_ok=True, mode=0o700)
+        self._tmp.replace(final)
+        fsync_dir(final.parent)
+        self._committed = True
+
+    def __enter__(self) -> _LocalWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._committed:
+            self._handle.close()
+            self._tmp.unlink(missing_ok=True)
+
+
+class LocalBlobStore:
+    """Blobs as files under a private folder, fanned out by the first two name characters."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+
+    @classmethod
+    def initialise(cls, root: Path) -> LocalBlobStore:
+        make_private_dir(root)
+        make_private_dir(root / "tmp")
+        return cls(root)
+
+    def path_of(self, name: str) -> Path:
+        _check_name(name)
+        return self.root / name[:2] / name
+
+    def writer(self) -> _LocalWriter:
+        return _LocalWriter(self)
+
+    def open(self, name: str) -> BinaryIO:
+        try:
+            return self.path_of(name).open("rb", buffering=0)
+        except FileNotFoundError:
+            raise IntegrityError(f"blob {name} is missing from the store") from None
+
+    def size(self, name: str) -> int:
+        try:
+            return self.path_of(name).stat().st_size
+        except FileNotFoundError:
+            raise IntegrityError(f"blob {name} is missing from the store") from None
+
+    def delete(self, name: str) -> None:
+        self.path_of(name).unlink(missing_ok=True)
+
+    def exists(self, name: str) -> bool:
+        return self.path_of(name).is_file()
+
+    def names(self) -> Iterator[str]:
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and len(folder.name) == 2:
+                for blob in sorted(folder.iterdir()):
+                    yield blob.name
+
+    def discard_partial(self, older_than_seconds: float) -> int:
+        """Remove temporary files of interrupted writes older than the given age."""
+        removed = 0
+        cutoff = time.time() - older_than_seconds
+        if self.tmp.is_dir():
+            for part in self.tmp.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if part.stat().st_mtime < cutoff:
+                        part.unlink()
+                        removed += 1
+        return removed

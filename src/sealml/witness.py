@@ -1,0 +1,56 @@
+"""The local witness: the largest checkpoint this user has seen, kept outside the workspace.
+
+Every time this user's sealml signs or reads a newer checkpoint it records it under the
+user's state folder. ``audit verify`` then requires the ledger to extend it, so replacing
+the workspace database with an older copy (a rollback) is detected even though every old
+checkpoint in that copy is validly signed. Keep an off-machine copy too (``audit
+checkpoint -o``): an attacker who controls this user's home folder can roll back both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from .errors import IntegrityError, UsageError
+from .fsutil import make_private_dir, write_private
+from .ledger.checkpoint import Checkpoint, NoteVerifier, open_note
+
+
+def state_home() -> Path:
+    """``$SEALML_STATE_DIR``, else ``$XDG_STATE_HOME/sealml``, else ``~/.local/state/sealml``."""
+    explicit = os.environ.get("SEALML_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "sealml"
+
+
+class Witness:
+    """Reads and advances the witnessed checkpoint of one workspace."""
+
+    def __init__(self, workspace_id: str, verifier: NoteVerifier) -> None:
+        self.path = state_home() / "witness" / f"{workspace_id}.note"
+        self._verifier = verifier
+
+    def load(self) -> Checkpoint | None:
+        try:
+            note = self.path.read_text(encoding="utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+        try:
+            return open_note(note, self._verifier)
+        except (UsageError, IntegrityError):
+            return None
+
+    def advance(self, note: str) -> None:
+        """Remember *note* if it is newer than what was witnessed."""
+        checkpoint = open_note(note, self._verifier)
+        current = self.load()
+        if current is not None and current.size >= checkpoint.size:
+            return
+        with contextlib.suppress(OSError):
+            make_private_dir(self.path.parent)
+            write_private(self.path, note.encode("utf-8"))

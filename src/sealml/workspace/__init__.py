@@ -1,0 +1,93 @@
+"""The Python API: ``Workspace.init`` / ``Workspace.open`` and everything a workspace does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..access.principals import Actor
+from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams
+from ..crypto.secret import Secret
+from ..ledger import EventDraft
+from .artifacts import ArtifactCheck, ArtifactOperations, StoreReport
+from .audit import AuditOperations
+from .core import PassphraseSource, utc_now
+from .users import UserOperations
+
+__all__ = ["ArtifactCheck", "StoreReport", "Workspace"]
+
+
+class Workspace(ArtifactOperations, UserOperations, AuditOperations):
+    """One sealml installation: config, metadata database, blob store and key provider.
+
+    >>> ws = Workspace.open("/path/to/ws", passphrase=Secret("..."))
+    >>> ws.login("alice", Secret("..."))
+    >>> info = ws.put("train.csv", kind="dataset")
+    >>> ws.get(info.id, "copy.csv")
+    """
+
+    @classmethod
+    def init(
+        cls,
+        path: Path | str,
+        *,
+        passphrase: Secret,
+        admin_password: Secret,
+        admin_name: str = "admin",
+        name: str = "sealml",
+        kdf: Argon2idParams = DEFAULT_PARAMS,
+    ) -> Workspace:
+        """Create a workspace at *path* with its first admin, who becomes the actor.
+
+        Refuses to touch a folder that already holds a workspace; on any failure the
+        partly created workspace is removed.
+        """
+        from ..access.principals import MIN_PASSWORD_LENGTH, check_name
+        from ..errors import UsageError
+
+        check_name(admin_name)
+        if len(admin_password.reveal()) < MIN_PASSWORD_LENGTH:
+            raise UsageError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        root = Path(path).expanduser().resolve()
+        workspace = cls._setup(root, name=name, passphrase=passphrase, kdf=kdf)
+        try:
+            with workspace.transaction() as session:
+                principal, key = workspace.principals.create(
+                    session,
+                    name=admin_name,
+                    kind="human",
+                    roles=["admin"],
+                    password=admin_password,
+                    created_by=admin_name,
+                    created_at=utc_now(),
+                )
+                workspace.append(
+                    session,
+                    [
+                        EventDraft(admin_name, "workspace.init", f"workspace:{workspace.config.workspace.id}"),
+                        EventDraft(
+                            admin_name,
+                            "user.add",
+                            f"principal:{admin_name}",
+                            details={
+                                "roles": ["admin"],
+                                "kind": "human",
+                                "key_fingerprint": principal.public_key.fingerprint(),
+                            },
+                        ),
+                    ],
+                )
+        except BaseException:
+            workspace.close()
+            cls._abandon(root)
+            raise
+        workspace.actor = Actor(principal, key, "init")
+        return workspace
+
+    @classmethod
+    def open(cls, path: Path | str | None = None, *, passphrase: PassphraseSource = None) -> Workspace:
+        """Open the workspace at *path* (else ``$SEALML_WORKSPACE``, else the current folder).
+
+        The keystore is unlocked with *passphrase* only when a key is first needed. Call
+        :meth:`login` (or :meth:`login_with_key`, :meth:`resume_session`) before acting.
+        """
+        return cls.load(path, passphrase)

@@ -1,0 +1,420 @@
+"""Artifact operations: put, get, open_reader, verify, ls, shred, key rotation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..access.policy import ARTIFACT_KINDS
+from ..crypto.streaming import StreamingParams
+from ..crypto.signing import VerifyingKey
+from ..db.models import ArtifactRow, DataKeyRow
+from ..errors import IntegrityError, NotFoundError, SealmlError, ShreddedError, UsageError
+from ..fsutil import atomic_writer
+from ..keys.provider import rewrap_all
+from ..ledger import EventFilter, Ledger
+from ..store.artifacts import (
+    ArtifactDraft,
+    ArtifactInfo,
+    VerifyingReader,
+    check_row,
+    info_of,
+    seal,
+    unseal,
+    unwrap_key,
+)
+from ..store.datakeys import DatabaseDataKeys
+from .core import WorkspaceCore, utc_now
+
+_ID_LENGTH = 32
+_MIN_PREFIX = 6
+
+
+def statement_hash(row: ArtifactRow) -> str:
+    """What the ledger's put event records about an artifact: the hash of its signed
+    statement (not the plaintext digest, which the ledger export must not reveal)."""
+    return hashlib.sha256(row.statement).hexdigest()
+
+
+def _resource(row: ArtifactRow) -> str:
+    return f"artifact:{row.id}"
+
+
+@dataclass
+class ArtifactCheck:
+    """The verification result of one artifact."""
+
+    info: ArtifactInfo
+    status: str  # "ok", "shredded" or "failed"
+    problem: str | None = None
+
+
+@dataclass
+class StoreReport:
+    """Verification of every artifact in the workspace."""
+
+    checks: list[ArtifactCheck] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    orphan_blobs: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(c.status != "failed" for c in self.checks)
+
+
+class ArtifactOperations(WorkspaceCore):
+    """Seal, unseal, verify, list and shred artifacts."""
+
+    # -- lookup ---------------------------------------------------------------------------
+
+    def _find(self, session: Session, ref: str) -> ArtifactRow:
+        ref = ref.strip()
+        if not ref:
+            raise UsageError("an artifact id or name is required")
+        lowered = ref.lower()
+        if len(lowered) >= _MIN_PREFIX and all(c in "0123456789abcdef" for c in lowered):
+            if len(lowered) == _ID_LENGTH:
+                row = session.get(ArtifactRow, lowered)
+                if row is not None:
+                    return row
+            else:
+                found = list(
+                    session.execute(
+                        select(ArtifactRow).where(ArtifactRow.id.startswith(lowered)).limit(2)
+                    ).scalars()
+                )
+                if len(found) == 1:
+                    return found[0]
+                if len(found) > 1:
+                    raise UsageError(f"artifact id prefix {ref!r} is ambiguous; give more digits")
+        row = session.execute(
+            select(ArtifactRow)
+            .where(ArtifactRow.name == ref)
+            .order_by(ArtifactRow.created_at.desc(), ArtifactRow.id)
+            .limit(1)
+        ).scalar_one_or_none()
+        if row is None:
+            raise NotFoundError(f"no artifact with id or name {ref!r}")
+        return row
+
+    def _creator_key(self, session: Session, row: ArtifactRow) -> VerifyingKey:
+        try:
+            return self.principals.get(session, row.creator).public_key
+        except NotFoundError:
+            raise IntegrityError(
+                f"artifact {row.id}: its creator {row.creator!r} is not a known principal"
+            ) from None
+
+    def _load_checked(self, session: Session, ref: str) -> tuple[ArtifactRow, DataKeyRow | None]:
+        row = self._find(session, ref)
+        check_row(row, self._creator_key(session, row))
+        return row, session.get(DataKeyRow, row.id)
+
+    def _check_ledger_put(self, session: Session, row: ArtifactRow) -> None:
+        for event in Ledger.events(
+            session, EventFilter(action="artifact.put", resource=_resource(row), outcome="ok")
+        ):
+            if event.fields().get("details", {}).get("statement_sha256") == statement_hash(row):
+                return
+        raise IntegrityError(f"artifact {row.id}: no matching put event in the ledger")
+
+    def info(self, ref: str) -> ArtifactInfo:
+        """Metadata of an artifact, signature checked."""
+        self.require_actor()
+        with self.db.read() as session:
+            row, _ = self._load_checked(session, ref)
+        return info_of(row)
+
+    # -- put ------------------------------------------------------------------------------
+
+    def put(
+        self,
+        source: Path | str | BinaryIO,
+        kind: str,
+        name: str | None = None,
+        *,
+        media_type: str | None = None,
+        parents: Sequence[str] = (),
+        annotations: dict[str, str] | None = None,
+    ) -> ArtifactInfo:
+        """Seal *source* (a path or a binary stream) as a new artifact.
+
+        One streaming pass hashes (BLAKE3) and encrypts it; the statement is signed by the
+        acting principal; the metadata row, wrapped data key and ledger event commit in one
+        transaction. Memory use is bounded whatever the size.
+        """
+        actor = self.require_actor()
+        if isinstance(source, str | Path):
+            path = Path(source)
+            if not path.is_file():
+                raise UsageError(f"{path} is not a readable file")
+            name = name or path.name
+            with path.open("rb", buffering=0) as handle:
+                return self.put(
+                    handle,
+                    kind,
+                    name,
+                    media_type=media_type,
+                    parents=parents,
+                    annotations=annotations,
+                )
+        if kind not in ARTIFACT_KINDS:
+            raise UsageError(f"kind must be one of {', '.join(ARTIFACT_KINDS)}")
+        if not name:
+            raise UsageError("a name is required when sealing a stream")
+        self.authorize(f"{kind}:write", f"{kind}:{name}", action="artifact.put")
+        with self.db.read() as session:
+            parent_ids = tuple(self._find(session, p).id for p in parents)
+        draft = ArtifactDraft(kind, name, media_type, parent_ids, dict(annotations or {}))
+        keys = self.keys
+        sealed = seal(
+            source,
+            draft,
+            blobs=self.blobs,
+            keys=keys,
+            signer=actor.signing_key,
+            creator=actor.name,
+            created_at=utc_now(),
+            params=StreamingParams(segment_size=self.config.seal.segment_size),
+        )
+        row = sealed.artifact
+        try:
+            with self.transaction() as session:
+                session.add(row)
+                session.flush()
+                session.add(sealed.data_key)
+                self.append(
+                    session,
+                    [
+                        self.event(
+                            "artifact.put",
+                            _resource(row),
+                            kind=kind,
+                            name=name,
+                            size=row.size,
+                            statement_sha256=statement_hash(row),
+                        )
+                    ],
+                )
+        except BaseException:
+            self.blobs.delete(row.blob_name)
+            raise
+        return info_of(row)
+
+    # -- get ------------------------------------------------------------------------------
+
+    def _open_for_read(self, ref: str, action: str) -> tuple[ArtifactRow, bytes]:
+        with self.db.read() as session:
+            row, key_row = self._load_checked(session, ref)
+        self.authorize(f"{row.kind}:read", _resource(row), action=action)
+        if row.shredded_at is not None:
+            raise ShreddedError(
+                f"artifact {row.id} was crypto-shredded at {row.shredded_at}; "
+                "its content can never be recovered"
+            )
+        try:
+            return row, unwrap_key(row, key_row, self.keys)
+        except IntegrityError as error:
+            self._record_failure(action, row, error)
+            raise
+
+    def _record_failure(self, action: str, row: ArtifactRow, error: SealmlError) -> None:
+        self.record([self.event(action, _resource(row), "failed", error=str(error))])
+
+    def get(self, ref: str, out: Path | str, *, overwrite: bool = False) -> ArtifactInfo:
+        """Decrypt an artifact to *out*, verifying digest and signature before it appears.
+
+        The content is written to a temporary file beside *out* and renamed only after the
+        last segment authenticated and the digest matched; on failure nothing is left.
+        """
+        target = Path(out)
+        if target.is_dir():
+            raise UsageError(f"{target} is a folder; give a file path")
+        if target.exists() and not overwrite:
+            raise UsageError(f"{target} exists; choose another path or allow overwriting")
+        if not target.parent.is_dir():
+            raise UsageError(f"folder {target.parent} does not exist")
+        row, dek = self._open_for_read(ref, "artifact.get")
+        try:
+            with atomic_writer(target, durable=False) as sink:
+                unseal(row, dek, self.blobs, sink)
+        except IntegrityError as error:
+            self._record_failure("artifact.get", row, error)
+            raise
+        self.record([self.event("artifact.get", _resource(row))])
+        return info_of(row)
+
+    def open_reader(self, ref: str) -> VerifyingReader:
+        """A file-like reader of an artifact's plaintext (see VerifyingReader for the checks)."""
+        row, dek = self._open_for_read(ref, "artifact.get")
+        self.record([self.event("artifact.get", _resource(row), mode="stream")])
+        return VerifyingReader(row, dek, self.blobs)
+
+    def read_bytes(self, ref: str) -> bytes:
+        """The whole plaintext of a (small) artifact, fully verified."""
+        with self.open_reader(ref) as reader:
+            return reader.read()
+
+    # -- verify ---------------------------------------------------------------------------
+
+    def _verify_row(self, session: Session, row: ArtifactRow) -> ArtifactCheck:
+        try:
+            check_row(row, self._creator_key(session, row))
+            info = info_of(row)
+            self._check_ledger_put(session, row)
+            if row.shredded_at is not None:
+                return ArtifactCheck(info, "shredded")
+            dek = unwrap_key(row, session.get(DataKeyRow, row.id), self.keys)
+            unseal(row, dek, self.blobs, None)
+        except IntegrityError as error:
+            return ArtifactCheck(_fallback_info(row), "failed", str(error))
+        return ArtifactCheck(info, "ok")
+
+    def verify(self, ref: str) -> ArtifactInfo:
+        """Check one artifact end to end; raises IntegrityError on any discrepancy."""
+        with self.db.read() as session:
+            row = self._find(session, ref)
+        self.authorize("artifact:verify", _resource(row), action="artifact.verify")
+        with self.db.read() as session:
+            check = self._verify_row(session, row)
+        if check.status == "failed":
+            assert check.problem is not None
+            self._record_failure("artifact.verify", row, IntegrityError(check.problem))
+            raise IntegrityError(check.problem)
+        self.record([self.event("artifact.verify", _resource(row), status=check.status)])
+        return check.info
+
+    def verify_store(self) -> StoreReport:
+        """Check every artifact, and that metadata and ledger agree on which exist."""
+        self.authorize("artifact:verify", "artifact:*", action="artifact.verify")
+        report = StoreReport()
+        referenced: set[str] = set()
+        with self.db.read() as session:
+            rows = list(session.execute(select(ArtifactRow).order_by(ArtifactRow.created_at)).scalars())
+            for row in rows:
+                referenced.add(row.blob_name)
+                report.checks.append(self._verify_row(session, row))
+            report.problems.extend(_ledger_only(session, {row.id for row in rows}))
+        stored = set(self.blobs.names())
+        report.orphan_blobs = len(stored - referenced)
+        self.record(
+            [
+                self.event(
+                    "artifact.verify",
+                    "artifact:*",
+                    "ok" if report.ok else "failed",
+                    checked=len(report.checks),
+                    failed=sum(c.status == "failed" for c in report.checks),
+                )
+            ]
+        )
+        return report
+
+    # -- listing --------------------------------------------------------------------------
+
+    def ls(self, kind: str | None = None, name: str | None = None) -> list[ArtifactInfo]:
+        """Artifacts the acting principal may read or verify, newest first."""
+        actor = self.require_actor()
+        visible = [
+            k
+            for k in ARTIFACT_KINDS
+            if self.policy.allows(actor.principal.roles, f"{k}:read")
+            or self.policy.allows(actor.principal.roles, "artifact:verify")
+        ]
+        if kind is not None:
+            if kind not in ARTIFACT_KINDS:
+                raise UsageError(f"kind must be one of {', '.join(ARTIFACT_KINDS)}")
+            visible = [k for k in visible if k == kind]
+        query = select(ArtifactRow).where(ArtifactRow.kind.in_(visible))
+        if name is not None:
+            query = query.where(ArtifactRow.name == name)
+        with self.db.read() as session:
+            rows = session.execute(query.order_by(ArtifactRow.created_at.desc())).scalars()
+            return [_fallback_info(row) for row in rows]
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def shred(self, ref: str, reason: str = "") -> ArtifactInfo:
+        """Destroy an artifact's data key so its content can never be recovered.
+
+        The metadata row and the ledger history stay: the record that the artifact existed
+        and was shredded is kept, the content is gone.
+        """
+        with self.db.read() as session:
+            row = self._find(session, ref)
+        self.authorize("keys:shred", _resource(row), action="artifact.shred")
+        with self.transaction() as session:
+            row = self._find(session, row.id)
+            if row.shredded_at is not None:
+                raise UsageError(f"artifact {row.id} was already shredded at {row.shredded_at}")
+            key_row = session.get(DataKeyRow, row.id)
+            if key_row is not None:
+                session.delete(key_row)
+            row.shredded_at = utc_now()
+            self.append(session, [self.event("artifact.shred", _resource(row), reason=reason)])
+        self.blobs.delete(row.blob_name)
+        self.db.truncate_journal()
+        return _fallback_info(row)
+
+    def rotate_keys(self) -> dict[str, Any]:
+        """Make a new KEK current, re-wrap every data key under it, destroy the old KEKs.
+
+        Sealed bodies are not touched: only the small wrapped keys change.
+        """
+        self.authorize("keys:admin", "keys", action="keys.rotate")
+        keystore = self.keystore
+        old = keystore.kek_ids()
+        new = keystore.rotate()
+        with self.transaction() as session:
+            count = rewrap_all(keystore, DatabaseDataKeys(session))
+            self.append(
+                session,
+                [self.event("keys.rotate", "keys", kek=new, rewrapped=count, destroyed=old)],
+            )
+        keystore.destroy(old)
+        self.db.truncate_journal()
+        return {"kek": new, "rewrapped": count, "destroyed": old}
+
+
+def _fallback_info(row: ArtifactRow) -> ArtifactInfo:
+    """Metadata for display even when the statement is damaged (verification reports it)."""
+    try:
+        return info_of(row)
+    except (IntegrityError, KeyError, TypeError, ValueError):
+        return ArtifactInfo(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            media_type=row.media_type,
+            size=row.size,
+            digest=row.digest,
+            creator=row.creator,
+            created_at=row.created_at,
+            parents=(),
+            shredded_at=row.shredded_at,
+        )
+
+
+def _ledger_only(session: Session, existing: Iterable[str]) -> list[str]:
+    """Artifacts the ledger says were put but whose metadata row is gone."""
+    present = set(existing)
+    problems = []
+    for event in Ledger.events(session, EventFilter(action="artifact.put", outcome="ok")):
+        try:
+            resource = str(json.loads(event.body)["resource"])
+        except (ValueError, KeyError):
+            continue
+        artifact_id = resource.removeprefix("artifact:")
+        if artifact_id not in present:
+            problems.append(
+                f"artifact {artifact_id} is in the ledger (event {event.seq}) "
+                "but its metadata row is missing"
+            )
+    return problems

@@ -1,0 +1,292 @@
+"""The shared state of an open workspace: config, database, blob store, keys, actor, ledger."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from sqlalchemy.orm import Session
+
+from ..access.policy import Policy
+from ..access.principals import Actor, PrincipalStore
+from ..config import CONFIG_NAME, STATE_DIR, Config, database_url, load_config, resolve
+from ..config import KdfSection, LedgerSection, WorkspaceSection
+from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams
+from ..crypto.secret import Secret
+from ..crypto.signing import SigningKey
+from ..db import Database
+from ..db.models import MetaEntry
+from ..errors import (
+    AuthenticationError,
+    ConfigError,
+    IntegrityError,
+    PermissionDeniedError,
+    UsageError,
+    WorkspaceExistsError,
+)
+from ..fsutil import create_private, make_private_dir
+from ..keys.local import LocalKeystore
+from ..keys.provider import KeyProvider
+from ..ledger import EventDraft, Ledger, NoteSigner, NoteVerifier
+from ..store.blobs import BlobStore, LocalBlobStore
+from ..witness import Witness
+
+SIGNING_SECRET = "workspace-signing-key"
+WORKSPACE_ENV = "SEALML_WORKSPACE"
+PassphraseSource = Secret | Callable[[], Secret] | None
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def find_root(path: Path | str | None) -> Path:
+    """The workspace folder: *path*, else ``$SEALML_WORKSPACE``, else the current folder."""
+    if path is None:
+        path = os.environ.get(WORKSPACE_ENV) or Path.cwd()
+    return Path(path).expanduser().resolve()
+
+
+class WorkspaceCore:
+    """State and helpers every group of workspace operations uses."""
+
+    def __init__(self, root: Path, config: Config, passphrase: PassphraseSource) -> None:
+        self.root = root
+        self.config = config
+        self.db = Database(database_url(root, config.database.url))
+        self.blobs: BlobStore = LocalBlobStore(resolve(root, config.blobs.path))
+        self.policy = Policy(config.access.roles)
+        self.ledger = Ledger(config.ledger.origin)
+        try:
+            self.verifier = NoteVerifier.decode(config.ledger.verifier_key)
+        except UsageError:
+            raise ConfigError(f"{CONFIG_NAME}: ledger.verifier_key is malformed") from None
+        self.principals = PrincipalStore(
+            self.verifier.key, self._workspace_signing_key, self.kdf_params
+        )
+        self.witness = Witness(config.workspace.id, self.verifier)
+        self._passphrase = passphrase
+        self._keystore: LocalKeystore | None = None
+        self._note_signer: NoteSigner | None = None
+        self.actor: Actor | None = None
+
+    def __repr__(self) -> str:
+        return f"Workspace({self.root})"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    def _create_files(
+        cls,
+        root: Path,
+        *,
+        name: str,
+        passphrase: Secret,
+        kdf: Argon2idParams,
+    ) -> tuple[Config, LocalKeystore, NoteSigner]:
+        workspace_id = uuid.uuid4().hex
+        state = root / STATE_DIR
+        keystore = LocalKeystore.create(state / "keystore.json", workspace_id, passphrase, kdf)
+        signing = SigningKey.generate("ed25519")
+        keystore.store_secret(SIGNING_SECRET, signing.pkcs8_der())
+        origin = f"sealml/{workspace_id}"
+        signer = NoteSigner(origin, signing)
+        config = Config(
+            workspace=WorkspaceSection(id=workspace_id, name=name, created_at=utc_now()),
+            ledger=LedgerSection(origin=origin, verifier_key=signer.verifier.encode()),
+        )
+        config.keys.kdf = KdfSection(**kdf.to_dict())
+        LocalBlobStore.initialise(resolve(root, config.blobs.path))
+        create_private(root / CONFIG_NAME, config.dump())
+        return config, keystore, signer
+
+    @classmethod
+    def _claim(cls, root: Path) -> None:
+        """Create the state folder, failing if any part of a workspace is already there."""
+        if (root / CONFIG_NAME).exists() or (root / STATE_DIR).exists():
+            raise WorkspaceExistsError(f"a workspace already exists at {root}; refusing to overwrite")
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            (root / STATE_DIR).mkdir(mode=0o700)
+        except FileExistsError:
+            raise WorkspaceExistsError(
+                f"a workspace already exists at {root}; refusing to overwrite"
+            ) from None
+
+    @classmethod
+    def _abandon(cls, root: Path) -> None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(root / STATE_DIR)
+        with contextlib.suppress(OSError):
+            (root / CONFIG_NAME).unlink()
+
+    @classmethod
+    def _setup(
+        cls,
+        root: Path,
+        *,
+        name: str,
+        passphrase: Secret,
+        kdf: Argon2idParams,
+    ) -> Self:
+        cls._claim(root)
+        try:
+            config, keystore, signer = cls._create_files(
+                root, name=name, passphrase=passphrase, kdf=kdf
+            )
+            workspace = cls(root, config, passphrase)
+            workspace._keystore, workspace._note_signer = keystore, signer
+            workspace.db.upgrade()
+            with workspace.db.write() as session:
+                session.add(MetaEntry(key="workspace_id", value=config.workspace.id))
+                Ledger.initialise(session)
+        except BaseException:
+            cls._abandon(root)
+            raise
+        return workspace
+
+    @classmethod
+    def load(cls, path: Path | str | None, passphrase: PassphraseSource) -> Self:
+        root = find_root(path)
+        workspace = cls(root, load_config(root / CONFIG_NAME), passphrase)
+        if workspace.db.current_revision() is None:
+            raise ConfigError(f"the workspace database at {workspace.db.safe_url} is not initialised")
+        workspace.db.upgrade()
+        with workspace.db.read() as session:
+            entry = session.get(MetaEntry, "workspace_id")
+        if entry is None or entry.value != workspace.config.workspace.id:
+            raise IntegrityError("the database belongs to another workspace than sealml.toml")
+        return workspace
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- keys -----------------------------------------------------------------------------
+
+    @property
+    def kdf_params(self) -> Argon2idParams:
+        try:
+            return Argon2idParams.from_dict(self.config.keys.kdf.model_dump())
+        except ValueError as error:
+            raise ConfigError(f"{CONFIG_NAME}: keys.kdf: {error}") from None
+
+    def _passphrase_value(self) -> Secret:
+        source = self._passphrase
+        if isinstance(source, Secret):
+            return source
+        if source is not None:
+            return source()
+        raise AuthenticationError(
+            "the keystore passphrase is needed: set SEALML_PASSPHRASE or keys.passphrase_file"
+        )
+
+    @property
+    def keys(self) -> KeyProvider:
+        """The key provider, unlocked on first use."""
+        return self.keystore
+
+    @property
+    def keystore(self) -> LocalKeystore:
+        if self._keystore is None:
+            path = resolve(self.root, self.config.keys.keystore)
+            keystore = LocalKeystore.open(path, self._passphrase_value())
+            signer = NoteSigner(
+                self.config.ledger.origin, SigningKey.from_pkcs8(keystore.load_secret(SIGNING_SECRET))
+            )
+            if signer.verifier.encode() != self.verifier.encode():
+                raise IntegrityError(
+                    f"{CONFIG_NAME}: ledger.verifier_key does not match the keystore's signing key"
+                )
+            self._keystore, self._note_signer = keystore, signer
+        return self._keystore
+
+    def _workspace_signing_key(self) -> SigningKey:
+        return self.note_signer.key
+
+    @property
+    def note_signer(self) -> NoteSigner:
+        """The checkpoint signing key (unlocks the keystore)."""
+        _ = self.keystore
+        assert self._note_signer is not None
+        return self._note_signer
+
+    @property
+    def unlocked(self) -> bool:
+        return self._keystore is not None
+
+    # -- actors and authorisation ---------------------------------------------------------
+
+    def require_actor(self) -> Actor:
+        if self.actor is None:
+            raise AuthenticationError(
+                "no principal: run `sealml login`, or set SEALML_USER with SEALML_PASSWORD "
+                "or SEALML_KEY_FILE"
+            )
+        return self.actor
+
+    def authorize(self, permission: str, resource: str, action: str | None = None) -> Actor:
+        """The one access decision: may the acting principal use *permission* on *resource*?
+
+        A denial is written to the ledger (in its own transaction, so it survives the
+        refused operation) and raised as PermissionDeniedError.
+        """
+        actor = self.require_actor()
+        if self.policy.allows(actor.principal.roles, permission):
+            return actor
+        self.record(
+            [
+                EventDraft(
+                    principal=actor.name,
+                    action=action or permission,
+                    resource=resource,
+                    outcome="denied",
+                    details={"permission": permission},
+                )
+            ]
+        )
+        raise PermissionDeniedError(
+            f"permission denied: {actor.name} lacks {permission} on {resource}"
+        )
+
+    # -- ledger ---------------------------------------------------------------------------
+
+    def append(self, session: Session, drafts: Sequence[EventDraft]) -> list[int]:
+        """Append events inside *session*, with a signed checkpoint when the keystore is open."""
+        signer = self._note_signer if self.unlocked else None
+        return self.ledger.append(session, drafts, signer)
+
+    def record(self, drafts: Sequence[EventDraft]) -> list[int]:
+        """Append events in a transaction of their own."""
+        with self.db.write() as session:
+            seqs = self.append(session, drafts)
+        self.advance_witness()
+        return seqs
+
+    def advance_witness(self) -> None:
+        with self.db.read() as session:
+            latest = Ledger.latest_checkpoint(session)
+        if latest is not None:
+            self.witness.advance(latest.note)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction after which the local witness is advanced."""
+        with self.db.write() as session:
+            yield session
+        self.advance_witness()
+
+    def event(self, action: str, resource: str, outcome: str = "ok", **details: Any) -> EventDraft:
+        actor = self.actor.name if self.actor is not None else "-"
+        return EventDraft(actor, action, resource, outcome, details)

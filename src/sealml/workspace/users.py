@@ -1,0 +1,143 @@
+"""Principal management and authentication: users, services, logins, sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from ..access import sessions
+from ..access.principals import Actor, Principal
+from ..access.sessions import SessionTicket
+from ..crypto.secret import Secret
+from ..crypto.signing import SigningKey
+from ..db.models import SessionRow
+from ..errors import AuthenticationError, UsageError
+from ..ledger import EventDraft
+from .core import WorkspaceCore, utc_now
+
+
+class UserOperations(WorkspaceCore):
+    """Create, list and disable principals; log in by password, key file or session."""
+
+    def add_user(
+        self,
+        name: str,
+        roles: list[str],
+        *,
+        password: Secret | None = None,
+        service: bool = False,
+    ) -> tuple[Principal, SigningKey | None]:
+        """Create a principal. A service gets its private key back (write it to a 0600
+        file); a human's key is sealed under their password and never returned."""
+        unknown = [r for r in roles if not self.policy.known(r)]
+        if unknown:
+            raise UsageError(
+                f"unknown role {unknown[0]!r}; roles are {', '.join(sorted(self.policy.roles))}"
+            )
+        if not roles:
+            raise UsageError("a principal needs at least one role")
+        actor = self.authorize("user:admin", f"principal:{name}", action="user.add")
+        with self.transaction() as session:
+            principal, key = self.principals.create(
+                session,
+                name=name,
+                kind="service" if service else "human",
+                roles=roles,
+                password=None if service else password,
+                created_by=actor.name,
+                created_at=utc_now(),
+            )
+            self.append(
+                session,
+                [
+                    self.event(
+                        "user.add",
+                        f"principal:{name}",
+                        roles=sorted(roles),
+                        kind=principal.kind,
+                        key_fingerprint=principal.public_key.fingerprint(),
+                    )
+                ],
+            )
+        return principal, key if service else None
+
+    def users(self) -> list[Principal]:
+        """Every principal (needs ``user:read``)."""
+        self.authorize("user:read", "principal:*", action="user.list")
+        with self.db.read() as session:
+            return self.principals.list(session)
+
+    def set_user_disabled(self, name: str, disabled: bool) -> Principal:
+        """Disable (or re-enable) a principal; disabling also ends its sessions."""
+        action = "user.disable" if disabled else "user.enable"
+        actor = self.authorize("user:admin", f"principal:{name}", action=action)
+        if disabled and name == actor.name:
+            raise UsageError("you cannot disable yourself")
+        with self.transaction() as session:
+            principal = self.principals.set_disabled(session, name, disabled)
+            if disabled:
+                session.execute(delete(SessionRow).where(SessionRow.principal_id == principal.id))
+            self.append(session, [self.event(action, f"principal:{name}")])
+        return principal
+
+    # -- authentication -------------------------------------------------------------------
+
+    def _authenticate(self, name: str, via: str, check: Callable[[Session], Actor]) -> Actor:
+        try:
+            with self.db.read() as session:
+                actor = check(session)
+        except AuthenticationError as error:
+            self.record(
+                [EventDraft(name, "auth.login", f"principal:{name}", "denied", {"via": via})]
+            )
+            raise error from None
+        self.actor = actor
+        self.record([EventDraft(name, "auth.login", f"principal:{name}", "ok", {"via": via})])
+        return actor
+
+    def login(self, name: str, password: Secret) -> Actor:
+        """Authenticate by password and act as *name* from now on."""
+        return self._authenticate(
+            name, "password", lambda s: self.principals.authenticate_password(s, name, password)
+        )
+
+    def login_with_key(self, name: str, key: SigningKey) -> Actor:
+        """Authenticate by private key (service principals) and act as *name*."""
+        return self._authenticate(
+            name, "key-file", lambda s: self.principals.authenticate_key(s, name, key)
+        )
+
+    def start_session(self) -> SessionTicket:
+        """Issue a session ticket for the acting principal (``sealml login``)."""
+        actor = self.require_actor()
+        ttl = self.config.access.session_ttl_minutes * 60
+        with self.transaction() as session:
+            sessions.purge_expired(session)
+            ticket = sessions.issue(session, actor, ttl)
+            self.append(
+                session,
+                [self.event("auth.session", f"principal:{actor.name}", ttl_seconds=ttl)],
+            )
+        return ticket
+
+    def resume_session(self, ticket: SessionTicket) -> Actor:
+        """Act as the principal of a session ticket (no password needed until it expires)."""
+        with self.db.write() as session:
+            self.actor = sessions.resume(session, self.principals, ticket)
+        return self.actor
+
+    def end_session(self, ticket: SessionTicket) -> bool:
+        """Revoke a session ticket (``sealml logout``)."""
+        with self.transaction() as session:
+            existed = sessions.revoke(session, ticket.token)
+            self.append(
+                session,
+                [
+                    EventDraft(
+                        ticket.principal, "auth.logout", f"principal:{ticket.principal}", "ok", {}
+                    )
+                ],
+            )
+        return existed
