@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -228,11 +228,19 @@ class ArtifactOperations(WorkspaceCore):
     def _record_failure(self, action: str, row: ArtifactRow, error: SealmlError) -> None:
         self.record([self.event(action, _resource(row), "failed", error=str(error))])
 
-    def get(self, ref: str, out: Path | str, *, overwrite: bool = False) -> ArtifactInfo:
+    def get(
+        self,
+        ref: str,
+        out: Path | str,
+        *,
+        overwrite: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> ArtifactInfo:
         """Decrypt an artifact to *out*, verifying digest and signature before it appears.
 
         The content is written to a temporary file beside *out* and renamed only after the
         last segment authenticated and the digest matched; on failure nothing is left.
+        *progress*, if given, is called with the size of every block written.
         """
         target = Path(out)
         if target.is_dir():
@@ -243,7 +251,8 @@ class ArtifactOperations(WorkspaceCore):
             raise UsageError(f"folder {target.parent} does not exist")
         row, dek = self._open_for_read(ref, "artifact.get")
         try:
-            with atomic_writer(target, durable=False) as sink:
+            with atomic_writer(target, durable=False) as handle:
+                sink = handle if progress is None else _ProgressSink(handle, progress)
                 unseal(row, dek, self.blobs, sink)
         except IntegrityError as error:
             self._record_failure("artifact.get", row, error)
@@ -381,6 +390,19 @@ class ArtifactOperations(WorkspaceCore):
         keystore.destroy(old)
         self.db.truncate_journal()
         return {"kek": new, "rewrapped": count, "destroyed": old}
+
+
+class _ProgressSink:
+    """Forwards writes and reports their sizes."""
+
+    def __init__(self, inner: BinaryIO, advance: Callable[[int], None]) -> None:
+        self._inner = inner
+        self._advance = advance
+
+    def write(self, data: bytes | memoryview) -> int:
+        written = self._inner.write(data)
+        self._advance(len(data))
+        return written
 
 
 def _fallback_info(row: ArtifactRow) -> ArtifactInfo:

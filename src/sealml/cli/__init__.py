@@ -1,0 +1,1 @@
+"""The ``sealml`` command: a thin layer over the Python API."""

@@ -1,0 +1,65 @@
+"""Shared CLI plumbing: the global options, opening the workspace, printing results."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from ..config import CONFIG_NAME, load_config
+from ..workspace import Workspace
+from ..workspace.core import find_root
+from . import credentials
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+
+@dataclass
+class State:
+    """Options given before the sub-command."""
+
+    workspace: Path | None = None
+
+
+def state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, State) else State()
+
+
+@contextlib.contextmanager
+def open_workspace(ctx: typer.Context, *, act: bool = True) -> Iterator[Workspace]:
+    """Open the workspace named by the options or environment, authenticated unless
+    *act* is False."""
+    root = find_root(state(ctx).workspace)
+    config = load_config(root / CONFIG_NAME)
+    passphrase = credentials.passphrase_source(root, config.keys.passphrase_file)
+    workspace = Workspace.open(root, passphrase=passphrase)
+    try:
+        if act:
+            credentials.authenticate(workspace)
+        yield workspace
+    finally:
+        workspace.close()
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

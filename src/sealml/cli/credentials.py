@@ -1,0 +1,184 @@
+"""Where the CLI finds secrets: environment, files, session tickets, or a prompt.
+
+Order for the keystore passphrase: ``SEALML_PASSPHRASE``, then ``keys.passphrase_file`` in
+``sealml.toml``, then a prompt when a terminal is attached.
+
+Order for the acting principal: ``SEALML_KEY_FILE`` (with ``SEALML_USER``), then
+``SEALML_USER`` with ``SEALML_PASSWORD``, then the session ticket that ``sealml login``
+stored (for ``SEALML_USER`` or the current session), then a prompt.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from ..access.sessions import SessionTicket
+from ..config import resolve
+from ..crypto.secret import Secret
+from ..crypto.signing import KeyFormatError, SigningKey
+from ..errors import AuthenticationError, UsageError
+from ..fsutil import make_private_dir, write_private
+from ..witness import state_home
+from ..workspace import Workspace
+
+PASSPHRASE_ENV = "SEALML_PASSPHRASE"
+USER_ENV = "SEALML_USER"
+PASSWORD_ENV = "SEALML_PASSWORD"
+KEY_FILE_ENV = "SEALML_KEY_FILE"
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def prompt_secret(label: str, confirm: bool = False) -> Secret:
+    value = typer.prompt(label, hide_input=True, confirmation_prompt=confirm, err=True)
+    return Secret(value)
+
+
+def read_private_file(path: Path, what: str) -> bytes:
+    """Read a secret file, refusing one that others can read."""
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
+    except OSError as error:
+        raise UsageError(f"cannot read {what} {path}: {error.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UsageError(f"{what} {path} is readable by others; run chmod 600 on it")
+    return data
+
+
+def new_secret_from_env(env: str, label: str) -> Secret:
+    """A new secret (passphrase, password) from *env*, else a confirmed prompt."""
+    value = os.environ.get(env)
+    if value:
+        return Secret(value)
+    if interactive():
+        return prompt_secret(label, confirm=True)
+    raise UsageError(f"set {env} or run in a terminal to be prompted for the {label.lower()}")
+
+
+def passphrase_source(root: Path, passphrase_file: str | None) -> Callable[[], Secret]:
+    """A lazy passphrase lookup for Workspace.open."""
+
+    def lookup() -> Secret:
+        value = os.environ.get(PASSPHRASE_ENV)
+        if value:
+            return Secret(value)
+        if passphrase_file:
+            data = read_private_file(resolve(root, passphrase_file), "passphrase file")
+            return Secret(data.rstrip(b"\r\n"))
+        if interactive():
+            return prompt_secret("Keystore passphrase")
+        raise AuthenticationError(
+            f"the keystore passphrase is needed: set {PASSPHRASE_ENV} or keys.passphrase_file"
+        )
+
+    return lookup
+
+
+# -- session tickets --------------------------------------------------------------------
+
+
+def _sessions_dir(workspace_id: str) -> Path:
+    return state_home() / "sessions" / workspace_id
+
+
+def save_ticket(workspace_id: str, ticket: SessionTicket) -> Path:
+    folder = _sessions_dir(workspace_id)
+    make_private_dir(folder)
+    path = folder / f"{ticket.principal}.json"
+    write_private(
+        path,
+        json.dumps(
+            {
+                "principal": ticket.principal,
+                "token": base64.b64encode(ticket.token).decode(),
+                "key_box": base64.b64encode(ticket.key_box).decode(),
+                "expires_at": ticket.expires_at,
+            }
+        ).encode(),
+    )
+    write_private(folder / "current", ticket.principal.encode())
+    return path
+
+
+def load_ticket(workspace_id: str, user: str | None) -> SessionTicket | None:
+    folder = _sessions_dir(workspace_id)
+    if user is None:
+        try:
+            user = (folder / "current").read_text().strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+    path = folder / f"{user}.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(read_private_file(path, "session file"))
+        ticket = SessionTicket(
+            principal=str(data["principal"]),
+            token=base64.b64decode(data["token"]),
+            key_box=base64.b64decode(data["key_box"]),
+            expires_at=int(data["expires_at"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        raise AuthenticationError(f"session file {path} is damaged; run `sealml login`") from None
+    if ticket.expires_at <= time.time():
+        forget_ticket(workspace_id, ticket.principal)
+        raise AuthenticationError("your session expired; run `sealml login`")
+    return ticket
+
+
+def forget_ticket(workspace_id: str, user: str) -> None:
+    folder = _sessions_dir(workspace_id)
+    (folder / f"{user}.json").unlink(missing_ok=True)
+    current = folder / "current"
+    if current.exists() and current.read_text().strip() == user:
+        current.unlink()
+
+
+# -- acting principal -------------------------------------------------------------------
+
+
+def load_key_file(path: Path) -> SigningKey:
+    try:
+        return SigningKey.from_pkcs8(read_private_file(path, "key file"))
+    except KeyFormatError:
+        raise UsageError(f"{path} is not an unencrypted PKCS#8 private key") from None
+
+
+def authenticate(workspace: Workspace, user: str | None = None) -> None:
+    """Make *workspace* act as the principal the environment names (see module doc)."""
+    user = user or os.environ.get(USER_ENV) or None
+    key_file = os.environ.get(KEY_FILE_ENV)
+    if key_file:
+        if not user:
+            raise UsageError(f"{KEY_FILE_ENV} needs {USER_ENV} to name the principal")
+        workspace.login_with_key(user, load_key_file(Path(key_file)))
+        return
+    password = os.environ.get(PASSWORD_ENV)
+    if user and password:
+        workspace.login(user, Secret(password))
+        return
+    ticket = load_ticket(workspace.config.workspace.id, user)
+    if ticket is not None:
+        workspace.resume_session(ticket)
+        return
+    if interactive():
+        name = user or typer.prompt("User", err=True)
+        workspace.login(name, prompt_secret(f"Password for {name}"))
+        return
+    raise AuthenticationError(
+        f"no principal: run `sealml login`, or set {USER_ENV} with {PASSWORD_ENV} or {KEY_FILE_ENV}"
+    )

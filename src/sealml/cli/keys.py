@@ -1,0 +1,51 @@
+"""``sealml keys rotate | shred``."""
+
+from __future__ import annotations
+
+import typer
+
+from ..errors import UsageError
+from .common import JsonOption, open_workspace, out, print_json
+from .credentials import interactive
+
+app = typer.Typer(help="Key-encryption keys and data keys.", no_args_is_help=True)
+
+
+@app.command()
+def rotate(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Create a new KEK, re-wrap every data key under it and destroy the old KEKs."""
+    with open_workspace(ctx) as workspace:
+        result = workspace.rotate_keys()
+    if as_json:
+        print_json(result)
+    else:
+        out.print(
+            f"current KEK {result['kek']}; re-wrapped {result['rewrapped']} data key(s); "
+            f"destroyed {', '.join(result['destroyed']) or 'none'}"
+        )
+
+
+@app.command()
+def shred(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="Artifact id, id prefix or name."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded in the ledger)."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Destroy one artifact's data key: its content becomes unrecoverable; its record stays."""
+    with open_workspace(ctx) as workspace:
+        info = workspace.info(ref)
+        if not yes:
+            if not interactive():
+                raise UsageError("shredding cannot be undone; add --yes to confirm")
+            typer.confirm(
+                f"Shred {info.kind} {info.name} ({info.id})? This cannot be undone",
+                abort=True,
+                err=True,
+            )
+        info = workspace.shred(info.id, reason)
+    if as_json:
+        print_json(info.to_dict())
+    else:
+        out.print(f"shredded {info.kind} {info.name} ({info.id}) at {info.shredded_at}")

@@ -1,0 +1,95 @@
+"""The ``sealml`` entry point: commands, global options and error reporting.
+
+Exit codes: 0 success; 1 a failed check (tamper, bad signature, broken ledger); 2 bad input
+(usage, unknown artifact, wrong passphrase or password, permission denied, bad config);
+70 an internal error (a bug); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.text import Text
+
+from ..errors import SealmlError
+from . import artifacts, audit, keys, users
+from .common import State, err
+
+app = typer.Typer(
+    name="sealml",
+    help="Secure ML pipelines: sealed artifacts, signed provenance, tamper-evident audit.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    workspace: Path | None = typer.Option(
+        None,
+        "--workspace",
+        "-w",
+        envvar="SEALML_WORKSPACE",
+        help="Workspace folder (default: the current folder).",
+    ),
+) -> None:
+    """sealml: machine-learning pipelines that are secure by default."""
+    ctx.obj = State(workspace=workspace)
+
+
+app.command()(users.init)
+app.command()(users.login)
+app.command()(users.logout)
+app.command()(users.whoami)
+app.command()(artifacts.put)
+app.command()(artifacts.get)
+app.command()(artifacts.ls)
+app.command()(artifacts.verify)
+app.add_typer(users.app, name="user")
+app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
+
+
+@app.command()
+def demo(
+    keep: Path | None = typer.Option(
+        None, "--keep", help="Create the demo workspace here and keep it (default: a temp dir)."
+    ),
+    data: Path | None = typer.Option(None, "--data", help="Dataset to seal (default: Adult)."),
+) -> None:
+    """Walk through sealml on a real dataset: seal, tamper, catch it, prove the ledger."""
+    from ..demo import run_demo
+
+    run_demo(keep=keep, data=data)
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(Text.assemble(("error: ", "bold red"), message.splitlines()[0] if message else ""))
+    sys.exit(code)
+
+
+def run() -> None:
+    """Console-script entry point: never shows a traceback for a user error."""
+    os.umask(0o077)
+    try:
+        app()  # usage errors are reported by typer itself, with exit code 2
+    except SealmlError as error:
+        _fail(str(error), error.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        _fail(f"{error.strerror or type(error).__name__}{where}", 2)
+    except Exception as error:
+        if os.environ.get("SEALML_DEBUG"):
+            raise
+        _fail(
+            f"internal error ({type(error).__name__}); this is a bug. "
+            "Re-run with SEALML_DEBUG=1 for details",
+            70,
+        )

@@ -1,0 +1,211 @@
+"""``sealml init | login | logout | whoami | user ...``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..crypto.kdf import DEFAULT_PARAMS, FAST_PARAMS
+from ..crypto.secret import Secret
+from ..errors import UsageError
+from ..fsutil import create_private
+from ..workspace import Workspace
+from ..workspace.core import find_root
+from . import credentials
+from .common import JsonOption, open_workspace, out, print_json, state
+
+app = typer.Typer(help="Principals: users and services.", no_args_is_help=True)
+NEW_PASSWORD_ENV = "SEALML_NEW_PASSWORD"
+
+
+def init(
+    ctx: typer.Context,
+    directory: Path | None = typer.Argument(None, help="Folder (default: the workspace option or .)."),
+    name: str = typer.Option("sealml", "--name", help="A label for the workspace."),
+    admin: str = typer.Option("admin", "--admin", help="Name of the first admin principal."),
+    insecure_fast_kdf: bool = typer.Option(
+        False,
+        "--insecure-fast-kdf",
+        help="Cheap Argon2id parameters, for throwaway test workspaces only.",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Create a workspace: config, database, blob store, keystore and the first admin.
+
+    The keystore passphrase comes from SEALML_PASSPHRASE (or a prompt), the admin's password
+    from SEALML_PASSWORD (or a prompt).
+    """
+    root = find_root(directory if directory is not None else state(ctx).workspace)
+    passphrase = credentials.new_secret_from_env(credentials.PASSPHRASE_ENV, "Keystore passphrase")
+    password = credentials.new_secret_from_env(credentials.PASSWORD_ENV, f"Password for {admin}")
+    workspace = Workspace.init(
+        root,
+        passphrase=passphrase,
+        admin_password=password,
+        admin_name=admin,
+        name=name,
+        kdf=FAST_PARAMS if insecure_fast_kdf else DEFAULT_PARAMS,
+    )
+    workspace.close()
+    result = {
+        "workspace": str(root),
+        "id": workspace.config.workspace.id,
+        "admin": admin,
+        "verifier_key": workspace.config.ledger.verifier_key,
+    }
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"created workspace {root} (id {result['id']}) with admin [bold]{admin}[/bold]")
+    out.print(f"checkpoint verifier key (keep a copy elsewhere): {result['verifier_key']}")
+
+
+def login(
+    ctx: typer.Context,
+    user: str | None = typer.Option(None, "--user", "-u", help="Principal (default SEALML_USER)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Check your password once and store a short-lived session ticket (0600)."""
+    with open_workspace(ctx, act=False) as workspace:
+        name = user or os.environ.get(credentials.USER_ENV)
+        if not name:
+            if not credentials.interactive():
+                raise UsageError(f"give --user or set {credentials.USER_ENV}")
+            name = typer.prompt("User", err=True)
+        password = os.environ.get(credentials.PASSWORD_ENV)
+        secret = Secret(password) if password else None
+        if secret is None:
+            if not credentials.interactive():
+                raise UsageError(f"set {credentials.PASSWORD_ENV} or run in a terminal")
+            secret = credentials.prompt_secret(f"Password for {name}")
+        workspace.login(name, secret)
+        ticket = workspace.start_session()
+        credentials.save_ticket(workspace.config.workspace.id, ticket)
+    if as_json:
+        print_json({"user": ticket.principal, "expires_at": ticket.expires_at})
+    else:
+        minutes = workspace.config.access.session_ttl_minutes
+        out.print(f"logged in as [bold]{ticket.principal}[/bold] for {minutes} minutes")
+
+
+def logout(ctx: typer.Context) -> None:
+    """End the current session and delete its ticket."""
+    with open_workspace(ctx, act=False) as workspace:
+        workspace_id = workspace.config.workspace.id
+        ticket = credentials.load_ticket(workspace_id, os.environ.get(credentials.USER_ENV))
+        if ticket is None:
+            out.print("no session")
+            return
+        workspace.end_session(ticket)
+        credentials.forget_ticket(workspace_id, ticket.principal)
+    out.print(f"logged out {ticket.principal}")
+
+
+def whoami(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Show the acting principal, its roles and how it authenticated."""
+    with open_workspace(ctx) as workspace:
+        actor = workspace.require_actor()
+    info = {
+        "name": actor.name,
+        "kind": actor.principal.kind,
+        "roles": list(actor.principal.roles),
+        "via": actor.via,
+        "key_fingerprint": actor.principal.public_key.fingerprint(),
+    }
+    if as_json:
+        print_json(info)
+    else:
+        out.print(
+            f"{info['name']} ({info['kind']}) roles: {', '.join(info['roles'])}; via {info['via']}"
+        )
+
+
+@app.command("add")
+def add_user(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Principal name."),
+    role: list[str] = typer.Option(..., "--role", help="Role (repeat for several)."),
+    service: bool = typer.Option(False, "--service", help="A service principal (key file login)."),
+    key_file: Path | None = typer.Option(
+        None, "--key-file", help="Where to write a service's private key (created 0600)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Add a principal. A human's password comes from SEALML_NEW_PASSWORD or a prompt."""
+    service = service or role == ["service"]
+    if service and key_file is None:
+        raise UsageError("a service principal needs --key-file for its private key")
+    if service and key_file is not None and key_file.exists():
+        raise UsageError(f"{key_file} exists; refusing to overwrite a key file")
+    with open_workspace(ctx) as workspace:
+        password = None if service else credentials.new_secret_from_env(
+            NEW_PASSWORD_ENV, f"Password for {name}"
+        )
+        principal, key = workspace.add_user(name, role, password=password, service=service)
+    if key is not None and key_file is not None:
+        create_private(key_file, key.pkcs8_pem())
+    result = {
+        "name": principal.name,
+        "kind": principal.kind,
+        "roles": list(principal.roles),
+        "key_fingerprint": principal.public_key.fingerprint(),
+        "key_file": str(key_file) if key_file else None,
+    }
+    if as_json:
+        print_json(result)
+    else:
+        out.print(f"added {principal.kind} [bold]{name}[/bold] with roles {', '.join(principal.roles)}")
+        if key_file:
+            out.print(f"private key written to {key_file} (0600); keep it secret")
+
+
+@app.command("ls")
+def list_users(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """List principals."""
+    with open_workspace(ctx) as workspace:
+        principals = workspace.users()
+    rows = [
+        {
+            "name": p.name,
+            "kind": p.kind,
+            "roles": list(p.roles),
+            "disabled": p.disabled,
+            "created_at": p.created_at,
+            "created_by": p.created_by,
+            "key_fingerprint": p.public_key.fingerprint(),
+        }
+        for p in principals
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "kind", "roles", "status", "created", "key", box=None)
+    for row in rows:
+        table.add_row(
+            str(row["name"]),
+            str(row["kind"]),
+            ", ".join(row["roles"]),  # type: ignore[arg-type]
+            "disabled" if row["disabled"] else "active",
+            str(row["created_at"])[:19].replace("T", " "),
+            str(row["key_fingerprint"])[:16],
+        )
+    out.print(table)
+
+
+@app.command("disable")
+def disable_user(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+    """Disable a principal and end its sessions (its past signatures stay valid)."""
+    with open_workspace(ctx) as workspace:
+        workspace.set_user_disabled(name, True)
+    out.print(f"disabled {name}")
+
+
+@app.command("enable")
+def enable_user(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+    """Re-enable a disabled principal."""
+    with open_workspace(ctx) as workspace:
+        workspace.set_user_disabled(name, False)
+    out.print(f"enabled {name}")
