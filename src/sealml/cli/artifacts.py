@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ..errors import IntegrityError, UsageError
 from ..store.artifacts import ArtifactInfo
-from .common import JsonOption, human_size, open_workspace, out, print_json
+from .common import JsonOption, human_size, open_workspace, out, print_json, print_table
 from .progress import CountingReader, transfer
 
 
@@ -85,7 +85,7 @@ def ls(
             info.created_at[:19].replace("T", " "),
             "shredded" if info.shredded_at else "sealed",
         )
-    out.print(table)
+    print_table(table)
 
 
 def verify(

@@ -16,7 +16,7 @@ from ..fsutil import write_private
 from ..ledger import EventFilter, NoteVerifier
 from ..ledger.proofs import check_consistency, check_inclusion
 from ..workspace.core import find_root
-from .common import JsonOption, open_workspace, out, print_json, state
+from .common import JsonOption, open_workspace, out, print_json, print_table, state
 
 app = typer.Typer(help="The tamper-evident audit ledger.", no_args_is_help=True)
 
@@ -144,7 +144,7 @@ def show(
     outcome: str | None = OutcomeOption,
     since: str | None = SinceOption,
     until: str | None = UntilOption,
-    limit: int = typer.Option(200, "--limit", min=1, help="At most this many events."),
+    limit: int = typer.Option(200, "--limit", min=1, max=1_000_000, help="At most this many events."),
     as_json: bool = JsonOption,
 ) -> None:
     """Show events, oldest first."""
@@ -167,7 +167,7 @@ def show(
             f"[{colour}]{row['outcome']}[/{colour}]",
             ", ".join(f"{k}={v}" for k, v in row["details"].items()),
         )
-    out.print(table)
+    print_table(table)
 
 
 @app.command("export")
@@ -207,7 +207,7 @@ def checkpoint(
 @app.command("prove")
 def prove(
     ctx: typer.Context,
-    seq: int = typer.Argument(..., min=0, help="Event sequence number."),
+    seq: int = typer.Argument(..., min=0, max=2**62, help="Event sequence number."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write the proof here."),
 ) -> None:
     """Print an inclusion proof of one event; check it offline with `audit verify-proof`."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from ..config import CONFIG_NAME, load_config
 from ..workspace import Workspace
@@ -50,6 +51,14 @@ def open_workspace(ctx: typer.Context, *, act: bool = True) -> Iterator[Workspac
         yield workspace
     finally:
         workspace.close()
+
+
+def print_table(table: Table) -> None:
+    """Print a table; when piped, wide enough that no cell is cut."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(highlight=False, width=250).print(table)
 
 
 def print_json(data: Any) -> None:

@@ -15,7 +15,7 @@ from ..fsutil import create_private
 from ..workspace import Workspace
 from ..workspace.core import find_root
 from . import credentials
-from .common import JsonOption, open_workspace, out, print_json, state
+from .common import JsonOption, open_workspace, out, print_json, print_table, state
 
 app = typer.Typer(help="Principals: users and services.", no_args_is_help=True)
 NEW_PASSWORD_ENV = "SEALML_NEW_PASSWORD"
@@ -141,6 +141,8 @@ def add_user(
     if service and key_file is not None and key_file.exists():
         raise UsageError(f"{key_file} exists; refusing to overwrite a key file")
     with open_workspace(ctx) as workspace:
+        # Refuse (and audit) before asking for a password nobody may set.
+        workspace.authorize("user:admin", f"principal:{name}", action="user.add")
         password = None if service else credentials.new_secret_from_env(
             NEW_PASSWORD_ENV, f"Password for {name}"
         )
@@ -192,7 +194,7 @@ def list_users(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             str(row["created_at"])[:19].replace("T", " "),
             str(row["key_fingerprint"])[:16],
         )
-    out.print(table)
+    print_table(table)
 
 
 @app.command("disable")

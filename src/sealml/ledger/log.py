@@ -27,6 +27,7 @@ from .merkle import Frontier, consistency_proof, inclusion_proof, leaf_hash
 ZERO_HASH = bytes(32)
 EVENT_VERSION = 1
 OUTCOMES = ("ok", "denied", "failed")
+MAX_SEQ = 2**62
 
 
 def utc_now() -> str:
@@ -193,7 +194,7 @@ class Ledger:
 
     @staticmethod
     def event(session: Session, seq: int) -> Event:
-        row = session.get(LedgerEventRow, seq)
+        row = session.get(LedgerEventRow, seq) if 0 <= seq < MAX_SEQ else None
         if row is None:
             raise NotFoundError(f"no ledger event {seq}")
         return Event(row.seq, row.body, row.leaf_hash)
@@ -239,13 +240,13 @@ class Ledger:
 
     def prove_inclusion(self, session: Session, seq: int) -> InclusionProof:
         """An inclusion proof of event *seq* against the latest signed checkpoint."""
+        event = self.event(session, seq)
         checkpoint = self.latest_checkpoint(session)
         if checkpoint is None or checkpoint.size <= seq:
             raise UsageError(
                 f"event {seq} is not yet covered by a signed checkpoint; "
                 "run a command that unlocks the workspace, then prove again"
             )
-        event = self.event(session, seq)
         leaves = self.leaves(session, checkpoint.size)
         return InclusionProof(
             event=event.body,

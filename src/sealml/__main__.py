@@ -1,0 +1,5 @@
+"""``python -m sealml`` runs the command line."""
+
+from .cli.main import run
+
+run()
