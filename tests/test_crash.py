@@ -64,4 +64,6 @@ def test_sigkill_during_put_leaves_a_consistent_workspace(
     expected = payload.read_bytes()
     for name in survivors:
         assert ws.read_bytes(name) == expected, f"{name} is present but not whole"
-    print(f"{len(survivors)} of {KILLS} killed puts had committed; {report.orphan_blobs} orphan blobs")
+    print(
+        f"{len(survivors)} of {KILLS} killed puts had committed; {report.orphan_blobs} orphan blobs"
+    )

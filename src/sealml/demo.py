@@ -121,7 +121,9 @@ def run_demo(keep: Path | None = None, data: Path | None = None) -> None:
             shutil.rmtree(base, ignore_errors=True)
     if demo.failures:
         raise IntegrityError(f"{len(demo.failures)} protection(s) did not hold")
-    console.print(Panel("[bold green]Every tamper was caught and every proof checked.[/bold green]"))
+    console.print(
+        Panel("[bold green]Every tamper was caught and every proof checked.[/bold green]")
+    )
 
 
 def _walk(demo: _Demo, data_dir: Path | None) -> None:
@@ -162,10 +164,10 @@ def _walk(demo: _Demo, data_dir: Path | None) -> None:
     ws.login("dana", dana_password)
     copy = demo.root.parent / "adult-copy.bin"
     ws.get(info.id, copy)
-    demo.expect("dana's copy is byte-identical to the original", _sha256(copy) == _sha256(demo.data))
-    demo.expect_refusal(
-        "dana may not shred data", lambda: ws.shred(info.id), PermissionDeniedError
+    demo.expect(
+        "dana's copy is byte-identical to the original", _sha256(copy) == _sha256(demo.data)
     )
+    demo.expect_refusal("dana may not shred data", lambda: ws.shred(info.id), PermissionDeniedError)
     demo.expect_refusal(
         "dana may not add users",
         lambda: ws.add_user("mallory", ["admin"], password=Secret("x" * 12)),
@@ -180,7 +182,9 @@ def _walk(demo: _Demo, data_dir: Path | None) -> None:
     offset = size // 2
     original = _flip_byte(blob, offset)
     demo.say(f"flipped one bit at byte {offset:,} of {size:,} in {blob.name}")
-    demo.expect_refusal("unsealing refuses it", lambda: ws.get(info.id, copy, overwrite=True), IntegrityError)
+    demo.expect_refusal(
+        "unsealing refuses it", lambda: ws.get(info.id, copy, overwrite=True), IntegrityError
+    )
     demo.expect("no partial output was left behind", _sha256(copy) == _sha256(demo.data))
     report = ws.verify_store()
     demo.expect("`verify --all` reports the damaged artifact", not report.ok)

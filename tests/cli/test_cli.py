@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -66,14 +65,22 @@ def test_put_get_ls_verify(initialised: Any, tmp_path: Path) -> None:
     assert everything["ok"] and everything["artifacts"][0]["status"] == "ok"
 
 
-def test_tampered_blob_fails_with_exit_1_and_no_output(initialised: Any, ws_path: Path, tmp_path: Path) -> None:
+def test_tampered_blob_fails_with_exit_1_and_no_output(
+    initialised: Any, ws_path: Path, tmp_path: Path
+) -> None:
     info = put_csv(initialised)
-    blob = next(p for p in (ws_path / ".sealml" / "blobs").rglob("*") if p.is_file() and p.parent.name != "tmp")
+    blob = next(
+        p
+        for p in (ws_path / ".sealml" / "blobs").rglob("*")
+        if p.is_file() and p.parent.name != "tmp"
+    )
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0x10
     blob.write_bytes(bytes(data))
     out = tmp_path / "copy.csv"
-    one_line_error(initialised("get", info["id"], "-o", str(out), env=admin_env()), 1, "authentication")
+    one_line_error(
+        initialised("get", info["id"], "-o", str(out), env=admin_env()), 1, "authentication"
+    )
     assert not out.exists()
     assert initialised("verify", info["id"], env=admin_env()).code == 1
     result = initialised("verify", "--all", env=admin_env())
@@ -110,7 +117,9 @@ def test_bad_credentials(initialised: Any, env: dict[str, str], needle: str) -> 
         (["user", "add", "bob", "--role", "overlord"], "unknown role"),
     ],
 )
-def test_bad_input_gives_one_line_and_exit_2(initialised: Any, args: list[str], needle: str) -> None:
+def test_bad_input_gives_one_line_and_exit_2(
+    initialised: Any, args: list[str], needle: str
+) -> None:
     result = initialised(*args, env={**admin_env(), "SEALML_NEW_PASSWORD": "bob-password"})
     assert result.code == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
@@ -120,17 +129,23 @@ def test_bad_input_gives_one_line_and_exit_2(initialised: Any, args: list[str], 
 def test_get_to_missing_folder_or_existing_file(initialised: Any, tmp_path: Path) -> None:
     info = put_csv(initialised)
     one_line_error(
-        initialised("get", info["id"], "-o", str(tmp_path / "a" / "b" / "c"), env=admin_env()), 2, "does not exist"
+        initialised("get", info["id"], "-o", str(tmp_path / "a" / "b" / "c"), env=admin_env()),
+        2,
+        "does not exist",
     )
     existing = tmp_path / "keep"
     existing.write_text("precious")
-    one_line_error(initialised("get", info["id"], "-o", str(existing), env=admin_env()), 2, "exists")
+    one_line_error(
+        initialised("get", info["id"], "-o", str(existing), env=admin_env()), 2, "exists"
+    )
     assert existing.read_text() == "precious"
     assert initialised("get", info["id"], "-o", str(existing), "--force", env=admin_env()).code == 0
 
 
 def test_names_are_never_paths(initialised: Any, tmp_path: Path, ws_path: Path) -> None:
-    result = initialised("put", str(CSV), "--kind", "dataset", "--name", "../../escape.csv", env=admin_env())
+    result = initialised(
+        "put", str(CSV), "--kind", "dataset", "--name", "../../escape.csv", env=admin_env()
+    )
     assert result.code == 0
     assert not (ws_path.parent / "escape.csv").exists() and not (tmp_path / "escape.csv").exists()
     out = tmp_path / "inside.csv"
@@ -155,25 +170,36 @@ def test_malformed_config(initialised: Any, ws_path: Path, config: str) -> None:
 
 
 def test_no_workspace_here(cli: Any, tmp_path: Path) -> None:
-    one_line_error(cli("ls", env={**admin_env(), "SEALML_WORKSPACE": str(tmp_path)}), 2, "no workspace")
+    one_line_error(
+        cli("ls", env={**admin_env(), "SEALML_WORKSPACE": str(tmp_path)}), 2, "no workspace"
+    )
 
 
 def test_users_roles_and_denials(initialised: Any, tmp_path: Path) -> None:
     info = put_csv(initialised)
     add = initialised(
-        "user", "add", "dana", "--role", "data-scientist", "--json",
+        "user",
+        "add",
+        "dana",
+        "--role",
+        "data-scientist",
+        "--json",
         env={**admin_env(), "SEALML_NEW_PASSWORD": "dana-password"},
     )
     assert add.code == 0 and json.loads(add.stdout)["roles"] == ["data-scientist"]
     dana = {**admin_env(), "SEALML_USER": "dana", "SEALML_PASSWORD": "dana-password"}
     assert initialised("get", info["id"], "-o", str(tmp_path / "d.csv"), env=dana).code == 0
     one_line_error(initialised("keys", "rotate", env=dana), 2, "permission denied")
-    one_line_error(initialised("user", "add", "eve", "--role", "admin", env=dana), 2, "permission denied")
+    one_line_error(
+        initialised("user", "add", "eve", "--role", "admin", env=dana), 2, "permission denied"
+    )
     users = json.loads(initialised("user", "ls", "--json", env=admin_env()).stdout)
     assert {u["name"] for u in users} == {"admin", "dana"}
     assert initialised("user", "disable", "dana", env=admin_env()).code == 0
     one_line_error(initialised("ls", env=dana), 2, "disabled")
-    denied = json.loads(initialised("audit", "show", "--outcome", "denied", "--json", env=admin_env()).stdout)
+    denied = json.loads(
+        initialised("audit", "show", "--outcome", "denied", "--json", env=admin_env()).stdout
+    )
     assert [(e["principal"], e["details"].get("permission")) for e in denied] == [
         ("dana", "keys:admin"),
         ("dana", "user:admin"),
@@ -183,7 +209,9 @@ def test_users_roles_and_denials(initialised: Any, tmp_path: Path) -> None:
 
 def test_service_key_file(initialised: Any, tmp_path: Path) -> None:
     key = tmp_path / "scorer.pem"
-    result = initialised("user", "add", "scorer", "--role", "service", "--key-file", str(key), env=admin_env())
+    result = initialised(
+        "user", "add", "scorer", "--role", "service", "--key-file", str(key), env=admin_env()
+    )
     assert result.code == 0, result.stderr
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     env = {"SEALML_PASSPHRASE": PASSPHRASE, "SEALML_USER": "scorer", "SEALML_KEY_FILE": str(key)}
@@ -192,14 +220,21 @@ def test_service_key_file(initialised: Any, tmp_path: Path) -> None:
     key.chmod(0o644)
     one_line_error(initialised("whoami", env=env), 2, "readable by others")
     one_line_error(
-        initialised("user", "add", "scorer2", "--role", "service", "--key-file", str(key), env=admin_env()),
+        initialised(
+            "user", "add", "scorer2", "--role", "service", "--key-file", str(key), env=admin_env()
+        ),
         2,
         "refusing to overwrite",
     )
 
 
 def test_login_session_and_logout(initialised: Any, isolated_env: Path) -> None:
-    result = initialised("login", "--user", "admin", env={"SEALML_PASSPHRASE": PASSPHRASE, "SEALML_PASSWORD": ADMIN_PASSWORD})
+    result = initialised(
+        "login",
+        "--user",
+        "admin",
+        env={"SEALML_PASSPHRASE": PASSPHRASE, "SEALML_PASSWORD": ADMIN_PASSWORD},
+    )
     assert result.code == 0, result.stderr
     tickets = list((isolated_env / "sessions").rglob("admin.json"))
     assert len(tickets) == 1 and stat.S_IMODE(tickets[0].stat().st_mode) == 0o600
@@ -212,7 +247,12 @@ def test_login_session_and_logout(initialised: Any, isolated_env: Path) -> None:
 
 
 def test_expired_session(initialised: Any, isolated_env: Path) -> None:
-    initialised("login", "--user", "admin", env={"SEALML_PASSPHRASE": PASSPHRASE, "SEALML_PASSWORD": ADMIN_PASSWORD})
+    initialised(
+        "login",
+        "--user",
+        "admin",
+        env={"SEALML_PASSPHRASE": PASSPHRASE, "SEALML_PASSWORD": ADMIN_PASSWORD},
+    )
     ticket = next((isolated_env / "sessions").rglob("admin.json"))
     data = json.loads(ticket.read_text())
     data["expires_at"] = 1
@@ -226,8 +266,15 @@ def test_keys_rotate_and_shred(initialised: Any, tmp_path: Path) -> None:
     assert rotated["kek"] == "local:2"
     one_line_error(initialised("keys", "shred", info["id"], env=admin_env()), 2, "--yes")
     assert initialised("get", info["id"], "-o", str(tmp_path / "a"), env=admin_env()).code == 0
-    assert initialised("keys", "shred", info["id"], "--yes", "--reason", "erasure", env=admin_env()).code == 0
-    one_line_error(initialised("get", info["id"], "-o", str(tmp_path / "b"), env=admin_env()), 2, "shredded")
+    assert (
+        initialised(
+            "keys", "shred", info["id"], "--yes", "--reason", "erasure", env=admin_env()
+        ).code
+        == 0
+    )
+    one_line_error(
+        initialised("get", info["id"], "-o", str(tmp_path / "b"), env=admin_env()), 2, "shredded"
+    )
 
 
 def test_audit_commands(initialised: Any, tmp_path: Path, ws_path: Path) -> None:
@@ -235,27 +282,52 @@ def test_audit_commands(initialised: Any, tmp_path: Path, ws_path: Path) -> None
     saved = tmp_path / "checkpoint.txt"
     assert initialised("audit", "checkpoint", "-o", str(saved), env=admin_env()).code == 0
     put_csv(initialised)
-    report = json.loads(initialised("audit", "verify", "--trusted", str(saved), "--json", env=admin_env()).stdout)
+    report = json.loads(
+        initialised("audit", "verify", "--trusted", str(saved), "--json", env=admin_env()).stdout
+    )
     assert report["ok"] and report["events"] > 3
-    events = json.loads(initialised("audit", "show", "--action", "artifact.*", "--json", env=admin_env()).stdout)
+    events = json.loads(
+        initialised("audit", "show", "--action", "artifact.*", "--json", env=admin_env()).stdout
+    )
     assert [e["action"] for e in events] == ["artifact.put", "artifact.put"]
     proof = tmp_path / "proof.json"
-    assert initialised("audit", "prove", str(events[0]["seq"]), "-o", str(proof), env=admin_env()).code == 0
+    assert (
+        initialised("audit", "prove", str(events[0]["seq"]), "-o", str(proof), env=admin_env()).code
+        == 0
+    )
     vkey = initialised("audit", "vkey", env={}).stdout.strip()
     elsewhere = {"SEALML_WORKSPACE": str(tmp_path / "nowhere")}
-    checked = initialised("audit", "verify-proof", str(proof), "--vkey", vkey, "--json", env=elsewhere)
+    checked = initialised(
+        "audit", "verify-proof", str(proof), "--vkey", vkey, "--json", env=elsewhere
+    )
     assert checked.code == 0 and json.loads(checked.stdout)["event"]["action"] == "artifact.put"
     one_line_error(initialised("audit", "verify-proof", str(proof), env=elsewhere), 2, "--vkey")
     tampered = json.loads(proof.read_text())
     tampered["event"] = tampered["event"].replace("admin", "mallory")
     bad = tmp_path / "bad-proof.json"
     bad.write_text(json.dumps(tampered))
-    one_line_error(initialised("audit", "verify-proof", str(bad), "--vkey", vkey, env=elsewhere), 1, "not included")
+    one_line_error(
+        initialised("audit", "verify-proof", str(bad), "--vkey", vkey, env=elsewhere),
+        1,
+        "not included",
+    )
     bad.write_text("{not json")
-    one_line_error(initialised("audit", "verify-proof", str(bad), "--vkey", vkey, env=elsewhere), 2, "json")
+    one_line_error(
+        initialised("audit", "verify-proof", str(bad), "--vkey", vkey, env=elsewhere), 2, "json"
+    )
     consistency = tmp_path / "consistency.json"
-    assert initialised("audit", "consistency", str(saved), "-o", str(consistency), env=admin_env()).code == 0
-    assert initialised("audit", "verify-consistency", str(consistency), "--vkey", vkey, env=elsewhere).code == 0
+    assert (
+        initialised(
+            "audit", "consistency", str(saved), "-o", str(consistency), env=admin_env()
+        ).code
+        == 0
+    )
+    assert (
+        initialised(
+            "audit", "verify-consistency", str(consistency), "--vkey", vkey, env=elsewhere
+        ).code
+        == 0
+    )
     exported = tmp_path / "events.jsonl"
     assert initialised("audit", "export", "-o", str(exported), env=admin_env()).code == 0
     lines = [json.loads(line) for line in exported.read_text().splitlines()]
@@ -282,4 +354,4 @@ def test_umask_keeps_outputs_private(initialised: Any, tmp_path: Path) -> None:
     out = tmp_path / "copy.csv"
     initialised("get", info["id"], "-o", str(out), env=admin_env())
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    assert os.stat(out).st_size == CSV.stat().st_size
+    assert out.stat().st_size == CSV.stat().st_size

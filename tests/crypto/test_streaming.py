@@ -68,9 +68,7 @@ def test_encryption_is_randomised() -> None:
         pytest.param(lambda c: c + c[-300:], id="append-segment"),
         pytest.param(lambda c: c[:5] + bytes([c[5] ^ 1]) + c[6:], id="header-salt"),
         pytest.param(lambda c: bytes([c[0] ^ 1]) + c[1:], id="header-length"),
-        pytest.param(
-            lambda c: c[:256] + c[512:768] + c[256:512] + c[768:], id="reorder-segments"
-        ),
+        pytest.param(lambda c: c[:256] + c[512:768] + c[256:512] + c[768:], id="reorder-segments"),
         pytest.param(lambda c: c[:40], id="header-only"),
         pytest.param(lambda c: b"", id="empty"),
     ],

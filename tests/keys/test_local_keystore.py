@@ -68,7 +68,9 @@ def test_rotate_and_destroy(keystore: LocalKeystore, tmp_path: Path) -> None:
     ],
     ids=["kek-box", "format", "no-keks", "absurd-kdf"],
 )
-def test_tampered_keystore_is_refused(keystore: LocalKeystore, tmp_path: Path, edit: object) -> None:
+def test_tampered_keystore_is_refused(
+    keystore: LocalKeystore, tmp_path: Path, edit: object
+) -> None:
     path = tmp_path / "keystore.json"
     data = json.loads(path.read_text())
     edit(data)  # type: ignore[operator]

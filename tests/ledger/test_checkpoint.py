@@ -62,7 +62,13 @@ def test_other_key_fails(signer: NoteSigner) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "hello", "a\n01\nAAAA\n\n", "a\n1\nnot base64!\n\n\u2014 a x\n", "a\n1\n" + "A" * 44 + "\n\nbad\n"],
+    [
+        "",
+        "hello",
+        "a\n01\nAAAA\n\n",
+        "a\n1\nnot base64!\n\n\u2014 a x\n",
+        "a\n1\n" + "A" * 44 + "\n\nbad\n",
+    ],
 )
 def test_malformed_notes_are_usage_errors(signer: NoteSigner, text: str) -> None:
     with pytest.raises(UsageError):

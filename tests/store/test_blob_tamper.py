@@ -82,7 +82,9 @@ def test_flipped_byte_in_blob_is_refused(
 
 
 @pytest.mark.parametrize(
-    "cut", [1, 16, 17, 2 * MIB + 12345 + 48, None], ids=["1", "tag", "tag+1", "segment", "to-header"]
+    "cut",
+    [1, 16, 17, 2 * MIB + 12345 + 48, None],
+    ids=["1", "tag", "tag+1", "segment", "to-header"],
 )
 def test_truncated_blob_is_refused(
     workspace: Workspace, payload: Path, tmp_path: Path, cut: int | None
@@ -123,7 +125,9 @@ def test_missing_blob_is_refused(workspace: Workspace, payload: Path, tmp_path: 
     assert_refused(workspace, info.id, tmp_path / "out.bin")
 
 
-def test_flipped_wrapped_key_is_refused(workspace: Workspace, payload: Path, tmp_path: Path) -> None:
+def test_flipped_wrapped_key_is_refused(
+    workspace: Workspace, payload: Path, tmp_path: Path
+) -> None:
     info = workspace.put(payload, "dataset")
     connection = sqlite3.connect(workspace.root / ".sealml" / "sealml.db")
     (wrapped,) = connection.execute(
@@ -132,7 +136,9 @@ def test_flipped_wrapped_key_is_refused(workspace: Workspace, payload: Path, tmp
     connection.close()
     damaged = bytearray(wrapped)
     damaged[20] ^= 0x01
-    sql(workspace, "UPDATE data_keys SET wrapped = ? WHERE artifact_id = ?", bytes(damaged), info.id)
+    sql(
+        workspace, "UPDATE data_keys SET wrapped = ? WHERE artifact_id = ?", bytes(damaged), info.id
+    )
     assert_refused(workspace, info.id, tmp_path / "out.bin")
 
 
@@ -153,13 +159,19 @@ def test_wrapped_keys_swapped_between_artifacts_are_refused(
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("name", "renamed"), ("kind", "other"), ("size", 1), ("creator", "eve"), ("digest", "blake3:00")],
+    [
+        ("name", "renamed"),
+        ("kind", "other"),
+        ("size", 1),
+        ("creator", "eve"),
+        ("digest", "blake3:00"),
+    ],
 )
 def test_edited_metadata_row_is_refused(
     workspace: Workspace, payload: Path, tmp_path: Path, column: str, value: object
 ) -> None:
     info = workspace.put(payload, "dataset")
-    sql(workspace, f"UPDATE artifacts SET {column} = ? WHERE id = ?", value, info.id)  # noqa: S608
+    sql(workspace, f"UPDATE artifacts SET {column} = ? WHERE id = ?", value, info.id)
     with pytest.raises(IntegrityError):
         workspace.get(info.id, tmp_path / "out.bin")
     assert not (tmp_path / "out.bin").exists()
@@ -174,7 +186,12 @@ def test_edited_signed_statement_is_refused(
         row = session.get(ArtifactRow, info.id)
         assert row is not None
         statement = row.statement.replace(b'"kind":"dataset"', b'"kind":"report"')
-    sql(workspace, "UPDATE artifacts SET statement = ?, kind = 'report' WHERE id = ?", statement, info.id)
+    sql(
+        workspace,
+        "UPDATE artifacts SET statement = ?, kind = 'report' WHERE id = ?",
+        statement,
+        info.id,
+    )
     with pytest.raises(IntegrityError, match="signature"):
         workspace.get(info.id, tmp_path / "out.bin")
 
@@ -188,9 +205,7 @@ def test_deleted_metadata_row_is_detected(workspace: Workspace, payload: Path) -
     assert any(info.id in problem and "missing" in problem for problem in report.problems)
 
 
-def test_metadata_row_without_ledger_event_is_detected(
-    workspace: Workspace, payload: Path
-) -> None:
+def test_metadata_row_without_ledger_event_is_detected(workspace: Workspace, payload: Path) -> None:
     info = workspace.put(payload, "dataset")
     sql(workspace, "DELETE FROM ledger_events WHERE action = 'artifact.put'")
     with pytest.raises(IntegrityError, match="ledger"):

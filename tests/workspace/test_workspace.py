@@ -86,7 +86,9 @@ def test_wrong_password_is_refused_and_audited(workspace: Workspace) -> None:
     assert [e.fields()["principal"] for e in denied] == ["admin", "nobody"]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     st.binary(max_size=20000)
     | st.sampled_from(
@@ -98,7 +100,9 @@ def test_wrong_password_is_refused_and_audited(workspace: Workspace) -> None:
         ]
     ).map(os.urandom)
 )
-def test_put_get_round_trip(workspace: Workspace, tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+def test_put_get_round_trip(
+    workspace: Workspace, tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
     out = tmp_path_factory.mktemp("out") / "copy"
     info = workspace.put(io.BytesIO(data), "other", "blob")
     assert info.size == len(data)
@@ -264,7 +268,9 @@ def test_rotation_rewraps_without_touching_bodies(workspace: Workspace, tmp_path
     assert ws.rotate_keys()["kek"] == "local:3"
 
 
-def test_shredded_content_is_gone_but_its_record_stays(workspace: Workspace, tmp_path: Path) -> None:
+def test_shredded_content_is_gone_but_its_record_stays(
+    workspace: Workspace, tmp_path: Path
+) -> None:
     secret_rows = b"name,ssn\nalice,123-45-6789\n"
     info = workspace.put(io.BytesIO(secret_rows), "dataset", "subject")
     with workspace.db.read() as session:
@@ -280,18 +286,29 @@ def test_shredded_content_is_gone_but_its_record_stays(workspace: Workspace, tmp
     wal = workspace.root / ".sealml" / "sealml.db-wal"
     assert info.id.encode() in database
     with workspace.db.read() as session:
-        assert session.get(__import__("sealml.db.models", fromlist=["DataKeyRow"]).DataKeyRow, info.id) is None
+        assert (
+            session.get(__import__("sealml.db.models", fromlist=["DataKeyRow"]).DataKeyRow, info.id)
+            is None
+        )
     assert not wal.exists() or wal.stat().st_size == 0
     report = workspace.verify_store()
     assert report.ok and [c.status for c in report.checks] == ["shredded"]
-    actions = [e.fields()["action"] for e in workspace.audit_events(EventFilter(resource=f"artifact:{info.id}"))]
+    actions = [
+        e.fields()["action"]
+        for e in workspace.audit_events(EventFilter(resource=f"artifact:{info.id}"))
+    ]
     assert actions[0] == "artifact.put" and "artifact.shred" in actions
 
 
 def test_secrets_stay_out_of_reprs(workspace: Workspace) -> None:
     import pickle
 
-    texts = [repr(workspace), repr(workspace.actor), repr(workspace.keystore), repr(Secret(PASSPHRASE))]
+    texts = [
+        repr(workspace),
+        repr(workspace.actor),
+        repr(workspace.keystore),
+        repr(Secret(PASSPHRASE)),
+    ]
     texts.append(repr(workspace.actor.signing_key))  # type: ignore[union-attr]
     for text in texts:
         assert PASSPHRASE not in text and ADMIN_PASSWORD not in text

@@ -65,7 +65,5 @@ class Policy:
     def allows(self, roles: Iterable[str], permission: str) -> bool:
         """True when any of *roles* grants *permission*."""
         return any(
-            _matches(pattern, permission)
-            for role in roles
-            for pattern in self.roles.get(role, ())
+            _matches(pattern, permission) for role in roles for pattern in self.roles.get(role, ())
         )

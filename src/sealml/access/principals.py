@@ -33,9 +33,7 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.@")
 def check_name(name: str) -> None:
     """Principal names: 1-64 lower-case letters, digits and ``-_.@``."""
     if not 0 < len(name) <= 64 or not set(name) <= _NAME_CHARS:
-        raise UsageError(
-            "a principal name is 1-64 characters of a-z, 0-9, '-', '_', '.', '@'"
-        )
+        raise UsageError("a principal name is 1-64 characters of a-z, 0-9, '-', '_', '.', '@'")
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,7 @@ class PrincipalStore:
             raise NotFoundError(f"no principal with id {principal_id}")
         return self._verified(row)
 
-    def list(self, session: Session) -> list[Principal]:
+    def all(self, session: Session) -> list[Principal]:
         rows = session.execute(select(PrincipalRow).order_by(PrincipalRow.name)).scalars()
         return [self._verified(row) for row in rows]
 
@@ -171,9 +169,10 @@ class PrincipalStore:
     ) -> tuple[Principal, SigningKey]:
         """Create a principal with a fresh ECDSA P-256 key; returns it with the private key."""
         check_name(name)
-        if session.execute(
-            select(PrincipalRow.id).where(PrincipalRow.name == name)
-        ).first() is not None:
+        if (
+            session.execute(select(PrincipalRow.id).where(PrincipalRow.name == name)).first()
+            is not None
+        ):
             raise UsageError(f"a principal named {name!r} already exists")
         key = SigningKey.generate("ecdsa-p256")
         row = PrincipalRow(

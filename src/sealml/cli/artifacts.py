@@ -29,15 +29,18 @@ def put(
     """Seal FILE: hash, encrypt, sign, store and audit it in one pass."""
     if not file.is_file():
         raise UsageError(f"{file} is not a readable file")
-    with open_workspace(ctx) as workspace, file.open("rb", buffering=0) as handle:
-        with transfer(f"sealing {file.name}", file.stat().st_size) as advance:
-            info = workspace.put(
-                CountingReader(handle, advance),
-                kind,
-                name or file.name,
-                media_type=media_type,
-                parents=parent,
-            )
+    with (
+        open_workspace(ctx) as workspace,
+        file.open("rb", buffering=0) as handle,
+        transfer(f"sealing {file.name}", file.stat().st_size) as advance,
+    ):
+        info = workspace.put(
+            CountingReader(handle, advance),
+            kind,
+            name or file.name,
+            media_type=media_type,
+            parents=parent,
+        )
     if as_json:
         print_json(info.to_dict())
     else:

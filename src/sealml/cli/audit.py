@@ -42,7 +42,9 @@ def _timestamp(value: str | None, option: str) -> str | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"{option} must be an ISO 8601 date or time, e.g. 2026-11-22T10:00") from None
+        raise UsageError(
+            f"{option} must be an ISO 8601 date or time, e.g. 2026-11-22T10:00"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -128,7 +130,9 @@ def _filter(
 
 
 PrincipalOption = typer.Option(None, "--principal", help="Only events by this principal.")
-ActionOption = typer.Option(None, "--action", help="Only this action (a trailing * matches a prefix).")
+ActionOption = typer.Option(
+    None, "--action", help="Only this action (a trailing * matches a prefix)."
+)
 ResourceOption = typer.Option(None, "--resource", help="Only this resource, e.g. artifact:ID.")
 OutcomeOption = typer.Option(None, "--outcome", help="ok, denied or failed.")
 SinceOption = typer.Option(None, "--since", help="From this time (ISO 8601, UTC if no zone).")
@@ -144,7 +148,9 @@ def show(
     outcome: str | None = OutcomeOption,
     since: str | None = SinceOption,
     until: str | None = UntilOption,
-    limit: int = typer.Option(200, "--limit", min=1, max=1_000_000, help="At most this many events."),
+    limit: int = typer.Option(
+        200, "--limit", min=1, max=1_000_000, help="At most this many events."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Show events, oldest first."""
@@ -225,7 +231,9 @@ def verify_proof(
     as_json: bool = JsonOption,
 ) -> None:
     """Check an inclusion proof offline against the signed checkpoint it carries."""
-    fields, checkpoint = check_inclusion(_read_text(proof, "proof"), _verifier(ctx, vkey, vkey_file))
+    fields, checkpoint = check_inclusion(
+        _read_text(proof, "proof"), _verifier(ctx, vkey, vkey_file)
+    )
     if as_json:
         print_json({"ok": True, "event": fields, "tree_size": checkpoint.size})
     else:

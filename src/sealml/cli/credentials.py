@@ -30,9 +30,9 @@ from ..fsutil import make_private_dir, write_private
 from ..witness import state_home
 from ..workspace import Workspace
 
-PASSPHRASE_ENV = "SEALML_PASSPHRASE"
+PASSPHRASE_ENV = "SEALML_PASSPHRASE"  # noqa: S105 (a variable name)
 USER_ENV = "SEALML_USER"
-PASSWORD_ENV = "SEALML_PASSWORD"
+PASSWORD_ENV = "SEALML_PASSWORD"  # noqa: S105 (a variable name)
 KEY_FILE_ENV = "SEALML_KEY_FILE"
 
 

@@ -18,12 +18,14 @@ from . import credentials
 from .common import JsonOption, open_workspace, out, print_json, print_table, state
 
 app = typer.Typer(help="Principals: users and services.", no_args_is_help=True)
-NEW_PASSWORD_ENV = "SEALML_NEW_PASSWORD"
+NEW_PASSWORD_ENV = "SEALML_NEW_PASSWORD"  # noqa: S105 (a variable name)
 
 
 def init(
     ctx: typer.Context,
-    directory: Path | None = typer.Argument(None, help="Folder (default: the workspace option or .)."),
+    directory: Path | None = typer.Argument(
+        None, help="Folder (default: the workspace option or .)."
+    ),
     name: str = typer.Option("sealml", "--name", help="A label for the workspace."),
     admin: str = typer.Option("admin", "--admin", help="Name of the first admin principal."),
     insecure_fast_kdf: bool = typer.Option(
@@ -143,8 +145,10 @@ def add_user(
     with open_workspace(ctx) as workspace:
         # Refuse (and audit) before asking for a password nobody may set.
         workspace.authorize("user:admin", f"principal:{name}", action="user.add")
-        password = None if service else credentials.new_secret_from_env(
-            NEW_PASSWORD_ENV, f"Password for {name}"
+        password = (
+            None
+            if service
+            else credentials.new_secret_from_env(NEW_PASSWORD_ENV, f"Password for {name}")
         )
         principal, key = workspace.add_user(name, role, password=password, service=service)
     if key is not None and key_file is not None:
@@ -159,7 +163,9 @@ def add_user(
     if as_json:
         print_json(result)
     else:
-        out.print(f"added {principal.kind} [bold]{name}[/bold] with roles {', '.join(principal.roles)}")
+        out.print(
+            f"added {principal.kind} [bold]{name}[/bold] with roles {', '.join(principal.roles)}"
+        )
         if key_file:
             out.print(f"private key written to {key_file} (0600); keep it secret")
 

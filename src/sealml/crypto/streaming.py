@@ -22,7 +22,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -37,7 +37,21 @@ MAX_SEGMENTS = 2**32
 # Segment buffers in flight per stage: enough to keep the helper threads busy.
 PIPELINE_DEPTH = 4
 
-PlaintextObserver = Callable[[memoryview], None]
+PlaintextObserver = Callable[[memoryview], object]
+
+
+class Readable(Protocol):
+    """A source of bytes read into caller buffers (files, BytesIO, raw streams)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+    def read(self, size: int = -1, /) -> bytes | None: ...
+
+
+class Writable(Protocol):
+    """A sink of bytes."""
+
+    def write(self, data: memoryview, /) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -145,11 +159,11 @@ class SegmentDecrypter:
         return size
 
 
-def read_full(source: BinaryIO, buffer: memoryview) -> int:
+def read_full(source: Readable, buffer: memoryview) -> int:
     """Fill *buffer* from *source* unless EOF comes first; returns the bytes read."""
     filled = 0
     while filled < len(buffer):
-        got = source.readinto(buffer[filled:])  # type: ignore[attr-defined]
+        got = source.readinto(buffer[filled:])
         if not got:
             break
         filled += got
@@ -257,8 +271,8 @@ class _Stage:
 def encrypt_stream(
     main_key: bytes,
     associated_data: bytes,
-    source: BinaryIO,
-    sink: BinaryIO,
+    source: Readable,
+    sink: Writable,
     params: StreamingParams,
     observer: PlaintextObserver | None = None,
 ) -> int:
@@ -269,7 +283,7 @@ def encrypt_stream(
     the input size. Returns the plaintext size.
     """
     encrypter = SegmentEncrypter(main_key, associated_data, params)
-    sink.write(encrypter.header)
+    sink.write(memoryview(encrypter.header))
     plain = _Stage(params.plaintext_size, [observer] if observer else [])
     cipher = _Stage(params.segment_size, [sink.write])
     try:
@@ -297,7 +311,7 @@ def encrypt_stream(
 def iter_decrypted(
     main_key: bytes,
     associated_data: bytes,
-    source: BinaryIO,
+    source: Readable,
     params: StreamingParams,
     next_buffer: Callable[[], bytearray] | None = None,
 ) -> Iterator[memoryview]:
@@ -307,7 +321,7 @@ def iter_decrypted(
     yielded view is valid only until the next is requested). A segment is yielded only
     after its tag verified; a stream that ends early raises IntegrityError.
     """
-    header = source.read(params.header_size)
+    header = source.read(params.header_size) or b""
     if len(header) < params.header_size:
         raise IntegrityError("sealed stream is truncated in its header")
     decrypter = SegmentDecrypter(main_key, associated_data, header, params)
@@ -336,8 +350,8 @@ def iter_decrypted(
 def decrypt_stream(
     main_key: bytes,
     associated_data: bytes,
-    source: BinaryIO,
-    sink: BinaryIO | None,
+    source: Readable,
+    sink: Writable | None,
     params: StreamingParams,
     observer: PlaintextObserver | None = None,
 ) -> int:

@@ -175,7 +175,9 @@ class Ledger:
         head = session.execute(
             select(LedgerHeadRow).where(LedgerHeadRow.id == 1).with_for_update()
         ).scalar_one()
-        note = self._record_checkpoint(session, Frontier.from_bytes(head.size, head.frontier), signer)
+        note = self._record_checkpoint(
+            session, Frontier.from_bytes(head.size, head.frontier), signer
+        )
         session.flush()
         return note
 

@@ -74,7 +74,9 @@ def check_inclusion(text: str, verifier: NoteVerifier) -> tuple[dict[str, Any], 
     checkpoint = open_note(note, verifier)
     if checkpoint.size != size:
         raise IntegrityError("inclusion proof tree size differs from its checkpoint")
-    if not verify_inclusion(index, size, leaf_hash(event), _hashes(data["hashes"]), checkpoint.root):
+    if not verify_inclusion(
+        index, size, leaf_hash(event), _hashes(data["hashes"]), checkpoint.root
+    ):
         raise IntegrityError(f"event {index} is not included in the signed tree of size {size}")
     try:
         fields = json.loads(event)

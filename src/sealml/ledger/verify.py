@@ -71,17 +71,17 @@ def verify_ledger(
     """
     report = LedgerReport()
     checkpoints: dict[int, Checkpoint] = {}
-    for row in session.execute(select(CheckpointRow).order_by(CheckpointRow.size)).scalars():
+    for stored in session.execute(select(CheckpointRow).order_by(CheckpointRow.size)).scalars():
         report.checkpoints += 1
         try:
-            checkpoint = open_note(row.note, verifier)
+            checkpoint = open_note(stored.note, verifier)
         except (IntegrityError, UsageError) as error:
-            report.problem(f"checkpoint at size {row.size}: {error}")
+            report.problem(f"checkpoint at size {stored.size}: {error}")
             continue
         if checkpoint.origin != origin:
-            report.problem(f"checkpoint at size {row.size}: origin {checkpoint.origin!r}")
-        if checkpoint.size != row.size or checkpoint.root != row.root:
-            report.problem(f"checkpoint at size {row.size}: row differs from its signed note")
+            report.problem(f"checkpoint at size {stored.size}: origin {checkpoint.origin!r}")
+        if checkpoint.size != stored.size or checkpoint.root != stored.root:
+            report.problem(f"checkpoint at size {stored.size}: row differs from its signed note")
         checkpoints[checkpoint.size] = checkpoint
     expected: dict[int, list[tuple[str, bytes]]] = {}
     for size, checkpoint in checkpoints.items():

@@ -20,13 +20,20 @@ import json
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..access.policy import ARTIFACT_KINDS
 from ..crypto.canonical import canonical_json
 from ..crypto.digest import ARTIFACT_DIGEST, new_hasher
 from ..crypto.signing import SigningKey, VerifyingKey
-from ..crypto.streaming import StreamingParams, decrypt_stream, encrypt_stream, iter_decrypted
+from ..crypto.streaming import (
+    Readable,
+    StreamingParams,
+    Writable,
+    decrypt_stream,
+    encrypt_stream,
+    iter_decrypted,
+)
 from ..db.models import ArtifactRow, DataKeyRow
 from ..errors import IntegrityError, UsageError
 from ..keys.provider import DEK_SIZE, KeyProvider, WrappedKey, dek_context
@@ -132,7 +139,7 @@ def info_of(row: ArtifactRow) -> ArtifactInfo:
 
 
 def seal(
-    source: BinaryIO,
+    source: Readable,
     draft: ArtifactDraft,
     *,
     blobs: BlobStore,
@@ -212,7 +219,9 @@ def check_row(row: ArtifactRow, creator_key: VerifyingKey) -> dict[str, Any]:
     }
     for key, value in columns.items():
         if fields.get(key) != value:
-            raise IntegrityError(f"artifact {row.id}: column {key} differs from its signed statement")
+            raise IntegrityError(
+                f"artifact {row.id}: column {key} differs from its signed statement"
+            )
     blob = fields.get("blob", {})
     if blob.get("format") != BLOB_FORMAT or blob.get("segment_size") != row.segment_size:
         raise IntegrityError(f"artifact {row.id}: blob parameters differ from its statement")
@@ -240,7 +249,7 @@ def unseal(
     row: ArtifactRow,
     dek: bytes,
     blobs: BlobStore,
-    sink: BinaryIO | None,
+    sink: Writable | None,
 ) -> None:
     """Decrypt the blob of *row* into *sink* (or only check it when None), then compare the
     digest. The caller must discard *sink*'s content if this raises."""
@@ -269,7 +278,9 @@ class VerifyingReader(io.RawIOBase):
         algorithm = row.digest.split(":", 1)[0]
         self._algorithm = algorithm
         self._hasher = new_hasher(algorithm)
-        self._segments = iter_decrypted(dek, associated_data(row.id), self._source, stream_params(row))
+        self._segments = iter_decrypted(
+            dek, associated_data(row.id), self._source, stream_params(row)
+        )
         self._pending = memoryview(b"")
         self._size = 0
         self._done = False
@@ -305,4 +316,3 @@ class VerifyingReader(io.RawIOBase):
         if not self.closed:
             self._source.close()
         super().close()
-

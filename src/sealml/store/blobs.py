@@ -8,12 +8,13 @@ durable; readers never see a partial blob.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from ..errors import IntegrityError, UsageError
 from ..fsutil import FILE_MODE, fsync_dir, make_private_dir
@@ -27,7 +28,7 @@ class BlobWriter(Protocol):
 
     name: str
 
-    def write(self, data: bytes | memoryview, /) -> int: ...
+    def write(self, data: memoryview, /) -> object: ...
 
     def commit(self) -> None: ...
 
@@ -41,7 +42,7 @@ class BlobStore(Protocol):
 
     def writer(self) -> BlobWriter: ...
 
-    def open(self, name: str) -> BinaryIO: ...
+    def open(self, name: str) -> io.RawIOBase: ...
 
     def size(self, name: str) -> int: ...
 
@@ -110,7 +111,7 @@ class LocalBlobStore:
     def writer(self) -> _LocalWriter:
         return _LocalWriter(self)
 
-    def open(self, name: str) -> BinaryIO:
+    def open(self, name: str) -> io.RawIOBase:
         try:
             return self.path_of(name).open("rb", buffering=0)
         except FileNotFoundError:

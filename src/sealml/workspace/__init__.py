@@ -63,7 +63,11 @@ class Workspace(ArtifactOperations, UserOperations, AuditOperations):
                 workspace.append(
                     session,
                     [
-                        EventDraft(admin_name, "workspace.init", f"workspace:{workspace.config.workspace.id}"),
+                        EventDraft(
+                            admin_name,
+                            "workspace.init",
+                            f"workspace:{workspace.config.workspace.id}",
+                        ),
                         EventDraft(
                             admin_name,
                             "user.add",
@@ -84,7 +88,9 @@ class Workspace(ArtifactOperations, UserOperations, AuditOperations):
         return workspace
 
     @classmethod
-    def open(cls, path: Path | str | None = None, *, passphrase: PassphraseSource = None) -> Workspace:
+    def open(
+        cls, path: Path | str | None = None, *, passphrase: PassphraseSource = None
+    ) -> Workspace:
         """Open the workspace at *path* (else ``$SEALML_WORKSPACE``, else the current folder).
 
         The keystore is unlocked with *passphrase* only when a key is first needed. Call

@@ -7,14 +7,14 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..access.policy import ARTIFACT_KINDS
-from ..crypto.streaming import StreamingParams
 from ..crypto.signing import VerifyingKey
+from ..crypto.streaming import Readable, StreamingParams, Writable
 from ..db.models import ArtifactRow, DataKeyRow
 from ..errors import IntegrityError, NotFoundError, SealmlError, ShreddedError, UsageError
 from ..fsutil import atomic_writer
@@ -136,7 +136,7 @@ class ArtifactOperations(WorkspaceCore):
 
     def put(
         self,
-        source: Path | str | BinaryIO,
+        source: Path | str | Readable,
         kind: str,
         name: str | None = None,
         *,
@@ -306,7 +306,9 @@ class ArtifactOperations(WorkspaceCore):
         report = StoreReport()
         referenced: set[str] = set()
         with self.db.read() as session:
-            rows = list(session.execute(select(ArtifactRow).order_by(ArtifactRow.created_at)).scalars())
+            rows = list(
+                session.execute(select(ArtifactRow).order_by(ArtifactRow.created_at)).scalars()
+            )
             for row in rows:
                 referenced.add(row.blob_name)
                 report.checks.append(self._verify_row(session, row))
@@ -395,11 +397,11 @@ class ArtifactOperations(WorkspaceCore):
 class _ProgressSink:
     """Forwards writes and reports their sizes."""
 
-    def __init__(self, inner: BinaryIO, advance: Callable[[int], None]) -> None:
+    def __init__(self, inner: Writable, advance: Callable[[int], None]) -> None:
         self._inner = inner
         self._advance = advance
 
-    def write(self, data: bytes | memoryview) -> int:
+    def write(self, data: memoryview, /) -> object:
         written = self._inner.write(data)
         self._advance(len(data))
         return written

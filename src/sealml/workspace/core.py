@@ -15,9 +15,18 @@ from sqlalchemy.orm import Session
 
 from ..access.policy import Policy
 from ..access.principals import Actor, PrincipalStore
-from ..config import CONFIG_NAME, STATE_DIR, Config, database_url, load_config, resolve
-from ..config import KdfSection, LedgerSection, WorkspaceSection
-from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams
+from ..config import (
+    CONFIG_NAME,
+    STATE_DIR,
+    Config,
+    KdfSection,
+    LedgerSection,
+    WorkspaceSection,
+    database_url,
+    load_config,
+    resolve,
+)
+from ..crypto.kdf import Argon2idParams
 from ..crypto.secret import Secret
 from ..crypto.signing import SigningKey
 from ..db import Database
@@ -30,14 +39,14 @@ from ..errors import (
     UsageError,
     WorkspaceExistsError,
 )
-from ..fsutil import create_private, make_private_dir
+from ..fsutil import create_private
 from ..keys.local import LocalKeystore
 from ..keys.provider import KeyProvider
 from ..ledger import EventDraft, Ledger, NoteSigner, NoteVerifier
 from ..store.blobs import BlobStore, LocalBlobStore
 from ..witness import Witness
 
-SIGNING_SECRET = "workspace-signing-key"
+SIGNING_SECRET = "workspace-signing-key"  # noqa: S105 (a keystore entry name)
 WORKSPACE_ENV = "SEALML_WORKSPACE"
 PassphraseSource = Secret | Callable[[], Secret] | None
 
@@ -110,7 +119,9 @@ class WorkspaceCore:
     def _claim(cls, root: Path) -> None:
         """Create the state folder, failing if any part of a workspace is already there."""
         if (root / CONFIG_NAME).exists() or (root / STATE_DIR).exists():
-            raise WorkspaceExistsError(f"a workspace already exists at {root}; refusing to overwrite")
+            raise WorkspaceExistsError(
+                f"a workspace already exists at {root}; refusing to overwrite"
+            )
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             (root / STATE_DIR).mkdir(mode=0o700)
@@ -156,7 +167,9 @@ class WorkspaceCore:
         root = find_root(path)
         workspace = cls(root, load_config(root / CONFIG_NAME), passphrase)
         if workspace.db.current_revision() is None:
-            raise ConfigError(f"the workspace database at {workspace.db.safe_url} is not initialised")
+            raise ConfigError(
+                f"the workspace database at {workspace.db.safe_url} is not initialised"
+            )
         workspace.db.upgrade()
         with workspace.db.read() as session:
             entry = session.get(MetaEntry, "workspace_id")
@@ -203,7 +216,8 @@ class WorkspaceCore:
             path = resolve(self.root, self.config.keys.keystore)
             keystore = LocalKeystore.open(path, self._passphrase_value())
             signer = NoteSigner(
-                self.config.ledger.origin, SigningKey.from_pkcs8(keystore.load_secret(SIGNING_SECRET))
+                self.config.ledger.origin,
+                SigningKey.from_pkcs8(keystore.load_secret(SIGNING_SECRET)),
             )
             if signer.verifier.encode() != self.verifier.encode():
                 raise IntegrityError(

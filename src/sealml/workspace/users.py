@@ -67,7 +67,7 @@ class UserOperations(WorkspaceCore):
         """Every principal (needs ``user:read``)."""
         self.authorize("user:read", "principal:*", action="user.list")
         with self.db.read() as session:
-            return self.principals.list(session)
+            return self.principals.all(session)
 
     def set_user_disabled(self, name: str, disabled: bool) -> Principal:
         """Disable (or re-enable) a principal; disabling also ends its sessions."""

@@ -64,9 +64,7 @@ def upgrade() -> None:
         op.create_index(f"ix_artifacts_{column}", "artifacts", [column])
     op.create_table(
         "data_keys",
-        sa.Column(
-            "artifact_id", sa.String(32), sa.ForeignKey("artifacts.id"), primary_key=True
-        ),
+        sa.Column("artifact_id", sa.String(32), sa.ForeignKey("artifacts.id"), primary_key=True),
         sa.Column("kek_id", sa.String(64), nullable=False),
         sa.Column("wrapped", sa.LargeBinary(), nullable=False),
     )
