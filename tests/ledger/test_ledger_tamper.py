@@ -18,6 +18,16 @@ from sealml.ledger.proofs import check_consistency, check_inclusion
 from ..conftest import reopen
 
 
+@pytest.fixture(autouse=True, params=["one-range", "worker-processes"])
+def scan_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every check both in-process and with ranges scanned by worker processes."""
+    import sealml.ledger.verify as verify_module
+
+    if request.param == "worker-processes":
+        monkeypatch.setattr(verify_module, "_RANGE", 3)
+    return str(request.param)
+
+
 def db_file(ws: Workspace) -> Path:
     return ws.root / ".sealml" / "sealml.db"
 

@@ -27,6 +27,7 @@ from ..fsutil import FILE_MODE
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _BUSY_TIMEOUT_MS = 30_000
+_CACHE_KIB = 64 * 1024
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -46,6 +47,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
         cursor.execute("PRAGMA foreign_keys = ON")
         # Deleted rows (a shredded data key) are overwritten, not left in free pages.
         cursor.execute("PRAGMA secure_delete = ON")

@@ -68,6 +68,7 @@ class ArtifactRow(Base):
     created_at: Mapped[str] = mapped_column(String(40), index=True)
     statement: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[bytes] = mapped_column(LargeBinary)
+    ledger_seq: Mapped[int] = mapped_column(BigInteger)
     shredded_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
@@ -85,10 +86,13 @@ class LedgerEventRow(Base):
 
     __tablename__ = "ledger_events"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    ts: Mapped[str] = mapped_column(String(40), index=True)
-    principal: Mapped[str] = mapped_column(String(64), index=True)
-    action: Mapped[str] = mapped_column(String(64), index=True)
-    resource: Mapped[str] = mapped_column(String(255), index=True)
+    # No secondary indexes: each one costs appends dearly (random artifact ids scatter
+    # B-tree inserts), audit filters are occasional scans, and artifacts find their put
+    # event by sequence number (ArtifactRow.ledger_seq).
+    ts: Mapped[str] = mapped_column(String(40))
+    principal: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(255))
     outcome: Mapped[str] = mapped_column(String(16))
     body: Mapped[bytes] = mapped_column(LargeBinary)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from hashlib import sha256
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -20,9 +21,10 @@ from sqlalchemy.orm import Session
 
 from ..crypto.canonical import canonical_json
 from ..db.models import CheckpointRow, LedgerEventRow, LedgerHeadRow
+from ..db.raw import driver_cursor, driver_sql
 from ..errors import NotFoundError, UsageError
 from .checkpoint import Checkpoint, NoteSigner
-from .merkle import Frontier, consistency_proof, inclusion_proof, leaf_hash
+from .merkle import Frontier, consistency_proof, inclusion_proof
 
 ZERO_HASH = bytes(32)
 EVENT_VERSION = 1
@@ -82,6 +84,29 @@ class InclusionProof:
     checkpoint_note: str
 
 
+_COLUMNS = ("seq", "ts", "principal", "action", "resource", "outcome", "body", "leaf_hash")
+_INSERT = (
+    "INSERT INTO ledger_events (seq, ts, principal, action, resource, outcome, body, leaf_hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_events(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    """Insert event rows with the driver's ``executemany``: the ORM's per-row bookkeeping
+    would cost more than the insert itself, and batches run to tens of thousands of rows."""
+    connection = session.connection()
+    statement = driver_sql(connection, _INSERT)
+    if statement is None:
+        keyed = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        connection.execute(insert(LedgerEventRow), keyed)
+        return
+    cursor = driver_cursor(connection)
+    try:
+        cursor.executemany(statement, rows)
+    finally:
+        cursor.close()
+
+
 class Ledger:
     """The ledger of one workspace; every method works inside a caller's session."""
 
@@ -111,13 +136,14 @@ class Ledger:
         ).scalar_one()
         frontier = Frontier.from_bytes(head.size, head.frontier)
         previous = head.last_leaf
-        rows: list[dict[str, Any]] = []
         seqs: list[int] = []
+        ts = utc_now()  # one append, one time: events of a batch are recorded together
+        rows: list[tuple[int, str, str, str, str, str, bytes, bytes]] = []
+        append_leaf = frontier.append
         for draft in drafts:
             if draft.outcome not in OUTCOMES:
                 raise ValueError(f"unknown outcome {draft.outcome!r}")
             seq = frontier.size
-            ts = utc_now()
             body = canonical_json(
                 {
                     "v": EVENT_VERSION,
@@ -131,24 +157,15 @@ class Ledger:
                     "prev": previous.hex(),
                 }
             )
-            leaf = leaf_hash(body)
-            frontier.append(leaf)
+            leaf = sha256(b"\x00" + body).digest()
+            append_leaf(leaf)
             rows.append(
-                {
-                    "seq": seq,
-                    "ts": ts,
-                    "principal": draft.principal,
-                    "action": draft.action,
-                    "resource": draft.resource,
-                    "outcome": draft.outcome,
-                    "body": body,
-                    "leaf_hash": leaf,
-                }
+                (seq, ts, draft.principal, draft.action, draft.resource, draft.outcome, body, leaf)
             )
             seqs.append(seq)
             previous = leaf
         if rows:
-            session.execute(insert(LedgerEventRow), rows)
+            _insert_events(session, rows)
         head.size = frontier.size
         head.frontier = frontier.to_bytes()
         head.last_leaf = previous

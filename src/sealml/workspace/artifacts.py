@@ -118,12 +118,17 @@ class ArtifactOperations(WorkspaceCore):
         return row, session.get(DataKeyRow, row.id)
 
     def _check_ledger_put(self, session: Session, row: ArtifactRow) -> None:
-        for event in Ledger.events(
-            session, EventFilter(action="artifact.put", resource=_resource(row), outcome="ok")
+        try:
+            fields = Ledger.event(session, row.ledger_seq).fields()
+        except (NotFoundError, ValueError):
+            fields = {}
+        if (
+            fields.get("action") != "artifact.put"
+            or fields.get("resource") != _resource(row)
+            or fields.get("outcome") != "ok"
+            or fields.get("details", {}).get("statement_sha256") != statement_hash(row)
         ):
-            if event.fields().get("details", {}).get("statement_sha256") == statement_hash(row):
-                return
-        raise IntegrityError(f"artifact {row.id}: no matching put event in the ledger")
+            raise IntegrityError(f"artifact {row.id}: no matching put event in the ledger")
 
     def info(self, ref: str) -> ArtifactInfo:
         """Metadata of an artifact, signature checked."""
@@ -187,10 +192,7 @@ class ArtifactOperations(WorkspaceCore):
         row = sealed.artifact
         try:
             with self.transaction() as session:
-                session.add(row)
-                session.flush()
-                session.add(sealed.data_key)
-                self.append(
+                (row.ledger_seq,) = self.append(
                     session,
                     [
                         self.event(
@@ -203,6 +205,9 @@ class ArtifactOperations(WorkspaceCore):
                         )
                     ],
                 )
+                session.add(row)
+                session.flush()
+                session.add(sealed.data_key)
         except BaseException:
             self.blobs.delete(row.blob_name)
             raise

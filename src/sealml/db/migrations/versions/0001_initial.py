@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.String(40), nullable=False),
         sa.Column("statement", sa.LargeBinary(), nullable=False),
         sa.Column("signature", sa.LargeBinary(), nullable=False),
+        sa.Column("ledger_seq", sa.BigInteger(), nullable=False),
         sa.Column("shredded_at", sa.String(40), nullable=True),
     )
     for column in ("name", "kind", "creator", "created_at"):
@@ -80,8 +81,6 @@ def upgrade() -> None:
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
     )
-    for column in ("ts", "principal", "action", "resource"):
-        op.create_index(f"ix_ledger_events_{column}", "ledger_events", [column])
     op.create_table(
         "ledger_head",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
