@@ -84,7 +84,7 @@ def _explain(seq: int, row: tuple[Any, ...], fields: Any, prev_hex: str | None) 
     return problems
 
 
-def _scan(rows: Iterable[tuple[Any, ...]], start: int) -> _RangeResult:
+def _scan(rows: Iterable[tuple[Any, ...]], start: int, stop: int) -> _RangeResult:
     """Check every row of one range; the hot loop of ledger verification."""
     result = _RangeResult(next_seq=start)
     leaves = bytearray()
@@ -128,6 +128,8 @@ def _scan(rows: Iterable[tuple[Any, ...]], start: int) -> _RangeResult:
         expected = seq + 1
         if len(problems) > _MAX_PROBLEMS:
             del problems[_MAX_PROBLEMS:]
+    if expected < stop:
+        problems.append(f"event {expected}: missing (next stored event is {stop} or later)")
     result.leaves = bytes(leaves)
     result.next_seq = expected
     return result
@@ -166,7 +168,7 @@ def _scan_in_worker(url: str, start: int, stop: int) -> _RangeResult:
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
-            return _scan(_rows(connection, start, stop), start)
+            return _scan(_rows(connection, start, stop), start, stop)
     finally:
         engine.dispose()
 
@@ -179,7 +181,7 @@ def _scan_ranges(session: Session, stop: int) -> Iterator[_RangeResult]:
     url = connection.engine.url
     if len(bounds) < 3 or workers < 2 or url.database in (None, "", ":memory:"):
         for start, end in bounds:
-            yield _scan(_rows(connection, start, end), start)
+            yield _scan(_rows(connection, start, end), start, end)
         return
     context = multiprocessing.get_context("fork")
     link = url.render_as_string(hide_password=False)
