@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Protocol
 
 from ..errors import IntegrityError, UsageError
 from ..fsutil import FILE_MODE, fsync_dir, make_private_dir
+from .durable import DurableAppender
 
 _NAME_BYTES = 16
 
@@ -66,16 +66,15 @@ class _LocalWriter:
         self.name = secrets.token_hex(_NAME_BYTES)
         store.tmp.mkdir(exist_ok=True, mode=0o700)
         self._tmp = store.tmp / f"{self.name}.part"
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        self._handle = os.fdopen(fd, "wb", buffering=0)
+        self._file = DurableAppender(self._tmp, FILE_MODE)
         self._committed = False
 
-    def write(self, data: bytes | memoryview, /) -> int:
-        return self._handle.write(data) or 0
+    def write(self, data: memoryview, /) -> int:
+        return self._file.write(data)
 
     def commit(self) -> None:
-        os.fsync(self._handle.fileno())
-        self._handle.close()
+        self._file.finish()
+        self._file.close()
         final = self._store.path_of(self.name)
         final.parent.mkdir(exist_ok=True, mode=0o700)
         self._tmp.replace(final)
@@ -87,7 +86,7 @@ class _LocalWriter:
 
     def __exit__(self, *exc: object) -> None:
         if not self._committed:
-            self._handle.close()
+            self._file.close()
             self._tmp.unlink(missing_ok=True)
 
 

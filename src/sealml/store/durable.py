@@ -1,0 +1,116 @@
+"""Appending large files durably without paying for the page cache.
+
+On this class of machine, writing through the page cache costs about a second of kernel CPU
+per GiB and the final fsync another half second; O_DIRECT writes go to the device by DMA at
+disk speed with almost no CPU. Data is staged in a page-aligned buffer and written in
+aligned blocks with O_DIRECT; the unaligned tail is written without it at the end, then the
+file is fsynced. Where O_DIRECT is not supported (tmpfs, some network file systems) the
+file is written normally, with write-back started early so the final fsync is short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import mmap
+import os
+from pathlib import Path
+
+_ALIGN = 4096
+_STAGE = 4 << 20
+_WRITEBACK_STEP = 64 << 20
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+class DurableAppender:
+    """An append-only file that is on stable storage once :meth:`finish` returns."""
+
+    def __init__(self, path: Path, mode: int) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        direct = getattr(os, "O_DIRECT", 0)
+        self._direct = False
+        if direct:
+            try:
+                self._fd = os.open(path, flags | direct, mode)
+                self._direct = True
+            except OSError as error:
+                if error.errno != errno.EINVAL:  # EINVAL: no direct I/O on this file system
+                    raise
+        if not self._direct:
+            self._fd = os.open(path, flags, mode)
+        self._stage = mmap.mmap(-1, _STAGE) if self._direct else None
+        self._filled = 0
+        self._written = 0
+        self._advised = 0
+
+    def write(self, data: memoryview, /) -> int:
+        size = len(data)
+        if self._stage is None:
+            self._write_buffered(data)
+            return size
+        view = memoryview(self._stage)
+        while data:
+            take = min(len(data), _STAGE - self._filled)
+            view[self._filled : self._filled + take] = data[:take]
+            self._filled += take
+            data = data[take:]
+            if self._filled == _STAGE:
+                self._flush_stage(_STAGE)
+        return size
+
+    def _flush_stage(self, length: int) -> None:
+        assert self._stage is not None
+        try:
+            _write_all(self._fd, memoryview(self._stage)[:length])
+        except OSError:
+            # The file system refused direct I/O after all: continue through the cache.
+            self._disable_direct()
+            _write_all(self._fd, memoryview(self._stage)[:length])
+        self._written += length
+        remaining = self._filled - length
+        if remaining:
+            self._stage.move(0, length, remaining)
+        self._filled = remaining
+
+    def _disable_direct(self) -> None:
+        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~getattr(os, "O_DIRECT", 0))
+        self._direct = False
+
+    def _write_buffered(self, data: memoryview) -> None:
+        _write_all(self._fd, data)
+        self._written += len(data)
+        if self._written - self._advised >= _WRITEBACK_STEP:
+            # Start write-back of this stretch now so the fsync at the end has little left.
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(
+                    self._fd, self._advised, self._written - self._advised, os.POSIX_FADV_DONTNEED
+                )
+            self._advised = self._written
+
+    def finish(self) -> None:
+        """Write what is staged and fsync; the file is durable afterwards."""
+        if self._stage is not None and self._filled:
+            aligned = self._filled // _ALIGN * _ALIGN
+            if aligned and self._direct:
+                self._flush_stage(aligned)
+            if self._direct:
+                self._disable_direct()
+            _write_all(self._fd, memoryview(self._stage)[: self._filled])
+            self._written += self._filled
+            self._filled = 0
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._stage is not None:
+            self._stage.close()
+            self._stage = None
