@@ -20,7 +20,9 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     return str(request.param)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(st.integers(min_value=0, max_value=3 * (1 << 20)), max_size=6))
 def test_appended_bytes_are_exactly_the_input(
     mode: str, tmp_path_factory: pytest.TempPathFactory, sizes: list[int]
@@ -44,7 +46,9 @@ def test_refuses_existing_file(tmp_path: Path) -> None:
     assert path.read_bytes() == b"keep"
 
 
-def test_stage_is_flushed_in_aligned_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_is_flushed_in_aligned_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(durable, "_STAGE", 8192)
     path = tmp_path / "blob"
     data = os.urandom(8192 * 3 + 100)
