@@ -36,7 +36,7 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     from sealml.db import Database
     from sealml.db.models import Base
 
-    database = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    database = Database(f"sqlite:///{tmp_path / 'm.db'}", create=True)
     database.upgrade()
     with database.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)

@@ -46,8 +46,16 @@ def open_workspace(ctx: typer.Context, *, act: bool = True) -> Iterator[Workspac
     passphrase = credentials.passphrase_source(root, config.keys.passphrase_file)
     workspace = Workspace.open(root, passphrase=passphrase)
     try:
+        if credentials.passphrase_given(config.keys.passphrase_file):
+            # Unlock up front so every event this command writes is anchored by a checkpoint.
+            _ = workspace.keys
         if act:
             credentials.authenticate(workspace)
+        if workspace.policy_pending:
+            err.print(
+                "warning: sealml.toml proposes role changes that are not in force; "
+                "an admin can run `sealml policy approve`"
+            )
         yield workspace
     finally:
         workspace.close()

@@ -69,6 +69,11 @@ def new_secret_from_env(env: str, label: str) -> Secret:
     raise UsageError(f"set {env} or run in a terminal to be prompted for the {label.lower()}")
 
 
+def passphrase_given(passphrase_file: str | None) -> bool:
+    """True when the passphrase can be had without prompting."""
+    return bool(os.environ.get(PASSPHRASE_ENV) or passphrase_file)
+
+
 def passphrase_source(root: Path, passphrase_file: str | None) -> Callable[[], Secret]:
     """A lazy passphrase lookup for Workspace.open."""
 

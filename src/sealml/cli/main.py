@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from ..errors import SealmlError
-from . import artifacts, audit, keys, users
+from . import artifacts, audit, keys, policy, users
 from .common import State, err
 
 app = typer.Typer(
@@ -53,6 +53,7 @@ app.command()(artifacts.verify)
 app.add_typer(users.app, name="user")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(policy.app, name="policy")
 
 
 @app.command()

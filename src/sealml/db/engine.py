@@ -62,7 +62,7 @@ def _configure_sqlite(engine: Engine) -> None:
 class Database:
     """The metadata database of one workspace."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = False) -> None:
         try:
             self.url = make_url(url)
         except ArgumentError:
@@ -70,9 +70,11 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         sqlite_file = _sqlite_path(url)
         if sqlite_file is not None and not sqlite_file.exists():
+            if not create:
+                raise ConfigError(f"the workspace database {sqlite_file} is missing")
             # Create the file 0600 before SQLite does; its -wal and -shm files copy the mode.
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(sqlite_file, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+            os.close(os.open(sqlite_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         try:
             self.engine = create_engine(url, future=True)
         except (ArgumentError, ImportError) as error:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from ..errors import IntegrityError, UsageError
 from ..fsutil import FILE_MODE, fsync_dir, make_private_dir
-from .durable import DurableAppender
+from .direct import DirectReader, DurableAppender
 
 _NAME_BYTES = 16
 
@@ -112,7 +112,7 @@ class LocalBlobStore:
 
     def open(self, name: str) -> io.RawIOBase:
         try:
-            return self.path_of(name).open("rb", buffering=0)
+            return DirectReader(self.path_of(name))
         except FileNotFoundError:
             raise IntegrityError(f"blob {name} is missing from the store") from None
 

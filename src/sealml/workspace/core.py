@@ -13,6 +13,8 @@ from typing import Any, Self
 
 from sqlalchemy.orm import Session
 
+from ..access import approval
+from ..access.approval import ApprovedPolicy
 from ..access.policy import Policy
 from ..access.principals import Actor, PrincipalStore
 from ..config import (
@@ -65,12 +67,14 @@ def find_root(path: Path | str | None) -> Path:
 class WorkspaceCore:
     """State and helpers every group of workspace operations uses."""
 
-    def __init__(self, root: Path, config: Config, passphrase: PassphraseSource) -> None:
+    def __init__(
+        self, root: Path, config: Config, passphrase: PassphraseSource, *, create: bool = False
+    ) -> None:
         self.root = root
         self.config = config
-        self.db = Database(database_url(root, config.database.url))
+        self.db = Database(database_url(root, config.database.url), create=create)
         self.blobs: BlobStore = LocalBlobStore(resolve(root, config.blobs.path))
-        self.policy = Policy(config.access.roles)
+        self.approved: ApprovedPolicy | None = None
         self.ledger = Ledger(config.ledger.origin)
         try:
             self.verifier = NoteVerifier.decode(config.ledger.verifier_key)
@@ -151,12 +155,19 @@ class WorkspaceCore:
             config, keystore, signer = cls._create_files(
                 root, name=name, passphrase=passphrase, kdf=kdf
             )
-            workspace = cls(root, config, passphrase)
+            workspace = cls(root, config, passphrase, create=True)
             workspace._keystore, workspace._note_signer = keystore, signer
             workspace.db.upgrade()
             with workspace.db.write() as session:
                 session.add(MetaEntry(key="workspace_id", value=config.workspace.id))
                 Ledger.initialise(session)
+                workspace.approved = approval.approve(
+                    session,
+                    config.access.roles,
+                    approved_by="init",
+                    approved_at=utc_now(),
+                    signer=signer.key,
+                )
         except BaseException:
             cls._abandon(root)
             raise
@@ -173,9 +184,22 @@ class WorkspaceCore:
         workspace.db.upgrade()
         with workspace.db.read() as session:
             entry = session.get(MetaEntry, "workspace_id")
-        if entry is None or entry.value != workspace.config.workspace.id:
-            raise IntegrityError("the database belongs to another workspace than sealml.toml")
+            if entry is None or entry.value != workspace.config.workspace.id:
+                raise IntegrityError("the database belongs to another workspace than sealml.toml")
+            workspace.approved = approval.load(session, workspace.verifier.key)
         return workspace
+
+    @property
+    def policy(self) -> Policy:
+        """The role policy in force: the approved one, never sealml.toml's proposal."""
+        if self.approved is None:
+            raise IntegrityError("the workspace has no approved role policy")
+        return self.approved.policy
+
+    @property
+    def policy_pending(self) -> bool:
+        """True when sealml.toml proposes roles that differ from the approved policy."""
+        return self.approved is not None and self.approved.differs_from(self.config.access.roles)
 
     def close(self) -> None:
         self.db.dispose()

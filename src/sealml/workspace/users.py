@@ -7,7 +7,9 @@ from collections.abc import Callable
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from ..access import sessions
+from ..access import approval, sessions
+from ..access.approval import ApprovedPolicy
+from ..access.policy import Policy
 from ..access.principals import Actor, Principal
 from ..access.sessions import SessionTicket
 from ..crypto.secret import Secret
@@ -81,6 +83,27 @@ class UserOperations(WorkspaceCore):
                 session.execute(delete(SessionRow).where(SessionRow.principal_id == principal.id))
             self.append(session, [self.event(action, f"principal:{name}")])
         return principal
+
+    def approve_policy(self) -> ApprovedPolicy:
+        """Put the roles proposed in sealml.toml into force, signed by the workspace key."""
+        actor = self.authorize("policy:admin", "policy", action="policy.approve")
+        proposed = Policy(self.config.access.roles)
+        if not proposed.allows(actor.principal.roles, "policy:admin"):
+            raise UsageError(
+                "the proposed roles would take policy:admin away from you; refusing to approve"
+            )
+        with self.transaction() as session:
+            self.approved = approval.approve(
+                session,
+                self.config.access.roles,
+                approved_by=actor.name,
+                approved_at=utc_now(),
+                signer=self.note_signer.key,
+            )
+            self.append(
+                session, [self.event("policy.approve", "policy", sha256=self.approved.digest)]
+            )
+        return self.approved
 
     # -- authentication -------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Appending large files durably without paying for the page cache.
+"""Large sequential file I/O without paying for the page cache.
 
 On this class of machine, writing through the page cache costs about a second of kernel CPU
 per GiB and the final fsync another half second; O_DIRECT writes go to the device by DMA at
@@ -13,13 +13,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import mmap
 import os
+import queue
+import threading
 from pathlib import Path
+from typing import Any
 
 _ALIGN = 4096
 _STAGE = 4 << 20
 _WRITEBACK_STEP = 64 << 20
+_READ_AHEAD = 3
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -114,3 +119,96 @@ class DurableAppender:
         if self._stage is not None:
             self._stage.close()
             self._stage = None
+
+
+class DirectReader(io.RawIOBase):
+    """Reads a large file sequentially with O_DIRECT, a helper thread reading ahead.
+
+    Reading through the page cache costs close to a second of kernel CPU per GiB here and
+    evicts everything else; direct reads cost almost none, and reading ahead on a helper
+    thread keeps the disk busy while the caller decrypts. Falls back to ordinary reads
+    where O_DIRECT is not supported.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        direct = getattr(os, "O_DIRECT", 0)
+        try:
+            self._fd = os.open(path, os.O_RDONLY | direct)
+        except OSError as error:
+            if not direct or error.errno != errno.EINVAL:
+                raise
+            self._fd = os.open(path, os.O_RDONLY)
+        self._free: queue.SimpleQueue[mmap.mmap | None] = queue.SimpleQueue()
+        self._ready: queue.SimpleQueue[tuple[mmap.mmap | None, int, BaseException | None]] = (
+            queue.SimpleQueue()
+        )
+        self._buffers = [mmap.mmap(-1, _STAGE) for _ in range(_READ_AHEAD)]
+        for buffer in self._buffers:
+            self._free.put(buffer)
+        self._stop = threading.Event()
+        self._current: mmap.mmap | None = None
+        self._view = memoryview(b"")
+        self._eof = False
+        self._thread = threading.Thread(target=self._read_ahead, name="sealml-read", daemon=True)
+        self._thread.start()
+
+    def _read_ahead(self) -> None:
+        while not self._stop.is_set():
+            buffer = self._free.get()
+            if buffer is None or self._stop.is_set():
+                return
+            try:
+                count = self._read_block(buffer)
+            except BaseException as error:  # handed to the reading thread
+                self._ready.put((None, 0, error))
+                return
+            if count == 0:
+                self._ready.put((None, 0, None))
+                return
+            self._ready.put((buffer, count, None))
+
+    def _read_block(self, buffer: mmap.mmap) -> int:
+        try:
+            return os.readv(self._fd, [buffer])
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~getattr(os, "O_DIRECT", 0))
+            return os.readv(self._fd, [buffer])
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        destination = memoryview(target).cast("B")
+        while not self._view:
+            if self._eof:
+                return 0
+            if self._current is not None:
+                self._free.put(self._current)
+                self._current = None
+            buffer, count, error = self._ready.get()
+            if error is not None:
+                raise error
+            if buffer is None:
+                self._eof = True
+                return 0
+            self._current = buffer
+            self._view = memoryview(buffer)[:count]
+        count = min(len(destination), len(self._view))
+        destination[:count] = self._view[:count]
+        self._view = self._view[count:]
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stop.set()
+            self._free.put(None)
+            self._thread.join()
+            self._view.release()
+            os.close(self._fd)
+            for buffer in self._buffers:
+                buffer.close()
+        super().close()

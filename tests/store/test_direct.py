@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sealml.store import durable
-from sealml.store.durable import DurableAppender
+from sealml.store import direct as durable
+from sealml.store.direct import DurableAppender
 
 
 @pytest.fixture(params=["direct", "buffered"])
@@ -58,3 +58,27 @@ def test_stage_is_flushed_in_aligned_blocks(
     appender.finish()
     appender.close()
     assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, (4 << 20) + 1, (13 << 20) + 777])
+def test_direct_reader_returns_the_file(mode: str, tmp_path: Path, size: int) -> None:
+    from sealml.store.direct import DirectReader
+
+    path = tmp_path / "blob"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    with DirectReader(path) as reader:
+        assert reader.read(7) == data[:7]
+        assert reader.read() == data[7:]
+        assert reader.read(10) == b""
+
+
+def test_direct_reader_can_be_closed_early(tmp_path: Path) -> None:
+    from sealml.store.direct import DirectReader
+
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(20 << 20))
+    reader = DirectReader(path)
+    assert len(reader.read(100)) == 100
+    reader.close()
+    assert reader.closed

@@ -1,0 +1,104 @@
+"""The approved role policy: signed by the workspace key and kept in the database.
+
+``sealml.toml`` proposes roles; only roles an administrator approved (``sealml policy
+approve``) are in force. The approved record is signed by the workspace key, so neither an
+edit of the configuration file nor an edit of the database grants a permission.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ..crypto.canonical import canonical_json, parse_json
+from ..crypto.signing import SigningKey, VerifyingKey
+from ..db.models import MetaEntry
+from ..errors import IntegrityError
+from .policy import Policy
+
+_RECORD = "policy"
+_SIGNATURE = "policy_signature"
+
+
+def roles_record(roles: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The comparable form of a role map: role → sorted, unique permission patterns."""
+    return {role: sorted(set(patterns)) for role, patterns in roles.items()}
+
+
+@dataclass(frozen=True)
+class ApprovedPolicy:
+    """The policy in force and who approved it."""
+
+    policy: Policy
+    roles: dict[str, list[str]]
+    approved_by: str
+    approved_at: str
+    digest: str
+
+    def differs_from(self, proposed: Mapping[str, Sequence[str]]) -> bool:
+        return roles_record(proposed) != self.roles
+
+
+def approve(
+    session: Session,
+    roles: Mapping[str, Sequence[str]],
+    *,
+    approved_by: str,
+    approved_at: str,
+    signer: SigningKey,
+) -> ApprovedPolicy:
+    """Sign *roles* as the policy in force."""
+    record = canonical_json(
+        {
+            "v": 1,
+            "roles": roles_record(roles),
+            "approved_by": approved_by,
+            "approved_at": approved_at,
+        }
+    )
+    signature = base64.b64encode(signer.sign(record)).decode()
+    for key, value in ((_RECORD, record.decode()), (_SIGNATURE, signature)):
+        entry = session.get(MetaEntry, key)
+        if entry is None:
+            session.add(MetaEntry(key=key, value=value))
+        else:
+            entry.value = value
+    session.flush()
+    return _parse(record)
+
+
+def load(session: Session, verifier: VerifyingKey) -> ApprovedPolicy:
+    """The approved policy; raises IntegrityError if it is missing or was altered."""
+    record = session.get(MetaEntry, _RECORD)
+    signature = session.get(MetaEntry, _SIGNATURE)
+    if record is None or signature is None:
+        raise IntegrityError("the workspace has no approved role policy")
+    try:
+        signature_bytes = base64.b64decode(signature.value, validate=True)
+    except (ValueError, binascii.Error):
+        signature_bytes = b""
+    body = record.value.encode()
+    if not verifier.verify(signature_bytes, body):
+        raise IntegrityError("the approved role policy failed verification (database altered)")
+    return _parse(body)
+
+
+def _parse(body: bytes) -> ApprovedPolicy:
+    try:
+        data: Any = parse_json(body)
+        roles = {str(role): [str(p) for p in patterns] for role, patterns in data["roles"].items()}
+        return ApprovedPolicy(
+            policy=Policy(roles),
+            roles=roles,
+            approved_by=str(data["approved_by"]),
+            approved_at=str(data["approved_at"]),
+            digest=hashlib.sha256(body).hexdigest(),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise IntegrityError("the approved role policy is unreadable") from None

@@ -1,0 +1,44 @@
+"""``sealml policy show | approve``."""
+
+from __future__ import annotations
+
+import typer
+
+from .common import JsonOption, err, open_workspace, out, print_json
+
+app = typer.Typer(help="The role → permission policy in force.", no_args_is_help=True)
+
+
+@app.command()
+def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Show the approved roles and whether sealml.toml proposes changes."""
+    with open_workspace(ctx) as workspace:
+        approved = workspace.approved
+        pending = workspace.policy_pending
+    assert approved is not None
+    if as_json:
+        print_json(
+            {
+                "roles": approved.roles,
+                "approved_by": approved.approved_by,
+                "approved_at": approved.approved_at,
+                "sha256": approved.digest,
+                "pending_changes": pending,
+            }
+        )
+        return
+    for role, patterns in sorted(approved.roles.items()):
+        out.print(f"[bold]{role}[/bold]: {', '.join(patterns)}")
+    out.print(f"approved by {approved.approved_by} at {approved.approved_at}")
+    if pending:
+        err.print(
+            "sealml.toml proposes different roles; `sealml policy approve` puts them in force"
+        )
+
+
+@app.command()
+def approve(ctx: typer.Context) -> None:
+    """Put the roles in sealml.toml into force (signed by the workspace key, audited)."""
+    with open_workspace(ctx) as workspace:
+        approved = workspace.approve_policy()
+    out.print(f"approved roles {', '.join(sorted(approved.roles))} (sha256 {approved.digest[:16]})")
