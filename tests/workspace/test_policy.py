@@ -1,0 +1,79 @@
+"""Roles come from the signed, approved policy; editing sealml.toml or the database grants
+nothing until an administrator approves."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealml import Secret, Workspace
+from sealml.errors import IntegrityError, PermissionDeniedError, UsageError
+
+from ..conftest import admin_env, reopen
+
+
+def grant_in_config(root: Path, role: str, permission: str) -> None:
+    path = root / "sealml.toml"
+    text = path.read_text()
+    marker = f"{role} = ["
+    assert marker in text
+    path.write_text(text.replace(marker, f'{marker}"{permission}", ', 1))
+
+
+def test_config_edit_grants_nothing_until_approved(workspace: Workspace, tmp_path: Path) -> None:
+    workspace.put(io.BytesIO(b"rows"), "dataset", "rows")
+    workspace.add_user("dana", ["data-scientist"], password=Secret("dana-password"))
+    workspace.close()
+    grant_in_config(workspace.root, "data-scientist", "keys:admin")
+    dana = reopen(workspace.root, "dana", "dana-password")
+    assert dana.policy_pending
+    with pytest.raises(PermissionDeniedError):
+        dana.rotate_keys()
+    with pytest.raises(PermissionDeniedError):
+        dana.approve_policy()
+    dana.close()
+    admin = reopen(workspace.root)
+    approved = admin.approve_policy()
+    assert "keys:admin" in approved.roles["data-scientist"] and not admin.policy_pending
+    admin.close()
+    dana = reopen(workspace.root, "dana", "dana-password")
+    assert dana.rotate_keys()["kek"] == "local:2"
+
+
+def test_tampered_policy_row_is_refused(workspace: Workspace) -> None:
+    workspace.close()
+    connection = sqlite3.connect(workspace.root / ".sealml" / "sealml.db")
+    with connection:
+        connection.execute(
+            "UPDATE workspace_meta SET value = replace(value, '\"dataset:read\"', '\"*\"') "
+            "WHERE key = 'policy'"
+        )
+    connection.close()
+    with pytest.raises(IntegrityError, match="policy"):
+        reopen(workspace.root)
+
+
+def test_approving_away_your_own_admin_is_refused(workspace: Workspace) -> None:
+    path = workspace.root / "sealml.toml"
+    path.write_text(
+        path.read_text().replace('admin = [\n    "*",\n]', 'admin = [\n    "dataset:read",\n]')
+    )
+    workspace.close()
+    admin = reopen(workspace.root)
+    assert admin.policy_pending
+    with pytest.raises(UsageError, match="policy:admin"):
+        admin.approve_policy()
+
+
+def test_cli_warns_and_approves(cli: Any, ws_path: Path) -> None:
+    assert cli("init", "--insecure-fast-kdf", env=admin_env()).code == 0
+    grant_in_config(ws_path, "auditor", "dataset:read")
+    shown = cli("policy", "show", env=admin_env())
+    assert shown.code == 0 and "warning" in shown.stderr
+    assert cli("policy", "approve", env=admin_env()).code == 0
+    after = cli("policy", "show", "--json", env=admin_env())
+    assert after.stderr == "" and "dataset:read" in after.stdout
