@@ -30,7 +30,8 @@ class Hasher(Protocol):
 def new_hasher(algorithm: str) -> Hasher:
     """A fresh incremental hasher for *algorithm* (``blake3`` or ``sha256``)."""
     factories: dict[str, Callable[[], Hasher]] = {
-        "blake3": lambda: blake3.blake3(max_threads=blake3.blake3.AUTO),
+        # One thread: sealing already hashes on a thread of its own beside the cipher.
+        "blake3": blake3.blake3,
         "sha256": hashlib.sha256,
     }
     try:

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from ..diskio import DirectReader, DurableAppender
 from ..errors import IntegrityError, UsageError
 from ..fsutil import FILE_MODE, fsync_dir, make_private_dir
-from .direct import DirectReader, DurableAppender
 
 _NAME_BYTES = 16
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sealml.store import direct as durable
-from sealml.store.direct import DurableAppender
+from sealml import diskio as durable
+from sealml.diskio import DurableAppender
 
 
 @pytest.fixture(params=["direct", "buffered"])
@@ -62,7 +62,7 @@ def test_stage_is_flushed_in_aligned_blocks(
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, (4 << 20) + 1, (13 << 20) + 777])
 def test_direct_reader_returns_the_file(mode: str, tmp_path: Path, size: int) -> None:
-    from sealml.store.direct import DirectReader
+    from sealml.diskio import DirectReader
 
     path = tmp_path / "blob"
     data = os.urandom(size)
@@ -74,7 +74,7 @@ def test_direct_reader_returns_the_file(mode: str, tmp_path: Path, size: int) ->
 
 
 def test_direct_reader_can_be_closed_early(tmp_path: Path) -> None:
-    from sealml.store.direct import DirectReader
+    from sealml.diskio import DirectReader
 
     path = tmp_path / "blob"
     path.write_bytes(os.urandom(20 << 20))
