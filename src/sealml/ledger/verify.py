@@ -66,7 +66,6 @@ class _RangeResult:
     leaves: bytes = b""
     first_seq: int | None = None
     first_prev: str | None = None
-    next_seq: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -86,7 +85,7 @@ def _explain(seq: int, row: tuple[Any, ...], fields: Any, prev_hex: str | None) 
 
 def _scan(rows: Iterable[tuple[Any, ...]], start: int, stop: int) -> _RangeResult:
     """Check every row of one range; the hot loop of ledger verification."""
-    result = _RangeResult(next_seq=start)
+    result = _RangeResult()
     leaves = bytearray()
     problems = result.problems
     prev_hex: str | None = None
@@ -131,7 +130,6 @@ def _scan(rows: Iterable[tuple[Any, ...]], start: int, stop: int) -> _RangeResul
     if expected < stop:
         problems.append(f"event {expected}: missing (next stored event is {stop} or later)")
     result.leaves = bytes(leaves)
-    result.next_seq = expected
     return result
 
 

@@ -131,10 +131,12 @@ class ArtifactOperations(WorkspaceCore):
             raise IntegrityError(f"artifact {row.id}: no matching put event in the ledger")
 
     def info(self, ref: str) -> ArtifactInfo:
-        """Metadata of an artifact, signature checked."""
-        self.require_actor()
+        """Metadata of an artifact, signature checked (needs read or verify permission)."""
+        actor = self.require_actor()
         with self.db.read() as session:
             row, _ = self._load_checked(session, ref)
+        if not self.policy.allows(actor.principal.roles, "artifact:verify"):
+            self.authorize(f"{row.kind}:read", _resource(row), action="artifact.info")
         return info_of(row)
 
     # -- put ------------------------------------------------------------------------------
