@@ -322,7 +322,7 @@ def test_secrets_stay_out_of_reprs(workspace: Workspace) -> None:
 
 def test_metadata_is_not_shown_to_principals_without_access(workspace: Workspace) -> None:
     data = workspace.put(io.BytesIO(b"rows"), "dataset", "salaries")
-    principal, key = workspace.add_user("scorer", ["service"], service=True)
+    _, key = workspace.add_user("scorer", ["service"], service=True)
     assert key is not None
     ws = Workspace.open(workspace.root, passphrase=Secret(PASSPHRASE))
     ws.login_with_key("scorer", key)
