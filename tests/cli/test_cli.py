@@ -355,3 +355,19 @@ def test_umask_keeps_outputs_private(initialised: Any, tmp_path: Path) -> None:
     initialised("get", info["id"], "-o", str(out), env=admin_env())
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert out.stat().st_size == CSV.stat().st_size
+
+
+def test_passphrase_file_named_in_config(initialised: Any, ws_path: Path, tmp_path: Path) -> None:
+    secret_file = tmp_path / "passphrase"
+    secret_file.write_text(PASSPHRASE + "\n")
+    secret_file.chmod(0o600)
+    config = ws_path / "sealml.toml"
+    config.write_text(
+        config.read_text().replace("[keys]\n", f'[keys]\npassphrase_file = "{secret_file}"\n', 1)
+    )
+    env = {"SEALML_USER": "admin", "SEALML_PASSWORD": ADMIN_PASSWORD}
+    assert initialised("put", str(CSV), "--kind", "dataset", env=env).code == 0
+    secret_file.chmod(0o644)
+    one_line_error(
+        initialised("put", str(CSV), "--kind", "dataset", env=env), 2, "readable by others"
+    )
