@@ -13,10 +13,10 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..clock import utc_now
 from ..crypto.box import BoxOpenError, open_box, seal_box
 from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
@@ -37,10 +37,6 @@ def _unb64(text: Any) -> bytes:
         return base64.b64decode(str(text), validate=True)
     except ValueError:
         raise ConfigError("keystore is malformed (bad base64)") from None
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _kek_context(workspace_id: str, kek_id: str) -> bytes:
@@ -111,7 +107,7 @@ class LocalKeystore:
             "keks": [
                 {
                     "id": kek_id,
-                    "created": _now(),
+                    "created": utc_now(),
                     "box": _b64(
                         seal_box(master, os.urandom(32), _kek_context(workspace_id, kek_id))
                     ),
@@ -204,7 +200,7 @@ class LocalKeystore:
             self._data["keks"].append(
                 {
                     "id": kek_id,
-                    "created": _now(),
+                    "created": utc_now(),
                     "box": _b64(
                         seal_box(self._master, kek, _kek_context(self._workspace_id, kek_id))
                     ),
@@ -229,7 +225,7 @@ class LocalKeystore:
         """Seal a named workspace secret (e.g. the checkpoint signing key) in the keystore."""
         with self._locked():
             self._data["secrets"][name] = {
-                "created": _now(),
+                "created": utc_now(),
                 "box": _b64(
                     seal_box(self._master, value, _secret_context(self._workspace_id, name))
                 ),

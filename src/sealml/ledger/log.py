@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from ..clock import utc_now
 from ..crypto.canonical import canonical_json
 from ..db.models import CheckpointRow, LedgerEventRow, LedgerHeadRow
 from ..db.raw import driver_cursor, driver_sql
@@ -30,11 +30,6 @@ ZERO_HASH = bytes(32)
 EVENT_VERSION = 1
 OUTCOMES = ("ok", "denied", "failed")
 MAX_SEQ = 2**62
-
-
-def utc_now() -> str:
-    """The current time as the ledger writes it (RFC 3339, UTC, microseconds)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..access.principals import Actor
+from ..clock import utc_now
 from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams
 from ..crypto.secret import Secret
 from ..ledger import EventDraft
 from .artifacts import ArtifactCheck, ArtifactOperations, StoreReport
 from .audit import AuditOperations
-from .core import PassphraseSource, utc_now
+from .core import PassphraseSource
 from .users import UserOperations
 
 __all__ = ["ArtifactCheck", "StoreReport", "Workspace"]

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..access.policy import ARTIFACT_KINDS
+from ..clock import utc_now
 from ..crypto.signing import VerifyingKey
 from ..crypto.streaming import Readable, StreamingParams, Writable
 from ..db.models import ArtifactRow, DataKeyRow
@@ -31,7 +32,7 @@ from ..store.artifacts import (
     unwrap_key,
 )
 from ..store.datakeys import DatabaseDataKeys
-from .core import WorkspaceCore, utc_now
+from .core import WorkspaceCore
 
 _ID_LENGTH = 32
 _MIN_PREFIX = 6

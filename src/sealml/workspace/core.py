@@ -7,7 +7,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -17,6 +16,7 @@ from ..access import approval
 from ..access.approval import ApprovedPolicy
 from ..access.policy import Policy
 from ..access.principals import Actor, PrincipalStore
+from ..clock import utc_now
 from ..config import (
     CONFIG_NAME,
     STATE_DIR,
@@ -51,10 +51,6 @@ from ..witness import Witness
 SIGNING_SECRET = "workspace-signing-key"  # noqa: S105 (a keystore entry name)
 WORKSPACE_ENV = "SEALML_WORKSPACE"
 PassphraseSource = Secret | Callable[[], Secret] | None
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def find_root(path: Path | str | None) -> Path:

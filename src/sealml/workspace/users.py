@@ -12,12 +12,13 @@ from ..access.approval import ApprovedPolicy
 from ..access.policy import Policy
 from ..access.principals import Actor, Principal
 from ..access.sessions import SessionTicket
+from ..clock import utc_now
 from ..crypto.secret import Secret
 from ..crypto.signing import SigningKey
 from ..db.models import SessionRow
 from ..errors import AuthenticationError, UsageError
 from ..ledger import EventDraft
-from .core import WorkspaceCore, utc_now
+from .core import WorkspaceCore
 
 
 class UserOperations(WorkspaceCore):
