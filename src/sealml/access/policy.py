@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-ARTIFACT_KINDS = ("dataset", "model", "report", "other")
+ARTIFACT_KINDS = ("dataset", "model", "report", "other", "attestation")
 
 DEFAULT_ROLES: dict[str, list[str]] = {
     "admin": ["*"],
     "data-steward": [
         "dataset:*",
         "report:read",
+        "attestation:read",
         "artifact:verify",
         "keys:shred",
         "pii:reveal",
@@ -29,6 +30,8 @@ DEFAULT_ROLES: dict[str, list[str]] = {
         "report:write",
         "other:read",
         "other:write",
+        "attestation:read",
+        "attestation:write",
         "artifact:verify",
         "pipeline:run",
     ],
@@ -37,10 +40,14 @@ DEFAULT_ROLES: dict[str, list[str]] = {
         "model:*",
         "report:read",
         "report:write",
+        "other:read",
+        "other:write",
+        "attestation:read",
+        "attestation:write",
         "artifact:verify",
         "pipeline:run",
     ],
-    "auditor": ["audit:read", "audit:verify", "artifact:verify", "user:read"],
+    "auditor": ["audit:read", "audit:verify", "artifact:verify", "attestation:read", "user:read"],
     "service": ["model:read", "model:serve", "report:write"],
 }
 

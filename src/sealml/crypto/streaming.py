@@ -374,3 +374,25 @@ def decrypt_stream(
     finally:
         plain.close()
     return total
+
+
+def encrypt_bytes(
+    main_key: bytes, associated_data: bytes, plaintext: bytes, params: StreamingParams
+) -> bytes:
+    """The streaming ciphertext of an in-memory message."""
+    import io
+
+    sink = io.BytesIO()
+    encrypt_stream(main_key, associated_data, io.BytesIO(plaintext), sink, params)
+    return sink.getvalue()
+
+
+def decrypt_bytes(
+    main_key: bytes, associated_data: bytes, ciphertext: bytes, params: StreamingParams
+) -> bytes:
+    """The plaintext of an in-memory streaming ciphertext (IntegrityError if it fails)."""
+    import io
+
+    sink = io.BytesIO()
+    decrypt_stream(main_key, associated_data, io.BytesIO(ciphertext), sink, params)
+    return sink.getvalue()

@@ -116,3 +116,48 @@ class CheckpointRow(Base):
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[str] = mapped_column(String(40))
+
+
+class ArtifactParentRow(Base):
+    """Lineage index: *child* was derived from *parent* (as its signed statement says)."""
+
+    __tablename__ = "artifact_parents"
+    child_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    parent_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+
+
+class AttestationRow(Base):
+    """Which attestation artifact (a signed provenance envelope) covers an artifact."""
+
+    __tablename__ = "attestations"
+    subject_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    attestation_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"), index=True)
+
+
+class RunRow(Base):
+    """One `sealml run` of a pipeline."""
+
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(255), index=True)
+    executor: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str] = mapped_column(String(64))
+    params: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[str] = mapped_column(String(40))
+    finished_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+
+
+class StageRunRow(Base):
+    """One stage of a run: executed or reused from the cache, with its outputs."""
+
+    __tablename__ = "stage_runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(255))
+    cache_key: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    outputs: Mapped[str] = mapped_column(Text)
+    attestation_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    started_at: Mapped[str] = mapped_column(String(40))
+    finished_at: Mapped[str] = mapped_column(String(40))

@@ -47,6 +47,7 @@ _KIND_MEDIA = {
     "model": "application/octet-stream",
     "report": "application/json",
     "other": "application/octet-stream",
+    "attestation": "application/vnd.dsse.envelope.v1+json",
 }
 
 

@@ -16,7 +16,7 @@ from ..access.policy import ARTIFACT_KINDS
 from ..clock import utc_now
 from ..crypto.signing import VerifyingKey
 from ..crypto.streaming import Readable, StreamingParams, Writable
-from ..db.models import ArtifactRow, DataKeyRow
+from ..db.models import ArtifactParentRow, ArtifactRow, DataKeyRow
 from ..errors import IntegrityError, NotFoundError, SealmlError, ShreddedError, UsageError
 from ..fsutil import atomic_writer
 from ..keys.provider import rewrap_all
@@ -24,6 +24,7 @@ from ..ledger import EventFilter, Ledger
 from ..store.artifacts import (
     ArtifactDraft,
     ArtifactInfo,
+    SealedArtifact,
     VerifyingReader,
     check_row,
     info_of,
@@ -158,7 +159,6 @@ class ArtifactOperations(WorkspaceCore):
         acting principal; the metadata row, wrapped data key and ledger event commit in one
         transaction. Memory use is bounded whatever the size.
         """
-        actor = self.require_actor()
         if isinstance(source, str | Path):
             path = Path(source)
             if not path.is_file():
@@ -181,40 +181,52 @@ class ArtifactOperations(WorkspaceCore):
         with self.db.read() as session:
             parent_ids = tuple(self._find(session, p).id for p in parents)
         draft = ArtifactDraft(kind, name, media_type, parent_ids, dict(annotations or {}))
-        keys = self.keys
-        sealed = seal(
+        sealed = self.seal_draft(source, draft)
+        try:
+            with self.transaction() as session:
+                self.commit_sealed(session, sealed)
+        except BaseException:
+            self.blobs.delete(sealed.artifact.blob_name)
+            raise
+        return info_of(sealed.artifact)
+
+    def seal_draft(self, source: Readable, draft: ArtifactDraft) -> SealedArtifact:
+        """Encrypt and sign one artifact as the acting principal; nothing is recorded until
+        :meth:`commit_sealed` (so several can commit in one transaction)."""
+        actor = self.require_actor()
+        return seal(
             source,
             draft,
             blobs=self.blobs,
-            keys=keys,
+            keys=self.keys,
             signer=actor.signing_key,
             creator=actor.name,
             created_at=utc_now(),
             params=StreamingParams(segment_size=self.config.seal.segment_size),
         )
+
+    def commit_sealed(self, session: Session, sealed: SealedArtifact) -> None:
+        """Record a sealed artifact: its put event, metadata row, data key and lineage."""
         row = sealed.artifact
-        try:
-            with self.transaction() as session:
-                (row.ledger_seq,) = self.append(
-                    session,
-                    [
-                        self.event(
-                            "artifact.put",
-                            _resource(row),
-                            kind=kind,
-                            name=name,
-                            size=row.size,
-                            statement_sha256=statement_hash(row),
-                        )
-                    ],
+        info = info_of(row)
+        (row.ledger_seq,) = self.append(
+            session,
+            [
+                self.event(
+                    "artifact.put",
+                    _resource(row),
+                    kind=info.kind,
+                    name=info.name,
+                    size=row.size,
+                    statement_sha256=statement_hash(row),
                 )
-                session.add(row)
-                session.flush()
-                session.add(sealed.data_key)
-        except BaseException:
-            self.blobs.delete(row.blob_name)
-            raise
-        return info_of(row)
+            ],
+        )
+        session.add(row)
+        session.flush()
+        session.add(sealed.data_key)
+        for parent in info.parents:
+            session.add(ArtifactParentRow(child_id=row.id, parent_id=parent))
 
     # -- get ------------------------------------------------------------------------------
 

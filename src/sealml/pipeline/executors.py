@@ -1,0 +1,246 @@
+"""Where a stage runs: in this process, in a sandboxed child process, or on Ray.
+
+Every executor receives verified, serialised inputs and returns serialised outputs; the
+runner seals them. The same stage gives the same bytes on every executor, because the
+same code (``execute_stage``) decodes, calls and encodes on all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..crypto.streaming import StreamingParams, decrypt_bytes, encrypt_bytes
+from ..errors import UsageError
+from .execution import StageFailedError, execute_stage
+from .stage import Stage
+
+EXECUTORS = ("local", "sandbox", "ray")
+_TRANSFER = StreamingParams()
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """One stage to run, with everything it needs and nothing more."""
+
+    pipeline_file: Path
+    stage: Stage
+    inputs: Mapping[str, bytes]
+    params: Mapping[str, Any]
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, task: StageTask) -> dict[str, bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Runs stages in this process."""
+
+    name = "local"
+
+    def run(self, task: StageTask) -> dict[str, bytes]:
+        return execute_stage(task.stage, task.inputs, task.params)
+
+    def close(self) -> None:
+        return None
+
+
+def _scratch_root() -> str | None:
+    """Memory-backed /dev/shm where available, so plaintext inputs never reach a disk."""
+    shm = Path("/dev/shm")  # noqa: S108 - a private 0700 folder is created inside
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+class SandboxExecutor:
+    """Runs each stage in a child process with no network and a read-only file system
+    except its own scratch folder, using bubblewrap. Without bubblewrap, stages run in a
+    plain child process (with a scrubbed environment) and stages marked ``isolated`` are
+    refused."""
+
+    name = "sandbox"
+
+    def __init__(self, bwrap: str | None = None) -> None:
+        self.bwrap = bwrap if bwrap is not None else shutil.which("bwrap")
+
+    @property
+    def isolating(self) -> bool:
+        return bool(self.bwrap)
+
+    def _command(self, scratch: Path) -> list[str]:
+        python = [sys.executable, "-m", "sealml.pipeline.worker", str(scratch)]
+        if not self.bwrap:
+            return python
+        return [
+            self.bwrap,
+            "--ro-bind", "/", "/",
+            "--dev", "/dev",
+            "--proc", "/proc",
+            "--bind", str(scratch), str(scratch),
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop", "ALL",
+            "--chdir", str(scratch),
+            "--",
+            *python,
+        ]  # fmt: skip
+
+    def run(self, task: StageTask) -> dict[str, bytes]:
+        if task.stage.isolated and not self.isolating:
+            raise UsageError(
+                f"stage {task.stage.name!r} must run isolated but no sandbox is available "
+                "(install bubblewrap)"
+            )
+        scratch = Path(tempfile.mkdtemp(prefix="sealml-stage-", dir=_scratch_root()))
+        try:
+            for folder in ("in", "out", "tmp"):
+                (scratch / folder).mkdir(mode=0o700)
+            for name, data in task.inputs.items():
+                (scratch / "in" / name).write_bytes(data)
+            task_file = {
+                "pipeline_file": str(task.pipeline_file),
+                "stage": task.stage.name,
+                "params": dict(task.params),
+            }
+            (scratch / "task.json").write_text(json.dumps(task_file))
+            environment = {
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "HOME": str(scratch),
+                "TMPDIR": str(scratch / "tmp"),
+                "LANG": "C.UTF-8",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONNOUSERSITE": "1",
+            }
+            completed = subprocess.run(
+                self._command(scratch),
+                env=environment,
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if completed.returncode != 0:
+                error = scratch / "error.txt"
+                message = error.read_text() if error.exists() else completed.stderr.strip()
+                lines = message.strip().splitlines() or [f"exit code {completed.returncode}"]
+                raise StageFailedError(lines[-1] if not error.exists() else lines[0])
+            return {name: (scratch / "out" / name).read_bytes() for name in task.stage.outputs}
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def close(self) -> None:
+        return None
+
+
+def _transfer_ad(stage: str, name: str, direction: str) -> bytes:
+    return f"sealml/ray/v1:{stage}:{direction}:{name}".encode()
+
+
+def _run_on_ray_worker(
+    pipeline_file: str,
+    stage_name: str,
+    params: dict[str, Any],
+    sealed_inputs: dict[str, bytes],
+    input_key: bytes,
+    output_key: bytes,
+) -> dict[str, bytes]:
+    """Body of the Ray task: decrypt this task's inputs, run the stage, encrypt outputs."""
+    from .loader import load_pipeline
+
+    pipeline = load_pipeline(Path(pipeline_file)).pipeline
+    stage = next(s for s in pipeline.stages if s.name == stage_name)
+    inputs = {
+        name: decrypt_bytes(input_key, _transfer_ad(stage_name, name, "in"), data, _TRANSFER)
+        for name, data in sealed_inputs.items()
+    }
+    outputs = execute_stage(stage, inputs, params)
+    return {
+        name: encrypt_bytes(output_key, _transfer_ad(stage_name, name, "out"), data, _TRANSFER)
+        for name, data in outputs.items()
+    }
+
+
+class RayExecutor:
+    """Runs each stage as a Ray task (``ray.init()`` locally, or the configured address).
+
+    Inputs and outputs cross Ray's object store only encrypted, under fresh keys made for
+    that one task; artifact data keys never leave this process. The task arguments (which
+    carry the two task keys) travel over Ray's control connections: enable Ray's TLS for a
+    cluster beyond this machine.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("the ray executor needs `pip install sealml[ray]`") from None
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            ray.init(
+                address=address or None,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            self._started = True
+        self._task = ray.remote(_run_on_ray_worker)
+
+    def run(self, task: StageTask) -> dict[str, bytes]:
+        input_key, output_key = os.urandom(32), os.urandom(32)
+        sealed = {
+            name: encrypt_bytes(
+                input_key, _transfer_ad(task.stage.name, name, "in"), data, _TRANSFER
+            )
+            for name, data in task.inputs.items()
+        }
+        reference = self._task.remote(
+            str(task.pipeline_file),
+            task.stage.name,
+            dict(task.params),
+            sealed,
+            input_key,
+            output_key,
+        )
+        try:
+            results: dict[str, bytes] = self._ray.get(reference)
+        except self._ray.exceptions.RayTaskError as error:
+            cause = error.cause if isinstance(error.cause, Exception) else error
+            if isinstance(cause, UsageError):
+                raise StageFailedError(str(cause)) from None
+            message = f"stage {task.stage.name!r} failed on Ray: {type(cause).__name__}: {cause}"
+            raise StageFailedError(message.splitlines()[0]) from None
+        return {
+            name: decrypt_bytes(
+                output_key, _transfer_ad(task.stage.name, name, "out"), data, _TRANSFER
+            )
+            for name, data in results.items()
+        }
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+
+def make_executor(name: str, ray_address: str | None = None) -> Executor:
+    if name == "local":
+        return LocalExecutor()
+    if name == "sandbox":
+        return SandboxExecutor()
+    if name == "ray":
+        return RayExecutor(ray_address)
+    raise UsageError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")

@@ -1,0 +1,95 @@
+"""Stages: Python functions with declared, typed inputs and outputs.
+
+>>> @stage(inputs={"raw": "dataset"}, outputs={"train": "dataset", "test": "dataset"})
+... def split(raw, test_size=0.2, seed=0):
+...     ...
+...     return {"train": train, "test": test}
+
+Inputs are named after the outputs (or pipeline inputs) they consume; the remaining keyword
+parameters are the stage's parameters, taken from the pipeline and the command line.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UsageError
+from .codecs import TYPES
+
+DEFAULT_PERMISSION = "pipeline:run"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline step: what it reads, what it writes, what it needs to run."""
+
+    name: str
+    function: Callable[..., Mapping[str, Any]]
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    permission: str = DEFAULT_PERMISSION
+    isolated: bool = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Mapping[str, Any]:
+        return self.function(*args, **kwargs)
+
+
+def _check_types(where: str, declared: Mapping[str, str]) -> dict[str, str]:
+    for name, kind in declared.items():
+        if kind not in TYPES:
+            raise UsageError(
+                f"{where} {name!r} has unknown type {kind!r}; use one of {', '.join(TYPES)}"
+            )
+    return dict(declared)
+
+
+def stage(
+    *,
+    outputs: Mapping[str, str],
+    inputs: Mapping[str, str] | None = None,
+    name: str | None = None,
+    permission: str = DEFAULT_PERMISSION,
+    isolated: bool = False,
+) -> Callable[[Callable[..., Mapping[str, Any]]], Stage]:
+    """Declare a function as a stage with typed inputs and outputs.
+
+    Types: ``dataset`` (pandas DataFrame or Arrow table, stored as Parquet), ``model``
+    (scikit-learn estimator, stored with skops), ``report`` (JSON-able dict) and ``file``
+    (bytes). *permission* is what the acting principal needs; an *isolated* stage is
+    refused by the sandbox executor when no sandbox is available.
+    """
+
+    def wrap(function: Callable[..., Mapping[str, Any]]) -> Stage:
+        stage_name = name or function.__name__
+        declared_inputs = _check_types(f"stage {stage_name!r} input", inputs or {})
+        declared_outputs = _check_types(f"stage {stage_name!r} output", outputs)
+        if not declared_outputs:
+            raise UsageError(f"stage {stage_name!r} declares no outputs")
+        parameters: dict[str, Any] = {}
+        signature = inspect.signature(function)
+        for parameter in signature.parameters.values():
+            if parameter.name in declared_inputs:
+                continue
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                raise UsageError(f"stage {stage_name!r}: *args and **kwargs are not supported")
+            parameters[parameter.name] = (
+                None if parameter.default is inspect.Parameter.empty else parameter.default
+            )
+        missing = [n for n in declared_inputs if n not in signature.parameters]
+        if missing:
+            raise UsageError(f"stage {stage_name!r} declares input {missing[0]!r} it does not take")
+        return Stage(
+            name=stage_name,
+            function=function,
+            inputs=declared_inputs,
+            outputs=declared_outputs,
+            parameters=parameters,
+            permission=permission,
+            isolated=isolated,
+        )
+
+    return wrap
