@@ -69,6 +69,10 @@ class LedgerSection(_Section):
     verifier_key: str
 
 
+class PipelineSection(_Section):
+    ray_address: str | None = None
+
+
 class AccessSection(_Section):
     session_ttl_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     roles: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
@@ -84,6 +88,7 @@ class Config(_Section):
     seal: SealSection = Field(default_factory=SealSection)
     ledger: LedgerSection
     access: AccessSection = Field(default_factory=AccessSection)
+    pipeline: PipelineSection = Field(default_factory=PipelineSection)
 
     def dump(self) -> bytes:
         data: dict[str, Any] = self.model_dump(exclude_none=True)

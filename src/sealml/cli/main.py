@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from ..errors import SealmlError
-from . import artifacts, audit, keys, policy, users
+from . import artifacts, audit, keys, pipelines, policy, users
 from .common import State, err
 
 app = typer.Typer(
@@ -50,10 +50,13 @@ app.command()(artifacts.put)
 app.command()(artifacts.get)
 app.command()(artifacts.ls)
 app.command()(artifacts.verify)
+app.command()(pipelines.run)
+app.command()(pipelines.lineage)
 app.add_typer(users.app, name="user")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")
+app.add_typer(pipelines.app, name="provenance")
 
 
 @app.command()

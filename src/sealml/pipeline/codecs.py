@@ -26,6 +26,7 @@ from ..errors import UsageError
 # Types a stored model may contain; anything else makes loading fail. Stage outputs are
 # signed and verified before loading, this is defence in depth against a bad signer.
 _MODEL_MODULES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+_MODEL_TYPES = frozenset({"functools.partial"})
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def _decode_model(data: bytes) -> Any:
     import skops.io
 
     untrusted = skops.io.get_untrusted_types(data=data)
-    refused = [t for t in untrusted if not t.startswith(_MODEL_MODULES)]
+    refused = [t for t in untrusted if not t.startswith(_MODEL_MODULES) and t not in _MODEL_TYPES]
     if refused:
         raise TypeError(f"the model contains types outside the allowlist: {', '.join(refused[:3])}")
     return skops.io.loads(data, trusted=untrusted)

@@ -18,7 +18,13 @@ def execute_stage(
     stage: Stage, inputs: Mapping[str, bytes], params: Mapping[str, Any]
 ) -> dict[str, bytes]:
     """Decode inputs, call the stage, check and encode its outputs."""
-    arguments = {name: codecs.decode(stage.inputs[name], data) for name, data in inputs.items()}
+    arguments = {}
+    for name, data in inputs.items():
+        try:
+            arguments[name] = codecs.decode(stage.inputs[name], data)
+        except Exception as error:
+            message = f"stage {stage.name!r}: input {name!r} cannot be read: {error}"
+            raise StageFailedError(message.splitlines()[0]) from None
     try:
         result = stage.function(**arguments, **params)
     except SealmlError:

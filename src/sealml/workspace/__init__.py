@@ -9,15 +9,16 @@ from ..clock import utc_now
 from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams
 from ..crypto.secret import Secret
 from ..ledger import EventDraft
-from .artifacts import ArtifactCheck, ArtifactOperations, StoreReport
+from .artifacts import ArtifactCheck, StoreReport
 from .audit import AuditOperations
 from .core import PassphraseSource
+from .lineage import LineageOperations
 from .users import UserOperations
 
 __all__ = ["ArtifactCheck", "StoreReport", "Workspace"]
 
 
-class Workspace(ArtifactOperations, UserOperations, AuditOperations):
+class Workspace(LineageOperations, UserOperations, AuditOperations):
     """One sealml installation: config, metadata database, blob store and key provider.
 
     >>> ws = Workspace.open("/path/to/ws", passphrase=Secret("..."))

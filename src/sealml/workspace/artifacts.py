@@ -45,7 +45,8 @@ def statement_hash(row: ArtifactRow) -> str:
     return hashlib.sha256(row.statement).hexdigest()
 
 
-def _resource(row: ArtifactRow) -> str:
+def resource_of(row: ArtifactRow) -> str:
+    """The ledger resource name of an artifact."""
     return f"artifact:{row.id}"
 
 
@@ -126,7 +127,7 @@ class ArtifactOperations(WorkspaceCore):
             fields = {}
         if (
             fields.get("action") != "artifact.put"
-            or fields.get("resource") != _resource(row)
+            or fields.get("resource") != resource_of(row)
             or fields.get("outcome") != "ok"
             or fields.get("details", {}).get("statement_sha256") != statement_hash(row)
         ):
@@ -138,7 +139,7 @@ class ArtifactOperations(WorkspaceCore):
         with self.db.read() as session:
             row, _ = self._load_checked(session, ref)
         if not self.policy.allows(actor.principal.roles, "artifact:verify"):
-            self.authorize(f"{row.kind}:read", _resource(row), action="artifact.info")
+            self.authorize(f"{row.kind}:read", resource_of(row), action="artifact.info")
         return info_of(row)
 
     # -- put ------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ class ArtifactOperations(WorkspaceCore):
             [
                 self.event(
                     "artifact.put",
-                    _resource(row),
+                    resource_of(row),
                     kind=info.kind,
                     name=info.name,
                     size=row.size,
@@ -233,7 +234,7 @@ class ArtifactOperations(WorkspaceCore):
     def _open_for_read(self, ref: str, action: str) -> tuple[ArtifactRow, bytes]:
         with self.db.read() as session:
             row, key_row = self._load_checked(session, ref)
-        self.authorize(f"{row.kind}:read", _resource(row), action=action)
+        self.authorize(f"{row.kind}:read", resource_of(row), action=action)
         if row.shredded_at is not None:
             raise ShreddedError(
                 f"artifact {row.id} was crypto-shredded at {row.shredded_at}; "
@@ -246,7 +247,7 @@ class ArtifactOperations(WorkspaceCore):
             raise
 
     def _record_failure(self, action: str, row: ArtifactRow, error: SealmlError) -> None:
-        self.record([self.event(action, _resource(row), "failed", error=str(error))])
+        self.record([self.event(action, resource_of(row), "failed", error=str(error))])
 
     def get(
         self,
@@ -277,13 +278,13 @@ class ArtifactOperations(WorkspaceCore):
         except IntegrityError as error:
             self._record_failure("artifact.get", row, error)
             raise
-        self.record([self.event("artifact.get", _resource(row))])
+        self.record([self.event("artifact.get", resource_of(row))])
         return info_of(row)
 
     def open_reader(self, ref: str) -> VerifyingReader:
         """A file-like reader of an artifact's plaintext (see VerifyingReader for the checks)."""
         row, dek = self._open_for_read(ref, "artifact.get")
-        self.record([self.event("artifact.get", _resource(row), mode="stream")])
+        self.record([self.event("artifact.get", resource_of(row), mode="stream")])
         return VerifyingReader(row, dek, self.blobs)
 
     def read_bytes(self, ref: str) -> bytes:
@@ -310,14 +311,14 @@ class ArtifactOperations(WorkspaceCore):
         """Check one artifact end to end; raises IntegrityError on any discrepancy."""
         with self.db.read() as session:
             row = self._find(session, ref)
-        self.authorize("artifact:verify", _resource(row), action="artifact.verify")
+        self.authorize("artifact:verify", resource_of(row), action="artifact.verify")
         with self.db.read() as session:
             check = self._verify_row(session, row)
         if check.status == "failed":
             assert check.problem is not None
             self._record_failure("artifact.verify", row, IntegrityError(check.problem))
             raise IntegrityError(check.problem)
-        self.record([self.event("artifact.verify", _resource(row), status=check.status)])
+        self.record([self.event("artifact.verify", resource_of(row), status=check.status)])
         return check.info
 
     def verify_store(self) -> StoreReport:
@@ -380,7 +381,7 @@ class ArtifactOperations(WorkspaceCore):
         """
         with self.db.read() as session:
             row = self._find(session, ref)
-        self.authorize("keys:shred", _resource(row), action="artifact.shred")
+        self.authorize("keys:shred", resource_of(row), action="artifact.shred")
         with self.transaction() as session:
             row = self._find(session, row.id)
             if row.shredded_at is not None:
@@ -389,7 +390,7 @@ class ArtifactOperations(WorkspaceCore):
             if key_row is not None:
                 session.delete(key_row)
             row.shredded_at = utc_now()
-            self.append(session, [self.event("artifact.shred", _resource(row), reason=reason)])
+            self.append(session, [self.event("artifact.shred", resource_of(row), reason=reason)])
         self.blobs.delete(row.blob_name)
         self.db.truncate_journal()
         return _fallback_info(row)

@@ -1,0 +1,6 @@
+"""Pipelines: stages with typed inputs and outputs, wired into a checked DAG."""
+
+from .dag import Pipeline, Source
+from .stage import Stage, stage
+
+__all__ = ["Pipeline", "Source", "Stage", "stage"]
