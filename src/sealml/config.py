@@ -71,6 +71,7 @@ class LedgerSection(_Section):
 
 class PipelineSection(_Section):
     ray_address: str | None = None
+    threads: int | None = Field(default=None, ge=1, le=1024)
 
 
 class AccessSection(_Section):

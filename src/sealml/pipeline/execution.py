@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from ..errors import SealmlError, UsageError
 from . import codecs
 from .stage import Stage
@@ -15,9 +17,20 @@ class StageFailedError(UsageError):
 
 
 def execute_stage(
+    stage: Stage, inputs: Mapping[str, bytes], params: Mapping[str, Any], threads: int
+) -> dict[str, bytes]:
+    """Decode inputs, call the stage, check and encode its outputs.
+
+    Native thread pools (OpenMP, BLAS) are set to *threads* on every executor: some models
+    record the thread count they were fitted with, and equal inputs must give equal bytes.
+    """
+    with threadpool_limits(limits=threads):
+        return _execute(stage, inputs, params)
+
+
+def _execute(
     stage: Stage, inputs: Mapping[str, bytes], params: Mapping[str, Any]
 ) -> dict[str, bytes]:
-    """Decode inputs, call the stage, check and encode its outputs."""
     arguments = {}
     for name, data in inputs.items():
         try:

@@ -35,6 +35,7 @@ class StageTask:
     stage: Stage
     inputs: Mapping[str, bytes]
     params: Mapping[str, Any]
+    threads: int
 
 
 class Executor(Protocol):
@@ -51,7 +52,7 @@ class LocalExecutor:
     name = "local"
 
     def run(self, task: StageTask) -> dict[str, bytes]:
-        return execute_stage(task.stage, task.inputs, task.params)
+        return execute_stage(task.stage, task.inputs, task.params, task.threads)
 
     def close(self) -> None:
         return None
@@ -113,6 +114,7 @@ class SandboxExecutor:
                 "pipeline_file": str(task.pipeline_file),
                 "stage": task.stage.name,
                 "params": dict(task.params),
+                "threads": task.threads,
             }
             (scratch / "task.json").write_text(json.dumps(task_file))
             environment = {
@@ -155,6 +157,7 @@ def _run_on_ray_worker(
     sealed_inputs: dict[str, bytes],
     input_key: bytes,
     output_key: bytes,
+    threads: int,
 ) -> dict[str, bytes]:
     """Body of the Ray task: decrypt this task's inputs, run the stage, encrypt outputs."""
     from .loader import load_pipeline
@@ -165,7 +168,7 @@ def _run_on_ray_worker(
         name: decrypt_bytes(input_key, _transfer_ad(stage_name, name, "in"), data, _TRANSFER)
         for name, data in sealed_inputs.items()
     }
-    outputs = execute_stage(stage, inputs, params)
+    outputs = execute_stage(stage, inputs, params, threads)
     return {
         name: encrypt_bytes(output_key, _transfer_ad(stage_name, name, "out"), data, _TRANSFER)
         for name, data in outputs.items()
@@ -215,6 +218,7 @@ class RayExecutor:
             sealed,
             input_key,
             output_key,
+            task.threads,
         )
         try:
             results: dict[str, bytes] = self._ray.get(reference)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -303,7 +304,8 @@ class RunOperations(ArtifactOperations):
             return StageOutcome(stage.name, "cached", reused, attested_by, seconds)
         started = utc_now()
         try:
-            produced = runner.run(StageTask(loaded.path, stage, inputs, values))
+            threads = self.config.pipeline.threads or os.cpu_count() or 1
+            produced = runner.run(StageTask(loaded.path, stage, inputs, values, threads))
         except SealmlError as error:
             self.record([self.event("stage.run", resource, "failed", run=run_id, error=str(error))])
             raise
@@ -346,7 +348,7 @@ class RunOperations(ArtifactOperations):
                 run_id=run_id,
                 started=started,
                 finished=finished,
-                environment=environment(),
+                environment={**environment(), "threads": threads},
             )
             envelope = intoto.sign_statement(intoto.statement(provenance), actor.signing_key)
             attestation = self.seal_draft(
