@@ -55,7 +55,9 @@ def test_type_mismatch_is_refused() -> None:
 
 def test_duplicate_outputs_and_names_are_refused() -> None:
     with pytest.raises(UsageError, match="more than once"):
-        Pipeline("p", stages=[make_a, stage(outputs={"a": "report"}, name="again")(lambda: {})]).check()
+        Pipeline(
+            "p", stages=[make_a, stage(outputs={"a": "report"}, name="again")(lambda: {})]
+        ).check()
     with pytest.raises(UsageError, match="two stages"):
         Pipeline("p", stages=[make_a, make_a]).check()
 

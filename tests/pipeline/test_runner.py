@@ -208,7 +208,10 @@ def test_provenance_verifies_back_to_the_source(workspace: Workspace, small_pipe
         (lambda ws, e: edit_payload(e, set_subject_digest), "no signature"),
         (lambda ws, e: edit_payload(e, set_parameter), "no signature"),
         (lambda ws, e: resign(ws, edit_payload(e, set_subject_digest)), "subject digest differs"),
-        (lambda ws, e: resign(ws, edit_payload(e, set_input_digest)), "differs from what was consumed"),
+        (
+            lambda ws, e: resign(ws, edit_payload(e, set_input_digest)),
+            "differs from what was consumed",
+        ),
     ],
     ids=["edited-subject", "edited-predicate", "resigned-subject", "resigned-input"],
 )
@@ -236,7 +239,9 @@ def test_envelope_signed_by_another_principal_fails(
         workspace.verify_provenance(report.artifacts["summary"])
 
 
-def test_envelope_verifies_with_securesystemslib(workspace: Workspace, small_pipeline: Path) -> None:
+def test_envelope_verifies_with_securesystemslib(
+    workspace: Workspace, small_pipeline: Path
+) -> None:
     pytest.importorskip("securesystemslib", reason="in the test extra; CI installs it")
     from securesystemslib.dsse import Envelope
     from securesystemslib.signer import SSlibKey

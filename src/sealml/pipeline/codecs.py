@@ -92,7 +92,7 @@ def _normalise_skops(data: bytes) -> bytes:
     with zipfile.ZipFile(sink, "w") as target:
         for name in sorted(entries):
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o600 << 16
             target.writestr(info, entries[name])
     return sink.getvalue()
