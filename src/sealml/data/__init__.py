@@ -1,0 +1,1 @@
+"""Data security: pinned ingestion, validation, PII handling, poisoning screening."""

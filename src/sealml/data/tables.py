@@ -1,0 +1,165 @@
+"""Reading tabular files safely: bounded sizes, strict encodings, one-line errors.
+
+Everything here fails with a UsageError that names the file and says what is wrong (and,
+where it can, where): a file too large, a line too long (a 2 GB single line never reaches
+the parser), bytes that are not valid in the declared encoding, broken CSV quoting,
+malformed JSON lines or Parquet. Gzip input is decompressed with the same size limit, so a
+compression bomb is refused too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+FORMATS = ("csv", "parquet", "jsonl")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what is read: total bytes (after decompression) and bytes per line."""
+
+    max_bytes: int = 4 << 30
+    max_line_bytes: int = 64 << 20
+
+
+def detect_format(name: str) -> str:
+    """The format a file name implies (``.gz`` suffixes ignored)."""
+    lowered = name.lower().removesuffix(".gz")
+    for suffix, kind in (
+        (".csv", "csv"),
+        (".tsv", "csv"),
+        (".txt", "csv"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+    ):
+        if lowered.endswith(suffix):
+            return kind
+    raise UsageError(f"cannot tell the format of {name!r}; give one of {', '.join(FORMATS)}")
+
+
+def _inflate(data: bytes, limits: Limits, what: str) -> bytes:
+    if data[:2] != b"\x1f\x8b":
+        return data
+    inflater = zlib.decompressobj(wbits=31)
+    out = bytearray()
+    view = memoryview(data)
+    try:
+        for start in range(0, len(view), _CHUNK):
+            out += inflater.decompress(
+                view[start : start + _CHUNK], limits.max_bytes + 1 - len(out)
+            )
+            if len(out) > limits.max_bytes:
+                raise UsageError(f"{what} expands beyond {limits.max_bytes} bytes; refused")
+        out += inflater.flush()
+    except (zlib.error, gzip.BadGzipFile) as error:
+        raise UsageError(f"{what} is not valid gzip: {error}") from None
+    if len(out) > limits.max_bytes:
+        raise UsageError(f"{what} expands beyond {limits.max_bytes} bytes; refused")
+    return bytes(out)
+
+
+def read_source(path: Path, limits: Limits) -> bytes:
+    """Read a file within the limits (the line-length check streams, so a huge line is
+    refused after reading one limit's worth, not the whole file)."""
+    what = str(path)
+    try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise UsageError(f"{what} is {size} bytes, over the {limits.max_bytes}-byte limit")
+        with path.open("rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise UsageError(f"{what} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} is a folder, not a file") from None
+    except PermissionError:
+        raise UsageError(f"{what} is not readable") from None
+    return data
+
+
+def check_lines(data: bytes, limits: Limits, what: str) -> None:
+    """Refuse text whose longest line exceeds the limit, without splitting it into lines."""
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start, start + limits.max_line_bytes + 1)
+        if end < 0:
+            if len(data) - start > limits.max_line_bytes:
+                raise UsageError(
+                    f"{what}: a line starting at byte {start} is longer than "
+                    f"{limits.max_line_bytes} bytes; refused"
+                )
+            return
+        start = end + 1
+
+
+def _decode(data: bytes, encoding: str, what: str) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{what} is not valid {encoding} (byte {error.start}); give the right encoding"
+        ) from None
+    except LookupError:
+        raise UsageError(f"unknown encoding {encoding!r}") from None
+
+
+def parse_table(
+    data: bytes,
+    fmt: str,
+    what: str,
+    *,
+    encoding: str = "utf-8",
+    delimiter: str | None = None,
+    limits: Limits | None = None,
+) -> Any:
+    """Parse bytes into a pandas DataFrame."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    limits = limits or Limits()
+    data = _inflate(data, limits, what)
+    if fmt == "parquet":
+        try:
+            return pq.read_table(io.BytesIO(data)).to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as error:
+            raise UsageError(
+                f"{what} is not a readable Parquet file: {error}".splitlines()[0]
+            ) from None
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    check_lines(data, limits, what)
+    text = _decode(data, encoding, what)
+    try:
+        if fmt == "jsonl":
+            return pd.read_json(io.StringIO(text), lines=True)
+        with warnings.catch_warnings():
+            # A row with more fields than the header is an error, not data to drop.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(
+                io.StringIO(text),
+                sep=delimiter
+                or ("\t" if what.lower().removesuffix(".gz").endswith(".tsv") else ","),
+                skipinitialspace=True,
+                engine="c",
+                index_col=False,
+            )
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{what} holds no data") from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as error:
+        message = (
+            str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        )
+        raise UsageError(f"{what} cannot be parsed as {fmt}: {message}") from None
