@@ -208,9 +208,9 @@ def validate(frame: Any, spec: SchemaSpec) -> tuple[ValidationReport, Any]:
             violation = grouped.setdefault((column, check), Violation(column, check, [], []))
             index = record.get("index")
             if index is not None and index == index:  # NaN means "no particular row"
-                if check == "not_nullable" and column in wrong_type:
-                    if _plain(index) in wrong_type[column].rows:
-                        continue  # already reported as a value of the wrong type
+                already = column in wrong_type and _plain(index) in wrong_type[column].rows
+                if check == "not_nullable" and already:
+                    continue  # already reported as a value of the wrong type
                 violation.rows.append(_plain(index))
             if len(violation.examples) < _MAX_EXAMPLES:
                 violation.examples.append(_plain(record.get("failure_case")))
