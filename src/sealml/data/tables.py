@@ -70,36 +70,53 @@ def _inflate(data: bytes, limits: Limits, what: str) -> bytes:
     return bytes(out)
 
 
-def read_source(path: Path, limits: Limits) -> bytes:
-    """Read a file within the limits (the line-length check streams, so a huge line is
-    refused after reading one limit's worth, not the whole file)."""
+def read_source(path: Path, limits: Limits, *, text: bool = True) -> bytes:
+    """Read a file within the limits. For text, line lengths are checked while reading, so a
+    huge line is refused after one limit's worth of bytes, not after the whole file."""
     what = str(path)
     try:
         size = path.stat().st_size
         if size > limits.max_bytes:
             raise UsageError(f"{what} is {size} bytes, over the {limits.max_bytes}-byte limit")
+        chunks: list[bytes] = []
         with path.open("rb") as handle:
-            data = handle.read()
+            line_start = 0
+            offset = 0
+            while chunk := handle.read(_CHUNK * 8):
+                if text and not (offset == 0 and chunk[:2] == b"\x1f\x8b"):
+                    first, last = chunk.find(b"\n"), chunk.rfind(b"\n")
+                    end = offset + (first if first >= 0 else len(chunk))
+                    if end - line_start > limits.max_line_bytes:
+                        raise _long_line(what, line_start, limits)
+                    if last >= 0:
+                        check_lines(chunk[first + 1 : last + 1], limits, what, offset + first + 1)
+                        line_start = offset + last + 1
+                chunks.append(chunk)
+                offset += len(chunk)
     except FileNotFoundError:
         raise UsageError(f"{what} does not exist") from None
     except IsADirectoryError:
         raise UsageError(f"{what} is a folder, not a file") from None
     except PermissionError:
         raise UsageError(f"{what} is not readable") from None
-    return data
+    return b"".join(chunks)
 
 
-def check_lines(data: bytes, limits: Limits, what: str) -> None:
+def _long_line(what: str, start: int, limits: Limits) -> UsageError:
+    return UsageError(
+        f"{what}: a line starting at byte {start} is longer than "
+        f"{limits.max_line_bytes} bytes; refused"
+    )
+
+
+def check_lines(data: bytes, limits: Limits, what: str, base: int = 0) -> None:
     """Refuse text whose longest line exceeds the limit, without splitting it into lines."""
     start = 0
     while start < len(data):
         end = data.find(b"\n", start, start + limits.max_line_bytes + 1)
         if end < 0:
             if len(data) - start > limits.max_line_bytes:
-                raise UsageError(
-                    f"{what}: a line starting at byte {start} is longer than "
-                    f"{limits.max_line_bytes} bytes; refused"
-                )
+                raise _long_line(what, base + start, limits)
             return
         start = end + 1
 

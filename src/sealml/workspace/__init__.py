@@ -12,13 +12,13 @@ from ..ledger import EventDraft
 from .artifacts import ArtifactCheck, StoreReport
 from .audit import AuditOperations
 from .core import PassphraseSource
-from .lineage import LineageOperations
+from .data import DataOperations
 from .users import UserOperations
 
 __all__ = ["ArtifactCheck", "StoreReport", "Workspace"]
 
 
-class Workspace(LineageOperations, UserOperations, AuditOperations):
+class Workspace(DataOperations, UserOperations, AuditOperations):
     """One sealml installation: config, metadata database, blob store and key provider.
 
     >>> ws = Workspace.open("/path/to/ws", passphrase=Secret("..."))

@@ -1,0 +1,102 @@
+"""Data operations that need the workspace: reading datasets, PII keys, the token vault."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from ..crypto.canonical import canonical_json
+from ..data.tables import Limits, detect_format, parse_table, read_source
+from ..errors import NotFoundError, UsageError
+from .lineage import LineageOperations
+
+PSEUDONYM_SECRET = "pii-pseudonym-key"  # noqa: S105 - keystore entry names
+TOKEN_SECRET = "pii-token-key"  # noqa: S105
+VAULT_PREFIX = "pii-vault/"
+
+
+class DataOperations(LineageOperations):
+    """Datasets as DataFrames, and the keys and vault behind pseudonyms and tokens."""
+
+    def read_table(
+        self,
+        ref: str,
+        *,
+        fmt: str | None = None,
+        encoding: str = "utf-8",
+        limits: Limits | None = None,
+    ) -> Any:
+        """A dataset artifact (verified) as a DataFrame."""
+        info = self.info(ref)
+        data = self.read_bytes(info.id)
+        if info.media_type == "application/vnd.apache.parquet":
+            kind = "parquet"
+        else:
+            kind = fmt or detect_format(info.name)
+        return parse_table(data, kind, info.name, encoding=encoding, limits=limits)
+
+    def pii_keys(self) -> tuple[bytes, bytes]:
+        """The workspace's keys for pseudonyms and tokens (created on first use)."""
+        keystore = self.keystore
+        keys = []
+        for name in (PSEUDONYM_SECRET, TOKEN_SECRET):
+            try:
+                keys.append(keystore.load_secret(name))
+            except NotFoundError:
+                import os
+
+                keystore.store_secret(name, os.urandom(32))
+                keys.append(keystore.load_secret(name))
+        return keys[0], keys[1]
+
+    def seal_vault(self, name: str, tokens: dict[str, str], parents: list[str]) -> str:
+        """Seal a token vault (token → original) as an artifact; returns its id."""
+        body = canonical_json({"format": "sealml-token-vault/1", "tokens": tokens})
+        info = self.put(
+            io.BytesIO(body),
+            "other",
+            VAULT_PREFIX + name,
+            media_type="application/json",
+            parents=parents,
+            annotations={"pii": "token-vault"},
+        )
+        return info.id
+
+    def reveal(self, tokens: list[str], vault_ref: str) -> dict[str, str | None]:
+        """Originals of *tokens* (needs ``pii:reveal``; every reveal is audited)."""
+        info = self.info(vault_ref)
+        if not info.name.startswith(VAULT_PREFIX):
+            raise UsageError(f"{vault_ref} is not a token vault")
+        self.authorize("pii:reveal", f"artifact:{info.id}", action="pii.reveal")
+        try:
+            vault = json.loads(self.read_bytes(info.id))["tokens"]
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"{vault_ref} is not a readable token vault") from None
+        found = {token: vault.get(token) for token in tokens}
+        self.record(
+            [
+                self.event(
+                    "pii.reveal",
+                    f"artifact:{info.id}",
+                    tokens=len(tokens),
+                    revealed=sum(v is not None for v in found.values()),
+                )
+            ]
+        )
+        return found
+
+
+def read_local_table(
+    path: Path, *, fmt: str | None = None, encoding: str = "utf-8", limits: Limits | None = None
+) -> Any:
+    """A local file as a DataFrame (no workspace involved)."""
+    limits = limits or Limits()
+    return parse_table(
+        read_source(path, limits),
+        fmt or detect_format(path.name),
+        str(path),
+        encoding=encoding,
+        limits=limits,
+    )
