@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from ..errors import SealmlError
-from . import artifacts, audit, keys, pipelines, policy, users
+from . import artifacts, audit, data, keys, pipelines, policy, users
 from .common import State, err
 
 app = typer.Typer(
@@ -57,6 +57,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")
 app.add_typer(pipelines.app, name="provenance")
+app.add_typer(data.app, name="data")
 
 
 @app.command()

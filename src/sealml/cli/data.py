@@ -1,0 +1,221 @@
+"""``sealml data validate | schema | pii | reveal``: check and protect datasets.
+
+SOURCE is a local file (CSV, Parquet, JSON lines, optionally gzipped) or an artifact id or
+name in the workspace (read only after it verified).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from ..data import pii as pii_detection
+from ..data.pseudonymise import anonymity, apply_actions, parse_actions
+from ..data.validation import infer_schema, load_schema, validate
+from ..errors import IntegrityError, UsageError
+from ..workspace import Workspace
+from ..workspace.data import read_local_table
+from .common import JsonOption, open_workspace, out, print_json, print_table
+
+app = typer.Typer(help="Validate datasets, find and protect personal data.", no_args_is_help=True)
+
+FormatOption = typer.Option(None, "--format", help="csv, parquet or jsonl (default: by name).")
+EncodingOption = typer.Option("utf-8", "--encoding", help="Text encoding of CSV/JSON input.")
+
+
+@contextlib.contextmanager
+def _source(
+    ctx: typer.Context, source: str, fmt: str | None, encoding: str
+) -> Iterator[tuple[Any, Workspace | None]]:
+    """The dataset as a DataFrame, and the open workspace if SOURCE was an artifact."""
+    path = Path(source)
+    if path.exists():
+        yield read_local_table(path, fmt=fmt, encoding=encoding), None
+        return
+    with open_workspace(ctx) as workspace:
+        yield workspace.read_table(source, fmt=fmt, encoding=encoding), workspace
+
+
+@app.command("validate")
+def validate_command(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="File or artifact."),
+    schema: Path = typer.Option(..., "--schema", help="YAML schema file."),
+    fmt: str | None = FormatOption,
+    encoding: str = EncodingOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Check a dataset against a schema; list every violation with its rows. Exit 1 if any."""
+    spec = load_schema(schema)
+    with _source(ctx, source, fmt, encoding) as (frame, _):
+        report, _ = validate(frame, spec)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        table = Table("column", "check", "rows", "examples", box=None)
+        for violation in report.violations:
+            rows = ", ".join(str(r) for r in violation.rows[:10])
+            if len(violation.rows) > 10:
+                rows += f" … ({len(violation.rows)} rows)"
+            table.add_row(
+                violation.column, violation.check, rows, ", ".join(map(str, violation.examples))
+            )
+        if report.violations:
+            print_table(table)
+        out.print(
+            f"{report.rows} rows, {report.columns} columns: "
+            + ("valid" if report.ok else f"{len(report.violations)} violation(s)")
+        )
+    if not report.ok:
+        raise IntegrityError(f"{source} does not satisfy {schema}")
+
+
+@app.command("schema")
+def schema_command(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="A trusted reference dataset (file or artifact)."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write the YAML here."),
+    fmt: str | None = FormatOption,
+    encoding: str = EncodingOption,
+) -> None:
+    """Infer a schema from a trusted reference dataset, to review and tighten."""
+    import yaml
+
+    with _source(ctx, source, fmt, encoding) as (frame, _):
+        text = yaml.safe_dump(infer_schema(frame), sort_keys=False, allow_unicode=True)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+@app.command("pii")
+def pii_command(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="File or artifact."),
+    actions: Path | None = typer.Option(None, "--actions", help="YAML: column → action."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write the protected data (Parquet)."
+    ),
+    seal: str | None = typer.Option(
+        None, "--seal", help="Seal the protected data under this name."
+    ),
+    quasi: str | None = typer.Option(None, "--quasi", help="Quasi-identifiers, comma-separated."),
+    sensitive: str | None = typer.Option(
+        None, "--sensitive", help="Sensitive attribute for l-diversity."
+    ),
+    k: int | None = typer.Option(
+        None, "--k", min=2, max=1_000_000, help="Suppress rows to reach this k."
+    ),
+    region: str = typer.Option("US", "--region", help="Default phone region (ISO 3166)."),
+    fmt: str | None = FormatOption,
+    encoding: str = EncodingOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Find personal data per column; optionally apply actions and report k-anonymity."""
+    import yaml
+
+    if (output or seal) and not actions and k is None:
+        raise UsageError("--output/--seal need --actions or --k")
+    plan = None
+    if actions is not None:
+        try:
+            plan = parse_actions(yaml.safe_load(actions.read_text(encoding="utf-8")), str(actions))
+        except (OSError, yaml.YAMLError) as error:
+            raise UsageError(
+                f"cannot read actions file {actions}: {type(error).__name__}"
+            ) from None
+    with _source(ctx, source, fmt, encoding) as (frame, workspace):
+        findings = pii_detection.scan_frame(frame, region)
+        result: dict[str, Any] = {"columns": [f.to_dict() for f in findings]}
+        protected = frame
+        if plan is not None or seal:
+            holder = workspace
+            with contextlib.ExitStack() as stack:
+                if holder is None:
+                    holder = stack.enter_context(open_workspace(ctx))
+                protected, result["actions"], vault = _protect(holder, frame, plan, seal)
+                if quasi:
+                    report, protected = anonymity(protected, quasi.split(","), sensitive, k)
+                    result["anonymity"] = report.to_dict()
+                if seal:
+                    result["sealed"] = _seal(holder, protected, seal, vault, source)
+        elif quasi:
+            report, protected = anonymity(frame, quasi.split(","), sensitive, k)
+            result["anonymity"] = report.to_dict()
+        if output is not None:
+            protected.to_parquet(output)
+            output.chmod(0o600)
+    if as_json:
+        print_json(result)
+        return
+    table = Table("column", "pii", "confidence", "name hint", box=None)
+    for finding in findings:
+        table.add_row(
+            finding.column,
+            finding.pii_type or "-",
+            f"{finding.confidence:.2f}",
+            finding.name_hint or "-",
+        )
+    print_table(table)
+    if "anonymity" in result:
+        a = result["anonymity"]
+        out.print(
+            f"k = {a['k']} over {', '.join(a['quasi_identifiers'])}; "
+            f"l = {a['l_diversity']}; suppressed {a['suppressed']} rows"
+        )
+    if "sealed" in result:
+        out.print(f"sealed protected dataset {result['sealed']['dataset']}")
+
+
+def _protect(
+    workspace: Workspace, frame: Any, plan: Any, seal: str | None
+) -> tuple[Any, dict[str, str], dict[str, str]]:
+    if plan is None:
+        return frame, {}, {}
+    pseudonym_key, token_key = workspace.pii_keys()
+    applied = apply_actions(frame, plan, pseudonym_key=pseudonym_key, token_key=token_key)
+    if applied.vault and not seal:
+        raise UsageError("tokenised columns need --seal so their vault is sealed in the workspace")
+    return applied.frame, applied.actions, applied.vault
+
+
+def _seal(
+    workspace: Workspace, frame: Any, name: str, vault: dict[str, str], source: str
+) -> dict[str, Any]:
+    sink = io.BytesIO()
+    frame.to_parquet(sink)
+    sink.seek(0)
+    parents: list[str] = []
+    if not Path(source).exists():
+        parents = [workspace.info(source).id]
+    info = workspace.put(
+        sink, "dataset", name, media_type="application/vnd.apache.parquet", parents=parents
+    )
+    sealed: dict[str, Any] = {"dataset": info.id}
+    if vault:
+        sealed["vault"] = workspace.seal_vault(name, vault, [info.id])
+    return sealed
+
+
+@app.command("reveal")
+def reveal_command(
+    ctx: typer.Context,
+    tokens: list[str] = typer.Argument(..., help="Tokens to reveal."),
+    vault: str = typer.Option(..., "--vault", help="The token vault artifact."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Reveal the originals of tokens (needs pii:reveal; audited)."""
+    with open_workspace(ctx) as workspace:
+        found = workspace.reveal(tokens, vault)
+    if as_json:
+        print_json(found)
+        return
+    for token, value in found.items():
+        out.print(f"{token}\t{value if value is not None else '(unknown token)'}", markup=False)
