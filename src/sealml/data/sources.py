@@ -129,8 +129,9 @@ def _sql(location: str, query: str | None, policy: SourcePolicy) -> bytes:
     try:
         with engine.connect() as connection:
             frame = pd.read_sql(statement, connection)
-    except SQLAlchemyError as error:
-        message = str(getattr(error, "orig", None) or error).splitlines()[0]
+    except (SQLAlchemyError, pd.errors.DatabaseError) as error:
+        cause = getattr(error, "orig", None) or error.__cause__ or error
+        message = str(getattr(cause, "orig", None) or cause).splitlines()[0]
         raise UsageError(f"source {redact(location)}: query failed: {message}") from None
     finally:
         engine.dispose()

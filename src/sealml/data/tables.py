@@ -65,6 +65,8 @@ def _inflate(data: bytes, limits: Limits, what: str) -> bytes:
         out += inflater.flush()
     except (zlib.error, gzip.BadGzipFile) as error:
         raise UsageError(f"{what} is not valid gzip: {error}") from None
+    if not inflater.eof:
+        raise UsageError(f"{what} is not valid gzip: the stream is truncated")
     if len(out) > limits.max_bytes:
         raise UsageError(f"{what} expands beyond {limits.max_bytes} bytes; refused")
     return bytes(out)
