@@ -219,3 +219,81 @@ def reveal_command(
         return
     for token, value in found.items():
         out.print(f"{token}\t{value if value is not None else '(unknown token)'}", markup=False)
+
+
+@app.command("screen")
+def screen_command(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="File or artifact to screen."),
+    label: str = typer.Option(..., "--label", help="The label column."),
+    reference: str | None = typer.Option(None, "--reference", help="A trusted reference dataset."),
+    action: str = typer.Option("remove", "--action", help="remove or downweight flagged rows."),
+    max_flagged: float | None = typer.Option(
+        None, "--max-flagged", min=0.0, max=1.0, help="Fail (exit 1) above this flagged share."
+    ),
+    seal: str | None = typer.Option(None, "--seal", help="Seal the cleaned data and the report."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write the cleaned data (Parquet)."
+    ),
+    fmt: str | None = FormatOption,
+    encoding: str = EncodingOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Screen a training set for label flips, backdoors, out-of-range rows, outliers, duplicates."""
+    from ..data.screening import ScreeningPolicy, screen
+
+    if action not in ("remove", "downweight"):
+        raise UsageError("--action must be remove or downweight")
+    policy = ScreeningPolicy(
+        label=label,
+        action="remove" if action == "remove" else "downweight",
+        max_flagged_share=max_flagged,
+    )
+    with _source(ctx, source, fmt, encoding) as (frame, workspace):
+        trusted = None
+        if reference is not None:
+            with _source(ctx, reference, fmt, encoding) as (trusted, _):
+                pass
+        report, cleaned = screen(frame, policy, reference=trusted)
+        result: dict[str, Any] = report.to_dict()
+        if seal:
+            holder = workspace
+            with contextlib.ExitStack() as stack:
+                if holder is None:
+                    holder = stack.enter_context(open_workspace(ctx))
+                result["sealed"] = _seal_screening(holder, cleaned, report.to_dict(), seal, source)
+        if output is not None:
+            cleaned.to_parquet(output)
+            output.chmod(0o600)
+    if as_json:
+        print_json(result)
+        return
+    table = Table("detector", "rows flagged", box=None)
+    for detector, rows in report.flagged.items():
+        table.add_row(detector, str(len(rows)))
+    print_table(table)
+    for trigger in report.triggers[:5]:
+        pattern = ", ".join(
+            f"{c}={v}" for c, v in zip(trigger["columns"], trigger["values"], strict=True)
+        )
+        out.print(f"suspected trigger: {pattern} ({trigger['rows']} rows)", markup=False)
+    out.print(f"{report.rows} rows, {report.flagged_share:.2%} flagged ({action})")
+
+
+def _seal_screening(
+    workspace: Workspace, cleaned: Any, report: dict[str, Any], name: str, source: str
+) -> dict[str, str]:
+    import orjson
+
+    parents = [] if Path(source).exists() else [workspace.info(source).id]
+    sink = io.BytesIO()
+    cleaned.to_parquet(sink)
+    sink.seek(0)
+    data = workspace.put(
+        sink, "dataset", name, media_type="application/vnd.apache.parquet", parents=parents
+    )
+    body = orjson.dumps(report, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    summary = workspace.put(
+        io.BytesIO(body), "report", f"{name}.screening", parents=[*parents, data.id]
+    )
+    return {"dataset": data.id, "report": summary.id}

@@ -270,7 +270,8 @@ def _out_of_range(frame: Any, reference: Any, policy: ScreeningPolicy) -> list[A
         else:
             known = set(trusted.dropna().astype(str))
             bad |= series.notna() & ~series.astype(str).isin(known)
-    return frame.index[bad].tolist()
+    rows: list[Any] = frame.index[bad].tolist()
+    return rows
 
 
 def _outliers(features: Any, policy: ScreeningPolicy) -> list[Any]:
@@ -285,7 +286,8 @@ def _outliers(features: Any, policy: ScreeningPolicy) -> list[Any]:
     encoded = encoded.fillna(-1)
     forest = IsolationForest(contamination=policy.outlier_share, random_state=policy.seed)
     marks = forest.fit_predict(encoded)
-    return features.index[marks == -1].tolist()
+    rows: list[Any] = features.index[marks == -1].tolist()
+    return rows
 
 
 def _duplicates(frame: Any, policy: ScreeningPolicy, report: ScreeningReport) -> list[Any]:
@@ -296,7 +298,8 @@ def _duplicates(frame: Any, policy: ScreeningPolicy, report: ScreeningReport) ->
     report.balance["duplicate_share"] = round(share, 4)
     if share > policy.duplicate_share:
         return []
-    return frame.index[repeats].tolist()
+    rows: list[Any] = frame.index[repeats].tolist()
+    return rows
 
 
 def _balance_and_shift(
