@@ -33,7 +33,7 @@ def plain_run(loaded: Any) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     values: dict[str, Any] = {}
     for name, source in pipeline.sources.items():
-        path = source.path if source.path.is_absolute() else loaded.path.parent / source.path
+        path = Path(source.resolved(loaded.path.parent))
         values[name] = path.read_bytes()
     for stage in pipeline.check():
         arguments = {name: values[name] for name in stage.inputs}

@@ -69,6 +69,14 @@ class LedgerSection(_Section):
     verifier_key: str
 
 
+class DataSection(_Section):
+    allowed_sources: list[str] = Field(default_factory=list)
+    ca_bundle: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    max_bytes: int = Field(default=4 << 30, ge=1)
+    max_line_bytes: int = Field(default=64 << 20, ge=1)
+
+
 class PipelineSection(_Section):
     ray_address: str | None = None
     threads: int | None = Field(default=None, ge=1, le=1024)
@@ -90,6 +98,7 @@ class Config(_Section):
     ledger: LedgerSection
     access: AccessSection = Field(default_factory=AccessSection)
     pipeline: PipelineSection = Field(default_factory=PipelineSection)
+    data: DataSection = Field(default_factory=DataSection)
 
     def dump(self) -> bytes:
         data: dict[str, Any] = self.model_dump(exclude_none=True)

@@ -161,3 +161,33 @@ def test_reveal_needs_permission(ready: Any, tmp_path: Path) -> None:
         2,
         "permission denied",
     )
+
+
+def test_screen_command(ready: Any, tmp_path: Path) -> None:
+    frame = pd.read_csv(GERMAN)
+    doubled = tmp_path / "doubled.csv"
+    pd.concat([frame, frame.iloc[:3]]).to_csv(doubled, index=False)
+    result = ready(
+        "data", "screen", str(doubled), "--label", "credit_risk", "--reference", str(GERMAN),
+        "--seal", "credit-clean", "--json", env=admin_env(),
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["flagged"]["duplicate"]["rows"] == [1000, 1001, 1002]
+    assert set(report["sealed"]) == {"dataset", "report"}
+    gated = ready(
+        "data",
+        "screen",
+        str(doubled),
+        "--label",
+        "credit_risk",
+        "--max-flagged",
+        "0.001",
+        env=admin_env(),
+    )
+    one_line_error(gated, 1, "over the 0.1%")
+    one_line_error(
+        ready("data", "screen", str(doubled), "--label", "nope", env=admin_env()),
+        2,
+        "no label column",
+    )

@@ -74,7 +74,7 @@ def test_duplicates_downweighting_and_the_gate(credit: pd.DataFrame) -> None:
     assert report.flagged["duplicate"] == [1000, 1001, 1002, 1003, 1004]
     assert weighted["sample_weight"].sum() == 1000 and len(weighted) == 1005
     gate = ScreeningPolicy(label=label, detectors=("duplicate",), max_flagged_share=0.001)
-    with pytest.raises(ScreeningGateError, match="over the 0.1%"):
+    with pytest.raises(ScreeningGateError, match=r"over the 0\.1%"):
         screen(doubled, gate)
 
 

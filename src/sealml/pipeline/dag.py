@@ -14,10 +14,26 @@ from .stage import Stage
 
 @dataclass(frozen=True)
 class Source:
-    """A file the pipeline starts from: sealed (or found already sealed) before the run."""
+    """Data the pipeline starts from, sealed (or found already sealed) before the run.
 
-    path: Path
+    *location* is a file (relative to the pipeline file), an ``https://`` URL or a
+    SQLAlchemy database URL (with *query*: a table name or a SELECT). Remote locations must
+    match ``[data] allowed_sources``. With *sha256* the source is pinned: any change to
+    its content stops the run. Where it came from, its SHA-256 and when it was fetched are
+    recorded in the signed statement of the sealed source artifact.
+    """
+
+    location: str | Path
     kind: str = "file"
+    sha256: str | None = None
+    query: str | None = None
+
+    def resolved(self, base: Path) -> str | Path:
+        """The location, with a relative file path made absolute against *base*."""
+        if isinstance(self.location, Path) or "://" not in self.location:
+            path = Path(self.location)
+            return path if path.is_absolute() else base / path
+        return self.location
 
 
 @dataclass

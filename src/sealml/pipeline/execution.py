@@ -16,6 +16,20 @@ class StageFailedError(UsageError):
     """The stage function raised, or returned something other than its declared outputs."""
 
 
+QUARANTINE = "__quarantine__"
+
+
+class Quarantined(Exception):  # noqa: N818 - raised by stage code, reads as a verdict
+    """Raised by a stage that refuses its input: the pipeline stops, and the outputs given
+    here (the offending data, a report) are sealed and flagged as quarantined so they can
+    be inspected but never flow downstream."""
+
+    def __init__(self, reason: str, outputs: Mapping[str, Any]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.outputs = outputs
+
+
 def execute_stage(
     stage: Stage, inputs: Mapping[str, bytes], params: Mapping[str, Any], threads: int
 ) -> dict[str, bytes]:
@@ -38,8 +52,11 @@ def _execute(
         except Exception as error:
             message = f"stage {stage.name!r}: input {name!r} cannot be read: {error}"
             raise StageFailedError(message.splitlines()[0]) from None
+    quarantine: str | None = None
     try:
         result = stage.function(**arguments, **params)
+    except Quarantined as verdict:
+        result, quarantine = verdict.outputs, verdict.reason
     except SealmlError:
         raise
     except Exception as error:
@@ -54,7 +71,10 @@ def _execute(
             f"stage {stage.name!r} returned outputs {sorted(result)}, "
             f"declared {sorted(stage.outputs)}"
         )
-    return {
+    encoded = {
         name: codecs.encode(kind, result[name], f"stage {stage.name!r} output {name!r}")
         for name, kind in stage.outputs.items()
     }
+    if quarantine is not None:
+        encoded[QUARANTINE] = quarantine.encode("utf-8")
+    return encoded

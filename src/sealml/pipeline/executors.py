@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from ..crypto.streaming import StreamingParams, decrypt_bytes, encrypt_bytes
 from ..errors import UsageError
-from .execution import StageFailedError, execute_stage
+from .execution import QUARANTINE, StageFailedError, execute_stage
 from .stage import Stage
 
 EXECUTORS = ("local", "sandbox", "ray")
@@ -138,7 +138,11 @@ class SandboxExecutor:
                 message = error.read_text() if error.exists() else completed.stderr.strip()
                 lines = message.strip().splitlines() or [f"exit code {completed.returncode}"]
                 raise StageFailedError(lines[-1] if not error.exists() else lines[0])
-            return {name: (scratch / "out" / name).read_bytes() for name in task.stage.outputs}
+            produced = {name: (scratch / "out" / name).read_bytes() for name in task.stage.outputs}
+            verdict = scratch / "out" / QUARANTINE
+            if verdict.exists():
+                produced[QUARANTINE] = verdict.read_bytes()
+            return produced
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

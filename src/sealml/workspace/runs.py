@@ -16,13 +16,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .._version import __version__
 from ..clock import utc_now
+from ..config import resolve
 from ..crypto.canonical import canonical_json
-from ..crypto.digest import ARTIFACT_DIGEST, hash_file
+from ..crypto.digest import ARTIFACT_DIGEST, hash_bytes
+from ..data.sources import SourcePolicy, fetch
+from ..data.tables import Limits
 from ..db.models import ArtifactRow, AttestationRow, DataKeyRow, RunRow, StageRunRow
-from ..errors import IntegrityError, SealmlError, UsageError
+from ..errors import IntegrityError, SealmlError
 from ..pipeline.codecs import CODECS
 from ..pipeline.dag import Pipeline, Source
+from ..pipeline.execution import QUARANTINE
 from ..pipeline.executors import Executor, StageTask, make_executor
 from ..pipeline.loader import LoadedPipeline
 from ..pipeline.stage import Stage
@@ -63,6 +68,10 @@ class RunReport:
         }
 
 
+class QuarantineError(IntegrityError):
+    """A stage refused its input; its outputs are sealed as quarantined; the run stopped."""
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -73,10 +82,17 @@ def _digests(row: ArtifactRow, data: bytes) -> dict[str, str]:
 
 
 def cache_key(stage: Stage, code: str, params: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
-    """Content address of a stage execution: its code, parameters and input digests."""
+    """Content address of a stage execution: its code (the pipeline file and the sealml
+    version, which holds the built-in stages), parameters and input digests."""
     return _sha256(
         canonical_json(
-            {"stage": stage.name, "code": code, "params": dict(params), "inputs": dict(inputs)}
+            {
+                "stage": stage.name,
+                "code": code,
+                "sealml": __version__,
+                "params": dict(params),
+                "inputs": dict(inputs),
+            }
         )
     )
 
@@ -86,13 +102,24 @@ class RunOperations(ArtifactOperations):
 
     # -- inputs ---------------------------------------------------------------------------
 
+    def source_policy(self) -> SourcePolicy:
+        """Where sources may come from, per ``[data]`` in sealml.toml."""
+        section = self.config.data
+        return SourcePolicy(
+            allowed=tuple(section.allowed_sources),
+            ca_bundle=resolve(self.root, section.ca_bundle) if section.ca_bundle else None,
+            timeout_seconds=section.timeout_seconds,
+            limits=Limits(section.max_bytes, section.max_line_bytes),
+        )
+
     def _seal_source(self, pipeline: Pipeline, name: str, source: Source, base: Path) -> str:
-        """Seal a source file, or reuse the artifact already holding exactly its bytes."""
-        path = source.path if source.path.is_absolute() else base / source.path
-        if not path.is_file():
-            raise UsageError(f"pipeline source {name!r}: {path} is not a readable file")
+        """Fetch a source (checking allowlist and pin), then seal it, or reuse the artifact
+        already holding exactly these bytes."""
+        fetched = fetch(
+            source.resolved(base), self.source_policy(), sha256=source.sha256, query=source.query
+        )
         artifact_name = f"{pipeline.name}/{name}"
-        digest = f"{ARTIFACT_DIGEST}:{hash_file(path, ARTIFACT_DIGEST)}"
+        digest = f"{ARTIFACT_DIGEST}:{hash_bytes(fetched.data, ARTIFACT_DIGEST)}"
         with self.db.read() as session:
             existing = session.execute(
                 select(ArtifactRow.id).where(
@@ -104,7 +131,12 @@ class RunOperations(ArtifactOperations):
         if existing is not None:
             return str(existing[0])
         kind = CODECS[source.kind].artifact_kind
-        return self.put(path, kind, artifact_name, annotations={"source": str(path)}).id
+        notes = {
+            "source": fetched.location,
+            "sha256": fetched.sha256,
+            "fetched_at": fetched.fetched_at,
+        }
+        return self.put(io.BytesIO(fetched.data), kind, artifact_name, annotations=notes).id
 
     def _read_verified(self, session: Session, row: ArtifactRow) -> bytes:
         """An input's plaintext, after its signature, provenance and digest all verified."""
@@ -310,18 +342,23 @@ class RunOperations(ArtifactOperations):
             self.record([self.event("stage.run", resource, "failed", run=run_id, error=str(error))])
             raise
         finished = utc_now()
+        verdict = produced.pop(QUARANTINE, None)
+        quarantine = verdict.decode("utf-8", "replace") if verdict is not None else None
         sealed: dict[str, SealedArtifact] = {}
         attestation: SealedArtifact | None = None
         try:
             for name, data in produced.items():
                 codec = CODECS[stage.outputs[name]]
                 self.authorize(f"{codec.artifact_kind}:write", resource, action="stage.output")
+                notes = {"pipeline": pipeline.name, "stage": stage.name, "run": run_id}
+                if quarantine is not None:
+                    notes["quarantined"] = quarantine
                 draft = ArtifactDraft(
                     codec.artifact_kind,
                     f"{pipeline.name}/{name}",
                     codec.media_type,
                     tuple(row.id for row in rows.values()),
-                    {"pipeline": pipeline.name, "stage": stage.name, "run": run_id},
+                    notes,
                 )
                 sealed[name] = self.seal_draft(io.BytesIO(data), draft)
             provenance = intoto.StageProvenance(
@@ -378,20 +415,34 @@ class RunOperations(ArtifactOperations):
                         run_id=run_id,
                         stage=stage.name,
                         cache_key=key,
-                        status="ok",
+                        status="ok" if quarantine is None else "quarantined",
                         outputs=json.dumps(outputs, sort_keys=True),
                         attestation_id=attestation.artifact.id,
                         started_at=started,
                         finished_at=finished,
                     )
                 )
-                self.append(
-                    session,
-                    [self.event("stage.run", resource, run=run_id, cache_key=key, outputs=outputs)],
-                )
+                if quarantine is None:
+                    done = self.event(
+                        "stage.run", resource, run=run_id, cache_key=key, outputs=outputs
+                    )
+                else:
+                    done = self.event(
+                        "stage.quarantined",
+                        resource,
+                        "failed",
+                        run=run_id,
+                        outputs=outputs,
+                        reason=quarantine,
+                    )
+                self.append(session, [done])
         except BaseException:
             for item in [*sealed.values(), *([attestation] if attestation else [])]:
                 self.blobs.delete(item.artifact.blob_name)
             raise
+        if quarantine is not None:
+            raise QuarantineError(
+                f"stage {stage.name!r} quarantined its outputs ({', '.join(outputs)}): {quarantine}"
+            )
         seconds = time.perf_counter() - clock
         return StageOutcome(stage.name, "executed", outputs, attestation.artifact.id, seconds)
