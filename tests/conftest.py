@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# Tests run two to a machine (pytest -n auto): OpenMP's spinning waits make two processes
+# that both fit models on all cores slow each other down by orders of magnitude.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import contextlib
 import io
 import os
