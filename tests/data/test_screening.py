@@ -91,3 +91,14 @@ def test_unknown_sources_and_bad_policies(credit: pd.DataFrame) -> None:
         screen(frame, ScreeningPolicy(label="nope"))
     with pytest.raises(UsageError, match="unknown detector"):
         screen(frame, ScreeningPolicy(label=label, detectors=("psychic",)))
+
+
+def test_near_duplicates(credit: pd.DataFrame) -> None:
+    label = label_of(credit)
+    near = credit.iloc[:2].copy()
+    near["credit_amount"] = near["credit_amount"] + 1  # 1169 -> 1170: equal to 3 digits
+    near["purpose"] = near["purpose"].str.lower() + " "
+    frame = pd.concat([credit, near], ignore_index=True)
+    report, _ = screen(frame, ScreeningPolicy(label=label, detectors=("duplicate",)))
+    assert report.flagged["duplicate"] == [1000, 1001]
+    assert report.balance["near_duplicates"] == 2

@@ -290,12 +290,32 @@ def _outliers(features: Any, policy: ScreeningPolicy) -> list[Any]:
     return rows
 
 
+def _normalised(frame: Any) -> Any:
+    """Rows as a near-duplicate detector sees them: numbers to three significant digits,
+    text trimmed and lower-cased."""
+    import pandas as pd
+
+    out = pd.DataFrame(index=frame.index)
+    for column in frame.columns:
+        series = frame[column]
+        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            out[column] = series.map(lambda v: f"{v:.3g}" if v == v else "<na>")
+        else:
+            out[column] = series.astype("string").str.strip().str.lower().fillna("<na>")
+    return out
+
+
 def _duplicates(frame: Any, policy: ScreeningPolicy, report: ScreeningReport) -> list[Any]:
-    """Exact repeats of earlier rows. Where repeats are common (coarse features, as in many
-    tabular datasets) they are a property of the data, not an injection: reported only."""
-    repeats = frame.duplicated(keep="first")
+    """Exact repeats of earlier rows, and near repeats (equal after rounding numbers to three
+    significant digits and normalising text). Where repeats are common (coarse features, as
+    in many tabular datasets) they are a property of the data, not an injection: reported
+    only."""
+    exact = frame.duplicated(keep="first")
+    near = _normalised(frame).duplicated(keep="first") & ~exact
+    repeats = exact | near
     share = float(repeats.mean()) if len(frame) else 0.0
     report.balance["duplicate_share"] = round(share, 4)
+    report.balance["near_duplicates"] = int(near.sum())
     if share > policy.duplicate_share:
         return []
     rows: list[Any] = frame.index[repeats].tolist()
@@ -379,7 +399,8 @@ def screen(
         report.flagged["unknown_source"] = frame.index[
             ~column.isin(policy.allowed_sources)
         ].tolist()
-    report.balance, report.shift = _balance_and_shift(frame, reference, policy)
+    balance, report.shift = _balance_and_shift(frame, reference, policy)
+    report.balance.update(balance)
     flagged = report.flagged_rows
     if policy.action == "remove":
         cleaned = frame.drop(index=flagged)
