@@ -131,3 +131,80 @@ def test_pinned_https_source(workspace: Workspace, tmp_path: Path, tls_server: A
     (root / "data.csv").write_bytes(GERMAN.read_bytes() + b"\n")
     with pytest.raises(IntegrityError, match="changed: pinned sha256"):
         fresh.run_pipeline(load_pipeline(path), "local")
+
+
+PROTECT = """
+from pathlib import Path
+from sealml.data import stages
+from sealml.pipeline import Pipeline, Source
+
+pipeline = Pipeline(
+    "people",
+    stages=[
+        stages.ingest("raw", "people"),
+        stages.protect("people", "safe", actions={
+            "email": "pseudonym", "ssn": "tokenise", "age": {"action": "generalise", "band": 10},
+        }),
+    ],
+    sources={"raw": Source(Path("people.csv"))},
+)
+"""
+
+
+@pytest.fixture
+def people_pipeline(tmp_path: Path) -> Path:
+    pd.DataFrame(
+        {
+            "email": [f"user{i}@example.org" for i in range(40)],
+            "ssn": [f"{100 + i:03d}-45-{1000 + i}" for i in range(40)],
+            "age": [20 + i for i in range(40)],
+        }
+    ).to_csv(tmp_path / "people.csv", index=False)
+    path = tmp_path / "people_pipeline.py"
+    path.write_text(PROTECT)
+    return path
+
+
+def test_protect_stage_seals_a_vault_only_pii_reveal_opens(
+    workspace: Workspace, people_pipeline: Path
+) -> None:
+    from sealml import Secret
+    from sealml.errors import PermissionDeniedError
+
+    from ..conftest import reopen
+
+    workspace.add_user("dana", ["data-scientist"], password=Secret("dana-password"))
+    workspace.add_user("stella", ["data-steward"], password=Secret("stella-password"))
+    workspace.close()
+    steward = reopen(workspace.root, "stella", "stella-password")
+    report = steward.run_pipeline(load_pipeline(people_pipeline), "local")
+    dana = reopen(workspace.root, "dana", "dana-password")
+    safe = dana.read_table(report.artifacts["safe"])
+    assert safe["email"].str.startswith("pn_").all() and safe["ssn"].str.startswith("tk_").all()
+    assert safe["age"].iloc[0] == "20-29"
+    vault = report.artifacts["safe_vault"]
+    with pytest.raises(PermissionDeniedError, match="vault:read"):
+        dana.read_bytes(vault)
+    with pytest.raises(PermissionDeniedError, match="pii:reveal"):
+        dana.reveal([safe["ssn"].iloc[0]], vault)
+    revealed = steward.reveal([safe["ssn"].iloc[0], "tk_unknown"], vault)
+    assert revealed == {safe["ssn"].iloc[0]: "100-45-1000", "tk_unknown": None}
+    provenance = json.loads(steward.read_bytes(report.artifacts["safe_pii"]))
+    assert provenance["actions"] == {"email": "pseudonym", "ssn": "tokenise", "age": "generalise"}
+
+
+@pytest.mark.skipif(__import__("shutil").which("bwrap") is None, reason="bubblewrap not installed")
+def test_protect_stage_gives_the_same_bytes_in_the_sandbox(
+    workspace: Workspace, people_pipeline: Path
+) -> None:
+    local = workspace.run_pipeline(load_pipeline(people_pipeline), "local", {})
+    digests = {n: workspace.info(i).digest for n, i in local.artifacts.items()}
+    with workspace.db.write() as session:
+        from sqlalchemy import delete
+
+        from sealml.db.models import StageRunRow
+
+        session.execute(delete(StageRunRow))  # forget the cache: execute again
+    boxed = workspace.run_pipeline(load_pipeline(people_pipeline), "sandbox", {})
+    assert {s.status for s in boxed.stages} == {"executed"}
+    assert {n: workspace.info(i).digest for n, i in boxed.artifacts.items()} == digests

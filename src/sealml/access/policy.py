@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-ARTIFACT_KINDS = ("dataset", "model", "report", "other", "attestation")
+ARTIFACT_KINDS = ("dataset", "model", "report", "other", "attestation", "vault")
 
 DEFAULT_ROLES: dict[str, list[str]] = {
     "admin": ["*"],
     "data-steward": [
         "dataset:*",
-        "report:read",
-        "attestation:read",
+        "report:*",
+        "other:*",
+        "attestation:*",
+        "vault:*",
+        "pipeline:run",
         "artifact:verify",
         "keys:shred",
         "pii:reveal",
@@ -32,6 +35,7 @@ DEFAULT_ROLES: dict[str, list[str]] = {
         "other:write",
         "attestation:read",
         "attestation:write",
+        "vault:write",
         "artifact:verify",
         "pipeline:run",
     ],
@@ -44,6 +48,7 @@ DEFAULT_ROLES: dict[str, list[str]] = {
         "other:write",
         "attestation:read",
         "attestation:write",
+        "vault:write",
         "artifact:verify",
         "pipeline:run",
     ],

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import UsageError
 
+VAULT_FORMAT = "sealml-token-vault/1"
+
 Action = Literal["drop", "mask", "pseudonym", "tokenise", "generalise", "keep"]
 
 

@@ -1,4 +1,4 @@
-"""Built-in pipeline stages: ingest, validate, screen.
+"""Built-in pipeline stages: ingest, validate, protect (PII), screen.
 
 They are ordinary stages (see :func:`sealml.pipeline.stage`), made by factories so a pipeline
 declares what it needs::
@@ -23,7 +23,9 @@ from typing import Any
 
 from ..errors import UsageError
 from ..pipeline.execution import Quarantined
-from ..pipeline.stage import Stage, stage
+from ..pipeline.stage import SECRETS, Stage, stage
+from .pii import scan_frame
+from .pseudonymise import VAULT_FORMAT, apply_actions, parse_actions
 from .screening import ScreeningPolicy
 from .screening import screen as screen_frame
 from .tables import parse_table
@@ -136,11 +138,54 @@ def screen(
     )
 
 
-def _declare(function: Any, name: str, inputs: dict[str, str], outputs: dict[str, str]) -> Stage:
-    """A stage whose function takes its inputs as keyword arguments."""
+def protect(
+    dataset: str,
+    output: str,
+    *,
+    actions: dict[str, Any],
+    region: str = "US",
+    name: str | None = None,
+) -> Stage:
+    """Apply PII *actions* (drop, mask, pseudonym, tokenise, generalise) to *dataset*.
+
+    Outputs: the protected dataset; ``<output>_pii``, a report of the detected personal data
+    and the actions taken; ``<output>_vault``, the tokens' originals, sealed as a vault that
+    only ``pii:reveal`` opens. The stage receives the workspace's pseudonym and token keys at
+    run time; they are not recorded anywhere.
+    """
+    plan = parse_actions(actions, f"stage {name or 'protect_' + output!r} actions")
+
+    def run(pii_keys: dict[str, str], **inputs: Any) -> dict[str, Any]:
+        frame = inputs[dataset]
+        findings = [f.to_dict() for f in scan_frame(frame, region)]
+        applied = apply_actions(
+            frame,
+            plan,
+            pseudonym_key=bytes.fromhex(pii_keys["pseudonym"]),
+            token_key=bytes.fromhex(pii_keys["token"]),
+        )
+        return {
+            output: applied.frame,
+            f"{output}_pii": {"columns": findings, "actions": applied.actions},
+            f"{output}_vault": {"format": VAULT_FORMAT, "tokens": applied.vault},
+        }
+
+    outputs = {output: "dataset", f"{output}_pii": "report", f"{output}_vault": "vault"}
+    return _declare(run, name or f"protect_{output}", {dataset: "dataset"}, outputs, ("pii",))
+
+
+def _declare(
+    function: Any,
+    name: str,
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+    secrets: tuple[str, ...] = (),
+) -> Stage:
+    """A stage whose function takes its inputs (and secrets) as keyword arguments."""
     import inspect
 
-    parameters = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in inputs]
+    names = [*inputs, *(SECRETS[s] for s in secrets)]
+    parameters = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names]
     function.__signature__ = inspect.Signature(parameters)
     function.__name__ = name
-    return stage(inputs=inputs, outputs=outputs, name=name)(function)
+    return stage(inputs=inputs, outputs=outputs, name=name, secrets=secrets)(function)

@@ -133,6 +133,7 @@ CODECS: dict[str, Codec] = {
     "model": Codec("model", "application/vnd.skops+zip", _encode_model, _decode_model),
     "report": Codec("report", "application/json", _encode_report, orjson.loads),
     "file": Codec("other", "application/octet-stream", _encode_file, bytes),
+    "vault": Codec("vault", "application/json", _encode_report, orjson.loads),
 }
 TYPES = tuple(CODECS)
 

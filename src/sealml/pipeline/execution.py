@@ -31,7 +31,11 @@ class Quarantined(Exception):  # noqa: N818 - raised by stage code, reads as a v
 
 
 def execute_stage(
-    stage: Stage, inputs: Mapping[str, bytes], params: Mapping[str, Any], threads: int
+    stage: Stage,
+    inputs: Mapping[str, bytes],
+    params: Mapping[str, Any],
+    threads: int,
+    secrets: Mapping[str, Any] | None = None,
 ) -> dict[str, bytes]:
     """Decode inputs, call the stage, check and encode its outputs.
 
@@ -39,7 +43,7 @@ def execute_stage(
     record the thread count they were fitted with, and equal inputs must give equal bytes.
     """
     with threadpool_limits(limits=threads):
-        return _execute(stage, inputs, params)
+        return _execute(stage, inputs, {**params, **(secrets or {})})
 
 
 def _execute(

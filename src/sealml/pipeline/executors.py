@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ class StageTask:
     inputs: Mapping[str, bytes]
     params: Mapping[str, Any]
     threads: int
+    secrets: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Executor(Protocol):
@@ -52,7 +53,7 @@ class LocalExecutor:
     name = "local"
 
     def run(self, task: StageTask) -> dict[str, bytes]:
-        return execute_stage(task.stage, task.inputs, task.params, task.threads)
+        return execute_stage(task.stage, task.inputs, task.params, task.threads, task.secrets)
 
     def close(self) -> None:
         return None
@@ -115,6 +116,7 @@ class SandboxExecutor:
                 "stage": task.stage.name,
                 "params": dict(task.params),
                 "threads": task.threads,
+                "secrets": dict(task.secrets),
             }
             (scratch / "task.json").write_text(json.dumps(task_file))
             environment = {
@@ -162,6 +164,7 @@ def _run_on_ray_worker(
     input_key: bytes,
     output_key: bytes,
     threads: int,
+    secrets: dict[str, Any],
 ) -> dict[str, bytes]:
     """Body of the Ray task: decrypt this task's inputs, run the stage, encrypt outputs."""
     from .loader import load_pipeline
@@ -172,7 +175,7 @@ def _run_on_ray_worker(
         name: decrypt_bytes(input_key, _transfer_ad(stage_name, name, "in"), data, _TRANSFER)
         for name, data in sealed_inputs.items()
     }
-    outputs = execute_stage(stage, inputs, params, threads)
+    outputs = execute_stage(stage, inputs, params, threads, secrets)
     return {
         name: encrypt_bytes(output_key, _transfer_ad(stage_name, name, "out"), data, _TRANSFER)
         for name, data in outputs.items()
@@ -223,6 +226,7 @@ class RayExecutor:
             input_key,
             output_key,
             task.threads,
+            dict(task.secrets),
         )
         try:
             results: dict[str, bytes] = self._ray.get(reference)

@@ -20,6 +20,8 @@ from ..errors import UsageError
 from .codecs import TYPES
 
 DEFAULT_PERMISSION = "pipeline:run"
+# Secret name → the keyword argument that carries it into the stage function.
+SECRETS = {"pii": "pii_keys"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Stage:
     parameters: dict[str, Any] = field(default_factory=dict)
     permission: str = DEFAULT_PERMISSION
     isolated: bool = False
+    secrets: tuple[str, ...] = ()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Mapping[str, Any]:
         return self.function(*args, **kwargs)
@@ -54,13 +57,17 @@ def stage(
     name: str | None = None,
     permission: str = DEFAULT_PERMISSION,
     isolated: bool = False,
+    secrets: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Mapping[str, Any]]], Stage]:
     """Declare a function as a stage with typed inputs and outputs.
 
     Types: ``dataset`` (pandas DataFrame or Arrow table, stored as Parquet), ``model``
     (scikit-learn estimator, stored with skops), ``report`` (JSON-able dict) and ``file``
     (bytes). *permission* is what the acting principal needs; an *isolated* stage is
-    refused by the sandbox executor when no sandbox is available.
+    refused by the sandbox executor when no sandbox is available. *secrets* names workspace
+    secrets the stage receives as keyword arguments at run time, never recorded in
+    parameters, provenance or cache keys: ``"pii"`` gives ``pii_keys`` (the keys behind
+    pseudonyms and tokens, as hex).
     """
 
     def wrap(function: Callable[..., Mapping[str, Any]]) -> Stage:
@@ -71,8 +78,12 @@ def stage(
             raise UsageError(f"stage {stage_name!r} declares no outputs")
         parameters: dict[str, Any] = {}
         signature = inspect.signature(function)
+        unknown = [s for s in secrets if s not in SECRETS]
+        if unknown:
+            raise UsageError(f"stage {stage_name!r}: unknown secret {unknown[0]!r}")
+        hidden = {SECRETS[s] for s in secrets}
         for parameter in signature.parameters.values():
-            if parameter.name in declared_inputs:
+            if parameter.name in declared_inputs or parameter.name in hidden:
                 continue
             if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
                 raise UsageError(f"stage {stage_name!r}: *args and **kwargs are not supported")
@@ -90,6 +101,7 @@ def stage(
             parameters=parameters,
             permission=permission,
             isolated=isolated,
+            secrets=tuple(secrets),
         )
 
     return wrap

@@ -22,7 +22,9 @@ def main(scratch: Path) -> int:
         pipeline = load_pipeline(Path(task["pipeline_file"])).pipeline
         stage = next(s for s in pipeline.stages if s.name == task["stage"])
         inputs = {name: (scratch / "in" / name).read_bytes() for name in stage.inputs}
-        outputs = execute_stage(stage, inputs, task["params"], int(task["threads"]))
+        outputs = execute_stage(
+            stage, inputs, task["params"], int(task["threads"]), task.get("secrets") or {}
+        )
         for name, data in outputs.items():
             (scratch / "out" / name).write_bytes(data)
     except SealmlError as error:

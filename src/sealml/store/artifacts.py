@@ -48,6 +48,7 @@ _KIND_MEDIA = {
     "report": "application/json",
     "other": "application/octet-stream",
     "attestation": "application/vnd.dsse.envelope.v1+json",
+    "vault": "application/json",
 }
 
 

@@ -231,10 +231,14 @@ class ArtifactOperations(WorkspaceCore):
 
     # -- get ------------------------------------------------------------------------------
 
-    def _open_for_read(self, ref: str, action: str) -> tuple[ArtifactRow, bytes]:
+    def _open_for_read(
+        self, ref: str, action: str, permission: str | None = None
+    ) -> tuple[ArtifactRow, bytes]:
+        """Check an artifact and unwrap its key; *permission* replaces ``<kind>:read`` for
+        reads that another permission governs (revealing tokens from a vault)."""
         with self.db.read() as session:
             row, key_row = self._load_checked(session, ref)
-        self.authorize(f"{row.kind}:read", resource_of(row), action=action)
+        self.authorize(permission or f"{row.kind}:read", resource_of(row), action=action)
         if row.shredded_at is not None:
             raise ShreddedError(
                 f"artifact {row.id} was crypto-shredded at {row.shredded_at}; "
@@ -281,15 +285,19 @@ class ArtifactOperations(WorkspaceCore):
         self.record([self.event("artifact.get", resource_of(row))])
         return info_of(row)
 
-    def open_reader(self, ref: str) -> VerifyingReader:
+    def open_reader(
+        self, ref: str, *, permission: str | None = None, action: str = "artifact.get"
+    ) -> VerifyingReader:
         """A file-like reader of an artifact's plaintext (see VerifyingReader for the checks)."""
-        row, dek = self._open_for_read(ref, "artifact.get")
-        self.record([self.event("artifact.get", resource_of(row), mode="stream")])
+        row, dek = self._open_for_read(ref, action, permission)
+        self.record([self.event(action, resource_of(row), mode="stream")])
         return VerifyingReader(row, dek, self.blobs)
 
-    def read_bytes(self, ref: str) -> bytes:
+    def read_bytes(
+        self, ref: str, *, permission: str | None = None, action: str = "artifact.get"
+    ) -> bytes:
         """The whole plaintext of a (small) artifact, fully verified."""
-        with self.open_reader(ref) as reader:
+        with self.open_reader(ref, permission=permission, action=action) as reader:
             return reader.read()
 
     # -- verify ---------------------------------------------------------------------------

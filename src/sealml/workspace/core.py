@@ -37,6 +37,7 @@ from ..errors import (
     AuthenticationError,
     ConfigError,
     IntegrityError,
+    NotFoundError,
     PermissionDeniedError,
     UsageError,
     WorkspaceExistsError,
@@ -49,6 +50,8 @@ from ..store.blobs import BlobStore, LocalBlobStore
 from ..witness import Witness
 
 SIGNING_SECRET = "workspace-signing-key"  # noqa: S105 (a keystore entry name)
+PSEUDONYM_SECRET = "pii-pseudonym-key"  # noqa: S105
+TOKEN_SECRET = "pii-token-key"  # noqa: S105
 WORKSPACE_ENV = "SEALML_WORKSPACE"
 PassphraseSource = Secret | Callable[[], Secret] | None
 
@@ -248,6 +251,18 @@ class WorkspaceCore:
 
     def _workspace_signing_key(self) -> SigningKey:
         return self.note_signer.key
+
+    def pii_keys(self) -> tuple[bytes, bytes]:
+        """The workspace's keys for pseudonyms and tokens (created on first use)."""
+        keystore = self.keystore
+        keys = []
+        for name in (PSEUDONYM_SECRET, TOKEN_SECRET):
+            try:
+                keys.append(keystore.load_secret(name))
+            except NotFoundError:
+                keystore.store_secret(name, os.urandom(32))
+                keys.append(keystore.load_secret(name))
+        return keys[0], keys[1]
 
     @property
     def note_signer(self) -> NoteSigner:

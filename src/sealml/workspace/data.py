@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from ..crypto.canonical import canonical_json
+from ..data.pseudonymise import VAULT_FORMAT
 from ..data.tables import Limits, detect_format, parse_table, read_source
-from ..errors import NotFoundError, UsageError
+from ..errors import UsageError
+from ..store.artifacts import info_of
 from .lineage import LineageOperations
 
-PSEUDONYM_SECRET = "pii-pseudonym-key"  # noqa: S105 - keystore entry names
-TOKEN_SECRET = "pii-token-key"  # noqa: S105
 VAULT_PREFIX = "pii-vault/"
 
 
@@ -37,26 +37,12 @@ class DataOperations(LineageOperations):
             kind = fmt or detect_format(info.name)
         return parse_table(data, kind, info.name, encoding=encoding, limits=limits)
 
-    def pii_keys(self) -> tuple[bytes, bytes]:
-        """The workspace's keys for pseudonyms and tokens (created on first use)."""
-        keystore = self.keystore
-        keys = []
-        for name in (PSEUDONYM_SECRET, TOKEN_SECRET):
-            try:
-                keys.append(keystore.load_secret(name))
-            except NotFoundError:
-                import os
-
-                keystore.store_secret(name, os.urandom(32))
-                keys.append(keystore.load_secret(name))
-        return keys[0], keys[1]
-
     def seal_vault(self, name: str, tokens: dict[str, str], parents: list[str]) -> str:
         """Seal a token vault (token → original) as an artifact; returns its id."""
-        body = canonical_json({"format": "sealml-token-vault/1", "tokens": tokens})
+        body = canonical_json({"format": VAULT_FORMAT, "tokens": tokens})
         info = self.put(
             io.BytesIO(body),
-            "other",
+            "vault",
             VAULT_PREFIX + name,
             media_type="application/json",
             parents=parents,
@@ -66,14 +52,19 @@ class DataOperations(LineageOperations):
 
     def reveal(self, tokens: list[str], vault_ref: str) -> dict[str, str | None]:
         """Originals of *tokens* (needs ``pii:reveal``; every reveal is audited)."""
-        info = self.info(vault_ref)
-        if not info.name.startswith(VAULT_PREFIX):
+        with self.db.read() as session:
+            row, _ = self._load_checked(session, vault_ref)
+        if row.kind != "vault":
             raise UsageError(f"{vault_ref} is not a token vault")
-        self.authorize("pii:reveal", f"artifact:{info.id}", action="pii.reveal")
+        data = self.read_bytes(row.id, permission="pii:reveal", action="pii.reveal")
         try:
-            vault = json.loads(self.read_bytes(info.id))["tokens"]
-        except (ValueError, KeyError, TypeError):
+            document = json.loads(data)
+            if document.get("format") != VAULT_FORMAT:
+                raise ValueError
+            vault = document["tokens"]
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise UsageError(f"{vault_ref} is not a readable token vault") from None
+        info = info_of(row)
         found = {token: vault.get(token) for token in tokens}
         self.record(
             [

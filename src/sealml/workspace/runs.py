@@ -189,6 +189,14 @@ class RunOperations(ArtifactOperations):
                 return document
         raise IntegrityError(f"artifact {row.id}: not a subject of its attestation")
 
+    def stage_secrets(self, stage: Stage) -> dict[str, Any]:
+        """The workspace secrets a stage declared, as its keyword arguments."""
+        secrets: dict[str, Any] = {}
+        if "pii" in stage.secrets:
+            pseudonym_key, token_key = self.pii_keys()
+            secrets["pii_keys"] = {"pseudonym": pseudonym_key.hex(), "token": token_key.hex()}
+        return secrets
+
     # -- the cache ------------------------------------------------------------------------
 
     def _cached_outputs(
@@ -337,7 +345,8 @@ class RunOperations(ArtifactOperations):
         started = utc_now()
         try:
             threads = self.config.pipeline.threads or os.cpu_count() or 1
-            produced = runner.run(StageTask(loaded.path, stage, inputs, values, threads))
+            secrets = self.stage_secrets(stage)
+            produced = runner.run(StageTask(loaded.path, stage, inputs, values, threads, secrets))
         except SealmlError as error:
             self.record([self.event("stage.run", resource, "failed", run=run_id, error=str(error))])
             raise
