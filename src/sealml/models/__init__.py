@@ -1,0 +1,1 @@
+"""Model supply chain: the malicious-file scanner, safe formats, signing, registry."""

@@ -1,0 +1,127 @@
+"""Which callables a model pickle may import: an allowlist, not a denylist.
+
+A pickle runs whatever callables it imports. A global is safe only if it is listed here
+exactly, or it is a *class* defined in a package whose classes are plain containers and
+estimators (scikit-learn, NumPy, SciPy, pandas), outside their testing helpers. Everything
+else is unknown, and names known to execute code, touch files, processes or the network
+are reported as critical.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+EXACT: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("builtins", name)
+        for name in (
+            "set", "frozenset", "dict", "list", "tuple", "complex", "slice", "range",
+            "bytearray", "bytes", "int", "float", "bool", "str", "object", "NoneType",
+        )
+    }
+    | {("__builtin__", name) for name in ("set", "frozenset", "complex", "slice", "object")}
+    | {
+        ("collections", "OrderedDict"),
+        ("collections", "defaultdict"),
+        ("collections", "deque"),
+        ("collections", "Counter"),
+        ("copyreg", "_reconstructor"),
+        ("copy_reg", "_reconstructor"),
+        ("datetime", "datetime"),
+        ("datetime", "date"),
+        ("datetime", "timedelta"),
+        ("datetime", "timezone"),
+        ("decimal", "Decimal"),
+        ("uuid", "UUID"),
+        ("functools", "partial"),  # its target is judged on its own
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.random._pickle", "__randomstate_ctor"),
+        ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random._pickle", "__generator_ctor"),
+        ("pandas.core.indexes.base", "_new_Index"),
+        ("pandas._libs.internals", "_unpickle_block"),
+        ("pandas.core.internals.blocks", "new_block"),
+        ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
+        ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"),
+        ("pandas._libs.tslibs.timedeltas", "_timedelta_unpickle"),
+        ("pandas.core.arrays.categorical", "_reconstructor"),
+        ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+        ("joblib.numpy_pickle_compat", "NDArrayWrapper"),
+        ("sklearn.metrics._scorer", "_passthrough_scorer"),
+        ("scipy.sparse._csr", "csr_matrix"),
+        ("_codecs", "encode"),  # how protocol 2 pickles bytes: _codecs.encode(str, "latin1")
+        ("pyarrow.lib", "_restore_array"),  # pandas frames with Arrow-backed strings
+        ("pyarrow.lib", "type_for_alias"),
+        ("pyarrow.lib", "py_buffer"),
+    }
+    | {
+        ("torch._utils", name)
+        for name in (
+            "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter",
+            "_rebuild_parameter_with_state", "_rebuild_qtensor", "_rebuild_sparse_tensor",
+        )
+    }
+    | {("torch._tensor", "_rebuild_from_type_v2"), ("torch", "Size"), ("torch", "device")}
+    | {
+        ("torch", name)
+        for name in (
+            "FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage",
+            "IntStorage", "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage",
+            "ComplexFloatStorage", "ComplexDoubleStorage", "UntypedStorage",
+            "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
+            "uint8", "bool", "complex64", "complex128",
+        )
+    }
+    | {("torch.storage", "TypedStorage"), ("torch.storage", "UntypedStorage")}
+)  # fmt: skip
+
+# Packages whose classes may be instantiated by a model pickle (checked by importing the
+# named module from these packages only, never from the pickle's own choice).
+CLASS_PACKAGES = ("sklearn", "numpy", "scipy", "pandas")
+_UNSAFE_MODULE_PARTS = ("testing", "_testing", "tests", "conftest", "_build_utils", "externals")
+
+DANGEROUS_MODULES = frozenset(
+    {
+        "os", "posix", "nt", "subprocess", "sys", "socket", "shutil", "pty", "runpy", "importlib",
+        "webbrowser", "code", "codeop", "ctypes", "multiprocessing", "asyncio", "http", "urllib",
+        "ftplib", "smtplib", "telnetlib", "marshal", "pickle", "_pickle", "dill", "cloudpickle",
+        "shelve", "tempfile", "pathlib", "io", "_io", "glob", "signal", "threading", "builtins",
+        "__builtin__", "operator", "functools", "types", "inspect", "pdb", "bdb", "timeit",
+        "requests", "httpx", "paramiko", "platform", "zipimport", "pkgutil", "torch.storage",
+    }
+)  # fmt: skip
+DANGEROUS_NAMES = frozenset(
+    {"eval", "exec", "compile", "open", "__import__", "getattr", "setattr", "delattr", "globals",
+     "locals", "vars", "breakpoint", "input", "system", "popen", "attrgetter", "methodcaller",
+     "itemgetter", "_load_from_bytes", "load", "loads", "apply", "execfile", "spawn", "fork"}
+)  # fmt: skip
+
+
+@functools.cache
+def _is_safe_class(module: str, name: str) -> bool:
+    top = module.split(".", 1)[0]
+    if top not in CLASS_PACKAGES or any(part in _UNSAFE_MODULE_PARTS for part in module.split(".")):
+        return False
+    if not name.isidentifier() or not name[:1].isupper():
+        return False
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except Exception:  # an unknown or broken name is simply not allowed
+        return False
+    return isinstance(found, type)
+
+
+def judge(module: str, name: str) -> str | None:
+    """None when the global is allowed; otherwise the severity of importing it."""
+    if (module, name) in EXACT or _is_safe_class(module, name):
+        return None
+    top = module.split(".", 1)[0]
+    if module in DANGEROUS_MODULES or top in DANGEROUS_MODULES or name in DANGEROUS_NAMES:
+        return "critical"
+    return "high"
