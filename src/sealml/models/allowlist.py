@@ -14,13 +14,13 @@ import importlib
 
 EXACT: frozenset[tuple[str, str]] = frozenset(
     {
-        ("builtins", name)
+        (module, name)
+        for module in ("builtins", "__builtin__")
         for name in (
             "set", "frozenset", "dict", "list", "tuple", "complex", "slice", "range",
             "bytearray", "bytes", "int", "float", "bool", "str", "object", "NoneType",
         )
     }
-    | {("__builtin__", name) for name in ("set", "frozenset", "complex", "slice", "object")}
     | {
         ("collections", "OrderedDict"),
         ("collections", "defaultdict"),
@@ -41,6 +41,9 @@ EXACT: frozenset[tuple[str, str]] = frozenset(
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),  # arrays pickled with protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
         ("numpy.random._pickle", "__randomstate_ctor"),
         ("numpy.random._pickle", "__bit_generator_ctor"),
         ("numpy.random._pickle", "__generator_ctor"),
@@ -54,6 +57,10 @@ EXACT: frozenset[tuple[str, str]] = frozenset(
         ("joblib.numpy_pickle", "NumpyArrayWrapper"),
         ("joblib.numpy_pickle_compat", "NDArrayWrapper"),
         ("sklearn.metrics._scorer", "_passthrough_scorer"),
+        # Cython helpers that only call ``cls.__new__(cls)``; the class is judged on its own
+        ("sklearn.neighbors._kd_tree", "newObj"),
+        ("sklearn.neighbors._ball_tree", "newObj"),
+        ("sklearn.metrics._dist_metrics", "newObj"),
         ("scipy.sparse._csr", "csr_matrix"),
         ("_codecs", "encode"),  # how protocol 2 pickles bytes: _codecs.encode(str, "latin1")
         ("pyarrow.lib", "_restore_array"),  # pandas frames with Arrow-backed strings
@@ -84,7 +91,17 @@ EXACT: frozenset[tuple[str, str]] = frozenset(
 # Packages whose classes may be instantiated by a model pickle (checked by importing the
 # named module from these packages only, never from the pickle's own choice).
 CLASS_PACKAGES = ("sklearn", "numpy", "scipy", "pandas")
-_UNSAFE_MODULE_PARTS = ("testing", "_testing", "tests", "conftest", "_build_utils", "externals")
+# Parts of those packages that touch files, compile or load code, or call out: their classes
+# are not plain containers (``numpy.memmap`` alone can truncate any file it is given).
+_UNSAFE_MODULE_PARTS = frozenset(
+    {
+        "testing", "_testing", "tests", "conftest", "_build_utils", "externals", "io", "_io",
+        "npyio", "_npyio_impl", "_datasource", "memmap", "distutils", "f2py", "ctypeslib",
+        "compat", "clipboard", "parquet", "pytables", "sql", "html", "excel", "plotting",
+        "_config", "datasets", "_loader",
+    }
+)  # fmt: skip
+_UNSAFE_CLASSES = frozenset({"memmap", "DataSource", "HDFStore", "ExcelWriter", "ExcelFile"})
 
 DANGEROUS_MODULES = frozenset(
     {
@@ -105,16 +122,21 @@ DANGEROUS_NAMES = frozenset(
 
 @functools.cache
 def _is_safe_class(module: str, name: str) -> bool:
-    top = module.split(".", 1)[0]
-    if top not in CLASS_PACKAGES or any(part in _UNSAFE_MODULE_PARTS for part in module.split(".")):
+    if not _in_class_package(module):
         return False
-    if not name.isidentifier() or not name[:1].isupper():
+    if not name.isidentifier() or name.startswith("__") or name in _UNSAFE_CLASSES:
         return False
     try:
         found = getattr(importlib.import_module(module), name)
     except Exception:  # an unknown or broken name is simply not allowed
         return False
-    return isinstance(found, type)
+    # Re-exports (``pandas.HDFStore``) are judged by where the class is really defined.
+    return isinstance(found, type) and _in_class_package(getattr(found, "__module__", ""))
+
+
+def _in_class_package(module: str) -> bool:
+    parts = module.split(".")
+    return parts[0] in CLASS_PACKAGES and not any(part in _UNSAFE_MODULE_PARTS for part in parts)
 
 
 def judge(module: str, name: str) -> str | None:

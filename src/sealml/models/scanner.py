@@ -12,6 +12,7 @@ nesting are findings, never crashes.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import pickletools
@@ -47,6 +48,7 @@ _PICKLE_SUFFIXES = (
 SEVERITY_ORDER = {"critical": 3, "high": 2, "medium": 1, "low": 0}
 _UNKNOWN: Any = object()
 _MARK: Any = object()
+_NESTED_PICKLE: object = object()
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class ScanResult:
     """The verdict on a file or folder and every finding behind it."""
 
     path: str
-    files: int = 0
+    files: int = 0  # files on disk (or the one in-memory file)
+    members: int = 0  # entries read from inside archives
     bytes: int = 0
     findings: list[Finding] = field(default_factory=list)
     globals: set[str] = field(default_factory=set)
@@ -84,6 +87,7 @@ class ScanResult:
             "path": self.path,
             "verdict": self.verdict,
             "files": self.files,
+            "members": self.members,
             "bytes": self.bytes,
             "globals": sorted(self.globals),
             "findings": [f.to_dict() for f in self.findings],
@@ -99,9 +103,12 @@ class _Scan:
 
     # -- pickles --------------------------------------------------------------------------
 
-    def pickle_stream(self, data: memoryview, location: str, start: int = 0) -> int:
+    def pickle_stream(self, data: memoryview, location: str, start: int = 0, depth: int = 0) -> int:
         """Walk one pickle starting at *start*; returns the offset after its STOP (or the end
         of the data if it is malformed)."""
+        if depth > MAX_DEPTH:
+            self.find(location, "high", "nesting", f"pickles nested deeper than {MAX_DEPTH}")
+            return len(data)
         machine = _Machine(self, location)
         stream = io.BytesIO(data)
         stream.seek(start)
@@ -113,7 +120,12 @@ class _Scan:
                     self.find(location, "high", "limit", "pickle too large to analyse; refused")
                     return len(data)
                 raw = machine.step(opcode, arg, position or 0)
-                if raw is not None:
+                if raw is _NESTED_PICKLE:
+                    # joblib writes an object array as a whole pickle of its own, with its
+                    # own memo, in the middle of the outer stream.
+                    where = f"{location}@{position}:objects"
+                    stream.seek(self.pickle_stream(data, where, stream.tell(), depth + 1))
+                elif raw is not None:
                     _skip_raw_array(stream, raw)
                 if opcode.name == "STOP":
                     return stream.tell()
@@ -204,7 +216,7 @@ class _Scan:
             except Exception as error:
                 self.find(where, "high", "malformed", f"unreadable entry: {str(error)[:100]}")
                 continue
-            self.result.files += 1
+            self.result.members += 1
             name = entry.filename.lower()
             if name.endswith(("data.pkl", ".pkl", ".pickle")) or content[:1] == b"\x80":
                 self.result.bytes += len(content)
@@ -226,11 +238,31 @@ class _Scan:
         except (IndexError, struct.error):
             self.find(location, "high", "malformed", "truncated NumPy header")
             return
-        if "'O'" in header or '"O"' in header or "object" in header:
+        if _holds_objects(header):
             self.find(
                 location, "medium", "object_array", "NumPy array of Python objects (a pickle)"
             )
             self.pickles(data[start + length :], f"{location}:objects")
+
+
+def _holds_objects(header: str) -> bool:
+    """Whether a ``.npy`` header's dtype has Python objects anywhere, structured fields
+    included. An unparseable header counts as holding objects: numpy would refuse it anyway,
+    and the bytes after it are then treated as a pickle."""
+    try:
+        fields = ast.literal_eval(header.strip())
+        descr = fields["descr"]
+    except (ValueError, SyntaxError, TypeError, KeyError, MemoryError, RecursionError):
+        return True
+
+    def has_object(item: object) -> bool:
+        if isinstance(item, str):
+            return item.lstrip("<>|=") == "O"
+        if isinstance(item, (list, tuple)):
+            return any(has_object(part) for part in item)
+        return False
+
+    return has_object(descr)
 
 
 @dataclass(frozen=True)
@@ -277,8 +309,9 @@ class _Machine:
 
     def step(
         self, opcode: pickletools.OpcodeInfo, arg: Any, position: int
-    ) -> tuple[bool, int] | None:
-        """Apply one opcode; returns (aligned, bytes) when raw joblib array data follows."""
+    ) -> tuple[bool, int] | object | None:
+        """Apply one opcode; returns (aligned, bytes) when raw joblib array data follows, or
+        ``_NESTED_PICKLE`` when a joblib object array (a pickle of its own) does."""
         name, stack = opcode.name, self.stack
         where = f"{self.location}@{position}"
         if name in ("PUT", "BINPUT", "LONG_BINPUT"):
@@ -356,7 +389,7 @@ class _Machine:
         for item in opcode.stack_after:
             self.stack.append(_MARK if item is pickletools.markobject else _UNKNOWN)
 
-    def _joblib_array(self, state: Any, where: str) -> tuple[bool, int] | None:
+    def _joblib_array(self, state: Any, where: str) -> tuple[bool, int] | object | None:
         """The size of the raw array joblib writes right after this wrapper."""
         if not isinstance(state, dict):
             self.scan.find(
@@ -369,8 +402,6 @@ class _Machine:
             if isinstance(dtype, _Call) and isinstance(dtype.args, tuple) and dtype.args
             else None
         )
-        if code in ("O", "|O", "object"):
-            return None  # object arrays are pickled, not written raw
         if (
             not isinstance(code, str)
             or not _DTYPE_CODE.fullmatch(code)
@@ -383,17 +414,19 @@ class _Machine:
         import numpy
 
         try:
-            itemsize = numpy.dtype(code).itemsize
+            array_type = numpy.dtype(code)
         except TypeError:
             self.scan.find(where, "high", "malformed", f"joblib array with unknown dtype {code!r}")
             return None
+        if array_type.hasobject:
+            return _NESTED_PICKLE  # object arrays are pickled, not written raw
         count = 1
         for dimension in shape:
             if not isinstance(dimension, int) or dimension < 0:
                 self.scan.find(where, "high", "malformed", "joblib array with an invalid shape")
                 return None
             count *= dimension
-        return "numpy_array_alignment_bytes" in state, count * itemsize
+        return "numpy_array_alignment_bytes" in state, count * array_type.itemsize
 
 
 def _as_dict(items: list[Any]) -> dict[Any, Any]:
@@ -406,7 +439,7 @@ def _as_dict(items: list[Any]) -> dict[Any, Any]:
     return result
 
 
-def _skip_raw_array(stream: io.BytesIO, raw: tuple[bool, int]) -> None:
+def _skip_raw_array(stream: io.BytesIO, raw: Any) -> None:
     aligned, size = raw
     if aligned:
         padding = stream.read(1)

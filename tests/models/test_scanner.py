@@ -1,0 +1,89 @@
+"""The scanner flags every malicious technique in the corpus and no benign model file."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from sealml.models.scanner import MAX_DEPTH, scan_bytes, scan_path
+
+from . import corpus
+
+MALICIOUS = corpus.malicious()
+BENIGN = corpus.benign()
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(MALICIOUS) >= 30 and len(BENIGN) >= 30
+
+
+@pytest.mark.parametrize("name", sorted(MALICIOUS))
+def test_every_malicious_file_is_flagged(name: str) -> None:
+    result = scan_bytes(MALICIOUS[name], name)
+    assert result.verdict != "safe", f"{name} passed as safe"
+    assert result.findings
+
+
+@pytest.mark.parametrize("name", sorted(BENIGN))
+def test_no_benign_file_is_flagged(name: str) -> None:
+    result = scan_bytes(BENIGN[name], name)
+    assert result.verdict == "safe", [f.detail for f in result.findings]
+
+
+def test_dangerous_callables_are_named_and_critical() -> None:
+    result = scan_bytes(MALICIOUS["memo_trick.pkl"], "memo_trick.pkl")
+    assert result.verdict == "unsafe"
+    assert any("os.system" in f.detail for f in result.findings)
+    computed = scan_bytes(MALICIOUS["computed_name.pkl"], "x.pkl")
+    assert {f.kind for f in computed.findings} >= {"unresolvable_global"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pickle.dumps([1, 2, 3])[:-3],  # truncated
+        b"\x80\x04\x95\xff\xff\xff",  # frame past the end
+        b"\x80\x05\xfe\xfe",  # unknown opcode
+        b"PK\x03\x04 not a zip",
+        b"\x93NUMPY\x01",
+    ],
+    ids=["truncated", "bad-frame", "bad-opcode", "bad-zip", "bad-npy"],
+)
+def test_malformed_input_is_a_finding_not_a_crash(data: bytes) -> None:
+    result = scan_bytes(data, "broken.pkl")
+    assert result.verdict != "safe"
+    assert all(f.kind in ("malformed", "limit") for f in result.findings)
+
+
+def test_archive_bombs_and_deep_nesting_are_bounded() -> None:
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.bin", b"\0" * (50 << 20))
+    assert {f.kind for f in scan_bytes(sink.getvalue(), "bomb.zip").findings} == {"bomb"}
+    nested = pickle.dumps([1])
+    for level in range(MAX_DEPTH + 3):
+        nested = corpus._zip({f"level{level}.zip": nested})
+    assert any(f.kind == "nesting" for f in scan_bytes(nested, "deep.zip").findings)
+
+
+def test_folder_scan(tmp_path: Path) -> None:
+    corpus.write(tmp_path / "good", BENIGN)
+    corpus.write(tmp_path / "bad", {"x.pkl": MALICIOUS["eval.pkl"]})
+    assert scan_path(tmp_path / "good").verdict == "safe"
+    folder = scan_path(tmp_path)
+    assert folder.verdict == "unsafe" and folder.files == len(BENIGN) + 1
+
+
+def test_joblib_object_arrays_are_scanned_as_their_own_pickle() -> None:
+    result = scan_bytes(MALICIOUS["joblib_object_array.joblib"], "model.joblib")
+    assert result.verdict == "unsafe"
+    assert any(":objects" in f.location and "system" in f.detail for f in result.findings)
+
+
+@pytest.mark.parametrize("name", ["numpy_memmap.pkl", "pandas_reexport.pkl"])
+def test_file_touching_classes_in_allowed_packages_are_not_safe(name: str) -> None:
+    assert scan_bytes(MALICIOUS[name], name).verdict != "safe"
