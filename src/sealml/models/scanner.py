@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import mmap
 import pickletools
 import re
 import struct
@@ -23,9 +24,14 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .allowlist import judge
+from .opcodes import Stream, walk
+
+# Scanned data is either bytes in memory (archive members, inflated data) or a file mapped
+# read-only, which is walked in place without being copied.
+Buffer = bytes | mmap.mmap
 
 MAX_DEPTH = 4
 MAX_ENTRIES = 10_000
@@ -103,39 +109,36 @@ class _Scan:
 
     # -- pickles --------------------------------------------------------------------------
 
-    def pickle_stream(self, data: memoryview, location: str, start: int = 0, depth: int = 0) -> int:
+    def pickle_stream(self, data: Buffer, location: str, start: int = 0, depth: int = 0) -> int:
         """Walk one pickle starting at *start*; returns the offset after its STOP (or the end
         of the data if it is malformed)."""
         if depth > MAX_DEPTH:
             self.find(location, "high", "nesting", f"pickles nested deeper than {MAX_DEPTH}")
             return len(data)
         machine = _Machine(self, location)
-        stream = io.BytesIO(data)
+        stream = _stream(data)
         stream.seek(start)
         count = 0
         try:
-            for opcode, arg, position in pickletools.genops(stream):
+            for opcode, arg, position in walk(stream, len(data)):
                 count += 1
                 if count > MAX_OPCODES or len(machine.stack) > MAX_STACK:
                     self.find(location, "high", "limit", "pickle too large to analyse; refused")
                     return len(data)
-                raw = machine.step(opcode, arg, position or 0)
+                raw = machine.step(opcode, arg, position)
                 if raw is _NESTED_PICKLE:
                     # joblib writes an object array as a whole pickle of its own, with its
                     # own memo, in the middle of the outer stream.
                     where = f"{location}@{position}:objects"
                     stream.seek(self.pickle_stream(data, where, stream.tell(), depth + 1))
                 elif raw is not None:
-                    _skip_raw_array(stream, raw)
-                if opcode.name == "STOP":
-                    return stream.tell()
+                    _skip_raw_array(stream, raw, len(data))
         except Exception as error:
             self.find(
                 location, "high", "malformed", f"pickle stream is malformed: {str(error)[:120]}"
             )
             return len(data)
-        self.find(location, "high", "malformed", "pickle stream ends without STOP (truncated)")
-        return len(data)
+        return stream.tell()
 
     def judge_global(self, module: str, name: str, where: str) -> None:
         self.result.globals.add(f"{module}.{name}")
@@ -144,9 +147,9 @@ class _Scan:
             kind = "dangerous_global" if severity == "critical" else "unknown_global"
             self.find(where, severity, kind, f"imports {module}.{name}")
 
-    def pickles(self, data: memoryview, location: str) -> None:
+    def pickles(self, data: Buffer, location: str, offset: int = 0) -> None:
         """One or more pickles in a row (legacy PyTorch files hold several)."""
-        offset, index = 0, 0
+        index = 0
         while offset < len(data) and index < 16:
             if data[offset] != 0x80 and index > 0:
                 return  # raw storage bytes follow the pickles
@@ -156,7 +159,7 @@ class _Scan:
 
     # -- containers -----------------------------------------------------------------------
 
-    def blob(self, data: memoryview, location: str, depth: int) -> None:
+    def blob(self, data: Buffer, location: str, depth: int) -> None:
         self.result.bytes += len(data)
         if depth > MAX_DEPTH:
             self.find(location, "high", "nesting", f"archives nested deeper than {MAX_DEPTH}")
@@ -175,21 +178,21 @@ class _Scan:
         ):
             self.pickles(data, location)
 
-    def compressed(self, data: memoryview, location: str, depth: int) -> None:
+    def compressed(self, data: Buffer, location: str, depth: int) -> None:
         """zlib-compressed joblib files: inflate within bounds, then scan."""
         inflater = zlib.decompressobj()
         try:
-            out = inflater.decompress(bytes(data), MAX_RATIO * max(len(data), 1 << 20))
+            out = inflater.decompress(data, MAX_RATIO * max(len(data), 1 << 20))
         except zlib.error:
             return  # not compressed data after all
         if inflater.unconsumed_tail:
             self.find(location, "high", "bomb", "compressed data expands beyond the ratio limit")
             return
-        self.blob(memoryview(out), f"{location}!zlib", depth + 1)
+        self.blob(out, f"{location}!zlib", depth + 1)
 
-    def archive(self, data: memoryview, location: str, depth: int) -> None:
+    def archive(self, data: Buffer, location: str, depth: int) -> None:
         try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
+            archive = zipfile.ZipFile(_stream(data))
             entries = archive.infolist()
         except (zipfile.BadZipFile, ValueError, OSError) as error:
             self.find(location, "high", "malformed", f"damaged zip archive: {error}")
@@ -220,11 +223,11 @@ class _Scan:
             name = entry.filename.lower()
             if name.endswith(("data.pkl", ".pkl", ".pickle")) or content[:1] == b"\x80":
                 self.result.bytes += len(content)
-                self.pickles(memoryview(content), where)
+                self.pickles(content, where)
             else:
-                self.blob(memoryview(content), where, depth + 1)
+                self.blob(content, where, depth + 1)
 
-    def npy(self, data: memoryview, location: str) -> None:
+    def npy(self, data: Buffer, location: str) -> None:
         """A ``.npy`` array: safe unless its dtype holds Python objects (then a pickle)."""
         try:
             major = data[6]
@@ -242,7 +245,7 @@ class _Scan:
             self.find(
                 location, "medium", "object_array", "NumPy array of Python objects (a pickle)"
             )
-            self.pickles(data[start + length :], f"{location}:objects")
+            self.pickles(data, f"{location}:objects", start + length)
 
 
 def _holds_objects(header: str) -> bool:
@@ -439,12 +442,30 @@ def _as_dict(items: list[Any]) -> dict[Any, Any]:
     return result
 
 
-def _skip_raw_array(stream: io.BytesIO, raw: Any) -> None:
+def _stream(data: Buffer) -> Stream:
+    # BytesIO over bytes shares them rather than copying; a mapped file is read in place.
+    return cast(Stream, _Mapped(data)) if isinstance(data, mmap.mmap) else io.BytesIO(data)
+
+
+class _Mapped:
+    """A mapped file as the seekable binary file ``zipfile`` and the walker expect."""
+
+    def __init__(self, mapping: mmap.mmap) -> None:
+        self.read, self.readline = mapping.read, mapping.readline
+        self.seek, self.tell = mapping.seek, mapping.tell
+
+    def seekable(self) -> bool:
+        return True
+
+
+def _skip_raw_array(stream: Stream, raw: Any, end: int) -> None:
     aligned, size = raw
     if aligned:
         padding = stream.read(1)
         if padding:
-            stream.seek(padding[0], io.SEEK_CUR)
+            size += padding[0]
+    if size > end - stream.tell():
+        raise ValueError("joblib array data runs past the end of the file")
     stream.seek(size, io.SEEK_CUR)
 
 
@@ -465,7 +486,7 @@ def _paths(root: Path) -> Iterator[Path]:
 def scan_bytes(data: bytes, name: str = "<bytes>") -> ScanResult:
     """Scan in-memory bytes as a file called *name*."""
     result = ScanResult(name, files=1)
-    _Scan(result).blob(memoryview(data), name, 0)
+    _Scan(result).blob(bytes(data), name, 0)
     return result
 
 
@@ -483,11 +504,15 @@ def scan_path(path: Path) -> ScanResult:
         if size > MAX_BYTES:
             scan.find(str(file), "high", "limit", f"{size} bytes is over the scan limit")
             continue
-        with file.open("rb") as handle:
-            data = handle.read()
-        scan.blob(
-            memoryview(data), str(file.relative_to(path.parent) if path.is_dir() else file.name), 0
-        )
+        name = str(file.relative_to(path.parent) if path.is_dir() else file.name)
+        if size == 0:
+            scan.blob(b"", name, 0)
+            continue
+        with (
+            file.open("rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
+        ):
+            scan.blob(data, name, 0)
     return result
 
 
