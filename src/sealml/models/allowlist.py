@@ -55,8 +55,8 @@ EXACT: frozenset[tuple[str, str]] = frozenset(
         ("pandas._libs.tslibs.timedeltas", "_timedelta_unpickle"),
         ("pandas.core.arrays.categorical", "_reconstructor"),
         ("joblib.numpy_pickle", "NumpyArrayWrapper"),
-        ("joblib.numpy_pickle_compat", "NDArrayWrapper"),
         ("sklearn.metrics._scorer", "_passthrough_scorer"),
+        ("sklearn.utils.validation", "check_array"),  # ColumnTransformer's passthrough
         # Cython helpers that only call ``cls.__new__(cls)``; the class is judged on its own
         ("sklearn.neighbors._kd_tree", "newObj"),
         ("sklearn.neighbors._ball_tree", "newObj"),

@@ -1,0 +1,162 @@
+"""Saving and loading models without pickle, and loading pickles only when they are clean.
+
+* scikit-learn estimators are saved with skops, normalised so equal models give equal bytes,
+  and loaded only when every type they name passes the same allowlist the scanner uses;
+* tensors (a mapping of names to arrays) are saved with safetensors;
+* a pickle or joblib file is loaded only after a clean scan, and then through an unpickler
+  whose ``find_class`` refuses anything outside the allowlist (the scan and the unpickler
+  check the same list, so a stream the scanner misjudged still cannot import a callable).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import IntegrityError, UsageError
+from .allowlist import judge
+from .scanner import scan_bytes
+
+SKOPS_MEDIA_TYPE = "application/vnd.skops+zip"
+SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
+
+_ID_FIELD = re.compile(rb'"__id__": (\d+)')
+_FILE_FIELD = re.compile(rb'"file": "(\d+)\.npy"')
+
+
+def dump_skops(model: Any) -> bytes:
+    """A scikit-learn model as normalised skops bytes: object ids (memory addresses)
+    renumbered in order of appearance, entries sorted, timestamps fixed."""
+    import skops.io
+
+    return _normalise_skops(skops.io.dumps(model))
+
+
+def load_skops(data: bytes) -> Any:
+    """Load skops bytes, refusing any type the allowlist does not accept."""
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(data=data)
+    except (zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise UsageError(f"not a skops model file: {error}") from None
+    refused = [name for name in untrusted if not _allowed_type(name)]
+    if refused:
+        raise IntegrityError(
+            f"the model names types outside the allowlist: {', '.join(sorted(refused)[:3])}"
+        )
+    return skops.io.loads(data, trusted=untrusted)
+
+
+def _allowed_type(dotted: str) -> bool:
+    module, _, name = dotted.rpartition(".")
+    return bool(module) and judge(module, name) is None
+
+
+def _normalise_skops(data: bytes) -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(data))
+    schema = source.read("schema.json")
+    numbers: dict[bytes, bytes] = {}
+    for match in re.finditer(rb'"__id__": (\d+)|"file": "(\d+)\.npy"', schema):
+        original = match.group(1) or match.group(2)
+        numbers.setdefault(original, str(len(numbers)).encode())
+    schema = _ID_FIELD.sub(lambda m: b'"__id__": ' + numbers[m.group(1)], schema)
+    schema = _FILE_FIELD.sub(lambda m: b'"file": "' + numbers[m.group(1)] + b'.npy"', schema)
+    entries = {"schema.json": schema}
+    for info in source.infolist():
+        if info.filename == "schema.json":
+            continue
+        stem = info.filename.removesuffix(".npy").encode()
+        renamed = (
+            numbers.get(stem, stem).decode() + ".npy"
+            if info.filename.endswith(".npy")
+            else info.filename
+        )
+        entries[renamed] = source.read(info.filename)
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as target:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o600 << 16
+            target.writestr(info, entries[name])
+    return sink.getvalue()
+
+
+def dump_tensors(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Named NumPy arrays as safetensors bytes (no code, just a header and raw data)."""
+    import numpy
+    from safetensors.numpy import save
+
+    arrays = {name: numpy.ascontiguousarray(value) for name, value in tensors.items()}
+    return save(arrays, metadata=dict(metadata) if metadata else None)
+
+
+def load_tensors(data: bytes) -> dict[str, Any]:
+    """Named NumPy arrays from safetensors bytes; a malformed header is a UsageError."""
+    from safetensors.numpy import load
+
+    try:
+        return load(data)
+    except Exception as error:  # safetensors raises its own SafetensorError
+        raise UsageError(f"not a safetensors file: {str(error)[:120]}") from None
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that imports only allowlisted classes and functions."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if judge(module, name) is not None:
+            raise IntegrityError(f"refused to import {module}.{name} while unpickling")
+        return super().find_class(module, name)
+
+
+def load_pickle(data: bytes, name: str = "model.pkl") -> Any:
+    """Load a pickle or joblib file after a clean scan, with the restricted unpickler.
+
+    Anything short of a ``safe`` verdict is refused before a single opcode runs.
+    """
+    result = scan_bytes(data, name)
+    if result.verdict != "safe":
+        worst = max(result.findings, key=lambda f: _RANK[f.severity])
+        raise IntegrityError(f"{name} is {result.verdict}: {worst.detail} at {worst.location}")
+    if _is_joblib(data):
+        return _load_joblib(data)
+    try:
+        return RestrictedUnpickler(io.BytesIO(data)).load()
+    except IntegrityError:
+        raise
+    except Exception as error:
+        raise UsageError(f"{name} could not be unpickled: {str(error)[:120]}") from None
+
+
+_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+def _is_joblib(data: bytes) -> bool:
+    return b"joblib.numpy_pickle" in data[: 1 << 16] or data[:1] == b"\x78"
+
+
+def _load_joblib(data: bytes) -> Any:
+    """joblib files through joblib's own array-aware unpickler, restricted the same way."""
+    from joblib import numpy_pickle
+
+    class RestrictedNumpyUnpickler(numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
+        def find_class(self, module: str, name: str) -> Any:
+            if judge(module, name) is not None:
+                raise IntegrityError(f"refused to import {module}.{name} while unpickling")
+            return super().find_class(module, name)
+
+    stream = io.BytesIO(data)
+    try:
+        with numpy_pickle._validate_fileobject_and_memmap(stream, "", None) as (handle, _):
+            unpickler = RestrictedNumpyUnpickler("", handle, ensure_native_byte_order=True)
+            return unpickler.load()
+    except IntegrityError:
+        raise
+    except Exception as error:
+        raise UsageError(f"the joblib file could not be loaded: {str(error)[:120]}") from None
