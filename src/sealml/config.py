@@ -87,6 +87,27 @@ class AccessSection(_Section):
     roles: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
 
 
+class GateSection(_Section):
+    """What a model version needs before an alias may point at it (beyond a valid
+    signature and a clean scan, which every alias needs)."""
+
+    require_provenance: bool = False
+    require_evaluation: bool = False
+    min_metrics: dict[str, float] = Field(default_factory=dict)
+    max_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+def _default_gates() -> dict[str, GateSection]:
+    return {"production": GateSection(require_provenance=True, require_evaluation=True)}
+
+
+class RegistrySection(_Section):
+    """Promotion rules. Like roles, they are in force only once approved by an admin."""
+
+    two_person_aliases: list[str] = Field(default_factory=lambda: ["production"])
+    gates: dict[str, GateSection] = Field(default_factory=_default_gates)
+
+
 class Config(_Section):
     """The whole of ``sealml.toml``."""
 
@@ -99,6 +120,7 @@ class Config(_Section):
     access: AccessSection = Field(default_factory=AccessSection)
     pipeline: PipelineSection = Field(default_factory=PipelineSection)
     data: DataSection = Field(default_factory=DataSection)
+    registry: RegistrySection = Field(default_factory=RegistrySection)
 
     def dump(self) -> bytes:
         data: dict[str, Any] = self.model_dump(exclude_none=True)

@@ -1,8 +1,9 @@
-"""The approved role policy: signed by the workspace key and kept in the database.
+"""The approved policy: signed by the workspace key and kept in the database.
 
-``sealml.toml`` proposes roles; only roles an administrator approved (``sealml policy
-approve``) are in force. The approved record is signed by the workspace key, so neither an
-edit of the configuration file nor an edit of the database grants a permission.
+``sealml.toml`` proposes roles and model registry rules (gates, the two-person rule); only
+what an administrator approved (``sealml policy approve``) is in force. The approved record
+is signed by the workspace key, so neither an edit of the configuration file nor an edit of
+the database grants a permission or lifts a gate.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ..config import RegistrySection
 from ..crypto.canonical import canonical_json, parse_json
 from ..crypto.signing import SigningKey, VerifyingKey
 from ..db.models import MetaEntry
@@ -40,14 +42,18 @@ class ApprovedPolicy:
     approved_by: str
     approved_at: str
     digest: str
+    registry: RegistrySection
 
-    def differs_from(self, proposed: Mapping[str, Sequence[str]]) -> bool:
-        return roles_record(proposed) != self.roles
+    def differs_from(
+        self, proposed: Mapping[str, Sequence[str]], registry: RegistrySection
+    ) -> bool:
+        return roles_record(proposed) != self.roles or registry != self.registry
 
 
 def approve(
     session: Session,
     roles: Mapping[str, Sequence[str]],
+    registry: RegistrySection,
     *,
     approved_by: str,
     approved_at: str,
@@ -58,6 +64,7 @@ def approve(
         {
             "v": 1,
             "roles": roles_record(roles),
+            "registry": registry.model_dump(),
             "approved_by": approved_by,
             "approved_at": approved_at,
         }
@@ -93,12 +100,14 @@ def _parse(body: bytes) -> ApprovedPolicy:
     try:
         data: Any = parse_json(body)
         roles = {str(role): [str(p) for p in patterns] for role, patterns in data["roles"].items()}
+        registry = RegistrySection.model_validate(data.get("registry", {}))
         return ApprovedPolicy(
             policy=Policy(roles),
             roles=roles,
             approved_by=str(data["approved_by"]),
             approved_at=str(data["approved_at"]),
             digest=hashlib.sha256(body).hexdigest(),
+            registry=registry,
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise IntegrityError("the approved role policy is unreadable") from None

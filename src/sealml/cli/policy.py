@@ -11,7 +11,7 @@ app = typer.Typer(help="The role → permission policy in force.", no_args_is_he
 
 @app.command()
 def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """Show the approved roles and whether sealml.toml proposes changes."""
+    """Show the approved roles and registry rules, and whether sealml.toml proposes changes."""
     with open_workspace(ctx) as workspace:
         approved = workspace.approved
         pending = workspace.policy_pending
@@ -20,6 +20,7 @@ def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         print_json(
             {
                 "roles": approved.roles,
+                "registry": approved.registry.model_dump(),
                 "approved_by": approved.approved_by,
                 "approved_at": approved.approved_at,
                 "sha256": approved.digest,
@@ -29,6 +30,10 @@ def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         return
     for role, patterns in sorted(approved.roles.items()):
         out.print(f"[bold]{role}[/bold]: {', '.join(patterns)}")
+    registry = approved.registry
+    out.print(f"two-person rule on aliases: {', '.join(registry.two_person_aliases) or 'none'}")
+    for alias, gate in sorted(registry.gates.items()):
+        out.print(f"gate [bold]{alias}[/bold]: {gate.model_dump()}")
     out.print(f"approved by {approved.approved_by} at {approved.approved_at}")
     if pending:
         err.print(
@@ -38,7 +43,7 @@ def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 
 @app.command()
 def approve(ctx: typer.Context) -> None:
-    """Put the roles in sealml.toml into force (signed by the workspace key, audited)."""
+    """Put the roles and registry rules in sealml.toml into force (signed, audited)."""
     with open_workspace(ctx) as workspace:
         approved = workspace.approve_policy()
     out.print(f"approved roles {', '.join(sorted(approved.roles))} (sha256 {approved.digest[:16]})")

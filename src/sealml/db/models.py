@@ -7,7 +7,16 @@ detect an edit to either.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -161,3 +170,65 @@ class StageRunRow(Base):
     attestation_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     started_at: Mapped[str] = mapped_column(String(40))
     finished_at: Mapped[str] = mapped_column(String(40))
+
+
+class ModelVersionRow(Base):
+    """An immutable registered model version; ``statement`` is what the registrant signed."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"))
+    signature_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"))
+    scan_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"))
+    provenance_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    evaluation_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    trained_by: Mapped[str] = mapped_column(String(64))
+    registered_by: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[str] = mapped_column(String(40))
+    statement: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    ledger_seq: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ModelAliasMoveRow(Base):
+    """One move of an alias (promote or rollback); the latest move is where it points."""
+
+    __tablename__ = "model_alias_moves"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str] = mapped_column(String(64))
+    at: Mapped[str] = mapped_column(String(40))
+    ledger_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class ModelApprovalRow(Base):
+    """A second principal's approval, confirmed by TOTP, for one version on one alias."""
+
+    __tablename__ = "model_approvals"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    alias: Mapped[str] = mapped_column(String(64))
+    approver: Mapped[str] = mapped_column(String(64))
+    approved_at: Mapped[str] = mapped_column(String(40))
+    used_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    ledger_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class TotpRow(Base):
+    """A principal's TOTP secret (sealed by a workspace key) and the last step it used."""
+
+    __tablename__ = "totp_secrets"
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), primary_key=True)
+    secret_box: Mapped[bytes] = mapped_column(LargeBinary)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[str] = mapped_column(String(40))

@@ -163,6 +163,7 @@ class WorkspaceCore:
                 workspace.approved = approval.approve(
                     session,
                     config.access.roles,
+                    config.registry,
                     approved_by="init",
                     approved_at=utc_now(),
                     signer=signer.key,
@@ -197,8 +198,10 @@ class WorkspaceCore:
 
     @property
     def policy_pending(self) -> bool:
-        """True when sealml.toml proposes roles that differ from the approved policy."""
-        return self.approved is not None and self.approved.differs_from(self.config.access.roles)
+        """True when sealml.toml proposes roles or registry rules other than those approved."""
+        return self.approved is not None and self.approved.differs_from(
+            self.config.access.roles, self.config.registry
+        )
 
     def close(self) -> None:
         self.db.dispose()

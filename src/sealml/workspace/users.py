@@ -97,6 +97,7 @@ class UserOperations(WorkspaceCore):
             self.approved = approval.approve(
                 session,
                 self.config.access.roles,
+                self.config.registry,
                 approved_by=actor.name,
                 approved_at=utc_now(),
                 signer=self.note_signer.key,
