@@ -38,6 +38,9 @@ DEFAULT_ROLES: dict[str, list[str]] = {
         "vault:write",
         "artifact:verify",
         "pipeline:run",
+        "registry:read",
+        "registry:register",
+        "registry:approve",
     ],
     "ml-engineer": [
         "dataset:read",
@@ -51,9 +54,17 @@ DEFAULT_ROLES: dict[str, list[str]] = {
         "vault:write",
         "artifact:verify",
         "pipeline:run",
+        "registry:*",
     ],
-    "auditor": ["audit:read", "audit:verify", "artifact:verify", "attestation:read", "user:read"],
-    "service": ["model:read", "model:serve", "report:write"],
+    "auditor": [
+        "audit:read",
+        "audit:verify",
+        "artifact:verify",
+        "attestation:read",
+        "user:read",
+        "registry:read",
+    ],
+    "service": ["model:read", "model:serve", "report:write", "registry:read"],
 }
 
 

@@ -23,6 +23,14 @@ from .scanner import scan_bytes
 
 SKOPS_MEDIA_TYPE = "application/vnd.skops+zip"
 SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
+PICKLE_MEDIA_TYPE = "application/python-pickle"
+_MEDIA_TYPES = {
+    ".skops": SKOPS_MEDIA_TYPE,
+    ".safetensors": SAFETENSORS_MEDIA_TYPE,
+    ".pkl": PICKLE_MEDIA_TYPE,
+    ".pickle": PICKLE_MEDIA_TYPE,
+    ".joblib": PICKLE_MEDIA_TYPE,
+}
 
 _ID_FIELD = re.compile(rb'"__id__": (\d+)')
 _FILE_FIELD = re.compile(rb'"file": "(\d+)\.npy"')
@@ -122,7 +130,8 @@ def load_pickle(data: bytes, name: str = "model.pkl") -> Any:
     """
     result = scan_bytes(data, name)
     if result.verdict != "safe":
-        worst = max(result.findings, key=lambda f: _RANK[f.severity])
+        worst = result.worst
+        assert worst is not None
         raise IntegrityError(f"{name} is {result.verdict}: {worst.detail} at {worst.location}")
     if _is_joblib(data):
         return _load_joblib(data)
@@ -132,9 +141,6 @@ def load_pickle(data: bytes, name: str = "model.pkl") -> Any:
         raise
     except Exception as error:
         raise UsageError(f"{name} could not be unpickled: {str(error)[:120]}") from None
-
-
-_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 
 def _is_joblib(data: bytes) -> bool:
@@ -160,3 +166,25 @@ def _load_joblib(data: bytes) -> Any:
         raise
     except Exception as error:
         raise UsageError(f"the joblib file could not be loaded: {str(error)[:120]}") from None
+
+
+def media_type_for(filename: str) -> str:
+    """The media type of a model file by its extension; unknown formats are refused."""
+    suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    try:
+        return _MEDIA_TYPES[suffix]
+    except KeyError:
+        known = ", ".join(sorted(_MEDIA_TYPES))
+        raise UsageError(f"{filename}: unsupported model format (known: {known})") from None
+
+
+def load_model(data: bytes, media_type: str | None, name: str) -> Any:
+    """A model from its bytes, by media type: skops and safetensors natively, pickles only
+    through :func:`load_pickle`."""
+    if media_type == SKOPS_MEDIA_TYPE:
+        return load_skops(data)
+    if media_type == SAFETENSORS_MEDIA_TYPE:
+        return load_tensors(data)
+    if media_type == PICKLE_MEDIA_TYPE:
+        return load_pickle(data, name)
+    raise UsageError(f"{name}: no loader for media type {media_type!r}")

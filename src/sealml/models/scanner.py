@@ -52,6 +52,7 @@ _PICKLE_SUFFIXES = (
     ".dat",
 )
 SEVERITY_ORDER = {"critical": 3, "high": 2, "medium": 1, "low": 0}
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 _UNKNOWN: Any = object()
 _MARK: Any = object()
 _NESTED_PICKLE: object = object()
@@ -87,6 +88,13 @@ class ScanResult:
         if any(f.severity == "critical" for f in self.findings):
             return "unsafe"
         return "unknown" if self.findings else "safe"
+
+    @property
+    def worst(self) -> Finding | None:
+        """The most severe finding (the first of equals), or None for a clean scan."""
+        if not self.findings:
+            return None
+        return max(self.findings, key=lambda f: SEVERITY_RANK[f.severity])
 
     def to_dict(self) -> dict[str, Any]:
         return {

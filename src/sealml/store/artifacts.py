@@ -88,6 +88,7 @@ class ArtifactInfo:
     created_at: str
     parents: tuple[str, ...]
     shredded_at: str | None
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +102,7 @@ class ArtifactInfo:
             "created_at": self.created_at,
             "parents": list(self.parents),
             "shredded_at": self.shredded_at,
+            "annotations": dict(self.annotations),
         }
 
 
@@ -137,6 +139,7 @@ def info_of(row: ArtifactRow) -> ArtifactInfo:
         created_at=str(fields["created_at"]),
         parents=tuple(fields.get("parents", ())),
         shredded_at=row.shredded_at,
+        annotations={str(k): str(v) for k, v in dict(fields.get("annotations") or {}).items()},
     )
 
 

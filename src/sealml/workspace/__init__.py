@@ -12,13 +12,13 @@ from ..ledger import EventDraft
 from .artifacts import ArtifactCheck, StoreReport
 from .audit import AuditOperations
 from .core import PassphraseSource
-from .data import DataOperations
+from .registry import ModelVersion, RegistryOperations, TotpEnrolment
 from .users import UserOperations
 
-__all__ = ["ArtifactCheck", "StoreReport", "Workspace"]
+__all__ = ["ArtifactCheck", "ModelVersion", "StoreReport", "TotpEnrolment", "Workspace"]
 
 
-class Workspace(DataOperations, UserOperations, AuditOperations):
+class Workspace(RegistryOperations, UserOperations, AuditOperations):
     """One sealml installation: config, metadata database, blob store and key provider.
 
     >>> ws = Workspace.open("/path/to/ws", passphrase=Secret("..."))

@@ -257,15 +257,16 @@ class WorkspaceCore:
 
     def pii_keys(self) -> tuple[bytes, bytes]:
         """The workspace's keys for pseudonyms and tokens (created on first use)."""
+        return self.named_secret(PSEUDONYM_SECRET), self.named_secret(TOKEN_SECRET)
+
+    def named_secret(self, name: str) -> bytes:
+        """A 32-byte workspace secret kept in the key provider, created on first use."""
         keystore = self.keystore
-        keys = []
-        for name in (PSEUDONYM_SECRET, TOKEN_SECRET):
-            try:
-                keys.append(keystore.load_secret(name))
-            except NotFoundError:
-                keystore.store_secret(name, os.urandom(32))
-                keys.append(keystore.load_secret(name))
-        return keys[0], keys[1]
+        try:
+            return keystore.load_secret(name)
+        except NotFoundError:
+            keystore.store_secret(name, os.urandom(32))
+            return keystore.load_secret(name)
 
     @property
     def note_signer(self) -> NoteSigner:

@@ -84,22 +84,25 @@ class LineageOperations(RunOperations):
         with self.db.read() as session:
             start = self._find(session, ref)
         self.authorize("artifact:verify", f"artifact:{start.id}", action="provenance.verify")
-        steps: list[ProvenanceStep] = []
         with self.db.read() as session:
-            pending, seen = [start.id], set()
-            while pending:
-                artifact_id = pending.pop(0)
-                if artifact_id in seen:
-                    continue
-                seen.add(artifact_id)
-                row = session.get(ArtifactRow, artifact_id)
-                if row is None:
-                    raise IntegrityError(
-                        f"artifact {artifact_id} on the provenance chain is missing"
-                    )
-                steps.append(self._verify_step(session, row))
-                pending.extend(steps[-1].inputs)
+            steps = self._provenance_chain(session, start.id)
         self.record([self.event("provenance.verify", f"artifact:{start.id}", steps=len(steps))])
+        return steps
+
+    def _provenance_chain(self, session: Session, start_id: str) -> list[ProvenanceStep]:
+        """Every verified step from *start_id* back to its sources (no authorisation)."""
+        steps: list[ProvenanceStep] = []
+        pending, seen = [start_id], set()
+        while pending:
+            artifact_id = pending.pop(0)
+            if artifact_id in seen:
+                continue
+            seen.add(artifact_id)
+            row = session.get(ArtifactRow, artifact_id)
+            if row is None:
+                raise IntegrityError(f"artifact {artifact_id} on the provenance chain is missing")
+            steps.append(self._verify_step(session, row))
+            pending.extend(steps[-1].inputs)
         return steps
 
     def _verify_step(self, session: Session, row: ArtifactRow) -> ProvenanceStep:

@@ -142,6 +142,12 @@ class RunOperations(ArtifactOperations):
         """An input's plaintext, after its signature, provenance and digest all verified."""
         check_row(row, self._creator_key(session, row))
         self.authorize(f"{row.kind}:read", resource_of(row), action="stage.input")
+        return self._plaintext_attested(session, row)
+
+    def _plaintext_attested(self, session: Session, row: ArtifactRow) -> bytes:
+        """An artifact's plaintext after its signature, ledger record, digest and (when it
+        has one) provenance attestation verified; authorisation is the caller's concern."""
+        check_row(row, self._creator_key(session, row))
         self._check_ledger_put(session, row)
         dek = unwrap_key(row, session.get(DataKeyRow, row.id), self.keys)
         sink = io.BytesIO()

@@ -1,0 +1,131 @@
+"""The model registry's rules, apart from storage: names, version statements, where an
+alias points after a series of moves, and which gates a version fails."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import GateSection
+from ..crypto.canonical import canonical_json
+from ..errors import UsageError
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+STATUSES = ("active", "deprecated", "revoked")
+SIGNATURE_ANNOTATION = "openssf-model-signing"
+SCAN_REPORT = "model-scan"
+
+
+def check_model_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise UsageError("a model name is 1-128 characters of a-z, 0-9, '.', '_', '-'")
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not _ALIAS.fullmatch(alias) or alias.isdigit():
+        raise UsageError(
+            "an alias is 1-64 characters of a-z, 0-9, '_', '-', starting with a letter"
+        )
+    return alias
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """What a registered version is, as signed by the principal who registered it."""
+
+    name: str
+    version: int
+    artifact_id: str
+    artifact_digest: str
+    signature_id: str
+    scan_id: str
+    provenance_id: str | None
+    evaluation_id: str | None
+    trained_by: str
+    registered_by: str
+    registered_at: str
+
+    def statement(self) -> bytes:
+        return canonical_json({"type": "sealml/model-version/v1", **vars(self)})
+
+    @classmethod
+    def from_statement(cls, data: Mapping[str, Any]) -> VersionFacts:
+        fields = {key: data[key] for key in cls.__dataclass_fields__}
+        return cls(**fields)
+
+
+def gate_failures(
+    gate: GateSection | None,
+    *,
+    has_provenance: bool,
+    metrics: Mapping[str, Any] | None,
+) -> list[str]:
+    """Why a version may not take an alias guarded by *gate* (empty when it may)."""
+    if gate is None:
+        return []
+    failures = []
+    if gate.require_provenance and not has_provenance:
+        failures.append("no verified provenance attestation")
+    needs_metrics = gate.require_evaluation or gate.min_metrics or gate.max_metrics
+    if needs_metrics and metrics is None:
+        failures.append("no evaluation report")
+        return failures
+    for metric, floor in sorted(gate.min_metrics.items()):
+        value = _number((metrics or {}).get(metric))
+        if value is None or value < floor:
+            failures.append(f"{metric} = {value} is below {floor}")
+    for metric, ceiling in sorted(gate.max_metrics.items()):
+        value = _number((metrics or {}).get(metric))
+        if value is None or value > ceiling:
+            failures.append(f"{metric} = {value} is above {ceiling}")
+    return failures
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+@dataclass
+class RegistryState:
+    """A model's registry state as its ledger events tell it."""
+
+    registered: dict[int, str]  # version -> SHA-256 of its signed statement
+    status: dict[int, str]
+    aliases: dict[str, list[int]]  # alias -> stack of versions, last = current
+
+    def current(self, alias: str) -> int | None:
+        stack = self.aliases.get(alias)
+        return stack[-1] if stack else None
+
+
+def replay(events: Iterable[Mapping[str, Any]]) -> RegistryState:
+    """Rebuild a model's state from its successful ``model.*`` ledger events, in order."""
+    state = RegistryState({}, {}, {})
+    for event in events:
+        if event.get("outcome") != "ok":
+            continue
+        action = str(event.get("action", ""))
+        details = event.get("details", {})
+        version = details.get("version")
+        if not isinstance(version, int):
+            continue
+        if action == "model.register":
+            state.registered[version] = str(details.get("statement_sha256"))
+            state.status[version] = "active"
+        elif action in ("model.revoke", "model.deprecate"):
+            if state.status.get(version) != "revoked":  # a revocation is final
+                state.status[version] = "revoked" if action == "model.revoke" else "deprecated"
+        elif action in ("model.promote", "model.rollback"):
+            alias = str(details.get("alias"))
+            stack = state.aliases.setdefault(alias, [])
+            if action == "model.promote":
+                stack.append(version)
+            elif stack:
+                stack.pop()
+    return state

@@ -1,0 +1,833 @@
+"""The model registry: immutable signed versions, aliases that move by promotion and
+rollback, two-person approvals confirmed by TOTP, revocation, and verified loading.
+
+The ledger is the source of truth: where an alias points and which versions are revoked is
+replayed from ``model.*`` events, and the tables (a fast index) must agree with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..access import totp
+from ..clock import utc_now
+from ..config import RegistrySection
+from ..crypto.box import BoxOpenError, open_box, seal_box
+from ..db.models import (
+    ArtifactParentRow,
+    ArtifactRow,
+    AttestationRow,
+    ModelAliasMoveRow,
+    ModelApprovalRow,
+    ModelVersionRow,
+    TotpRow,
+)
+from ..errors import (
+    AuthenticationError,
+    IntegrityError,
+    NotFoundError,
+    PermissionDeniedError,
+    UsageError,
+)
+from ..ledger import EventFilter, Ledger
+from ..ledger.merkle import leaf_hash
+from ..models import openssf
+from ..models.formats import load_model, media_type_for
+from ..models.manifest import Manifest, Resource, file_sha256, hash_model
+from ..models.registry import (
+    SCAN_REPORT,
+    SIGNATURE_ANNOTATION,
+    RegistryState,
+    VersionFacts,
+    check_alias,
+    check_model_name,
+    gate_failures,
+    replay,
+)
+from ..models.scanner import ScanResult, scan_bytes, scan_path
+from ..store.artifacts import ArtifactDraft, SealedArtifact, info_of
+from .data import DataOperations
+
+TOTP_SECRET = "totp-key"  # noqa: S105 (a keystore entry name)
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+MAX_IMPORT = 4 << 30
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered version as the registry reports it."""
+
+    name: str
+    version: int
+    status: str
+    aliases: tuple[str, ...]
+    artifact_id: str
+    artifact_digest: str
+    signature_id: str
+    scan_id: str
+    provenance_id: str | None
+    evaluation_id: str | None
+    trained_by: str
+    registered_by: str
+    registered_at: str
+    status_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**vars(self), "aliases": list(self.aliases)}
+
+
+@dataclass(frozen=True)
+class TotpEnrolment:
+    """A new TOTP secret, shown once."""
+
+    secret: str
+    uri: str
+
+    def __repr__(self) -> str:
+        return "TotpEnrolment(secret=<hidden>)"
+
+
+def _resource(name: str) -> str:
+    return f"model:{name}"
+
+
+def _metrics(data: bytes) -> dict[str, Any] | None:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    inner = body.get("metrics")
+    return inner if isinstance(inner, dict) else body
+
+
+class RegistryOperations(DataOperations):
+    """``sealml scan``, ``sealml model ...``: import, sign, register, promote, serve-load."""
+
+    # -- rules in force -------------------------------------------------------------------
+
+    @property
+    def registry_rules(self) -> RegistrySection:
+        """The approved registry rules (never sealml.toml's unapproved proposal)."""
+        if self.approved is None:
+            raise IntegrityError("the workspace has no approved policy")
+        return self.approved.registry
+
+    # -- scanning and import --------------------------------------------------------------
+
+    def scan_artifact(self, ref: str) -> tuple[ScanResult, str]:
+        """Scan a sealed model artifact and record the report; returns it and its id."""
+        info = self.info(ref)
+        self.authorize("report:write", f"artifact:{info.id}", action="model.scan")
+        data = self.read_bytes(info.id)
+        result = scan_bytes(data, info.name)
+        with self.transaction() as session:
+            row = self._find(session, info.id)
+            report = self._seal_scan_report(row, result)
+            self.commit_sealed(session, report)
+            self.append(
+                session,
+                [self.event("model.scan", f"artifact:{info.id}", verdict=result.verdict)],
+            )
+        return result, report.artifact.id
+
+    def _seal_scan_report(self, row: ArtifactRow, result: ScanResult) -> SealedArtifact:
+        body = json.dumps(result.to_dict(), sort_keys=True).encode()
+        draft = ArtifactDraft(
+            "report",
+            f"{row.name}.scan.json",
+            "application/json",
+            (row.id,),
+            {"report": SCAN_REPORT, "verdict": result.verdict},
+        )
+        return self.seal_draft(io.BytesIO(body), draft)
+
+    def import_model(self, path: Path, source: str, name: str | None = None) -> str:
+        """Scan a third-party model file and seal it with its source and SHA-256 recorded;
+        refuses anything short of a clean scan. Returns the artifact id."""
+        if not path.is_file():
+            raise UsageError(f"{path} is not a file (folders are imported file by file)")
+        if path.stat().st_size > MAX_IMPORT:
+            raise UsageError(f"{path} is larger than {MAX_IMPORT >> 30} GiB")
+        if not source.strip() or len(source) > 2048 or any(ord(c) < 32 for c in source):
+            raise UsageError("--source must be a URL or description of where the model came from")
+        name = name or path.name
+        media_type = media_type_for(path.name)
+        self.authorize("model:write", f"model:{name}", action="model.import")
+        result = scan_path(path)
+        sha256 = file_sha256(path)
+        if result.verdict != "safe":
+            self.record(
+                [
+                    self.event(
+                        "model.import",
+                        f"model:{name}",
+                        "denied",
+                        source=source,
+                        sha256=sha256,
+                        verdict=result.verdict,
+                    )
+                ]
+            )
+            worst = result.worst
+            assert worst is not None
+            raise IntegrityError(
+                f"{path.name} is {result.verdict}: {worst.detail} at {worst.location}; not imported"
+            )
+        info = self.put(
+            path,
+            "model",
+            name,
+            media_type=media_type,
+            annotations={"source": source, "sha256": sha256, "scan": result.verdict},
+        )
+        with self.transaction() as session:
+            report = self._seal_scan_report(self._find(session, info.id), result)
+            self.commit_sealed(session, report)
+            self.append(
+                session,
+                [self.event("model.import", f"artifact:{info.id}", source=source, sha256=sha256)],
+            )
+        return info.id
+
+    # -- signing files on disk ------------------------------------------------------------
+
+    def sign_path(self, model: Path, signature: Path) -> Manifest:
+        """Sign a model file or folder on disk with the acting principal's key (OpenSSF
+        model signing format)."""
+        actor = self.authorize("registry:register", f"file:{model.name}", action="model.sign")
+        manifest = openssf.sign_model(model, actor.signing_key, signature)
+        self.record([self.event("model.sign", f"file:{model.name}", root=manifest.root_digest)])
+        return manifest
+
+    def verify_path(self, model: Path, signature: Path) -> tuple[Manifest, str]:
+        """Verify a signed file or folder against the workspace principal whose key the
+        bundle names; returns the manifest and the signer's name."""
+        self.authorize("artifact:verify", f"file:{model.name}", action="model.verify")
+        bundle = openssf.parse_bundle(_read_small(signature))
+        with self.db.read() as session:
+            candidates = self.principals.all(session)
+        signers = [p for p in candidates if openssf.key_hint(p.public_key) == bundle.hint]
+        if not signers:
+            raise IntegrityError("the signature names no key of this workspace; give --key")
+        signed = openssf.signed_manifest(bundle, signers[0].public_key)
+        actual = hash_model(model, ignore=signed.ignore_paths, signature=signature)
+        openssf.compare(signed, actual)
+        return signed, signers[0].name
+
+    # -- TOTP -----------------------------------------------------------------------------
+
+    def totp_enroll(self, current_code: str | None = None) -> TotpEnrolment:
+        """Give the acting principal a new TOTP secret. Replacing an existing one needs a
+        valid code from it, so a stolen password alone cannot re-enrol."""
+        actor = self.require_actor()
+        secret = totp.new_secret()
+        context = f"sealml totp {actor.principal.id}".encode()
+        box = seal_box(self.named_secret(TOTP_SECRET), secret.encode(), context)
+        with self.transaction() as session:
+            row = session.get(TotpRow, actor.principal.id)
+            if row is not None:
+                if current_code is None:
+                    raise UsageError("a TOTP secret exists; give a current code to replace it")
+                self._accept_code(row, current_code)
+                row.secret_box, row.last_step, row.created_at = box, 0, utc_now()
+            else:
+                session.add(
+                    TotpRow(
+                        principal_id=actor.principal.id,
+                        secret_box=box,
+                        last_step=0,
+                        created_at=utc_now(),
+                    )
+                )
+            self.append(session, [self.event("user.totp-enroll", f"principal:{actor.name}")])
+        issuer = f"sealml {self.config.workspace.name}"
+        return TotpEnrolment(secret, totp.provisioning_uri(secret, actor.name, issuer))
+
+    def _accept_code(self, row: TotpRow, code: str) -> None:
+        """Check *code* against a principal's secret and burn its time step."""
+        context = f"sealml totp {row.principal_id}".encode()
+        try:
+            secret = open_box(self.named_secret(TOTP_SECRET), row.secret_box, context).decode()
+        except BoxOpenError:
+            raise IntegrityError("the stored TOTP secret failed authentication") from None
+        row.last_step = totp.accept(secret, code, row.last_step)
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register_model(self, ref: str, name: str, *, evaluation: str | None = None) -> ModelVersion:
+        """Register a sealed model artifact as the next immutable version of *name*.
+
+        The model is verified, scanned (a clean verdict is required), signed in the OpenSSF
+        format by the registrant, and bound to its provenance and evaluation report in a
+        statement the registrant signs; all of it commits with one ledger event.
+        """
+        check_model_name(name)
+        actor = self.authorize("registry:register", _resource(name), action="model.register")
+        self.authorize("report:write", _resource(name), action="model.register")
+        self.authorize("attestation:write", _resource(name), action="model.register")
+        with self.db.read() as session:
+            row = self._find(session, ref)
+            if row.kind != "model":
+                raise UsageError(f"{ref} is a {row.kind}, not a model")
+            self.authorize("model:read", f"artifact:{row.id}", action="model.register")
+            data = self._plaintext_attested(session, row)
+            provenance_id = self._provenance_of(session, row)
+            evaluation_id = self._evaluation_of(session, row, evaluation)
+        result = scan_bytes(data, row.name)
+        if result.verdict != "safe":
+            self.record(
+                [self.event("model.register", _resource(name), "denied", verdict=result.verdict)]
+            )
+            raise IntegrityError(
+                f"{row.name} is {result.verdict}; only clean models are registered"
+            )
+        manifest = Manifest((Resource(".", hashlib.sha256(data).hexdigest()),), ())
+        bundle = openssf.sign_manifest(manifest, row.name, actor.signing_key)
+        scan = self._seal_scan_report(row, result)
+        signature = self.seal_draft(
+            io.BytesIO(bundle),
+            ArtifactDraft(
+                "attestation",
+                f"{row.name}.sig",
+                BUNDLE_MEDIA_TYPE,
+                (row.id,),
+                {"signature": SIGNATURE_ANNOTATION},
+            ),
+        )
+        try:
+            with self.transaction() as session:
+                version = 1 + (
+                    session.execute(
+                        select(func.max(ModelVersionRow.version)).where(
+                            ModelVersionRow.name == name
+                        )
+                    ).scalar_one_or_none()
+                    or 0
+                )
+                facts = VersionFacts(
+                    name=name,
+                    version=version,
+                    artifact_id=row.id,
+                    artifact_digest=row.digest,
+                    signature_id=signature.artifact.id,
+                    scan_id=scan.artifact.id,
+                    provenance_id=provenance_id,
+                    evaluation_id=evaluation_id,
+                    trained_by=row.creator,
+                    registered_by=actor.name,
+                    registered_at=utc_now(),
+                )
+                self.commit_sealed(session, scan)
+                self.commit_sealed(session, signature)
+                statement = facts.statement()
+                (seq,) = self.append(
+                    session,
+                    [
+                        self.event(
+                            "model.register",
+                            _resource(name),
+                            version=version,
+                            artifact=row.id,
+                            statement_sha256=hashlib.sha256(statement).hexdigest(),
+                        )
+                    ],
+                )
+                session.add(
+                    ModelVersionRow(
+                        id=uuid.uuid4().hex,
+                        **{k: v for k, v in vars(facts).items() if k != "artifact_digest"},
+                        statement=statement,
+                        signature=actor.signing_key.sign(statement),
+                        ledger_seq=seq,
+                        status="active",
+                    )
+                )
+        except BaseException:
+            for sealed in (scan, signature):
+                self.blobs.delete(sealed.artifact.blob_name)
+            raise
+        return self.show_model(name, version)
+
+    def _provenance_of(self, session: Session, row: ArtifactRow) -> str | None:
+        link = session.get(AttestationRow, row.id)
+        if link is None:
+            return None
+        self._provenance_chain(session, row.id)
+        return link.attestation_id
+
+    def _evaluation_of(self, session: Session, row: ArtifactRow, ref: str | None) -> str | None:
+        """The evaluation report: the one given, else the newest JSON report made from the
+        model (as a pipeline's evaluate stage makes it)."""
+        report: ArtifactRow | None
+        if ref is not None:
+            report = self._find(session, ref)
+            if report.kind != "report":
+                raise UsageError(f"{ref} is a {report.kind}, not a report")
+        else:
+            candidates = session.execute(
+                select(ArtifactRow)
+                .join(ArtifactParentRow, ArtifactParentRow.child_id == ArtifactRow.id)
+                .where(
+                    ArtifactParentRow.parent_id == row.id,
+                    ArtifactRow.kind == "report",
+                    ArtifactRow.media_type == "application/json",
+                    ArtifactRow.shredded_at.is_(None),
+                )
+                .order_by(ArtifactRow.created_at.desc())
+            ).scalars()
+            report = next(
+                (r for r in candidates if info_of(r).annotations.get("report") != SCAN_REPORT),
+                None,
+            )
+            if report is None:
+                return None
+        self._plaintext_attested(session, report)
+        return report.id
+
+    # -- reading the registry -------------------------------------------------------------
+
+    def _state(self, session: Session, name: str) -> RegistryState:
+        """The model's state replayed from the ledger (event bodies checked against their
+        leaf hashes; the tree itself is checked by ``sealml audit verify``)."""
+        events = []
+        for event in Ledger.events(
+            session, EventFilter(resource=_resource(name), action="model.*")
+        ):
+            if leaf_hash(event.body) != event.leaf_hash:
+                raise IntegrityError(f"ledger event {event.seq} was altered")
+            events.append(event.fields())
+        return replay(events)
+
+    def _aliases_of(self, state: RegistryState, version: int) -> tuple[str, ...]:
+        return tuple(sorted(a for a in state.aliases if state.current(a) == version))
+
+    def _version_row(self, session: Session, name: str, version: int) -> ModelVersionRow:
+        row = session.execute(
+            select(ModelVersionRow).where(
+                ModelVersionRow.name == name, ModelVersionRow.version == version
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            raise NotFoundError(f"model {name} has no version {version}")
+        return row
+
+    def _facts(self, session: Session, row: ModelVersionRow, state: RegistryState) -> VersionFacts:
+        """The signed facts of a version, checked against the ledger and the table."""
+        try:
+            signer = self.principals.get(session, row.registered_by).public_key
+        except NotFoundError:
+            raise IntegrityError(f"model {row.name} v{row.version}: unknown registrant") from None
+        if not signer.verify(row.signature, row.statement):
+            raise IntegrityError(f"model {row.name} v{row.version}: statement signature invalid")
+        try:
+            facts = VersionFacts.from_statement(json.loads(row.statement))
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"model {row.name} v{row.version}: statement malformed") from None
+        columns = {k: getattr(row, k) for k in vars(facts) if k != "artifact_digest"}
+        if {k: v for k, v in vars(facts).items() if k != "artifact_digest"} != columns:
+            raise IntegrityError(f"model {row.name} v{row.version}: record differs from statement")
+        if state.registered.get(row.version) != hashlib.sha256(row.statement).hexdigest():
+            raise IntegrityError(f"model {row.name} v{row.version}: not registered in the ledger")
+        if state.status.get(row.version) != row.status:
+            raise IntegrityError(
+                f"model {row.name} v{row.version}: status {row.status!r} differs from the ledger"
+            )
+        return facts
+
+    def _verified_model(self, session: Session, facts: VersionFacts) -> tuple[ArtifactRow, bytes]:
+        """The model's artifact and plaintext after the whole chain verified: sealed
+        content, OpenSSF signature by the registrant, clean scan, provenance."""
+        where = f"model {facts.name} v{facts.version}"
+        row = session.get(ArtifactRow, facts.artifact_id)
+        if row is None or row.digest != facts.artifact_digest:
+            raise IntegrityError(f"{where}: its model artifact is missing or replaced")
+        data = self._plaintext_attested(session, row)
+        signature = session.get(ArtifactRow, facts.signature_id)
+        if signature is None:
+            raise IntegrityError(f"{where}: its signature is missing")
+        registrant = self.principals.get(session, facts.registered_by).public_key
+        bundle = openssf.parse_bundle(self._plaintext_attested(session, signature))
+        signed = openssf.signed_manifest(bundle, registrant)
+        actual = Manifest((Resource(".", hashlib.sha256(data).hexdigest()),), ())
+        openssf.compare(signed, actual)
+        scan = session.get(ArtifactRow, facts.scan_id)
+        if scan is None:
+            raise IntegrityError(f"{where}: its scan report is missing")
+        report = json.loads(self._plaintext_attested(session, scan))
+        if report.get("verdict") != "safe":
+            raise IntegrityError(f"{where}: its scan verdict is {report.get('verdict')!r}")
+        if facts.provenance_id is not None:
+            link = session.get(AttestationRow, row.id)
+            if link is None or link.attestation_id != facts.provenance_id:
+                raise IntegrityError(f"{where}: its provenance attestation changed")
+            self._provenance_chain(session, row.id)
+        return row, data
+
+    def _describe(self, row: ModelVersionRow, state: RegistryState) -> ModelVersion:
+        with self.db.read() as session:
+            artifact = session.get(ArtifactRow, row.artifact_id)
+        return ModelVersion(
+            name=row.name,
+            version=row.version,
+            status=row.status,
+            aliases=self._aliases_of(state, row.version),
+            artifact_id=row.artifact_id,
+            artifact_digest=artifact.digest if artifact is not None else "?",
+            signature_id=row.signature_id,
+            scan_id=row.scan_id,
+            provenance_id=row.provenance_id,
+            evaluation_id=row.evaluation_id,
+            trained_by=row.trained_by,
+            registered_by=row.registered_by,
+            registered_at=row.registered_at,
+            status_reason=row.status_reason,
+        )
+
+    def models(self) -> list[ModelVersion]:
+        """The latest version of every registered model."""
+        self.authorize("registry:read", "model:*", action="model.ls")
+        with self.db.read() as session:
+            names = session.execute(select(ModelVersionRow.name).distinct()).scalars().all()
+            listed = []
+            for name in sorted(names):
+                state = self._state(session, name)
+                latest = session.execute(
+                    select(ModelVersionRow)
+                    .where(ModelVersionRow.name == name)
+                    .order_by(ModelVersionRow.version.desc())
+                    .limit(1)
+                ).scalar_one()
+                listed.append((latest, state))
+        return [self._describe(row, state) for row, state in listed]
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of *name*, newest first."""
+        check_model_name(name)
+        self.authorize("registry:read", _resource(name), action="model.ls")
+        with self.db.read() as session:
+            state = self._state(session, name)
+            rows = (
+                session.execute(
+                    select(ModelVersionRow)
+                    .where(ModelVersionRow.name == name)
+                    .order_by(ModelVersionRow.version.desc())
+                )
+                .scalars()
+                .all()
+            )
+        if not rows:
+            raise NotFoundError(f"no model named {name!r}")
+        return [self._describe(row, state) for row in rows]
+
+    def show_model(self, name: str, ref: str | int) -> ModelVersion:
+        """One version (by number or alias), its signed record checked against the ledger."""
+        check_model_name(name)
+        self.authorize("registry:read", _resource(name), action="model.show")
+        with self.db.read() as session:
+            state = self._state(session, name)
+            row = self._version_row(session, name, self._version_number(state, name, ref))
+            self._facts(session, row, state)
+        return self._describe(row, state)
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Every registry event of *name*, oldest first (including refusals)."""
+        check_model_name(name)
+        self.authorize("registry:read", _resource(name), action="model.history")
+        with self.db.read() as session:
+            return [
+                {"seq": event.seq, **event.fields()}
+                for event in Ledger.events(session, EventFilter(resource=_resource(name)))
+            ]
+
+    def _version_number(self, state: RegistryState, name: str, ref: str | int) -> int:
+        if isinstance(ref, int):
+            return ref
+        text = ref.strip().lstrip("v")
+        if text.isdigit():
+            return int(text)
+        current = state.current(check_alias(ref.strip()))
+        if current is None:
+            raise NotFoundError(f"model {name} has no alias {ref!r}")
+        return current
+
+    def resolve_model(self, name: str, ref: str | int = "production") -> tuple[ModelVersion, Any]:
+        """The model behind ``name@ref``, loaded only after every check passed: signed
+        record, ledger state, sealed content, OpenSSF signature, clean scan, provenance.
+        Deprecated and revoked versions are refused."""
+        check_model_name(name)
+        self.authorize("model:read", _resource(name), action="model.load")
+        try:
+            with self.db.read() as session:
+                state = self._state(session, name)
+                number = self._version_number(state, name, ref)
+                row = self._version_row(session, name, number)
+                facts = self._facts(session, row, state)
+                if row.status != "active":
+                    raise PermissionDeniedError(
+                        f"model {name} v{number} is {row.status} and can never be served"
+                    )
+                artifact, data = self._verified_model(session, facts)
+                model = load_model(data, artifact.media_type, artifact.name)
+        except (IntegrityError, PermissionDeniedError) as error:
+            self.record([self.event("model.load", _resource(name), "denied", error=str(error))])
+            raise
+        self.record([self.event("model.load", _resource(name), version=number)])
+        return self._describe(row, state), model
+
+    # -- changes --------------------------------------------------------------------------
+
+    def approve_model(self, name: str, version: int, alias: str, code: str) -> str:
+        """Approve *version* for *alias* as a second principal, confirmed by a TOTP code.
+        Returns the approval id (used by the next promotion)."""
+        check_model_name(name)
+        check_alias(alias)
+        actor = self.authorize("registry:approve", _resource(name), action="model.approve")
+        if alias not in self.registry_rules.two_person_aliases:
+            raise UsageError(f"alias {alias!r} needs no approval under the registry rules")
+        try:
+            with self.transaction() as session:
+                state = self._state(session, name)
+                row = self._version_row(session, name, version)
+                self._facts(session, row, state)
+                if row.status != "active":
+                    raise UsageError(f"model {name} v{version} is {row.status}")
+                if actor.name == row.trained_by:
+                    raise PermissionDeniedError(
+                        f"{actor.name} trained {name} v{version}; another principal must approve"
+                    )
+                totp_row = session.get(TotpRow, actor.principal.id)
+                if totp_row is None:
+                    raise AuthenticationError(
+                        f"{actor.name} has no TOTP secret; run `sealml user totp-enroll`"
+                    )
+                self._accept_code(totp_row, code)
+                approval_id = uuid.uuid4().hex
+                (seq,) = self.append(
+                    session,
+                    [
+                        self.event(
+                            "model.approve",
+                            _resource(name),
+                            version=version,
+                            alias=alias,
+                            approval=approval_id,
+                        )
+                    ],
+                )
+                session.add(
+                    ModelApprovalRow(
+                        id=approval_id,
+                        name=name,
+                        version=version,
+                        alias=alias,
+                        approver=actor.name,
+                        approved_at=utc_now(),
+                        ledger_seq=seq,
+                    )
+                )
+        except (AuthenticationError, PermissionDeniedError) as error:
+            self.record(
+                [
+                    self.event(
+                        "model.approve",
+                        _resource(name),
+                        "denied",
+                        version=version,
+                        alias=alias,
+                        error=str(error),
+                    )
+                ]
+            )
+            raise
+        return approval_id
+
+    def gate_report(self, name: str, version: int, alias: str) -> list[str]:
+        """Why *version* may not take *alias* now (empty when it may)."""
+        check_model_name(name)
+        check_alias(alias)
+        self.authorize("registry:read", _resource(name), action="model.gate")
+        with self.db.read() as session:
+            state = self._state(session, name)
+            return self._gate_failures(
+                session, state, self._version_row(session, name, version), alias
+            )
+
+    def _gate_failures(
+        self, session: Session, state: RegistryState, row: ModelVersionRow, alias: str
+    ) -> list[str]:
+        facts = self._facts(session, row, state)
+        if row.status != "active":
+            return [f"the version is {row.status}"]
+        try:
+            self._verified_model(session, facts)
+        except IntegrityError as error:
+            return [str(error)]
+        metrics = None
+        if facts.evaluation_id is not None:
+            report = session.get(ArtifactRow, facts.evaluation_id)
+            if report is None:
+                return ["its evaluation report is missing"]
+            metrics = _metrics(self._plaintext_attested(session, report))
+        gate = self.registry_rules.gates.get(alias)
+        failures = gate_failures(
+            gate, has_provenance=facts.provenance_id is not None, metrics=metrics
+        )
+        if (
+            alias in self.registry_rules.two_person_aliases
+            and self._open_approval(session, row, alias) is None
+        ):
+            failures.append("no unused approval by a second principal (sealml model approve)")
+        return failures
+
+    def _open_approval(
+        self, session: Session, row: ModelVersionRow, alias: str
+    ) -> ModelApprovalRow | None:
+        return session.execute(
+            select(ModelApprovalRow)
+            .where(
+                ModelApprovalRow.name == row.name,
+                ModelApprovalRow.version == row.version,
+                ModelApprovalRow.alias == alias,
+                ModelApprovalRow.used_at.is_(None),
+                ModelApprovalRow.approver != row.trained_by,
+            )
+            .limit(1)
+        ).scalar_one_or_none()
+
+    def promote_model(self, name: str, version: int, alias: str) -> ModelVersion:
+        """Point *alias* at *version* after the gates and, where the rules say so, a
+        second principal's approval (which this promotion uses up)."""
+        check_model_name(name)
+        check_alias(alias)
+        actor = self.authorize("registry:promote", _resource(name), action="model.promote")
+        with self.transaction() as session:
+            state = self._state(session, name)
+            row = self._version_row(session, name, version)
+            if state.current(alias) == version:
+                raise UsageError(f"{name}@{alias} already points at v{version}")
+            failures = self._gate_failures(session, state, row, alias)
+            if not failures:
+                approval = self._open_approval(session, row, alias)
+                (seq,) = self.append(
+                    session,
+                    [
+                        self.event(
+                            "model.promote",
+                            _resource(name),
+                            version=version,
+                            alias=alias,
+                            previous=state.current(alias),
+                            approval=approval.id if approval else None,
+                        )
+                    ],
+                )
+                if approval is not None:
+                    approval.used_at = utc_now()
+                self._move(session, name, alias, version, "promote", actor.name, seq)
+        if failures:
+            self.record(
+                [
+                    self.event(
+                        "model.promote",
+                        _resource(name),
+                        "denied",
+                        version=version,
+                        alias=alias,
+                        failures=failures,
+                    )
+                ]
+            )
+            raise PermissionDeniedError(
+                f"{name} v{version} may not become {alias}: " + "; ".join(failures)
+            )
+        return self.show_model(name, version)
+
+    def _move(
+        self, session: Session, name: str, alias: str, version: int, action: str, who: str, seq: int
+    ) -> None:
+        session.add(
+            ModelAliasMoveRow(
+                name=name,
+                alias=alias,
+                version=version,
+                action=action,
+                principal=who,
+                at=utc_now(),
+                ledger_seq=seq,
+            )
+        )
+
+    def rollback_model(self, name: str, alias: str = "production") -> ModelVersion:
+        """Move *alias* back to the version it pointed at before its last promotion."""
+        check_model_name(name)
+        check_alias(alias)
+        actor = self.authorize("registry:promote", _resource(name), action="model.rollback")
+        with self.transaction() as session:
+            state = self._state(session, name)
+            stack = state.aliases.get(alias, [])
+            if len(stack) < 2:
+                raise UsageError(f"{name}@{alias} has no previous version to roll back to")
+            current, previous = stack[-1], stack[-2]
+            row = self._version_row(session, name, previous)
+            facts = self._facts(session, row, state)
+            if row.status != "active":
+                raise UsageError(
+                    f"cannot roll back {name}@{alias} to v{previous}: it is {row.status}"
+                )
+            self._verified_model(session, facts)
+            (seq,) = self.append(
+                session,
+                [
+                    self.event(
+                        "model.rollback",
+                        _resource(name),
+                        version=previous,
+                        alias=alias,
+                        previous=current,
+                    )
+                ],
+            )
+            self._move(session, name, alias, previous, "rollback", actor.name, seq)
+        return self.show_model(name, previous)
+
+    def set_model_status(self, name: str, version: int, status: str, reason: str) -> ModelVersion:
+        """Deprecate or revoke a version; a revoked version can never be served again."""
+        check_model_name(name)
+        if status not in ("deprecated", "revoked"):
+            raise UsageError("status must be deprecated or revoked")
+        if not reason.strip():
+            raise UsageError("a reason is required")
+        self.authorize("registry:revoke", _resource(name), action=f"model.{status[:-1]}")
+        with self.transaction() as session:
+            state = self._state(session, name)
+            row = self._version_row(session, name, version)
+            self._facts(session, row, state)
+            if row.status == "revoked" or row.status == status:
+                raise UsageError(f"model {name} v{version} is already {row.status}")
+            action = "model.revoke" if status == "revoked" else "model.deprecate"
+            (seq,) = self.append(
+                session,
+                [self.event(action, _resource(name), version=version, reason=reason)],
+            )
+            row.status, row.status_reason, row.status_seq = status, reason, seq
+        return self.show_model(name, version)
+
+
+def _read_small(path: Path) -> bytes:
+    try:
+        if path.stat().st_size > openssf.MAX_BUNDLE:
+            raise IntegrityError(f"{path} is too large to be a model signature")
+        return path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"{path}: {error.strerror}") from None
