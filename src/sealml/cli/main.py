@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from ..errors import SealmlError
-from . import artifacts, audit, data, keys, pipelines, policy, users
+from . import artifacts, audit, data, keys, models, pipelines, policy, users
 from .common import State, err
 
 app = typer.Typer(
@@ -52,12 +52,14 @@ app.command()(artifacts.ls)
 app.command()(artifacts.verify)
 app.command()(pipelines.run)
 app.command()(pipelines.lineage)
+app.command()(models.scan)
 app.add_typer(users.app, name="user")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")
 app.add_typer(pipelines.app, name="provenance")
 app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="model")
 
 
 @app.command()
@@ -78,11 +80,23 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _usage_message(error: Exception) -> str:
+    format_message = getattr(error, "format_message", None)
+    message = format_message() if callable(format_message) else str(error)
+    ctx = getattr(error, "ctx", None)
+    path = getattr(ctx, "command_path", None)
+    return f"{message} (see `{path} --help`)" if path else str(message)
+
+
 def run() -> None:
     """Console-script entry point: never shows a traceback for a user error."""
     os.umask(0o077)
     try:
-        app()  # usage errors are reported by typer itself, with exit code 2
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        _fail("interrupted", 130)
+    except typer.TyperException as error:  # usage errors: bad option, argument, value
+        _fail(_usage_message(error), int(getattr(error, "exit_code", 2)))
     except SealmlError as error:
         _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
@@ -98,3 +112,4 @@ def run() -> None:
             "Re-run with SEALML_DEBUG=1 for details",
             70,
         )
+    sys.exit(code if isinstance(code, int) else 0)

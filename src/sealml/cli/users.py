@@ -217,3 +217,21 @@ def enable_user(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
     with open_workspace(ctx) as workspace:
         workspace.set_user_disabled(name, False)
     out.print(f"enabled {name}")
+
+
+@app.command("totp-enroll")
+def totp_enroll(
+    ctx: typer.Context,
+    code: str | None = typer.Option(
+        None,
+        "--code",
+        envvar="SEALML_TOTP_CODE",
+        help="A current code from your existing secret (needed to replace it).",
+    ),
+) -> None:
+    """Create your TOTP secret for approvals; it is shown once, add it to an authenticator."""
+    with open_workspace(ctx) as workspace:
+        enrolment = workspace.totp_enroll(code)
+    out.print("add this secret to your authenticator app; it is not shown again:")
+    out.print(f"  secret  {enrolment.secret}", markup=False)
+    out.print(f"  uri     {enrolment.uri}", markup=False)

@@ -1,0 +1,318 @@
+"""``sealml scan`` and ``sealml model ...``: scan, import, sign, verify, register, approve,
+promote, roll back, revoke and inspect models.
+
+A model reference is ``NAME``, ``NAME@ALIAS`` or ``NAME@VERSION`` (``NAME@3``, ``NAME@v3``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..errors import UsageError
+from ..models import openssf
+from ..models.scanner import ScanResult, report_json, scan_path
+from ..workspace import ModelVersion
+from .common import JsonOption, open_workspace, out, print_json, print_table
+
+app = typer.Typer(help="Model supply chain: scan, sign, register, promote.", no_args_is_help=True)
+
+CodeOption = typer.Option(
+    ...,
+    "--code",
+    envvar="SEALML_TOTP_CODE",
+    help="The current code from your authenticator app.",
+)
+
+
+def _split(ref: str) -> tuple[str, str | None]:
+    name, _, tail = ref.partition("@")
+    return name.strip(), (tail.strip() or None) if "@" in ref else None
+
+
+def _print_scan(result: ScanResult, as_json: bool) -> None:
+    if as_json:
+        out.print(report_json(result), markup=False)
+        return
+    style = {"safe": "green", "unsafe": "bold red"}.get(result.verdict, "yellow")
+    out.print(
+        f"[{style}]{result.verdict}[/{style}]  {result.path}  "
+        f"({result.files} files, {result.members} archive members, {len(result.findings)} findings)"
+    )
+    for finding in result.findings:
+        out.print(
+            f"  {finding.severity:8} {finding.kind:10} {finding.location}: {finding.detail}",
+            markup=False,
+        )
+
+
+def scan(
+    ctx: typer.Context,
+    path: Path | None = typer.Argument(None, help="File or folder to scan."),
+    artifact: str | None = typer.Option(
+        None, "--artifact", help="Scan a sealed model artifact and record the report."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Scan model files without loading them. Exit 1 unless the verdict is safe."""
+    if (path is None) == (artifact is None):
+        raise UsageError("give a PATH or --artifact, not both")
+    if path is not None:
+        result = scan_path(path)
+    else:
+        assert artifact is not None
+        with open_workspace(ctx) as workspace:
+            result, report_id = workspace.scan_artifact(artifact)
+        if not as_json:
+            out.print(f"recorded scan report {report_id}")
+    _print_scan(result, as_json)
+    if result.verdict != "safe":
+        raise typer.Exit(1)
+
+
+def _show_version(version: ModelVersion, as_json: bool) -> None:
+    if as_json:
+        print_json(version.to_dict())
+        return
+    aliases = ", ".join(version.aliases) or "-"
+    out.print(
+        f"[bold]{version.name}[/bold] v{version.version}  {version.status}  aliases: {aliases}"
+    )
+    for label, value in (
+        ("artifact", f"{version.artifact_id} ({version.artifact_digest})"),
+        ("signature", version.signature_id),
+        ("scan report", version.scan_id),
+        ("provenance", version.provenance_id or "none"),
+        ("evaluation", version.evaluation_id or "none"),
+        ("trained by", version.trained_by),
+        ("registered", f"{version.registered_by} at {version.registered_at}"),
+    ):
+        out.print(f"  {label:12} {value}", markup=False)
+    if version.status_reason:
+        out.print(f"  {'reason':12} {version.status_reason}", markup=False)
+
+
+@app.command("import")
+def import_command(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="Model file (.skops, .safetensors, .pkl, .joblib)."),
+    source: str = typer.Option(..., "--source", help="Where the file came from (URL)."),
+    name: str | None = typer.Option(None, "--name", help="Artifact name (default: file name)."),
+) -> None:
+    """Scan a third-party model and seal it with its source and digest; refuse unsafe files."""
+    with open_workspace(ctx) as workspace:
+        artifact = workspace.import_model(path, source, name)
+    out.print(f"imported {path.name} as artifact {artifact}")
+
+
+def _signature_for(path: Path, signature: Path | None) -> Path:
+    return signature or path.with_name(path.name + ".sig")
+
+
+@app.command("sign")
+def sign_command(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="Model file or folder."),
+    signature: Path | None = typer.Option(None, "--signature", help="Default: PATH.sig."),
+    key: Path | None = typer.Option(
+        None, "--key", help="EC private key (PEM) instead of your principal key."
+    ),
+) -> None:
+    """Sign a model in the OpenSSF model signing format (verifiable by `model_signing`)."""
+    target = _signature_for(path, signature)
+    if key is not None:
+        manifest = openssf.sign_model(path, openssf.load_private_key(key), target)
+    else:
+        with open_workspace(ctx) as workspace:
+            manifest = workspace.sign_path(path, target)
+    out.print(f"signed {len(manifest.resources)} files; signature written to {target}")
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="Model file or folder."),
+    signature: Path | None = typer.Option(None, "--signature", help="Default: PATH.sig."),
+    key: Path | None = typer.Option(
+        None, "--key", help="Signer's public key (PEM); default: the workspace principal named."
+    ),
+) -> None:
+    """Verify a signed model: any changed, added or removed file fails (exit 1)."""
+    target = _signature_for(path, signature)
+    if not target.is_file():
+        raise UsageError(f"signature {target} not found")
+    if key is not None:
+        manifest = openssf.verify_model(path, target, openssf.load_public_key(key))
+        signer = key.name
+    else:
+        with open_workspace(ctx) as workspace:
+            manifest, signer = workspace.verify_path(path, target)
+    out.print(f"verified {len(manifest.resources)} files, signed by {signer}")
+
+
+@app.command("register")
+def register_command(
+    ctx: typer.Context,
+    artifact: str = typer.Argument(..., help="Model artifact id or name."),
+    name: str = typer.Option(..., "--name", help="Registered model name."),
+    evaluation: str | None = typer.Option(
+        None, "--evaluation", help="Evaluation report (default: the newest made from the model)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Register a sealed model as the next immutable, signed version of NAME."""
+    with open_workspace(ctx) as workspace:
+        version = workspace.register_model(artifact, name, evaluation=evaluation)
+    _show_version(version, as_json)
+
+
+@app.command("approve")
+def approve_command(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    version: int = typer.Argument(..., min=1),
+    alias: str = typer.Option("production", "--alias"),
+    code: str = CodeOption,
+) -> None:
+    """Approve VERSION for ALIAS as a second principal, confirmed with a TOTP code."""
+    with open_workspace(ctx) as workspace:
+        approval = workspace.approve_model(name, version, alias, code)
+    out.print(f"approved {name} v{version} for {alias} (approval {approval})")
+
+
+@app.command("promote")
+def promote_command(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    version: int = typer.Argument(..., min=1),
+    alias: str = typer.Option("production", "--alias"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Point ALIAS at VERSION after its gates pass (and an approval, where required)."""
+    with open_workspace(ctx) as workspace:
+        result = workspace.promote_model(name, version, alias)
+    _show_version(result, as_json)
+
+
+@app.command("gate")
+def gate_command(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    version: int = typer.Argument(..., min=1),
+    alias: str = typer.Option("production", "--alias"),
+) -> None:
+    """Show whether VERSION may take ALIAS now, and why not. Exit 1 if it may not."""
+    with open_workspace(ctx) as workspace:
+        failures = workspace.gate_report(name, version, alias)
+    if not failures:
+        out.print(f"[green]pass[/green]  {name} v{version} may become {alias}")
+        return
+    out.print(f"[bold red]fail[/bold red]  {name} v{version} may not become {alias}:")
+    for failure in failures:
+        out.print(f"  - {failure}", markup=False)
+    raise typer.Exit(1)
+
+
+@app.command("rollback")
+def rollback_command(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    alias: str = typer.Option("production", "--alias"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Move ALIAS back to the version it pointed at before its last promotion."""
+    with open_workspace(ctx) as workspace:
+        result = workspace.rollback_model(name, alias)
+    _show_version(result, as_json)
+
+
+def _set_status(ctx: typer.Context, name: str, version: int, status: str, reason: str) -> None:
+    with open_workspace(ctx) as workspace:
+        result = workspace.set_model_status(name, version, status, reason)
+    _show_version(result, False)
+
+
+@app.command("revoke")
+def revoke_command(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    version: int = typer.Argument(..., min=1),
+    reason: str = typer.Option(..., "--reason"),
+) -> None:
+    """Revoke VERSION for good: it can never be loaded or served again."""
+    _set_status(ctx, name, version, "revoked", reason)
+
+
+@app.command("deprecate")
+def deprecate_command(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    version: int = typer.Argument(..., min=1),
+    reason: str = typer.Option(..., "--reason"),
+) -> None:
+    """Deprecate VERSION: it is no longer served (a later revocation is still possible)."""
+    _set_status(ctx, name, version, "deprecated", reason)
+
+
+@app.command("ls")
+def ls_command(
+    ctx: typer.Context,
+    name: str | None = typer.Argument(None, help="List every version of this model."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Registered models (latest version of each), or every version of NAME."""
+    with open_workspace(ctx) as workspace:
+        versions = workspace.versions(name) if name else workspace.models()
+    if as_json:
+        print_json([v.to_dict() for v in versions])
+        return
+    table = Table("name", "version", "status", "aliases", "trained by", "registered")
+    for v in versions:
+        table.add_row(
+            v.name, str(v.version), v.status, ", ".join(v.aliases), v.trained_by, v.registered_at
+        )
+    print_table(table)
+
+
+@app.command("show")
+def show_command(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME@ALIAS or NAME@VERSION."),
+    as_json: bool = JsonOption,
+) -> None:
+    """One version with its signature, scan, provenance and evaluation, checked."""
+    name, selector = _split(ref)
+    with open_workspace(ctx) as workspace:
+        if selector is None:
+            selector = str(workspace.versions(name)[0].version)
+        version = workspace.show_model(name, selector)
+    _show_version(version, as_json)
+
+
+@app.command("history")
+def history_command(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    as_json: bool = JsonOption,
+) -> None:
+    """Every registry event of NAME (registrations, approvals, moves, refusals)."""
+    with open_workspace(ctx) as workspace:
+        events = workspace.history(name)
+    if as_json:
+        print_json(events)
+        return
+    table = Table("seq", "time", "principal", "action", "outcome", "version", "alias")
+    for event in events:
+        details = event.get("details", {})
+        table.add_row(
+            str(event["seq"]),
+            str(event.get("ts", "")),
+            str(event.get("principal", "")),
+            str(event.get("action", "")),
+            str(event.get("outcome", "")),
+            str(details.get("version", "")),
+            str(details.get("alias", "")),
+        )
+    print_table(table)
