@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import importlib
 
+from .sources import defined_class
+
 EXACT: frozenset[tuple[str, str]] = frozenset(
     {
         (module, name)
@@ -86,6 +88,45 @@ EXACT: frozenset[tuple[str, str]] = frozenset(
         )
     }
     | {("torch.storage", "TypedStorage"), ("torch.storage", "UntypedStorage")}
+    # Classes of compiled (Cython) modules, which cannot be read without importing them.
+    | {
+        ("numpy", name)
+        for name in (
+            "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+            "float16", "float32", "float64", "longdouble", "complex64", "complex128",
+            "clongdouble", "str_", "bytes_", "datetime64", "timedelta64", "intc", "uintc",
+        )
+    }
+    | {
+        ("numpy.random._mt19937", "MT19937"),
+        ("numpy.random._pcg64", "PCG64"),
+        ("numpy.random._pcg64", "PCG64DXSM"),
+        ("numpy.random._philox", "Philox"),
+        ("numpy.random._sfc64", "SFC64"),
+        ("numpy.random.bit_generator", "SeedSequence"),
+        ("numpy.random._generator", "Generator"),
+        ("numpy.random.mtrand", "RandomState"),
+        ("sklearn.tree._tree", "Tree"),
+        ("sklearn.neighbors._kd_tree", "KDTree"),
+        ("sklearn.neighbors._ball_tree", "BallTree"),
+    }
+    | {
+        ("sklearn.metrics._dist_metrics", f"{metric}Distance{bits}")
+        for bits in ("", "64", "32")
+        for metric in (
+            "Euclidean", "SEuclidean", "Manhattan", "Chebyshev", "Minkowski", "Mahalanobis",
+            "Hamming", "Canberra", "BrayCurtis", "Jaccard", "Matching", "Dice",
+            "RogersTanimoto", "RussellRao", "SokalMichener", "SokalSneath", "Haversine",
+        )  # not PyFuncDistance, which wraps a Python function
+    }
+    | {
+        ("sklearn._loss._loss", f"Cy{loss}")
+        for loss in (
+            "HalfSquaredError", "AbsoluteError", "PinballLoss", "HuberLoss", "HalfPoissonLoss",
+            "HalfGammaLoss", "HalfTweedieLoss", "HalfTweedieLossIdentity", "HalfBinomialLoss",
+            "ExponentialLoss", "HalfMultinomialLoss",
+        )
+    }
 )  # fmt: skip
 
 # Packages whose classes may be instantiated by a model pickle (checked by importing the
@@ -122,19 +163,24 @@ DANGEROUS_NAMES = frozenset(
 
 @functools.cache
 def _is_safe_class(module: str, name: str) -> bool:
-    if not _in_class_package(module):
+    if not in_class_package(module):
         return False
     if not name.isidentifier() or name.startswith("__") or name in _UNSAFE_CLASSES:
         return False
+    # Reading the source is enough for most names, and keeps a cold scan from importing
+    # scikit-learn, SciPy and pandas (seconds); anything the source leaves open is imported.
+    static = defined_class(module, name)
+    if static is not None:
+        return static
     try:
         found = getattr(importlib.import_module(module), name)
     except Exception:  # an unknown or broken name is simply not allowed
         return False
     # Re-exports (``pandas.HDFStore``) are judged by where the class is really defined.
-    return isinstance(found, type) and _in_class_package(getattr(found, "__module__", ""))
+    return isinstance(found, type) and in_class_package(getattr(found, "__module__", ""))
 
 
-def _in_class_package(module: str) -> bool:
+def in_class_package(module: str) -> bool:
     parts = module.split(".")
     return parts[0] in CLASS_PACKAGES and not any(part in _UNSAFE_MODULE_PARTS for part in parts)
 

@@ -3,22 +3,21 @@
 ``pickletools.genops`` reads every argument into memory, so a pickle holding a gigabyte of
 tensor bytes costs a gigabyte of copying before anyone looks at it. A scanner only needs the
 small arguments (names, numbers, memo indices); byte strings and very long text are skipped
-by seeking past them, which also lets a memory-mapped file be scanned in place.
+by moving past them, which also lets a memory-mapped file be scanned in place. The walker
+indexes the buffer directly (no file object in between), which is several times faster than
+reading it through ``read`` calls.
 """
 
 from __future__ import annotations
 
+import io
 import pickletools
 import struct
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 # Text arguments longer than this are never names of anything; they are skipped unread.
 MAX_TEXT = 1 << 16
-
-
-# What the walker reads from: ``io.BytesIO``, or an ``mmap.mmap`` (same read/readline/seek/tell).
-Stream = IO[bytes]
 
 
 class Skipped:
@@ -33,62 +32,139 @@ class Skipped:
         return f"<{self.size} bytes skipped>"
 
 
-# Counted arguments: the struct format of their length prefix, and whether they are text
-# (read when short) or bytes (always skipped).
-_COUNTED: dict[str, tuple[str, bool]] = {
-    "string1": ("<B", False),
-    "string4": ("<i", False),
-    "bytes1": ("<B", False),
-    "bytes4": ("<I", False),
-    "bytes8": ("<Q", False),
-    "bytearray8": ("<Q", False),
-    "unicodestring1": ("<B", True),
-    "unicodestring4": ("<I", True),
-    "unicodestring8": ("<Q", True),
-}
-_BY_CODE: dict[int, pickletools.OpcodeInfo] = {ord(op.code): op for op in pickletools.opcodes}
-
-
 class TruncatedPickleError(ValueError):
     """The stream ends, or claims an argument longer than what is left."""
 
 
-def walk(stream: Stream, end: int) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int]]:
-    """Yield ``(opcode, argument, position)`` until ``STOP`` (inclusive).
+class Cursor:
+    """A position in a buffer (``bytes`` or a memory-mapped file); the walker reads by index,
+    never through a file object, and callers may move ``pos`` to skip data."""
 
-    *end* is the length of the underlying data, used to refuse arguments that claim to run
-    past it. Unknown opcodes and truncation raise ``ValueError``.
+    __slots__ = ("data", "end", "pos")
+
+    def __init__(self, data: Any, start: int = 0) -> None:
+        self.data, self.pos, self.end = data, start, len(data)
+
+
+def _fixed(layout: str) -> Callable[[Cursor], Any]:
+    unpack, size = struct.Struct(layout).unpack_from, struct.calcsize(layout)
+
+    def read(cursor: Cursor) -> Any:
+        if cursor.pos + size > cursor.end:
+            raise TruncatedPickleError("argument cut off")
+        (value,) = unpack(cursor.data, cursor.pos)
+        cursor.pos += size
+        return value
+
+    return read
+
+
+def _uint1(cursor: Cursor) -> int:
+    if cursor.pos >= cursor.end:
+        raise TruncatedPickleError("argument cut off")
+    cursor.pos += 1
+    return int(cursor.data[cursor.pos - 1])
+
+
+def _counted(layout: str, is_text: bool) -> Callable[[Cursor], Any]:
+    length = _uint1 if layout == "<B" else _fixed(layout)
+
+    def read(cursor: Cursor) -> Any:
+        size = length(cursor)
+        if size < 0 or size > cursor.end - cursor.pos:
+            raise TruncatedPickleError(f"argument of {size} bytes runs past the end of the data")
+        start = cursor.pos
+        cursor.pos += size
+        if is_text and size <= MAX_TEXT:
+            return bytes(cursor.data[start : cursor.pos]).decode("utf-8", "surrogatepass")
+        return Skipped(size)
+
+    return read
+
+
+def _long(layout: str) -> Callable[[Cursor], int]:
+    length = _uint1 if layout == "<B" else _fixed(layout)
+
+    def read(cursor: Cursor) -> int:
+        size = length(cursor)
+        if size < 0 or size > cursor.end - cursor.pos:
+            raise TruncatedPickleError("long integer runs past the end of the data")
+        start = cursor.pos
+        cursor.pos += size
+        return int.from_bytes(cursor.data[start : cursor.pos], "little", signed=True)
+
+    return read
+
+
+def _lines(reader: Callable[[Any], Any], count: int) -> Callable[[Cursor], Any]:
+    """Newline-terminated arguments (protocol 0): handed to pickletools' own reader."""
+
+    def read(cursor: Cursor) -> Any:
+        end = cursor.pos
+        for _ in range(count):
+            newline = cursor.data.find(b"\n", end, cursor.end)
+            if newline == -1:
+                raise TruncatedPickleError("text argument without a newline")
+            end = newline + 1
+        line = io.BytesIO(bytes(cursor.data[cursor.pos : end]))
+        cursor.pos = end
+        return reader(line)
+
+    return read
+
+
+_SIMPLE: dict[str, Callable[[Cursor], Any]] = {
+    "uint1": _uint1,
+    "uint2": _fixed("<H"),
+    "int4": _fixed("<i"),
+    "uint4": _fixed("<I"),
+    "uint8": _fixed("<Q"),
+    "float8": _fixed(">d"),
+    "long1": _long("<B"),
+    "long4": _long("<i"),
+    "string1": _counted("<B", False),
+    "string4": _counted("<i", False),
+    "bytes1": _counted("<B", False),
+    "bytes4": _counted("<I", False),
+    "bytes8": _counted("<Q", False),
+    "bytearray8": _counted("<Q", False),
+    "unicodestring1": _counted("<B", True),
+    "unicodestring4": _counted("<I", True),
+    "unicodestring8": _counted("<Q", True),
+}
+
+
+def _reader(descriptor: pickletools.ArgumentDescriptor | None) -> Callable[[Cursor], Any] | None:
+    if descriptor is None:
+        return None
+    if descriptor.name in _SIMPLE:
+        return _SIMPLE[descriptor.name]
+    return _lines(descriptor.reader, 2 if descriptor.name.endswith("_pair") else 1)
+
+
+_BY_CODE: dict[int, tuple[pickletools.OpcodeInfo, Callable[[Cursor], Any] | None]] = {
+    ord(op.code): (op, _reader(op.arg)) for op in pickletools.opcodes
+}
+_STOP = ord(".")
+
+
+def walk(cursor: Cursor) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int]]:
+    """Yield ``(opcode, argument, position)`` from ``cursor.pos`` until ``STOP`` (inclusive).
+
+    Arguments that claim to run past the end of the data, unknown opcodes and a missing
+    ``STOP`` raise ``ValueError``. Callers may advance ``cursor.pos`` between opcodes.
     """
-    read, tell = stream.read, stream.tell
+    data, table = cursor.data, _BY_CODE
     while True:
-        position = tell()
-        code = read(1)
-        if not code:
+        position = cursor.pos
+        if position >= cursor.end:
             raise TruncatedPickleError("pickle ends without STOP")
-        opcode = _BY_CODE.get(code[0])
-        if opcode is None:
-            raise ValueError(f"unknown opcode {code!r} at byte {position}")
-        descriptor = opcode.arg
-        if descriptor is None:
-            argument: Any = None
-        elif descriptor.name in _COUNTED:
-            argument = _counted(stream, descriptor.name, end)
-        else:
-            argument = descriptor.reader(stream)
-        yield opcode, argument, position
-        if opcode.name == "STOP":
+        code = data[position]
+        entry = table.get(code)
+        if entry is None:
+            raise ValueError(f"unknown opcode {bytes([code])!r} at byte {position}")
+        cursor.pos = position + 1
+        opcode, read = entry
+        yield opcode, (read(cursor) if read is not None else None), position
+        if code == _STOP:
             return
-
-
-def _counted(stream: Stream, kind: str, end: int) -> Any:
-    layout, is_text = _COUNTED[kind]
-    prefix = stream.read(struct.calcsize(layout))
-    if len(prefix) != struct.calcsize(layout):
-        raise TruncatedPickleError("argument length cut off")
-    (size,) = struct.unpack(layout, prefix)
-    if size < 0 or size > end - stream.tell():
-        raise TruncatedPickleError(f"argument of {size} bytes runs past the end of the data")
-    if is_text and size <= MAX_TEXT:
-        return stream.read(size).decode("utf-8", "surrogatepass")
-    stream.seek(size, 1)
-    return Skipped(size)

@@ -21,17 +21,18 @@ import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 from .allowlist import judge
-from .opcodes import Stream, walk
+from .opcodes import Cursor, walk
 
 # Scanned data is either bytes in memory (archive members, inflated data) or a file mapped
 # read-only, which is walked in place without being copied.
 Buffer = bytes | mmap.mmap
+Stream = IO[bytes]  # what zipfile reads: io.BytesIO, or a mapped file
 
 MAX_DEPTH = 4
 MAX_ENTRIES = 10_000
@@ -124,29 +125,33 @@ class _Scan:
             self.find(location, "high", "nesting", f"pickles nested deeper than {MAX_DEPTH}")
             return len(data)
         machine = _Machine(self, location)
-        stream = _stream(data)
-        stream.seek(start)
+        cursor = Cursor(data, start)
         count = 0
         try:
-            for opcode, arg, position in walk(stream, len(data)):
+            for opcode, arg, position in walk(cursor):
                 count += 1
-                if count > MAX_OPCODES or len(machine.stack) > MAX_STACK:
+                # the stack grows by at most one per opcode, so checking it now and then is enough
+                if not count & 1023 and (count > MAX_OPCODES or len(machine.stack) > MAX_STACK):
                     self.find(location, "high", "limit", "pickle too large to analyse; refused")
                     return len(data)
-                raw = machine.step(opcode, arg, position)
+                handler = _HANDLERS.get(opcode.name)
+                if handler is None:
+                    machine.generic(opcode)
+                    continue
+                raw = handler(machine, opcode.name, arg, position)
                 if raw is _NESTED_PICKLE:
                     # joblib writes an object array as a whole pickle of its own, with its
                     # own memo, in the middle of the outer stream.
                     where = f"{location}@{position}:objects"
-                    stream.seek(self.pickle_stream(data, where, stream.tell(), depth + 1))
+                    cursor.pos = self.pickle_stream(data, where, cursor.pos, depth + 1)
                 elif raw is not None:
-                    _skip_raw_array(stream, raw, len(data))
+                    _skip_raw_array(cursor, raw)
         except Exception as error:
             self.find(
                 location, "high", "malformed", f"pickle stream is malformed: {str(error)[:120]}"
             )
             return len(data)
-        return stream.tell()
+        return cursor.pos
 
     def judge_global(self, module: str, name: str, where: str) -> None:
         self.result.globals.add(f"{module}.{name}")
@@ -296,9 +301,33 @@ _JOBLIB_WRAPPER = _Global("joblib.numpy_pickle", "NumpyArrayWrapper")
 _DTYPE_CODE = re.compile(r"[<>|=]?[a-zA-Z]\d*(\[[a-zA-Z0-9]+\])?")
 
 
+_FIXED_WIDTH = {"b": 1, "i": 0, "u": 0, "f": 0, "c": 0, "S": 0, "a": 0, "V": 0, "U": 0}
+
+
+def _itemsize(code: str) -> int | None:
+    """Bytes per element of a NumPy dtype string (``<f8``, ``|b1``, ``<U7``, ``<M8[ns]``);
+    0 for object arrays, None when unknown. Parsed here rather than by NumPy so a scan
+    never needs to import it."""
+    body = code.lstrip("<>|=").split("[", 1)[0]
+    kind, digits = body[:1], body[1:]
+    if kind == "O":
+        return 0 if digits in ("", "8") else None
+    if kind in ("M", "m"):
+        return 8 if digits in ("", "8") else None
+    if kind not in _FIXED_WIDTH or not digits.isdigit():
+        return None
+    size = int(digits)
+    return size * 4 if kind == "U" else size
+
+
 class _Machine:
     """Just enough of the unpickler's stack to know every global a stream imports, and the
-    shape of joblib's raw arrays, without creating any object."""
+    shape of joblib's raw arrays, without creating any object.
+
+    Each opcode is applied by its handler in ``_HANDLERS`` (or :meth:`generic`, which only
+    keeps the stack depth right); a handler returns (aligned, bytes) when raw joblib array
+    data follows, or ``_NESTED_PICKLE`` when a joblib object array (a pickle of its own) does.
+    """
 
     def __init__(self, scan: _Scan, location: str) -> None:
         self.scan = scan
@@ -318,80 +347,78 @@ class _Machine:
         items.reverse()
         return items
 
-    def step(
-        self, opcode: pickletools.OpcodeInfo, arg: Any, position: int
-    ) -> tuple[bool, int] | object | None:
-        """Apply one opcode; returns (aligned, bytes) when raw joblib array data follows, or
-        ``_NESTED_PICKLE`` when a joblib object array (a pickle of its own) does."""
-        name, stack = opcode.name, self.stack
-        where = f"{self.location}@{position}"
-        if name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            self.memo[int(arg)] = stack[-1] if stack else _UNKNOWN
-        elif name == "MEMOIZE":
-            self.memo[len(self.memo)] = stack[-1] if stack else _UNKNOWN
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            stack.append(self.memo.get(int(arg), _UNKNOWN))
-        elif name in _LITERALS:
-            stack.append(arg)
-        elif name in ("NEWTRUE", "NEWFALSE", "NONE"):
-            stack.append({"NEWTRUE": True, "NEWFALSE": False, "NONE": None}[name])
-        elif name == "MARK":
-            stack.append(_MARK)
-        elif name == "EMPTY_TUPLE":
-            stack.append(())
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            count = int(name[-1])
-            items = [self._pop() for _ in range(count)]
-            stack.append(tuple(reversed(items)))
-        elif name == "TUPLE":
-            stack.append(tuple(self._pop_mark()))
-        elif name == "EMPTY_DICT":
-            stack.append({})
-        elif name == "DICT":
-            items = self._pop_mark()
-            stack.append(_as_dict(items))
-        elif name in ("SETITEM", "SETITEMS"):
-            items = [self._pop(), self._pop()][::-1] if name == "SETITEM" else self._pop_mark()
-            if stack and isinstance(stack[-1], dict):
-                stack[-1].update(_as_dict(items))
-        elif name in ("GLOBAL", "INST"):
-            module, _, attribute = str(arg).partition(" ")
-            self.scan.judge_global(module, attribute, where)
-            if name == "INST":
-                self._pop_mark()
-                stack.append(_UNKNOWN)
-            else:
-                stack.append(_Global(module, attribute))
-        elif name == "STACK_GLOBAL":
-            attribute, module = self._pop(), self._pop()
-            if isinstance(module, str) and isinstance(attribute, str):
-                self.scan.judge_global(module, attribute, where)
-                stack.append(_Global(module, attribute))
-            else:
-                self.scan.find(
-                    where, "critical", "unresolvable_global",
-                    "STACK_GLOBAL with a module or name computed at load time",
-                )  # fmt: skip
-                stack.append(_UNKNOWN)
-        elif name.startswith("EXT"):
-            self.scan.find(
-                where, "high", "extension_code",
-                f"imports callable #{arg} from the copyreg extension registry",
-            )  # fmt: skip
-            stack.append(_UNKNOWN)
-        elif name in ("REDUCE", "NEWOBJ"):
-            args, function = self._pop(), self._pop()
-            stack.append(_Call(function, args))
-        elif name == "BUILD":
-            state = self._pop()
-            target = stack[-1] if stack else _UNKNOWN
-            if isinstance(target, _Call) and target.function == _JOBLIB_WRAPPER:
-                return self._joblib_array(state, where)
+    def _where(self, position: int) -> str:
+        return f"{self.location}@{position}"
+
+    def _put(self, name: str, arg: Any, position: int) -> None:
+        key = len(self.memo) if name == "MEMOIZE" else int(arg)
+        self.memo[key] = self.stack[-1] if self.stack else _UNKNOWN
+
+    def _get(self, name: str, arg: Any, position: int) -> None:
+        self.stack.append(self.memo.get(int(arg), _UNKNOWN))
+
+    def _literal(self, name: str, arg: Any, position: int) -> None:
+        self.stack.append(arg)
+
+    def _constant(self, name: str, arg: Any, position: int) -> None:
+        self.stack.append(_CONSTANTS[name])
+
+    def _tuple_n(self, name: str, arg: Any, position: int) -> None:
+        items = [self._pop() for _ in range(int(name[-1]))]
+        items.reverse()
+        self.stack.append(tuple(items))
+
+    def _tuple(self, name: str, arg: Any, position: int) -> None:
+        self.stack.append(tuple(self._pop_mark()))
+
+    def _dict(self, name: str, arg: Any, position: int) -> None:
+        self.stack.append(_as_dict(self._pop_mark()))
+
+    def _setitems(self, name: str, arg: Any, position: int) -> None:
+        items = [self._pop(), self._pop()][::-1] if name == "SETITEM" else self._pop_mark()
+        if self.stack and isinstance(self.stack[-1], dict):
+            self.stack[-1].update(_as_dict(items))
+
+    def _global(self, name: str, arg: Any, position: int) -> None:
+        module, _, attribute = str(arg).partition(" ")
+        self.scan.judge_global(module, attribute, self._where(position))
+        if name == "INST":
+            self._pop_mark()
+            self.stack.append(_UNKNOWN)
         else:
-            self._generic(opcode)
+            self.stack.append(_Global(module, attribute))
+
+    def _stack_global(self, name: str, arg: Any, position: int) -> None:
+        attribute, module = self._pop(), self._pop()
+        if isinstance(module, str) and isinstance(attribute, str):
+            self.scan.judge_global(module, attribute, self._where(position))
+            self.stack.append(_Global(module, attribute))
+        else:
+            self.scan.find(
+                self._where(position), "critical", "unresolvable_global",
+                "STACK_GLOBAL with a module or name computed at load time",
+            )  # fmt: skip
+            self.stack.append(_UNKNOWN)
+
+    def _extension(self, name: str, arg: Any, position: int) -> None:
+        self.scan.find(
+            self._where(position), "high", "extension_code",
+            f"imports callable #{arg} from the copyreg extension registry",
+        )  # fmt: skip
+        self.stack.append(_UNKNOWN)
+
+    def _reduce(self, name: str, arg: Any, position: int) -> None:
+        args, function = self._pop(), self._pop()
+        self.stack.append(_Call(function, args))
+
+    def _build(self, name: str, arg: Any, position: int) -> tuple[bool, int] | object | None:
+        state = self._pop()
+        target = self.stack[-1] if self.stack else _UNKNOWN
+        if isinstance(target, _Call) and target.function == _JOBLIB_WRAPPER:
+            return self._joblib_array(state, self._where(position))
         return None
 
-    def _generic(self, opcode: pickletools.OpcodeInfo) -> None:
+    def generic(self, opcode: pickletools.OpcodeInfo) -> None:
         for item in reversed(opcode.stack_before):
             if item is pickletools.markobject:
                 self._pop_mark()
@@ -422,14 +449,11 @@ class _Machine:
                 where, "high", "malformed", "joblib array of a type the scanner cannot size"
             )
             return None
-        import numpy
-
-        try:
-            array_type = numpy.dtype(code)
-        except TypeError:
+        itemsize = _itemsize(code)
+        if itemsize is None:
             self.scan.find(where, "high", "malformed", f"joblib array with unknown dtype {code!r}")
             return None
-        if array_type.hasobject:
+        if itemsize == 0:
             return _NESTED_PICKLE  # object arrays are pickled, not written raw
         count = 1
         for dimension in shape:
@@ -437,7 +461,28 @@ class _Machine:
                 self.scan.find(where, "high", "malformed", "joblib array with an invalid shape")
                 return None
             count *= dimension
-        return "numpy_array_alignment_bytes" in state, count * array_type.itemsize
+        return "numpy_array_alignment_bytes" in state, count * itemsize
+
+
+_CONSTANTS: dict[str, Any] = {"NEWTRUE": True, "NEWFALSE": False, "NONE": None, "EMPTY_TUPLE": ()}
+_Handler = Callable[[_Machine, str, Any, int], Any]
+_HANDLERS: dict[str, _Handler] = {
+    **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"), _Machine._put),
+    **dict.fromkeys(("GET", "BINGET", "LONG_BINGET"), _Machine._get),
+    **dict.fromkeys(_LITERALS, _Machine._literal),
+    **dict.fromkeys(_CONSTANTS, _Machine._constant),
+    "MARK": lambda machine, *_: machine.stack.append(_MARK),
+    "EMPTY_DICT": lambda machine, *_: machine.stack.append({}),
+    **dict.fromkeys(("TUPLE1", "TUPLE2", "TUPLE3"), _Machine._tuple_n),
+    "TUPLE": _Machine._tuple,
+    "DICT": _Machine._dict,
+    **dict.fromkeys(("SETITEM", "SETITEMS"), _Machine._setitems),
+    **dict.fromkeys(("GLOBAL", "INST"), _Machine._global),
+    "STACK_GLOBAL": _Machine._stack_global,
+    **dict.fromkeys(("EXT1", "EXT2", "EXT4"), _Machine._extension),
+    **dict.fromkeys(("REDUCE", "NEWOBJ"), _Machine._reduce),
+    "BUILD": _Machine._build,
+}
 
 
 def _as_dict(items: list[Any]) -> dict[Any, Any]:
@@ -466,15 +511,13 @@ class _Mapped:
         return True
 
 
-def _skip_raw_array(stream: Stream, raw: Any, end: int) -> None:
+def _skip_raw_array(cursor: Cursor, raw: Any) -> None:
     aligned, size = raw
-    if aligned:
-        padding = stream.read(1)
-        if padding:
-            size += padding[0]
-    if size > end - stream.tell():
+    if aligned and cursor.pos < cursor.end:
+        size += 1 + cursor.data[cursor.pos]  # a padding-length byte, then the padding
+    if size > cursor.end - cursor.pos:
         raise ValueError("joblib array data runs past the end of the file")
-    stream.seek(size, io.SEEK_CUR)
+    cursor.pos += size
 
 
 def _looks_like_protocol0(head: bytes) -> bool:
