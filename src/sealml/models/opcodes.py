@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import pickletools
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 # Text arguments longer than this are never names of anything; they are skipped unread.
@@ -142,29 +142,9 @@ def _reader(descriptor: pickletools.ArgumentDescriptor | None) -> Callable[[Curs
     return _lines(descriptor.reader, 2 if descriptor.name.endswith("_pair") else 1)
 
 
-_BY_CODE: dict[int, tuple[pickletools.OpcodeInfo, Callable[[Cursor], Any] | None]] = {
+Reader = Callable[[Cursor], Any]
+# Every opcode by its byte: its description and how to read its argument (None: no argument).
+TABLE: dict[int, tuple[pickletools.OpcodeInfo, Reader | None]] = {
     ord(op.code): (op, _reader(op.arg)) for op in pickletools.opcodes
 }
-_STOP = ord(".")
-
-
-def walk(cursor: Cursor) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int]]:
-    """Yield ``(opcode, argument, position)`` from ``cursor.pos`` until ``STOP`` (inclusive).
-
-    Arguments that claim to run past the end of the data, unknown opcodes and a missing
-    ``STOP`` raise ``ValueError``. Callers may advance ``cursor.pos`` between opcodes.
-    """
-    data, table = cursor.data, _BY_CODE
-    while True:
-        position = cursor.pos
-        if position >= cursor.end:
-            raise TruncatedPickleError("pickle ends without STOP")
-        code = data[position]
-        entry = table.get(code)
-        if entry is None:
-            raise ValueError(f"unknown opcode {bytes([code])!r} at byte {position}")
-        cursor.pos = position + 1
-        opcode, read = entry
-        yield opcode, (read(cursor) if read is not None else None), position
-        if code == _STOP:
-            return
+STOP = ord(".")

@@ -24,10 +24,10 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 from .allowlist import judge
-from .opcodes import Cursor, walk
+from .opcodes import STOP, TABLE, Cursor, Reader, TruncatedPickleError
 
 # Scanned data is either bytes in memory (archive members, inflated data) or a file mapped
 # read-only, which is walked in place without being copied.
@@ -126,32 +126,42 @@ class _Scan:
             return len(data)
         machine = _Machine(self, location)
         cursor = Cursor(data, start)
-        count = 0
+        dispatch, end, count = _DISPATCH, cursor.end, 0
         try:
-            for opcode, arg, position in walk(cursor):
+            # One loop, no generator: this runs once per opcode and dominates a scan.
+            while True:
+                position = cursor.pos
+                if position >= end:
+                    raise TruncatedPickleError("pickle ends without STOP")
+                entry = dispatch.get(data[position])
+                if entry is None:
+                    raise ValueError(f"unknown opcode {data[position]:#04x} at byte {position}")
+                opcode, read, handler = entry
+                cursor.pos = position + 1
+                arg = read(cursor) if read is not None else None
                 count += 1
-                # the stack grows by at most one per opcode, so checking it now and then is enough
+                # the stack grows by at most one per opcode: checking now and then is enough
                 if not count & 1023 and (count > MAX_OPCODES or len(machine.stack) > MAX_STACK):
                     self.find(location, "high", "limit", "pickle too large to analyse; refused")
                     return len(data)
-                handler = _HANDLERS.get(opcode.name)
                 if handler is None:
                     machine.generic(opcode)
-                    continue
-                raw = handler(machine, opcode.name, arg, position)
-                if raw is _NESTED_PICKLE:
-                    # joblib writes an object array as a whole pickle of its own, with its
-                    # own memo, in the middle of the outer stream.
-                    where = f"{location}@{position}:objects"
-                    cursor.pos = self.pickle_stream(data, where, cursor.pos, depth + 1)
-                elif raw is not None:
-                    _skip_raw_array(cursor, raw)
+                else:
+                    raw = handler(machine, opcode.name, arg, position)
+                    if raw is _NESTED_PICKLE:
+                        # joblib writes an object array as a whole pickle of its own, with
+                        # its own memo, in the middle of the outer stream.
+                        where = f"{location}@{position}:objects"
+                        cursor.pos = self.pickle_stream(data, where, cursor.pos, depth + 1)
+                    elif raw is not None:
+                        _skip_raw_array(cursor, raw)
+                if data[position] == STOP:
+                    return cursor.pos
         except Exception as error:
             self.find(
                 location, "high", "malformed", f"pickle stream is malformed: {str(error)[:120]}"
             )
             return len(data)
-        return cursor.pos
 
     def judge_global(self, module: str, name: str, where: str) -> None:
         self.result.globals.add(f"{module}.{name}")
@@ -281,14 +291,17 @@ def _holds_objects(header: str) -> bool:
     return has_object(descr)
 
 
-@dataclass(frozen=True)
-class _Global:
+class _Global(NamedTuple):
+    """A global the stream imported (named tuples: created once per opcode, they must be
+    cheap)."""
+
     module: str
     name: str
 
 
-@dataclass(frozen=True)
-class _Call:
+class _Call(NamedTuple):
+    """The result of calling *function* with *args* (never actually called)."""
+
     function: Any
     args: Any
 
@@ -351,8 +364,10 @@ class _Machine:
         return f"{self.location}@{position}"
 
     def _put(self, name: str, arg: Any, position: int) -> None:
-        key = len(self.memo) if name == "MEMOIZE" else int(arg)
-        self.memo[key] = self.stack[-1] if self.stack else _UNKNOWN
+        self.memo[int(arg)] = self.stack[-1] if self.stack else _UNKNOWN
+
+    def _memoize(self, name: str, arg: Any, position: int) -> None:
+        self.memo[len(self.memo)] = self.stack[-1] if self.stack else _UNKNOWN
 
     def _get(self, name: str, arg: Any, position: int) -> None:
         self.stack.append(self.memo.get(int(arg), _UNKNOWN))
@@ -364,9 +379,14 @@ class _Machine:
         self.stack.append(_CONSTANTS[name])
 
     def _tuple_n(self, name: str, arg: Any, position: int) -> None:
-        items = [self._pop() for _ in range(int(name[-1]))]
-        items.reverse()
-        self.stack.append(tuple(items))
+        stack, size = self.stack, _TUPLE_SIZES[name]
+        if len(stack) >= size:
+            items = tuple(stack[-size:])
+            del stack[-size:]
+        else:
+            items = (_UNKNOWN,) * (size - len(stack)) + tuple(stack)
+            stack.clear()
+        stack.append(items)
 
     def _tuple(self, name: str, arg: Any, position: int) -> None:
         self.stack.append(tuple(self._pop_mark()))
@@ -464,10 +484,12 @@ class _Machine:
         return "numpy_array_alignment_bytes" in state, count * itemsize
 
 
+_TUPLE_SIZES = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
 _CONSTANTS: dict[str, Any] = {"NEWTRUE": True, "NEWFALSE": False, "NONE": None, "EMPTY_TUPLE": ()}
 _Handler = Callable[[_Machine, str, Any, int], Any]
 _HANDLERS: dict[str, _Handler] = {
-    **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"), _Machine._put),
+    **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT"), _Machine._put),
+    "MEMOIZE": _Machine._memoize,
     **dict.fromkeys(("GET", "BINGET", "LONG_BINGET"), _Machine._get),
     **dict.fromkeys(_LITERALS, _Machine._literal),
     **dict.fromkeys(_CONSTANTS, _Machine._constant),
@@ -482,6 +504,11 @@ _HANDLERS: dict[str, _Handler] = {
     **dict.fromkeys(("EXT1", "EXT2", "EXT4"), _Machine._extension),
     **dict.fromkeys(("REDUCE", "NEWOBJ"), _Machine._reduce),
     "BUILD": _Machine._build,
+}
+
+
+_DISPATCH: dict[int, tuple[pickletools.OpcodeInfo, Reader | None, _Handler | None]] = {
+    code: (opcode, read, _HANDLERS.get(opcode.name)) for code, (opcode, read) in TABLE.items()
 }
 
 
