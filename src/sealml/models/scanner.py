@@ -144,17 +144,14 @@ class _Scan:
                 if not count & 1023 and (count > MAX_OPCODES or len(machine.stack) > MAX_STACK):
                     self.find(location, "high", "limit", "pickle too large to analyse; refused")
                     return len(data)
-                if handler is None:
-                    machine.generic(opcode)
-                else:
-                    raw = handler(machine, opcode.name, arg, position)
-                    if raw is _NESTED_PICKLE:
-                        # joblib writes an object array as a whole pickle of its own, with
-                        # its own memo, in the middle of the outer stream.
-                        where = f"{location}@{position}:objects"
-                        cursor.pos = self.pickle_stream(data, where, cursor.pos, depth + 1)
-                    elif raw is not None:
-                        _skip_raw_array(cursor, raw)
+                raw = handler(machine, opcode.name, arg, position)
+                if raw is _NESTED_PICKLE:
+                    # joblib writes an object array as a whole pickle of its own, with its
+                    # own memo, in the middle of the outer stream.
+                    where = f"{location}@{position}:objects"
+                    cursor.pos = self.pickle_stream(data, where, cursor.pos, depth + 1)
+                elif raw is not None:
+                    _skip_raw_array(cursor, raw)
                 if data[position] == STOP:
                     return cursor.pos
         except Exception as error:
@@ -337,8 +334,8 @@ class _Machine:
     """Just enough of the unpickler's stack to know every global a stream imports, and the
     shape of joblib's raw arrays, without creating any object.
 
-    Each opcode is applied by its handler in ``_HANDLERS`` (or :meth:`generic`, which only
-    keeps the stack depth right); a handler returns (aligned, bytes) when raw joblib array
+    Each opcode is applied by its handler in ``_HANDLERS`` (or one that only keeps the
+    stack depth right); a handler returns (aligned, bytes) when raw joblib array
     data follows, or ``_NESTED_PICKLE`` when a joblib object array (a pickle of its own) does.
     """
 
@@ -438,15 +435,6 @@ class _Machine:
             return self._joblib_array(state, self._where(position))
         return None
 
-    def generic(self, opcode: pickletools.OpcodeInfo) -> None:
-        for item in reversed(opcode.stack_before):
-            if item is pickletools.markobject:
-                self._pop_mark()
-            elif item is not pickletools.stackslice:
-                self._pop()
-        for item in opcode.stack_after:
-            self.stack.append(_MARK if item is pickletools.markobject else _UNKNOWN)
-
     def _joblib_array(self, state: Any, where: str) -> tuple[bool, int] | object | None:
         """The size of the raw array joblib writes right after this wrapper."""
         if not isinstance(state, dict):
@@ -507,8 +495,30 @@ _HANDLERS: dict[str, _Handler] = {
 }
 
 
-_DISPATCH: dict[int, tuple[pickletools.OpcodeInfo, Reader | None, _Handler | None]] = {
-    code: (opcode, read, _HANDLERS.get(opcode.name)) for code, (opcode, read) in TABLE.items()
+def _stack_effect(opcode: pickletools.OpcodeInfo) -> _Handler:
+    """A handler that only keeps the stack depth right (for opcodes whose values never
+    matter to the scan), precomputed from the opcode's documented stack effect."""
+    actions = tuple(
+        item is pickletools.markobject
+        for item in reversed(opcode.stack_before)
+        if item is not pickletools.stackslice
+    )
+    pushes = [_MARK if item is pickletools.markobject else _UNKNOWN for item in opcode.stack_after]
+
+    def apply(machine: _Machine, name: str, arg: Any, position: int) -> None:
+        for to_mark in actions:
+            if to_mark:
+                machine._pop_mark()
+            else:
+                machine._pop()
+        machine.stack.extend(pushes)
+
+    return apply
+
+
+_DISPATCH: dict[int, tuple[pickletools.OpcodeInfo, Reader | None, _Handler]] = {
+    code: (opcode, read, _HANDLERS.get(opcode.name) or _stack_effect(opcode))
+    for code, (opcode, read) in TABLE.items()
 }
 
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import re
 from pathlib import Path
 
 MAX_HOPS = 8
-_WORD = re.compile(r"\w+")
 
 
 def defined_class(module: str, name: str) -> bool | None:
@@ -42,16 +40,15 @@ def _locate(module: str, name: str, hops: int) -> tuple[str, str] | None:
     if text is None:
         return None
     classes = functions = 0
-    for line in _lines_naming(text, name):
-        if line.startswith("class ") and _leading_word(line[6:]) == name:
+    for prefix, rest in _uses(text, name):
+        if prefix.rstrip(" \t") == "class" and prefix[:1] == "c":
             classes += 1
-        elif line.startswith(("def ", "async def ")) and _leading_word(line[4:]) == name:
+        elif prefix.rstrip(" \t") in ("def", "async def") and prefix[:1] in ("d", "a"):
             functions += 1
-        stripped = line.lstrip(" \t")
-        if stripped.startswith(name) and _assigns(stripped[len(name) :]):
+        elif not prefix.strip(" \t") and _assigns(rest):
             return None  # rebound somewhere: only importing can tell
-        if line[:1] in (" ", "\t") and "import" in line and name in _bound_by_import(stripped):
-            return None  # imported inside a block
+        elif prefix[:1] in (" ", "\t") and "import" in prefix and _binds(prefix, rest):
+            return None  # imported inside a block: only importing can tell
     imported = [(origin, real) for origin, real, bound in _imports(module) if bound == name]
     if classes + functions + len(imported) > 1:
         return None
@@ -70,51 +67,6 @@ def _locate(module: str, name: str, hops: int) -> tuple[str, str] | None:
             if found is not None:
                 return found
     return None
-
-
-def _leading_word(text: str) -> str:
-    match = _WORD.match(text.lstrip(" \t").removeprefix("def ").lstrip(" \t"))
-    return match.group(0) if match else ""
-
-
-def _assigns(rest: str) -> bool:
-    """Whether what follows a name at the start of a line makes it an assignment target."""
-    rest = rest.lstrip(" \t")
-    if rest[:1] == "=":
-        return rest[:2] != "=="
-    if rest[:1] == ":":  # an annotation binds only with a value (``x: T = v``)
-        value = rest.find("=")
-        return value != -1 and rest[value : value + 2] != "=="
-    return rest[:2] in ("+=", "-=", "*=", "/=", "|=", "&=")
-
-
-def _bound_by_import(statement: str) -> set[str]:
-    """The names an ``import`` or ``from ... import`` statement binds."""
-    if not statement.startswith(("import ", "from ")):
-        return set()
-    _, _, names = statement.partition("import ")
-    bound = set()
-    for item in names.split("#", 1)[0].strip("()\\ ").split(","):
-        parts = item.split()
-        if len(parts) == 3 and parts[1] == "as":
-            bound.add(parts[2])
-        elif len(parts) == 1:
-            bound.add(parts[0].split(".")[0])
-    return bound
-
-
-def _lines_naming(text: str, name: str) -> list[str]:
-    """Every line of *text* that contains *name* (found with str.find, which is far faster
-    than a multi-line regular expression over the whole file)."""
-    lines = []
-    position = text.find(name)
-    while position != -1:
-        start = text.rfind("\n", 0, position) + 1
-        end = text.find("\n", position)
-        end = len(text) if end == -1 else end
-        lines.append(text[start:end])
-        position = text.find(name, end)
-    return lines
 
 
 @functools.cache
@@ -159,6 +111,47 @@ def _imports(module: str) -> tuple[tuple[str, str, str], ...]:
                     found.append((origin, parts[0], parts[2]))
         position = text.find("\nfrom ", end)
     return tuple(found)
+
+
+def _uses(text: str, name: str) -> list[tuple[str, str]]:
+    """For every whole-word use of *name*: the text of its line before it and after it.
+    (``str.find`` with a cheap neighbour test: a file can name a class thousands of times.)"""
+    uses = []
+    size = len(name)
+    position = text.find(name)
+    while position != -1:
+        after = position + size
+        before_char = text[position - 1] if position else "\n"
+        after_char = text[after : after + 1]
+        if not (before_char.isalnum() or before_char in "_.") and not (
+            after_char.isalnum() or after_char == "_"
+        ):
+            start = text.rfind("\n", 0, position) + 1
+            end = text.find("\n", after)
+            uses.append((text[start:position], text[after : len(text) if end == -1 else end]))
+        position = text.find(name, after)
+    return uses
+
+
+def _assigns(rest: str) -> bool:
+    """Whether what follows a name at the start of a line makes it an assignment target."""
+    rest = rest.lstrip(" \t")
+    if rest[:1] == "=":
+        return rest[:2] != "=="
+    if rest[:1] == ":":  # an annotation binds only with a value (``x: T = v``)
+        value = rest.find("=")
+        return value != -1 and rest[value : value + 2] != "=="
+    return rest[:2] in ("+=", "-=", "*=", "/=", "|=", "&=")
+
+
+def _binds(prefix: str, rest: str) -> bool:
+    """Whether an import statement around a use of a name binds that name."""
+    if not prefix.lstrip(" \t").startswith(("import ", "from ")):
+        return False
+    after = rest.lstrip(" \t")
+    if after.startswith("as ") or after.startswith("as\t"):
+        return False  # ``import NAME as other`` binds other
+    return prefix.rstrip(" \t(").endswith(("import", ",", "as"))
 
 
 def _absolute(module: str, clause: str) -> str | None:
