@@ -19,6 +19,7 @@ from .common import JsonOption, open_workspace, out, print_json, print_table
 
 app = typer.Typer(help="Model supply chain: scan, sign, register, promote.", no_args_is_help=True)
 
+WATERMARK_P_VALUE = 1e-6
 CodeOption = typer.Option(
     ...,
     "--code",
@@ -316,3 +317,38 @@ def history_command(
             str(details.get("alias", "")),
         )
     print_table(table)
+
+
+@app.command("watermark-verify")
+def watermark_verify_command(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME@ALIAS or NAME@VERSION whose watermark to test."),
+    url: str | None = typer.Option(
+        None, "--url", help="Query this prediction endpoint instead of the registered model."
+    ),
+    token_env: str | None = typer.Option(
+        None, "--token-env", help="Environment variable holding a bearer token for --url."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Test a model against the secret trigger set; exit 1 unless the watermark is found
+    (p < 1e-6)."""
+    import os
+
+    name, selector = _split(ref)
+    token = os.environ.get(token_env) if token_env else None
+    if token_env and token is None:
+        raise UsageError(f"environment variable {token_env} is not set")
+    with open_workspace(ctx) as workspace:
+        report = workspace.watermark_verify(name, selector or "production", url=url, token=token)
+    found = report.p_value < WATERMARK_P_VALUE
+    if as_json:
+        print_json({**report.to_dict(), "found": found})
+    else:
+        verdict = "[green]watermark found[/green]" if found else "[yellow]no watermark[/yellow]"
+        out.print(
+            f"{verdict}: {report.matches}/{report.count} triggers match "
+            f"(rate {report.match_rate:.2f}, chance {report.chance:.2f}, p = {report.p_value:.2e})"
+        )
+    if not found:
+        raise typer.Exit(1)

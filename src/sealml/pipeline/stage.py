@@ -21,7 +21,7 @@ from .codecs import TYPES
 
 DEFAULT_PERMISSION = "pipeline:run"
 # Secret name → the keyword argument that carries it into the stage function.
-SECRETS = {"pii": "pii_keys"}
+SECRETS = {"pii": "pii_keys", "watermark": "watermark_key"}
 
 
 @dataclass(frozen=True)

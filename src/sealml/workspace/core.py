@@ -52,6 +52,7 @@ from ..witness import Witness
 SIGNING_SECRET = "workspace-signing-key"  # noqa: S105 (a keystore entry name)
 PSEUDONYM_SECRET = "pii-pseudonym-key"  # noqa: S105
 TOKEN_SECRET = "pii-token-key"  # noqa: S105
+WATERMARK_SECRET = "watermark-key"  # noqa: S105
 WORKSPACE_ENV = "SEALML_WORKSPACE"
 PassphraseSource = Secret | Callable[[], Secret] | None
 

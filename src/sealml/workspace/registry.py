@@ -40,7 +40,7 @@ from ..errors import (
 )
 from ..ledger import EventFilter, Ledger
 from ..ledger.merkle import leaf_hash
-from ..models import openssf
+from ..models import openssf, watermark
 from ..models.formats import load_model, media_type_for
 from ..models.manifest import Manifest, Resource, file_sha256, hash_model
 from ..models.registry import (
@@ -55,6 +55,7 @@ from ..models.registry import (
 )
 from ..models.scanner import ScanResult, scan_bytes, scan_path
 from ..store.artifacts import ArtifactDraft, SealedArtifact, info_of
+from .core import WATERMARK_SECRET
 from .data import DataOperations
 
 TOTP_SECRET = "totp-key"  # noqa: S105 (a keystore entry name)
@@ -584,6 +585,34 @@ class RegistryOperations(DataOperations):
             raise
         self.record([self.event("model.load", _resource(name), version=number)])
         return self._describe(row, state), model
+
+    def watermark_verify(
+        self,
+        name: str,
+        ref: str | int = "production",
+        *,
+        url: str | None = None,
+        token: str | None = None,
+    ) -> watermark.WatermarkReport:
+        """Query our registered model (or, with *url*, a suspect endpoint) with the secret
+        trigger set of ``name@ref`` and test the match rate against chance."""
+        described, model = self.resolve_model(name, ref)
+        spec = watermark.spec_of(model)
+        predict = watermark.http_predictor(url, token=token) if url else model.predict
+        report = watermark.verify(predict, self.named_secret(WATERMARK_SECRET), spec)
+        self.record(
+            [
+                self.event(
+                    "model.watermark-verify",
+                    _resource(name),
+                    version=described.version,
+                    target=url or "registered model",
+                    match_rate=report.match_rate,
+                    p_value=report.p_value,
+                )
+            ]
+        )
+        return report
 
     # -- changes --------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from ..provenance import intoto
 from ..provenance.environment import environment
 from ..store.artifacts import ArtifactDraft, SealedArtifact, check_row, unseal, unwrap_key
 from .artifacts import ArtifactOperations, resource_of
+from .core import WATERMARK_SECRET
 
 
 @dataclass
@@ -201,6 +202,8 @@ class RunOperations(ArtifactOperations):
         if "pii" in stage.secrets:
             pseudonym_key, token_key = self.pii_keys()
             secrets["pii_keys"] = {"pseudonym": pseudonym_key.hex(), "token": token_key.hex()}
+        if "watermark" in stage.secrets:
+            secrets["watermark_key"] = self.named_secret(WATERMARK_SECRET).hex()
         return secrets
 
     # -- the cache ------------------------------------------------------------------------
