@@ -40,6 +40,7 @@ def _locate(module: str, name: str, hops: int) -> tuple[str, str] | None:
     if text is None:
         return None
     classes = functions = 0
+    maybe_imported = False
     for prefix, rest in _uses(text, name):
         if prefix.rstrip(" \t") == "class" and prefix[:1] == "c":
             classes += 1
@@ -49,7 +50,14 @@ def _locate(module: str, name: str, hops: int) -> tuple[str, str] | None:
             return None  # rebound somewhere: only importing can tell
         elif prefix[:1] in (" ", "\t") and "import" in prefix and _binds(prefix, rest):
             return None  # imported inside a block: only importing can tell
-    imported = [(origin, real) for origin, real, bound in _imports(module) if bound == name]
+        elif prefix.startswith("from ") or (
+            not prefix.strip(" \t(") and rest.strip(" \t")[:1] in ("", ",", ")", "#", "a")
+        ):
+            maybe_imported = True  # a top-level import, or an item of a multi-line one
+    # Parsing the imports costs more than the rest; skip it when no line could be one.
+    needed = maybe_imported or not (classes or functions)
+    imports = _imports(module) if needed else ()
+    imported = [(origin, real) for origin, real, bound in imports if bound == name]
     if classes + functions + len(imported) > 1:
         return None
     if classes:
@@ -61,7 +69,7 @@ def _locate(module: str, name: str, hops: int) -> tuple[str, str] | None:
         return _locate(origin, real, hops + 1)
     if text.startswith("def __getattr__") or "\ndef __getattr__" in text:
         return None
-    for origin, real, _ in _imports(module):
+    for origin, real, _ in imports:
         if real == "*":
             found = _locate(origin, name, hops + 1)
             if found is not None:
@@ -169,16 +177,25 @@ def _absolute(module: str, clause: str) -> str | None:
 
 
 @functools.cache
+def _package_folders(top: str) -> tuple[Path, ...]:
+    """Where a top-level package lives (``find_spec`` on a top-level name does not import)."""
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return ()
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    return tuple(Path(p) for p in spec.submodule_search_locations)
+
+
+@functools.cache
 def _source_file(module: str) -> tuple[Path, bool] | None:
     """The ``.py`` file of *module* and whether it is a package, found without importing."""
     parts = module.split(".")
-    try:
-        spec = importlib.util.find_spec(parts[0])
-    except (ImportError, ValueError):
+    roots = _package_folders(parts[0])
+    if not roots:
         return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folders = [Path(p) for p in spec.submodule_search_locations]
+    folders = list(roots)
     for part in parts[1:]:
         nested = [f / part for f in folders if (f / part / "__init__.py").is_file()]
         if nested:
