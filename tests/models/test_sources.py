@@ -77,3 +77,50 @@ def test_unknown_modules_and_names_are_left_open() -> None:
     assert defined_class("sklearn.no_such_module", "Thing") is None
     assert defined_class("sklearn.pipeline", "NoSuchName") is None
     assert defined_class("sklearn.pipeline", "not an identifier") is None
+
+
+@pytest.mark.parametrize(
+    ("prefix", "rest", "binds"),
+    [
+        ("", " = 1", True),
+        ("", ": int = 1", True),
+        ("", ": int", False),  # a bare annotation binds nothing at run time
+        ("", ", b = f()", True),
+        ("a, ", " = f()", True),
+        ("(a, ", ") = f()", True),
+        ("for ", " in x:", True),
+        ("for a, ", " in x:", True),
+        ("with f() as ", ":", True),
+        ("    ", " += 1", True),
+        ("del ", "", True),
+        ("", " := 3", True),
+        ("", "(x)", False),
+        ("", ".foo = 1", False),
+        ("    ", " : A table of data", False),  # numpydoc "See Also" lines
+        ("x = ", "(1)", False),
+        ("    ", ", Series : objects", False),
+        ("", " == 3", False),
+        ("        original, such as ", ".to_frame()", False),  # prose, not "with ... as"
+        ("        (", "([1, 2], dtype='int64'),", False),  # a call with a keyword argument
+        ("except ValueError as ", ":", True),
+    ],
+)
+def test_what_counts_as_rebinding(prefix: str, rest: str, binds: bool) -> None:
+    from sealml.models.sources import _rebinds
+
+    assert _rebinds(prefix, rest) is binds
+
+
+def test_a_rebound_class_is_left_to_the_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "sklearn_fake"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "class Kept:\n    pass\n\n\nclass Swapped:\n    pass\n\n\nSwapped, other = print, 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from sealml.models import sources
+
+    assert sources._locate("sklearn_fake", "Kept", 0) == ("class", "sklearn_fake")
+    assert sources._locate("sklearn_fake", "Swapped", 0) is None

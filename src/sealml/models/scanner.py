@@ -1,6 +1,7 @@
 """A static scanner for model files: it never unpickles or executes anything.
 
-It walks pickle opcode streams with a small stack machine that resolves every global the
+It walks pickle opcode streams (a quick exact pass first, see ``fastpath``, and when that
+declines) with a small stack machine that resolves every global the
 stream would import: ``GLOBAL``/``INST`` names, ``STACK_GLOBAL`` names built from strings on
 the stack or fetched back from the memo, and extension-registry codes; each is judged
 against the allowlist. It opens zip archives (PyTorch checkpoints, ``.npz``, nested
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
+from . import fastpath
 from .allowlist import judge
 from .opcodes import STOP, TABLE, Cursor, Reader, TruncatedPickleError
 
@@ -124,6 +126,16 @@ class _Scan:
         if depth > MAX_DEPTH:
             self.find(location, "high", "nesting", f"pickles nested deeper than {MAX_DEPTH}")
             return len(data)
+        quick = fastpath.imports(data, start, MAX_OPCODES)
+        if quick is not None:
+            end, found = quick
+            for item in found:
+                where = f"{location}@{item.position}"
+                if item.module is None:
+                    self.extension_code(where, item.name)
+                else:
+                    self.judge_global(item.module, item.name, where)
+            return end
         machine = _Machine(self, location)
         cursor = Cursor(data, start)
         dispatch, end, count = _DISPATCH, cursor.end, 0
@@ -159,6 +171,12 @@ class _Scan:
                 location, "high", "malformed", f"pickle stream is malformed: {str(error)[:120]}"
             )
             return len(data)
+
+    def extension_code(self, where: str, code: object) -> None:
+        self.find(
+            where, "high", "extension_code",
+            f"imports callable #{code} from the copyreg extension registry",
+        )  # fmt: skip
 
     def judge_global(self, module: str, name: str, where: str) -> None:
         self.result.globals.add(f"{module}.{name}")
@@ -418,10 +436,7 @@ class _Machine:
             self.stack.append(_UNKNOWN)
 
     def _extension(self, name: str, arg: Any, position: int) -> None:
-        self.scan.find(
-            self._where(position), "high", "extension_code",
-            f"imports callable #{arg} from the copyreg extension registry",
-        )  # fmt: skip
+        self.scan.extension_code(self._where(position), arg)
         self.stack.append(_UNKNOWN)
 
     def _reduce(self, name: str, arg: Any, position: int) -> None:

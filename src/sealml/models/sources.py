@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 from pathlib import Path
 
 MAX_HOPS = 8
@@ -46,10 +47,10 @@ def _locate(module: str, name: str, hops: int) -> tuple[str, str] | None:
             classes += 1
         elif prefix.rstrip(" \t") in ("def", "async def") and prefix[:1] in ("d", "a"):
             functions += 1
-        elif not prefix.strip(" \t") and _assigns(rest):
-            return None  # rebound somewhere: only importing can tell
         elif prefix[:1] in (" ", "\t") and "import" in prefix and _binds(prefix, rest):
             return None  # imported inside a block: only importing can tell
+        elif "import" not in prefix and _rebinds(prefix, rest):
+            return None  # (possibly) rebound somewhere: only importing can tell
         elif prefix.startswith("from ") or (
             not prefix.strip(" \t(") and rest.strip(" \t")[:1] in ("", ",", ")", "#", "a")
         ):
@@ -129,16 +130,39 @@ def _uses(text: str, name: str) -> list[tuple[str, str]]:
     position = text.find(name)
     while position != -1:
         after = position + size
+        # Only a use at the start of a line, after ``class``/``def``/``import``, or in an
+        # import or target list can bind it: all follow a space, tab, newline, "(" or ",".
         before_char = text[position - 1] if position else "\n"
         after_char = text[after : after + 1]
-        if not (before_char.isalnum() or before_char in "_.") and not (
-            after_char.isalnum() or after_char == "_"
-        ):
+        if before_char in " \t\n(," and not (after_char.isalnum() or after_char == "_"):
             start = text.rfind("\n", 0, position) + 1
             end = text.find("\n", after)
             uses.append((text[start:position], text[after : len(text) if end == -1 else end]))
         position = text.find(name, after)
     return uses
+
+
+_TARGET_LIST = re.compile(r"[\w\s,()\[\]*.]*[,(\[]")
+_REST_OF_TARGETS = re.compile(r"[\s\w,()\[\]*.]*=(?!=)")
+
+
+def _rebinds(prefix: str, rest: str) -> bool:
+    """Whether a use of a name (outside an import) may bind it: an assignment (plain,
+    augmented, annotated with a value, or unpacking), a ``for``/``with``/``except`` target,
+    a walrus, ``del`` or ``global``. Errs on the side of yes."""
+    head = prefix.strip(" \t")
+    tail = rest.lstrip(" \t")
+    if tail[:1] in ("(", "[", "."):
+        return False  # a call, subscript or attribute: the name itself is not a target
+    if tail.startswith(":=") or head in ("del", "global"):
+        return True
+    if head.endswith(" as") or head == "as":  # with ... as NAME:, except ... as NAME:
+        return tail[:1] in (":", ",", ")")
+    if head.split(" ", 1)[0] == "for":
+        return tail.startswith(("in ", ",", ")"))
+    if not head:
+        return _assigns(tail) or (tail[:1] == "," and bool(_REST_OF_TARGETS.match(tail)))
+    return bool(_TARGET_LIST.fullmatch(head)) and bool(_REST_OF_TARGETS.match(tail))
 
 
 def _assigns(rest: str) -> bool:
