@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .opcodes import TABLE, Cursor
+from .opcodes import TABLE, Cursor, uint1
 
 _UNKNOWN: Any = object()
 # Globals whose meaning depends on data that follows them (joblib writes raw array bytes
@@ -82,8 +82,14 @@ def imports(data: Any, start: int, max_opcodes: int) -> tuple[int, list[Import]]
             if entry is None:
                 return None
             kind, pushes_global, read = entry
-            cursor.pos = position + 1
-            arg: Any = read(cursor) if read is not None else None
+            if read is uint1:  # the commonest argument (memo indices), read inline
+                if position + 1 >= end:
+                    return None
+                arg: Any = data[position + 1]
+                cursor.pos = position + 2
+            else:
+                cursor.pos = position + 1
+                arg = read(cursor) if read is not None else None
             if kind == 1:  # a string literal
                 below, top = top, arg if isinstance(arg, str) else _UNKNOWN
             elif kind == 2:

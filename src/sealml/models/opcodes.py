@@ -59,7 +59,7 @@ def _fixed(layout: str) -> Callable[[Cursor], Any]:
     return read
 
 
-def _uint1(cursor: Cursor) -> int:
+def uint1(cursor: Cursor) -> int:
     if cursor.pos >= cursor.end:
         raise TruncatedPickleError("argument cut off")
     cursor.pos += 1
@@ -67,7 +67,7 @@ def _uint1(cursor: Cursor) -> int:
 
 
 def _counted(layout: str, is_text: bool) -> Callable[[Cursor], Any]:
-    length = _uint1 if layout == "<B" else _fixed(layout)
+    length = uint1 if layout == "<B" else _fixed(layout)
 
     def read(cursor: Cursor) -> Any:
         size = length(cursor)
@@ -83,7 +83,7 @@ def _counted(layout: str, is_text: bool) -> Callable[[Cursor], Any]:
 
 
 def _long(layout: str) -> Callable[[Cursor], int]:
-    length = _uint1 if layout == "<B" else _fixed(layout)
+    length = uint1 if layout == "<B" else _fixed(layout)
 
     def read(cursor: Cursor) -> int:
         size = length(cursor)
@@ -114,7 +114,7 @@ def _lines(reader: Callable[[Any], Any], count: int) -> Callable[[Cursor], Any]:
 
 
 _SIMPLE: dict[str, Callable[[Cursor], Any]] = {
-    "uint1": _uint1,
+    "uint1": uint1,
     "uint2": _fixed("<H"),
     "int4": _fixed("<i"),
     "uint4": _fixed("<I"),
