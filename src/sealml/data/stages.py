@@ -23,7 +23,8 @@ from typing import Any
 
 from ..errors import UsageError
 from ..pipeline.execution import Quarantined
-from ..pipeline.stage import SECRETS, Stage, stage
+from ..pipeline.stage import Stage
+from ..pipeline.stage import declare as _declare
 from .pii import scan_frame
 from .pseudonymise import VAULT_FORMAT, apply_actions, parse_actions
 from .screening import ScreeningPolicy
@@ -172,20 +173,3 @@ def protect(
 
     outputs = {output: "dataset", f"{output}_pii": "report", f"{output}_vault": "vault"}
     return _declare(run, name or f"protect_{output}", {dataset: "dataset"}, outputs, ("pii",))
-
-
-def _declare(
-    function: Any,
-    name: str,
-    inputs: dict[str, str],
-    outputs: dict[str, str],
-    secrets: tuple[str, ...] = (),
-) -> Stage:
-    """A stage whose function takes its inputs (and secrets) as keyword arguments."""
-    import inspect
-
-    names = [*inputs, *(SECRETS[s] for s in secrets)]
-    parameters = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names]
-    function.__signature__ = inspect.Signature(parameters)
-    function.__name__ = name
-    return stage(inputs=inputs, outputs=outputs, name=name, secrets=secrets)(function)

@@ -105,3 +105,21 @@ def stage(
         )
 
     return wrap
+
+
+def declare(
+    function: Any,
+    name: str,
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+    secrets: tuple[str, ...] = (),
+) -> Stage:
+    """A stage from a function that takes its inputs (and secrets) as keyword arguments:
+    how the built-in stage factories make stages at run time."""
+    import inspect
+
+    names = [*inputs, *(SECRETS[s] for s in secrets)]
+    parameters = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names]
+    function.__signature__ = inspect.Signature(parameters)
+    function.__name__ = name
+    return stage(inputs=inputs, outputs=outputs, name=name, secrets=secrets)(function)

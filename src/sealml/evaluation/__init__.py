@@ -1,0 +1,1 @@
+"""Evaluation of a trained model: fairness, privacy risk (and, later, robustness)."""

@@ -1,0 +1,88 @@
+"""The built-in evaluation stage: one report with every figure the gates read.
+
+::
+
+    from sealml.evaluation import stages
+
+    pipeline = Pipeline("credit", stages=[
+        ..., train,
+        stages.evaluate("model", "test", "evaluation", label="income",
+                        sensitive=["sex", "race"], members="train"),
+    ], ...)
+
+The report holds ``metrics`` (``accuracy``, ``roc_auc`` when the model gives
+probabilities, ``fairness.*`` and ``privacy.*``) and the detailed fairness and privacy
+results. Registering the model picks it up as the version's evaluation, and the registry's
+gates (``[registry.gates.<alias>] min_metrics / max_metrics``) read those metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UsageError
+from ..pipeline.stage import Stage, declare
+from . import fairness, privacy
+
+
+def evaluate(
+    model: str,
+    test: str,
+    output: str,
+    *,
+    label: str,
+    sensitive: list[str] | None = None,
+    members: str | None = None,
+    shadow_models: int = 0,
+    hardening: str = "none",
+    positive: Any = 1,
+    name: str | None = None,
+) -> Stage:
+    """Evaluate *model* on the *test* dataset: accuracy and, when asked, fairness over the
+    *sensitive* columns and membership-inference risk against the *members* dataset (the
+    training rows). Sensitive columns are dropped from the model's input only if the model
+    was not trained on them."""
+    inputs = {model: "model", test: "dataset"}
+    if members is not None:
+        inputs[members] = "dataset"
+
+    def run(**given: Any) -> dict[str, Any]:
+        from sklearn.base import clone
+        from sklearn.metrics import accuracy_score, roc_auc_score
+
+        fitted, frame = given[model], given[test]
+        if label not in frame.columns:
+            raise UsageError(f"dataset {test!r} has no label column {label!r}")
+        features, truth = frame.drop(columns=[label]), frame[label]
+        predicted = fitted.predict(features)
+        metrics: dict[str, Any] = {
+            "rows": len(frame),
+            "accuracy": round(float(accuracy_score(truth, predicted)), 6),
+        }
+        report: dict[str, Any] = {"metrics": metrics}
+        if hasattr(fitted, "predict_proba") and len(getattr(fitted, "classes_", [])) == 2:
+            scores = fitted.predict_proba(features)[:, list(fitted.classes_).index(positive)]
+            metrics["roc_auc"] = round(float(roc_auc_score(truth == positive, scores)), 6)
+        if sensitive:
+            missing = [c for c in sensitive if c not in frame.columns]
+            if missing:
+                raise UsageError(f"dataset {test!r} has no sensitive column {missing[0]!r}")
+            assessed = fairness.assess(truth, predicted, frame[sensitive], positive=positive)
+            metrics.update(assessed.metrics())
+            report["fairness"] = assessed.to_dict()
+        if members is not None:
+            trained = given[members]
+            member_x, member_y = trained.drop(columns=[label]), trained[label]
+            risk = privacy.assess(
+                fitted,
+                (member_x, member_y),
+                (features, truth),
+                train=(lambda x, y: clone(fitted).fit(x, y)) if shadow_models else None,
+                shadows=shadow_models,
+                hardening=hardening,
+            )
+            metrics.update(risk.metrics())
+            report["privacy"] = risk.to_dict()
+        return {output: report}
+
+    return declare(run, name or f"evaluate_{model}", inputs, {output: "report"})
