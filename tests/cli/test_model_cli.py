@@ -138,7 +138,11 @@ def test_register_approve_promote_rollback(ready: Any, tmp_path: Path) -> None:
         ready("model", "promote", "credit", "1", env=erin_env()), 2, "no verified provenance"
     )
     gate = ready("model", "gate", "credit", "1", env=erin_env())
-    assert gate.code == 1 and "no evaluation report" in gate.stdout
+    assert gate.code == 1 and "may not become production" in gate.stdout
+    checks = json.loads(ready("gate", "credit@1", "--json", env=erin_env()).stdout)["checks"]
+    failed = {c["check"] for c in checks if not c["passed"]}
+    assert failed == {"provenance", "evaluation"}  # approval for v1 exists
+    one_line_error(ready("gate", "credit", env=erin_env()), 2, "give the version")
     for version in ("1", "2"):
         moved = ready("model", "promote", "credit", version, "--alias", "staging", env=erin_env())
         assert moved.code == 0, moved.stderr

@@ -200,20 +200,33 @@ def promote_command(
 @app.command("gate")
 def gate_command(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
-    version: int = typer.Argument(..., min=1),
+    ref: str = typer.Argument(..., help="NAME@VERSION (or NAME VERSION)."),
+    version: int | None = typer.Argument(None, min=1),
     alias: str = typer.Option("production", "--alias"),
+    as_json: bool = JsonOption,
 ) -> None:
-    """Show whether VERSION may take ALIAS now, and why not. Exit 1 if it may not."""
+    """Evaluate the gates between a version and ALIAS: each requirement with the measured
+    value next to it. Exit 1 if any fails (promotion runs the same checks)."""
+    name, selector = _split(ref)
+    if version is None:
+        if selector is None or not selector.lstrip("v").isdigit():
+            raise UsageError("give the version: NAME@VERSION or NAME VERSION")
+        version = int(selector.lstrip("v"))
     with open_workspace(ctx) as workspace:
-        failures = workspace.gate_report(name, version, alias)
-    if not failures:
-        out.print(f"[green]pass[/green]  {name} v{version} may become {alias}")
-        return
-    out.print(f"[bold red]fail[/bold red]  {name} v{version} may not become {alias}:")
-    for failure in failures:
-        out.print(f"  - {failure}", markup=False)
-    raise typer.Exit(1)
+        checks = workspace.gate_report(name, version, alias)
+    passed = all(check.passed for check in checks)
+    if as_json:
+        print_json({"passed": passed, "checks": [c.to_dict() for c in checks]})
+    else:
+        table = Table("check", "requirement", "measured", "result")
+        for check in checks:
+            result = "[green]pass[/green]" if check.passed else "[bold red]fail[/bold red]"
+            table.add_row(check.check, check.requirement, check.measured, result)
+        print_table(table)
+        verdict = "may" if passed else "may not"
+        out.print(f"{name} v{version} {verdict} become {alias}")
+    if not passed:
+        raise typer.Exit(1)
 
 
 @app.command("rollback")

@@ -40,8 +40,8 @@ def evaluate(
 ) -> Stage:
     """Evaluate *model* on the *test* dataset: accuracy and, when asked, fairness over the
     *sensitive* columns and membership-inference risk against the *members* dataset (the
-    training rows). Sensitive columns are dropped from the model's input only if the model
-    was not trained on them."""
+    training rows). The model gets the columns it was trained on (``feature_names_in_``),
+    so sensitive columns it never saw can still be assessed."""
     inputs = {model: "model", test: "dataset"}
     if members is not None:
         inputs[members] = "dataset"
@@ -53,7 +53,7 @@ def evaluate(
         fitted, frame = given[model], given[test]
         if label not in frame.columns:
             raise UsageError(f"dataset {test!r} has no label column {label!r}")
-        features, truth = frame.drop(columns=[label]), frame[label]
+        features, truth = _inputs(fitted, frame, label), frame[label]
         predicted = fitted.predict(features)
         metrics: dict[str, Any] = {
             "rows": len(frame),
@@ -72,7 +72,7 @@ def evaluate(
             report["fairness"] = assessed.to_dict()
         if members is not None:
             trained = given[members]
-            member_x, member_y = trained.drop(columns=[label]), trained[label]
+            member_x, member_y = _inputs(fitted, trained, label), trained[label]
             risk = privacy.assess(
                 fitted,
                 (member_x, member_y),
@@ -86,3 +86,14 @@ def evaluate(
         return {output: report}
 
     return declare(run, name or f"evaluate_{model}", inputs, {output: "report"})
+
+
+def _inputs(fitted: Any, frame: Any, label: str) -> Any:
+    """The model's input columns from *frame*."""
+    names = getattr(fitted, "feature_names_in_", None)
+    if names is None:
+        return frame.drop(columns=[label])
+    missing = [str(n) for n in names if n not in frame.columns]
+    if missing:
+        raise UsageError(f"the dataset lacks the model's input column {missing[0]!r}")
+    return frame[list(names)]

@@ -58,6 +58,64 @@ class VersionFacts:
         return cls(**fields)
 
 
+@dataclass(frozen=True)
+class GateCheck:
+    """One requirement of a gate, what was measured, and whether it holds."""
+
+    check: str
+    requirement: str
+    measured: str
+    passed: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def gate_checks(
+    gate: GateSection | None,
+    *,
+    has_provenance: bool,
+    metrics: Mapping[str, Any] | None,
+) -> list[GateCheck]:
+    """Every requirement of *gate* against a version's provenance and evaluation metrics."""
+    if gate is None:
+        return []
+    checks = []
+    if gate.require_provenance:
+        checks.append(
+            GateCheck(
+                "provenance", "verified attestation", "yes" if has_provenance else "none",
+                has_provenance, "no verified provenance attestation",
+            )
+        )  # fmt: skip
+    needs_metrics = gate.require_evaluation or gate.min_metrics or gate.max_metrics
+    if needs_metrics:
+        checks.append(
+            GateCheck(
+                "evaluation", "report", "yes" if metrics is not None else "none",
+                metrics is not None, "no evaluation report",
+            )
+        )  # fmt: skip
+    for metric, floor in sorted(gate.min_metrics.items()):
+        value = _number((metrics or {}).get(metric))
+        held = value is not None and value >= floor
+        checks.append(
+            GateCheck(
+                metric, f">= {floor}", str(value), held, f"{metric} = {value} is below {floor}"
+            )
+        )
+    for metric, ceiling in sorted(gate.max_metrics.items()):
+        value = _number((metrics or {}).get(metric))
+        held = value is not None and value <= ceiling
+        checks.append(
+            GateCheck(
+                metric, f"<= {ceiling}", str(value), held, f"{metric} = {value} is above {ceiling}"
+            )
+        )
+    return checks
+
+
 def gate_failures(
     gate: GateSection | None,
     *,
@@ -65,24 +123,8 @@ def gate_failures(
     metrics: Mapping[str, Any] | None,
 ) -> list[str]:
     """Why a version may not take an alias guarded by *gate* (empty when it may)."""
-    if gate is None:
-        return []
-    failures = []
-    if gate.require_provenance and not has_provenance:
-        failures.append("no verified provenance attestation")
-    needs_metrics = gate.require_evaluation or gate.min_metrics or gate.max_metrics
-    if needs_metrics and metrics is None:
-        failures.append("no evaluation report")
-        return failures
-    for metric, floor in sorted(gate.min_metrics.items()):
-        value = _number((metrics or {}).get(metric))
-        if value is None or value < floor:
-            failures.append(f"{metric} = {value} is below {floor}")
-    for metric, ceiling in sorted(gate.max_metrics.items()):
-        value = _number((metrics or {}).get(metric))
-        if value is None or value > ceiling:
-            failures.append(f"{metric} = {value} is above {ceiling}")
-    return failures
+    checks = gate_checks(gate, has_provenance=has_provenance, metrics=metrics)
+    return [check.reason for check in checks if not check.passed]
 
 
 def _number(value: Any) -> float | None:

@@ -46,11 +46,12 @@ from ..models.manifest import Manifest, Resource, file_sha256, hash_model
 from ..models.registry import (
     SCAN_REPORT,
     SIGNATURE_ANNOTATION,
+    GateCheck,
     RegistryState,
     VersionFacts,
     check_alias,
     check_model_name,
-    gate_failures,
+    gate_checks,
     replay,
 )
 from ..models.scanner import ScanResult, scan_bytes, scan_path
@@ -681,43 +682,57 @@ class RegistryOperations(DataOperations):
             raise
         return approval_id
 
-    def gate_report(self, name: str, version: int, alias: str) -> list[str]:
-        """Why *version* may not take *alias* now (empty when it may)."""
+    def gate_report(self, name: str, version: int, alias: str) -> list[GateCheck]:
+        """Every requirement between *version* and *alias*, measured now."""
         check_model_name(name)
         check_alias(alias)
         self.authorize("registry:read", _resource(name), action="model.gate")
         with self.db.read() as session:
             state = self._state(session, name)
-            return self._gate_failures(
+            return self._gate_checks(
                 session, state, self._version_row(session, name, version), alias
             )
+
+    def _gate_checks(
+        self, session: Session, state: RegistryState, row: ModelVersionRow, alias: str
+    ) -> list[GateCheck]:
+        facts = self._facts(session, row, state)
+        active = row.status == "active"
+        checks = [GateCheck("status", "active", row.status, active, f"the version is {row.status}")]
+        if not active:
+            return checks
+        try:
+            self._verified_model(session, facts)
+            checks.append(GateCheck("signature, scan, provenance", "verify", "ok", True))
+        except IntegrityError as error:
+            checks.append(
+                GateCheck("signature, scan, provenance", "verify", "failed", False, str(error))
+            )
+            return checks
+        metrics = None
+        if facts.evaluation_id is not None:
+            report = session.get(ArtifactRow, facts.evaluation_id)
+            if report is not None:
+                metrics = _metrics(self._plaintext_attested(session, report))
+        checks += gate_checks(
+            self.registry_rules.gates.get(alias),
+            has_provenance=facts.provenance_id is not None,
+            metrics=metrics,
+        )
+        if alias in self.registry_rules.two_person_aliases:
+            approved = self._open_approval(session, row, alias) is not None
+            checks.append(
+                GateCheck(
+                    "approval", "a second principal, TOTP", "yes" if approved else "none",
+                    approved, "no unused approval by a second principal (sealml model approve)",
+                )
+            )  # fmt: skip
+        return checks
 
     def _gate_failures(
         self, session: Session, state: RegistryState, row: ModelVersionRow, alias: str
     ) -> list[str]:
-        facts = self._facts(session, row, state)
-        if row.status != "active":
-            return [f"the version is {row.status}"]
-        try:
-            self._verified_model(session, facts)
-        except IntegrityError as error:
-            return [str(error)]
-        metrics = None
-        if facts.evaluation_id is not None:
-            report = session.get(ArtifactRow, facts.evaluation_id)
-            if report is None:
-                return ["its evaluation report is missing"]
-            metrics = _metrics(self._plaintext_attested(session, report))
-        gate = self.registry_rules.gates.get(alias)
-        failures = gate_failures(
-            gate, has_provenance=facts.provenance_id is not None, metrics=metrics
-        )
-        if (
-            alias in self.registry_rules.two_person_aliases
-            and self._open_approval(session, row, alias) is None
-        ):
-            failures.append("no unused approval by a second principal (sealml model approve)")
-        return failures
+        return [c.reason for c in self._gate_checks(session, state, row, alias) if not c.passed]
 
     def _open_approval(
         self, session: Session, row: ModelVersionRow, alias: str

@@ -1,0 +1,77 @@
+"""The built-in evaluate stage in a real pipeline, read by the registry's gates."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+from sealml import Workspace
+from sealml.pipeline.loader import load_pipeline
+
+from ..conftest import DATA
+
+PIPELINE = """
+import io
+from pathlib import Path
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.model_selection import train_test_split
+from sealml.evaluation import stages
+from sealml.pipeline import Pipeline, Source, stage
+
+
+@stage(inputs={"csv": "file"}, outputs={"train": "dataset", "test": "dataset"})
+def split(csv):
+    frame = pd.read_csv(io.BytesIO(csv))
+    categorical = frame.select_dtypes(exclude="number").columns.drop("personal_status_sex")
+    frame = pd.get_dummies(frame, columns=list(categorical))
+    train, test = train_test_split(frame, test_size=0.5, random_state=0)
+    return {"train": train, "test": test}
+
+
+@stage(inputs={"train": "dataset"}, outputs={"model": "model"})
+def train(train):
+    features = train.drop(columns=["credit_risk", "personal_status_sex"])
+    model = RandomForestClassifier(n_estimators=40, random_state=0)
+    return {"model": model.fit(features, train["credit_risk"])}
+
+
+pipeline = Pipeline(
+    "credit",
+    stages=[
+        split,
+        train,
+        stages.evaluate(
+            "model", "test", "evaluation", label="credit_risk",
+            sensitive=["personal_status_sex"], members="train",
+        ),
+    ],
+    sources={"csv": Source(Path("german_credit.csv"))},
+)
+"""
+
+
+def test_evaluation_report_feeds_the_gate(workspace: Workspace, tmp_path: Path) -> None:
+    folder = tmp_path / "credit"
+    folder.mkdir()
+    shutil.copy(DATA / "german_credit.csv", folder / "german_credit.csv")
+    source = textwrap.dedent(PIPELINE)
+    (folder / "credit_pipeline.py").write_text(source)
+    report = workspace.run_pipeline(load_pipeline(folder / "credit_pipeline.py"))
+    evaluation = workspace.read_bytes(report.artifacts["evaluation"])
+    assert b"fairness.demographic_parity_difference" in evaluation
+    assert b"privacy.membership_auc" in evaluation
+    version = workspace.register_model(report.artifacts["model"], "credit")
+    assert version.evaluation_id == report.artifacts["evaluation"]
+    workspace.config.registry.gates["production"].max_metrics = {
+        "privacy.membership_auc": 0.6,
+        "fairness.demographic_parity_difference": 0.5,
+    }
+    workspace.config.registry.two_person_aliases = []
+    workspace.approve_policy()
+    checks = {c.check: c for c in workspace.gate_report("credit", version.version, "production")}
+    assert not checks["privacy.membership_auc"].passed
+    assert float(checks["privacy.membership_auc"].measured) > 0.6
+    assert checks["fairness.demographic_parity_difference"].passed
+    assert checks["provenance"].passed and checks["evaluation"].passed
