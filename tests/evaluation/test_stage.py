@@ -44,7 +44,8 @@ pipeline = Pipeline(
         train,
         stages.evaluate(
             "model", "test", "evaluation", label="credit_risk",
-            sensitive=["personal_status_sex"], members="train",
+            sensitive=["personal_status_sex"], members="train", budgets=[0.1, 1.0],
+            robustness_rows=100,
         ),
     ],
     sources={"csv": Source(Path("german_credit.csv"))},
@@ -62,6 +63,7 @@ def test_evaluation_report_feeds_the_gate(workspace: Workspace, tmp_path: Path) 
     evaluation = workspace.read_bytes(report.artifacts["evaluation"])
     assert b"fairness.demographic_parity_difference" in evaluation
     assert b"privacy.membership_auc" in evaluation
+    assert b"robustness.accuracy@0.1" in evaluation and b"robustness.accuracy@1" in evaluation
     version = workspace.register_model(report.artifacts["model"], "credit")
     assert version.evaluation_id == report.artifacts["evaluation"]
     workspace.config.registry.gates["production"].max_metrics = {

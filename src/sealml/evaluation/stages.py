@@ -11,7 +11,7 @@
     ], ...)
 
 The report holds ``metrics`` (``accuracy``, ``roc_auc`` when the model gives
-probabilities, ``fairness.*`` and ``privacy.*``) and the detailed fairness and privacy
+probabilities, ``fairness.*``, ``privacy.*`` and ``robustness.*``) and the detailed
 results. Registering the model picks it up as the version's evaluation, and the registry's
 gates (``[registry.gates.<alias>] min_metrics / max_metrics``) read those metrics.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..pipeline.stage import Stage, declare
-from . import fairness, privacy
+from . import fairness, privacy, robustness
 
 
 def evaluate(
@@ -35,13 +35,18 @@ def evaluate(
     members: str | None = None,
     shadow_models: int = 0,
     hardening: str = "none",
+    budgets: list[float] | None = None,
+    immutable: list[str] | None = None,
+    robustness_rows: int = 500,
     positive: Any = 1,
     name: str | None = None,
 ) -> Stage:
     """Evaluate *model* on the *test* dataset: accuracy and, when asked, fairness over the
     *sensitive* columns and membership-inference risk against the *members* dataset (the
-    training rows). The model gets the columns it was trained on (``feature_names_in_``),
-    so sensitive columns it never saw can still be assessed."""
+    training rows), and robust accuracy under evasion attacks for each perturbation budget
+    in *budgets* (standard deviations per numeric feature; *immutable* features fixed). The
+    model gets the columns it was trained on (``feature_names_in_``), so sensitive columns
+    it never saw can still be assessed."""
     inputs = {model: "model", test: "dataset"}
     if members is not None:
         inputs[members] = "dataset"
@@ -83,6 +88,15 @@ def evaluate(
             )
             metrics.update(risk.metrics())
             report["privacy"] = risk.to_dict()
+        if budgets:
+            fixed = tuple(c for c in (immutable or []) if c in features.columns)
+            results = robustness.assess(
+                fitted, features, truth.to_numpy(),
+                [robustness.Budget(float(b), immutable=fixed) for b in budgets],
+                rows=robustness_rows,
+            )  # fmt: skip
+            metrics.update(robustness.metrics(results))
+            report["robustness"] = [r.to_dict() for r in results]
         return {output: report}
 
     return declare(run, name or f"evaluate_{model}", inputs, {output: "report"})
