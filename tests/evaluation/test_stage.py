@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from sealml import Workspace
 from sealml.pipeline.loader import load_pipeline
@@ -14,6 +15,7 @@ from ..conftest import DATA
 PIPELINE = """
 import io
 from pathlib import Path
+from typing import Any
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import train_test_split
@@ -77,3 +79,38 @@ def test_evaluation_report_feeds_the_gate(workspace: Workspace, tmp_path: Path) 
     assert float(checks["privacy.membership_auc"].measured) > 0.6
     assert checks["fairness.demographic_parity_difference"].passed
     assert checks["provenance"].passed and checks["evaluation"].passed
+
+
+def test_model_card_from_verified_records(workspace: Workspace, tmp_path: Path, cli: Any) -> None:
+    from sealml.governance import modelcard
+
+    from ..conftest import admin_env
+
+    folder = tmp_path / "credit"
+    folder.mkdir()
+    shutil.copy(DATA / "german_credit.csv", folder / "german_credit.csv")
+    (folder / "credit_pipeline.py").write_text(textwrap.dedent(PIPELINE))
+    report = workspace.run_pipeline(load_pipeline(folder / "credit_pipeline.py"))
+    version = workspace.register_model(report.artifacts["model"], "credit").version
+    facts = workspace.model_card("credit", version)
+    text = modelcard.markdown(facts)
+    for section in (
+        "## Data sources",
+        "## Provenance chain",
+        "### Fairness by personal_status_sex",
+        "### Robustness",
+        "### Privacy risk",
+        "## Gates",
+        "## Limitations",
+    ):
+        assert section in text, section
+    assert "german_credit.csv" in text and facts.sources[0]["sha256"] in text
+    assert facts.parameters == {} or isinstance(facts.parameters, dict)
+    page = modelcard.to_html(facts)
+    assert page.count("<img") == 2 and "<table>" in page
+    written = cli("model", "card", f"credit@{version}", "-o", str(tmp_path), env=admin_env())
+    assert written.code == 0, written.stderr
+    assert (tmp_path / f"credit-v{version}-card.html").read_text().startswith("<!doctype html>")
+    assert "# Model card: credit" in (tmp_path / f"credit-v{version}-card.md").read_text()
+    missing = cli("model", "card", "credit@1", "-o", str(tmp_path / "nope"), env=admin_env())
+    assert missing.code == 2 and "not a folder" in missing.stderr

@@ -365,3 +365,26 @@ def watermark_verify_command(
         )
     if not found:
         raise typer.Exit(1)
+
+
+@app.command("card")
+def card_command(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME@ALIAS or NAME@VERSION."),
+    output: Path = typer.Option(Path(), "-o", "--output", help="Folder for the card files."),
+) -> None:
+    """Write the model card (Markdown and self-contained HTML with plots) from verified
+    records: sources, provenance, parameters, metrics, fairness, robustness, privacy, gates."""
+    from ..governance import modelcard
+
+    name, selector = _split(ref)
+    if not output.is_dir():
+        raise UsageError(f"{output} is not a folder")
+    with open_workspace(ctx) as workspace:
+        if selector is None:
+            selector = str(workspace.versions(name)[0].version)
+        facts = workspace.model_card(name, selector)
+    stem = f"{name}-v{facts.version['version']}-card"
+    (output / f"{stem}.md").write_text(modelcard.markdown(facts), encoding="utf-8")
+    (output / f"{stem}.html").write_text(modelcard.to_html(facts), encoding="utf-8")
+    out.print(f"wrote {output / stem}.md and .html")

@@ -1,0 +1,1 @@
+"""Governance: model cards (lineage, provenance and audit live in the workspace)."""
