@@ -12,13 +12,15 @@ from ..ledger import EventDraft
 from .artifacts import ArtifactCheck, StoreReport
 from .audit import AuditOperations
 from .core import PassphraseSource
-from .registry import ModelVersion, RegistryOperations, TotpEnrolment
+from .modelreports import ModelReportOperations
+from .registry import ModelVersion
+from .totp import TotpEnrolment
 from .users import UserOperations
 
 __all__ = ["ArtifactCheck", "ModelVersion", "StoreReport", "TotpEnrolment", "Workspace"]
 
 
-class Workspace(RegistryOperations, UserOperations, AuditOperations):
+class Workspace(ModelReportOperations, UserOperations, AuditOperations):
     """One sealml installation: config, metadata database, blob store and key provider.
 
     >>> ws = Workspace.open("/path/to/ws", passphrase=Secret("..."))

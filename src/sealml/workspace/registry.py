@@ -12,16 +12,13 @@ import io
 import json
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..access import totp
 from ..clock import utc_now
 from ..config import RegistrySection
-from ..crypto.box import BoxOpenError, open_box, seal_box
 from ..db.models import (
     ArtifactParentRow,
     ArtifactRow,
@@ -38,12 +35,11 @@ from ..errors import (
     PermissionDeniedError,
     UsageError,
 )
-from ..governance import modelcard
 from ..ledger import EventFilter, Ledger
 from ..ledger.merkle import leaf_hash
-from ..models import openssf, watermark
-from ..models.formats import load_model, media_type_for
-from ..models.manifest import Manifest, Resource, file_sha256, hash_model
+from ..models import openssf
+from ..models.formats import load_model
+from ..models.manifest import Manifest, Resource
 from ..models.registry import (
     SCAN_REPORT,
     SIGNATURE_ANNOTATION,
@@ -55,14 +51,12 @@ from ..models.registry import (
     gate_checks,
     replay,
 )
-from ..models.scanner import ScanResult, scan_bytes, scan_path
-from ..store.artifacts import ArtifactDraft, SealedArtifact, info_of
-from .core import WATERMARK_SECRET
-from .data import DataOperations
+from ..models.scanner import scan_bytes
+from ..store.artifacts import ArtifactDraft, info_of
+from .modelfiles import ModelFileOperations
+from .totp import TotpOperations
 
-TOTP_SECRET = "totp-key"  # noqa: S105 (a keystore entry name)
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
-MAX_IMPORT = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -88,18 +82,8 @@ class ModelVersion:
         return {**vars(self), "aliases": list(self.aliases)}
 
 
-@dataclass(frozen=True)
-class TotpEnrolment:
-    """A new TOTP secret, shown once."""
-
-    secret: str
-    uri: str
-
-    def __repr__(self) -> str:
-        return "TotpEnrolment(secret=<hidden>)"
-
-
-def _resource(name: str) -> str:
+def model_resource(name: str) -> str:
+    """The ledger resource of a registered model name."""
     return f"model:{name}"
 
 
@@ -114,8 +98,9 @@ def _metrics(data: bytes) -> dict[str, Any] | None:
     return inner if isinstance(inner, dict) else body
 
 
-class RegistryOperations(DataOperations):
-    """``sealml scan``, ``sealml model ...``: import, sign, register, promote, serve-load."""
+class RegistryOperations(ModelFileOperations, TotpOperations):
+    """``sealml model register|approve|promote|rollback|revoke|ls|show|history`` and
+    verified loading of registered versions."""
 
     # -- rules in force -------------------------------------------------------------------
 
@@ -125,146 +110,6 @@ class RegistryOperations(DataOperations):
         if self.approved is None:
             raise IntegrityError("the workspace has no approved policy")
         return self.approved.registry
-
-    # -- scanning and import --------------------------------------------------------------
-
-    def scan_artifact(self, ref: str) -> tuple[ScanResult, str]:
-        """Scan a sealed model artifact and record the report; returns it and its id."""
-        info = self.info(ref)
-        self.authorize("report:write", f"artifact:{info.id}", action="model.scan")
-        data = self.read_bytes(info.id)
-        result = scan_bytes(data, info.name)
-        with self.transaction() as session:
-            row = self._find(session, info.id)
-            report = self._seal_scan_report(row, result)
-            self.commit_sealed(session, report)
-            self.append(
-                session,
-                [self.event("model.scan", f"artifact:{info.id}", verdict=result.verdict)],
-            )
-        return result, report.artifact.id
-
-    def _seal_scan_report(self, row: ArtifactRow, result: ScanResult) -> SealedArtifact:
-        body = json.dumps(result.to_dict(), sort_keys=True).encode()
-        draft = ArtifactDraft(
-            "report",
-            f"{row.name}.scan.json",
-            "application/json",
-            (row.id,),
-            {"report": SCAN_REPORT, "verdict": result.verdict},
-        )
-        return self.seal_draft(io.BytesIO(body), draft)
-
-    def import_model(self, path: Path, source: str, name: str | None = None) -> str:
-        """Scan a third-party model file and seal it with its source and SHA-256 recorded;
-        refuses anything short of a clean scan. Returns the artifact id."""
-        if not path.is_file():
-            raise UsageError(f"{path} is not a file (folders are imported file by file)")
-        if path.stat().st_size > MAX_IMPORT:
-            raise UsageError(f"{path} is larger than {MAX_IMPORT >> 30} GiB")
-        if not source.strip() or len(source) > 2048 or any(ord(c) < 32 for c in source):
-            raise UsageError("--source must be a URL or description of where the model came from")
-        name = name or path.name
-        media_type = media_type_for(path.name)
-        self.authorize("model:write", f"model:{name}", action="model.import")
-        result = scan_path(path)
-        sha256 = file_sha256(path)
-        if result.verdict != "safe":
-            self.record(
-                [
-                    self.event(
-                        "model.import",
-                        f"model:{name}",
-                        "denied",
-                        source=source,
-                        sha256=sha256,
-                        verdict=result.verdict,
-                    )
-                ]
-            )
-            worst = result.worst
-            assert worst is not None
-            raise IntegrityError(
-                f"{path.name} is {result.verdict}: {worst.detail} at {worst.location}; not imported"
-            )
-        info = self.put(
-            path,
-            "model",
-            name,
-            media_type=media_type,
-            annotations={"source": source, "sha256": sha256, "scan": result.verdict},
-        )
-        with self.transaction() as session:
-            report = self._seal_scan_report(self._find(session, info.id), result)
-            self.commit_sealed(session, report)
-            self.append(
-                session,
-                [self.event("model.import", f"artifact:{info.id}", source=source, sha256=sha256)],
-            )
-        return info.id
-
-    # -- signing files on disk ------------------------------------------------------------
-
-    def sign_path(self, model: Path, signature: Path) -> Manifest:
-        """Sign a model file or folder on disk with the acting principal's key (OpenSSF
-        model signing format)."""
-        actor = self.authorize("registry:register", f"file:{model.name}", action="model.sign")
-        manifest = openssf.sign_model(model, actor.signing_key, signature)
-        self.record([self.event("model.sign", f"file:{model.name}", root=manifest.root_digest)])
-        return manifest
-
-    def verify_path(self, model: Path, signature: Path) -> tuple[Manifest, str]:
-        """Verify a signed file or folder against the workspace principal whose key the
-        bundle names; returns the manifest and the signer's name."""
-        self.authorize("artifact:verify", f"file:{model.name}", action="model.verify")
-        bundle = openssf.parse_bundle(_read_small(signature))
-        with self.db.read() as session:
-            candidates = self.principals.all(session)
-        signers = [p for p in candidates if openssf.key_hint(p.public_key) == bundle.hint]
-        if not signers:
-            raise IntegrityError("the signature names no key of this workspace; give --key")
-        signed = openssf.signed_manifest(bundle, signers[0].public_key)
-        actual = hash_model(model, ignore=signed.ignore_paths, signature=signature)
-        openssf.compare(signed, actual)
-        return signed, signers[0].name
-
-    # -- TOTP -----------------------------------------------------------------------------
-
-    def totp_enroll(self, current_code: str | None = None) -> TotpEnrolment:
-        """Give the acting principal a new TOTP secret. Replacing an existing one needs a
-        valid code from it, so a stolen password alone cannot re-enrol."""
-        actor = self.require_actor()
-        secret = totp.new_secret()
-        context = f"sealml totp {actor.principal.id}".encode()
-        box = seal_box(self.named_secret(TOTP_SECRET), secret.encode(), context)
-        with self.transaction() as session:
-            row = session.get(TotpRow, actor.principal.id)
-            if row is not None:
-                if current_code is None:
-                    raise UsageError("a TOTP secret exists; give a current code to replace it")
-                self._accept_code(row, current_code)
-                row.secret_box, row.last_step, row.created_at = box, 0, utc_now()
-            else:
-                session.add(
-                    TotpRow(
-                        principal_id=actor.principal.id,
-                        secret_box=box,
-                        last_step=0,
-                        created_at=utc_now(),
-                    )
-                )
-            self.append(session, [self.event("user.totp-enroll", f"principal:{actor.name}")])
-        issuer = f"sealml {self.config.workspace.name}"
-        return TotpEnrolment(secret, totp.provisioning_uri(secret, actor.name, issuer))
-
-    def _accept_code(self, row: TotpRow, code: str) -> None:
-        """Check *code* against a principal's secret and burn its time step."""
-        context = f"sealml totp {row.principal_id}".encode()
-        try:
-            secret = open_box(self.named_secret(TOTP_SECRET), row.secret_box, context).decode()
-        except BoxOpenError:
-            raise IntegrityError("the stored TOTP secret failed authentication") from None
-        row.last_step = totp.accept(secret, code, row.last_step)
 
     # -- registration ---------------------------------------------------------------------
 
@@ -276,9 +121,9 @@ class RegistryOperations(DataOperations):
         statement the registrant signs; all of it commits with one ledger event.
         """
         check_model_name(name)
-        actor = self.authorize("registry:register", _resource(name), action="model.register")
-        self.authorize("report:write", _resource(name), action="model.register")
-        self.authorize("attestation:write", _resource(name), action="model.register")
+        actor = self.authorize("registry:register", model_resource(name), action="model.register")
+        self.authorize("report:write", model_resource(name), action="model.register")
+        self.authorize("attestation:write", model_resource(name), action="model.register")
         with self.db.read() as session:
             row = self._find(session, ref)
             if row.kind != "model":
@@ -290,7 +135,11 @@ class RegistryOperations(DataOperations):
         result = scan_bytes(data, row.name)
         if result.verdict != "safe":
             self.record(
-                [self.event("model.register", _resource(name), "denied", verdict=result.verdict)]
+                [
+                    self.event(
+                        "model.register", model_resource(name), "denied", verdict=result.verdict
+                    )
+                ]
             )
             raise IntegrityError(
                 f"{row.name} is {result.verdict}; only clean models are registered"
@@ -339,7 +188,7 @@ class RegistryOperations(DataOperations):
                     [
                         self.event(
                             "model.register",
-                            _resource(name),
+                            model_resource(name),
                             version=version,
                             artifact=row.id,
                             statement_sha256=hashlib.sha256(statement).hexdigest(),
@@ -405,7 +254,7 @@ class RegistryOperations(DataOperations):
         leaf hashes; the tree itself is checked by ``sealml audit verify``)."""
         events = []
         for event in Ledger.events(
-            session, EventFilter(resource=_resource(name), action="model.*")
+            session, EventFilter(resource=model_resource(name), action="model.*")
         ):
             if leaf_hash(event.body) != event.leaf_hash:
                 raise IntegrityError(f"ledger event {event.seq} was altered")
@@ -517,7 +366,7 @@ class RegistryOperations(DataOperations):
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of *name*, newest first."""
         check_model_name(name)
-        self.authorize("registry:read", _resource(name), action="model.ls")
+        self.authorize("registry:read", model_resource(name), action="model.ls")
         with self.db.read() as session:
             state = self._state(session, name)
             rows = (
@@ -536,7 +385,7 @@ class RegistryOperations(DataOperations):
     def show_model(self, name: str, ref: str | int) -> ModelVersion:
         """One version (by number or alias), its signed record checked against the ledger."""
         check_model_name(name)
-        self.authorize("registry:read", _resource(name), action="model.show")
+        self.authorize("registry:read", model_resource(name), action="model.show")
         with self.db.read() as session:
             state = self._state(session, name)
             row = self._version_row(session, name, self._version_number(state, name, ref))
@@ -546,11 +395,11 @@ class RegistryOperations(DataOperations):
     def history(self, name: str) -> list[dict[str, Any]]:
         """Every registry event of *name*, oldest first (including refusals)."""
         check_model_name(name)
-        self.authorize("registry:read", _resource(name), action="model.history")
+        self.authorize("registry:read", model_resource(name), action="model.history")
         with self.db.read() as session:
             return [
                 {"seq": event.seq, **event.fields()}
-                for event in Ledger.events(session, EventFilter(resource=_resource(name)))
+                for event in Ledger.events(session, EventFilter(resource=model_resource(name)))
             ]
 
     def _version_number(self, state: RegistryState, name: str, ref: str | int) -> int:
@@ -569,7 +418,7 @@ class RegistryOperations(DataOperations):
         record, ledger state, sealed content, OpenSSF signature, clean scan, provenance.
         Deprecated and revoked versions are refused."""
         check_model_name(name)
-        self.authorize("model:read", _resource(name), action="model.load")
+        self.authorize("model:read", model_resource(name), action="model.load")
         try:
             with self.db.read() as session:
                 state = self._state(session, name)
@@ -583,116 +432,12 @@ class RegistryOperations(DataOperations):
                 artifact, data = self._verified_model(session, facts)
                 model = load_model(data, artifact.media_type, artifact.name)
         except (IntegrityError, PermissionDeniedError) as error:
-            self.record([self.event("model.load", _resource(name), "denied", error=str(error))])
+            self.record(
+                [self.event("model.load", model_resource(name), "denied", error=str(error))]
+            )
             raise
-        self.record([self.event("model.load", _resource(name), version=number)])
+        self.record([self.event("model.load", model_resource(name), version=number)])
         return self._describe(row, state), model
-
-    def watermark_verify(
-        self,
-        name: str,
-        ref: str | int = "production",
-        *,
-        url: str | None = None,
-        token: str | None = None,
-    ) -> watermark.WatermarkReport:
-        """Query our registered model (or, with *url*, a suspect endpoint) with the secret
-        trigger set of ``name@ref`` and test the match rate against chance."""
-        described, model = self.resolve_model(name, ref)
-        spec = watermark.spec_of(model)
-        predict = watermark.http_predictor(url, token=token) if url else model.predict
-        report = watermark.verify(predict, self.named_secret(WATERMARK_SECRET), spec)
-        self.record(
-            [
-                self.event(
-                    "model.watermark-verify",
-                    _resource(name),
-                    version=described.version,
-                    target=url or "registered model",
-                    match_rate=report.match_rate,
-                    p_value=report.p_value,
-                )
-            ]
-        )
-        return report
-
-    def model_card(self, name: str, ref: str | int = "production") -> modelcard.CardFacts:
-        """The verified facts behind a version's model card (see ``governance.modelcard``)."""
-        described = self.show_model(name, ref)
-        self.authorize("model:read", _resource(name), action="model.card")
-        with self.db.read() as session:
-            artifact = session.get(ArtifactRow, described.artifact_id)
-            assert artifact is not None  # show_model verified it
-            steps = self._provenance_chain(session, artifact.id)
-            chain = [
-                {
-                    "id": step.artifact.id,
-                    "name": step.artifact.name,
-                    "kind": step.artifact.kind,
-                    "status": step.status,
-                    "signer": step.signer,
-                    "creator": step.artifact.creator,
-                }
-                for step in steps
-            ]
-            sources = [
-                {"id": s.artifact.id, "name": s.artifact.name, **s.artifact.annotations}
-                for s in steps
-                if s.status == "source"
-            ]
-            parameters: dict[str, Any] = {}
-            link = session.get(AttestationRow, artifact.id)
-            if link is not None:
-                document, _ = self._attestation_statement(session, link.attestation_id)
-                external = document["predicate"]["buildDefinition"]["externalParameters"]
-                parameters = dict(external.get("parameters") or {})
-            reports = self._sibling_reports(session, steps, described.evaluation_id)
-            evaluation = None
-            if described.evaluation_id is not None:
-                report = session.get(ArtifactRow, described.evaluation_id)
-                if report is not None:
-                    loaded = json.loads(self._plaintext_attested(session, report))
-                    evaluation = loaded if isinstance(loaded, dict) else None
-        aliases = sorted(
-            set(self.registry_rules.gates) | set(self.registry_rules.two_person_aliases)
-        )
-        gates = {
-            alias: [c.to_dict() for c in self.gate_report(name, described.version, alias)]
-            for alias in aliases
-        }
-        return modelcard.CardFacts(
-            name=name,
-            version=described.to_dict(),
-            model={"name": artifact.name, "media_type": artifact.media_type},
-            sources=sources,
-            chain=chain,
-            evaluation=evaluation,
-            reports=reports,
-            gates=gates,
-            parameters=parameters,
-        )
-
-    def _sibling_reports(
-        self, session: Session, steps: list[Any], skip: str | None
-    ) -> dict[str, Any]:
-        """Reports made by the same stage runs as the model's ancestors (screening, PII,
-        validation), by name."""
-        found: dict[str, Any] = {}
-        for attestation in {s.attestation for s in steps if s.attestation}:
-            links = session.execute(
-                select(AttestationRow.subject_id).where(
-                    AttestationRow.attestation_id == attestation
-                )
-            ).scalars()
-            for subject in links:
-                row = session.get(ArtifactRow, subject)
-                if row is None or row.kind != "report" or row.id == skip:
-                    continue
-                try:
-                    found[row.name] = json.loads(self._plaintext_attested(session, row))
-                except ValueError:
-                    continue
-        return dict(sorted(found.items()))
 
     # -- changes --------------------------------------------------------------------------
 
@@ -701,7 +446,7 @@ class RegistryOperations(DataOperations):
         Returns the approval id (used by the next promotion)."""
         check_model_name(name)
         check_alias(alias)
-        actor = self.authorize("registry:approve", _resource(name), action="model.approve")
+        actor = self.authorize("registry:approve", model_resource(name), action="model.approve")
         if alias not in self.registry_rules.two_person_aliases:
             raise UsageError(f"alias {alias!r} needs no approval under the registry rules")
         try:
@@ -727,7 +472,7 @@ class RegistryOperations(DataOperations):
                     [
                         self.event(
                             "model.approve",
-                            _resource(name),
+                            model_resource(name),
                             version=version,
                             alias=alias,
                             approval=approval_id,
@@ -750,7 +495,7 @@ class RegistryOperations(DataOperations):
                 [
                     self.event(
                         "model.approve",
-                        _resource(name),
+                        model_resource(name),
                         "denied",
                         version=version,
                         alias=alias,
@@ -765,7 +510,7 @@ class RegistryOperations(DataOperations):
         """Every requirement between *version* and *alias*, measured now."""
         check_model_name(name)
         check_alias(alias)
-        self.authorize("registry:read", _resource(name), action="model.gate")
+        self.authorize("registry:read", model_resource(name), action="model.gate")
         with self.db.read() as session:
             state = self._state(session, name)
             return self._gate_checks(
@@ -833,7 +578,7 @@ class RegistryOperations(DataOperations):
         second principal's approval (which this promotion uses up)."""
         check_model_name(name)
         check_alias(alias)
-        actor = self.authorize("registry:promote", _resource(name), action="model.promote")
+        actor = self.authorize("registry:promote", model_resource(name), action="model.promote")
         with self.transaction() as session:
             state = self._state(session, name)
             row = self._version_row(session, name, version)
@@ -847,7 +592,7 @@ class RegistryOperations(DataOperations):
                     [
                         self.event(
                             "model.promote",
-                            _resource(name),
+                            model_resource(name),
                             version=version,
                             alias=alias,
                             previous=state.current(alias),
@@ -863,7 +608,7 @@ class RegistryOperations(DataOperations):
                 [
                     self.event(
                         "model.promote",
-                        _resource(name),
+                        model_resource(name),
                         "denied",
                         version=version,
                         alias=alias,
@@ -895,7 +640,7 @@ class RegistryOperations(DataOperations):
         """Move *alias* back to the version it pointed at before its last promotion."""
         check_model_name(name)
         check_alias(alias)
-        actor = self.authorize("registry:promote", _resource(name), action="model.rollback")
+        actor = self.authorize("registry:promote", model_resource(name), action="model.rollback")
         with self.transaction() as session:
             state = self._state(session, name)
             stack = state.aliases.get(alias, [])
@@ -914,7 +659,7 @@ class RegistryOperations(DataOperations):
                 [
                     self.event(
                         "model.rollback",
-                        _resource(name),
+                        model_resource(name),
                         version=previous,
                         alias=alias,
                         previous=current,
@@ -931,7 +676,7 @@ class RegistryOperations(DataOperations):
             raise UsageError("status must be deprecated or revoked")
         if not reason.strip():
             raise UsageError("a reason is required")
-        self.authorize("registry:revoke", _resource(name), action=f"model.{status[:-1]}")
+        self.authorize("registry:revoke", model_resource(name), action=f"model.{status[:-1]}")
         with self.transaction() as session:
             state = self._state(session, name)
             row = self._version_row(session, name, version)
@@ -941,16 +686,7 @@ class RegistryOperations(DataOperations):
             action = "model.revoke" if status == "revoked" else "model.deprecate"
             (seq,) = self.append(
                 session,
-                [self.event(action, _resource(name), version=version, reason=reason)],
+                [self.event(action, model_resource(name), version=version, reason=reason)],
             )
             row.status, row.status_reason, row.status_seq = status, reason, seq
         return self.show_model(name, version)
-
-
-def _read_small(path: Path) -> bytes:
-    try:
-        if path.stat().st_size > openssf.MAX_BUNDLE:
-            raise IntegrityError(f"{path} is too large to be a model signature")
-        return path.read_bytes()
-    except OSError as error:
-        raise UsageError(f"{path}: {error.strerror}") from None
