@@ -68,12 +68,16 @@ def demo(
     keep: Path | None = typer.Option(
         None, "--keep", help="Create the demo workspace here and keep it (default: a temp dir)."
     ),
-    data: Path | None = typer.Option(None, "--data", help="Dataset to seal (default: Adult)."),
+    walkthrough: bool = typer.Option(
+        False, "--walkthrough", help="The guided tour of sealing, tampering and proofs instead."
+    ),
 ) -> None:
-    """Walk through sealml on a real dataset: seal, tamper, catch it, prove the ledger."""
+    """Run the whole secure pipeline on the Adult data shipped with sealml: pinned ingest,
+    validation, PII handling, poisoning screening, watermarked training, robustness,
+    fairness and privacy evaluation, gates, signing, two-person promotion, model card."""
     from ..demo import run_demo
 
-    run_demo(keep=keep, data=data)
+    run_demo(keep=keep, walkthrough=walkthrough)
 
 
 def _fail(message: str, code: int) -> None:

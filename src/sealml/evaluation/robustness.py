@@ -101,18 +101,26 @@ class _Space:
     def clip(self, frame: Any, origin: Any) -> Any:
         """*frame* projected back into the budget around *origin* and the valid ranges."""
         import numpy as np
+        import pandas as pd
 
         for column in self.numeric:
             radius = self.radius[column]
-            base = origin[column].to_numpy(dtype=float)
-            moved = np.clip(frame[column].to_numpy(dtype=float), base - radius, base + radius)
+            base = _floats(origin[column])
+            moved = np.clip(_floats(frame[column]), base - radius, base + radius)
             moved = np.clip(moved, self.low[column], self.high[column])
             if column in self.integer:
                 moved = np.clip(np.round(moved), np.ceil(base - radius), np.floor(base + radius))
-                frame[column] = moved.astype(origin[column].dtype)
+                frame[column] = pd.Series(moved, index=frame.index).astype(origin[column].dtype)
             else:
                 frame[column] = moved
         return frame
+
+
+def _floats(series: Any) -> Any:
+    """A column as floats (NaN for missing), whatever its dtype (nullable ones included)."""
+    import numpy as np
+
+    return series.to_numpy(dtype=float, na_value=np.nan)
 
 
 def _true_probability(model: Any, frame: Any, labels: Any) -> Any:
@@ -139,9 +147,7 @@ def noise_attack(model: Any, rows: Any, labels: Any, space: _Space, trials: int,
         candidate = rows.copy()
         for column in space.numeric:
             radius = space.radius[column]
-            candidate[column] = rows[column].to_numpy(dtype=float) + rng.uniform(
-                -radius, radius, len(rows)
-            )
+            candidate[column] = _floats(rows[column]) + rng.uniform(-radius, radius, len(rows))
         for column, values in space.categories.items():
             candidate[column] = rng.choice(values, len(rows))
         broken |= _flipped(model, space.clip(candidate, rows), labels)
@@ -165,7 +171,7 @@ def gradient_attack(model: Any, rows: Any, labels: Any, space: _Space, steps: in
             width = max(space.radius[column] * 0.05, 1e-6)
             for sign in (1.0, -1.0):
                 shifted = current.copy()
-                shifted[column] = current[column].to_numpy(dtype=float) + sign * width
+                shifted[column] = _floats(current[column]) + sign * width
                 batch.append(shifted)
             deltas.append(width)
         scores = _true_probability(
@@ -176,7 +182,7 @@ def gradient_attack(model: Any, rows: Any, labels: Any, space: _Space, steps: in
         for i, column in enumerate(space.numeric):
             gradient = (scores[2 * i] - scores[2 * i + 1]) / (2 * deltas[i])
             size = space.radius[column] if step == 0 else space.radius[column] / 4
-            moved[column] = current[column].to_numpy(dtype=float) - size * np.sign(gradient)
+            moved[column] = _floats(current[column]) - size * np.sign(gradient)
         current = space.clip(moved, rows)
         broken |= _flipped(model, current, labels)
     return broken
@@ -211,7 +217,7 @@ def _coordinate_search(
                     candidates.append(moved)
             else:
                 radius = space.radius[column]
-                base = rows[column].to_numpy(dtype=float)
+                base = _floats(rows[column])
                 candidates = []
                 for offset in np.linspace(-radius, radius, points):
                     moved = current.copy()

@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,10 +258,14 @@ class RunOperations(ArtifactOperations):
         loaded: LoadedPipeline,
         executor: Executor | str = "local",
         params: Mapping[str, Any] | None = None,
+        *,
+        on_stage: Callable[[str, StageOutcome | None], None] | None = None,
     ) -> RunReport:
         """Run *loaded*: check the DAG, then for each stage check permission, verify every
         input, execute (or reuse a cached execution), seal every output and a signed
-        provenance attestation in one transaction. A failed stage leaves no outputs."""
+        provenance attestation in one transaction. A failed stage leaves no outputs.
+        *on_stage*, if given, is called with each stage's name before it runs (outcome
+        None) and after (its outcome), for progress displays."""
         pipeline = loaded.pipeline
         overrides = dict(params or {})
         actor = self.authorize("pipeline:run", f"pipeline:{pipeline.name}", action="run.start")
@@ -304,7 +308,11 @@ class RunOperations(ArtifactOperations):
                 for name, ref in pipeline.artifacts.items():
                     available[name] = self._find(session, ref).id
             for item in stages:
+                if on_stage is not None:
+                    on_stage(item.name, None)
                 outcome = self._run_stage(loaded, item, runner, available, overrides, report.run_id)
+                if on_stage is not None:
+                    on_stage(item.name, outcome)
                 report.stages.append(outcome)
                 available.update(outcome.outputs)
             report.artifacts = {name: available[name] for s in stages for name in s.outputs}

@@ -1,4 +1,4 @@
-"""``sealml demo``: a guided walk through what sealml protects, on a real dataset.
+"""``sealml demo --walkthrough``: a guided walk through sealing, tampering and proofs.
 
 It creates a throwaway workspace, seals a real dataset, lets a second principal read it and
 be refused what its role does not allow, flips real bytes on disk (in a sealed blob and in
@@ -20,12 +20,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.panel import Panel
 
-from .crypto.secret import Secret
-from .errors import IntegrityError, PermissionDeniedError, SealmlError, ShreddedError
-from .ledger import EventFilter
-from .ledger.proofs import check_consistency, check_inclusion
-from .store.blobs import LocalBlobStore
-from .workspace import Workspace
+from ..crypto.secret import Secret
+from ..errors import IntegrityError, PermissionDeniedError, SealmlError, ShreddedError
+from ..ledger import EventFilter
+from ..ledger.proofs import check_consistency, check_inclusion
+from ..store.blobs import LocalBlobStore
+from ..workspace import Workspace
 
 DATA_ENV = "SEALML_DATA"
 DEFAULT_DATASET = "adult_train.csv.gz"
@@ -100,7 +100,7 @@ def _restore_byte(path: Path, offset: int, original: int) -> None:
         handle.write(bytes([original]))
 
 
-def run_demo(keep: Path | None = None, data: Path | None = None) -> None:
+def run_walkthrough(keep: Path | None = None, data: Path | None = None) -> None:
     """Run the demo; raises IntegrityError (exit 1) if any protection did not hold."""
     console = Console(highlight=False)
     data_dir = data.parent if data is not None and data.is_file() else data or find_data_dir()
@@ -254,7 +254,7 @@ def _walk(demo: _Demo, data_dir: Path | None) -> None:
 
 
 def _blob_name(ws: Workspace, artifact_id: str) -> str:
-    from .db.models import ArtifactRow
+    from ..db.models import ArtifactRow
 
     with ws.db.read() as session:
         row = session.get(ArtifactRow, artifact_id)
