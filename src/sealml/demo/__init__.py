@@ -64,7 +64,7 @@ def run_demo(keep: Path | None = None, walkthrough: bool = False) -> None:
     if keep is not None and (keep / "workspace").exists():
         raise SealmlError(f"{keep / 'workspace'} already exists; choose an empty folder")
     try:
-        summary = _run(base, console)
+        summary, _ = run_steps(base, console)
     finally:
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)
@@ -75,7 +75,9 @@ def _timed(timings: dict[str, float], title: str, start: float) -> None:
     timings[title] = round(time.perf_counter() - start, 2)
 
 
-def _run(base: Path, console: Console) -> Any:
+def run_steps(base: Path, console: Console) -> tuple[Any, dict[str, float]]:
+    """Run every step of the demo in *base*; returns the summary to print and the seconds
+    each step took (``bench/demo.py`` reads them)."""
     timings: dict[str, float] = {}
     passwords = {name: Secret(secrets.token_urlsafe(18)) for name in ("admin", "dana", "erin")}
     passphrase = Secret(secrets.token_urlsafe(24))
@@ -160,7 +162,10 @@ def _run(base: Path, console: Console) -> Any:
         erin.close()
     if not (promoted and refused and ledger.ok):
         raise IntegrityError("the demo model did not pass its gates or a tamper went unnoticed")
-    return _summary(base, evaluation, checks, card, timings, ledger.events, len(report.artifacts))
+    summary = _summary(
+        base, evaluation, checks, card, timings, ledger.events, len(report.artifacts)
+    )
+    return summary, timings
 
 
 def _open(root: Path, user: str, passwords: dict[str, Secret], passphrase: Secret) -> Workspace:
