@@ -143,7 +143,9 @@ def main() -> None:
         for epsilon in epsilons:
             budget = Budget(epsilon, immutable=tuple(categorical))
             start = time.perf_counter()
-            (ours,) = robustness.assess(model, rows, labels, [budget], rows=len(rows))
+            (ours,) = robustness.assess(
+                model, rows, labels, [budget], rows=len(rows), reference=train_x
+            )
             ours_seconds = time.perf_counter() - start
             art = art_attacks(model, rows, labels, numeric, train_x, epsilon)
             best_art = max(r["success_rate"] for r in art.values())

@@ -249,9 +249,12 @@ def assess(
     rows: int = 500,
     noise_trials: int = 10,
     seed: int = 0,
+    reference: Any = None,
 ) -> list[RobustnessResult]:
     """Clean and robust accuracy of *model* on (a sample of) *features*/*labels* for each
-    budget; robust accuracy counts a row correct only if no attack flips it."""
+    budget; robust accuracy counts a row correct only if no attack flips it. Budgets are
+    scaled, and values bounded, by *reference* (default: *features*; pass the training
+    data when attacking a small sample)."""
     import numpy as np
 
     unknown = [a for a in attacks if a not in ATTACKS]
@@ -265,7 +268,7 @@ def assess(
     clean = float(correct.mean())
     results = []
     for budget in budgets:
-        space = _Space(features, budget)
+        space = _Space(features if reference is None else reference, budget)
         targets, target_labels = sample[correct].reset_index(drop=True), truth[correct]
         broken = np.zeros(len(targets), dtype=bool)
         outcomes = []
