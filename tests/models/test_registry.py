@@ -148,6 +148,11 @@ def test_register_signs_scans_and_binds_provenance(team: Path, model_pipeline: P
         assert sam.info(version.signature_id).annotations["signature"] == "openssf-model-signing"
         scan = sam.info(version.scan_id)
         assert scan.annotations == {"report": "model-scan", "verdict": "safe"}
+        card = sam.ls(kind="report", name="credit-v1-card.md")
+        assert len(card) == 1 and card[0].parents == (version.artifact_id,)
+        text = sam.read_bytes(card[0].id).decode()
+        assert text.startswith("# Model card: credit v1") and "## Provenance chain" in text
+        assert sam.info(card[0].id).annotations["report"] == "model-card"
         assert sam.register_model(artifacts["model"], "credit").version == 2
         events = sam.history("credit")
         assert [e["action"] for e in events] == ["model.register", "model.register"]

@@ -3,6 +3,7 @@ watermark."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -10,14 +11,38 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..db.models import ArtifactRow, AttestationRow
+from ..errors import SealmlError
 from ..governance import modelcard
 from ..models import watermark
 from .core import WATERMARK_SECRET
-from .registry import RegistryOperations, model_resource
+from .registry import ModelVersion, RegistryOperations, model_resource
+
+CARD_REPORT = "model-card"
 
 
 class ModelReportOperations(RegistryOperations):
     """``sealml model card`` and ``sealml model watermark-verify``."""
+
+    def register_model(self, ref: str, name: str, *, evaluation: str | None = None) -> ModelVersion:
+        """Register (see :meth:`RegistryOperations.register_model`), then seal the new
+        version's model card (Markdown, from the verified records) beside the model."""
+        version = super().register_model(ref, name, evaluation=evaluation)
+        try:
+            facts = self.model_card(name, version.version)
+            self.put(
+                io.BytesIO(modelcard.markdown(facts).encode("utf-8")),
+                "report",
+                f"{name}-v{version.version}-card.md",
+                media_type="text/markdown",
+                parents=[version.artifact_id],
+                annotations={"report": CARD_REPORT, "model": f"{name}@{version.version}"},
+            )
+        except SealmlError as error:
+            # The version is registered either way; a missing card is recorded, not fatal.
+            self.record(
+                [self.event("model.card", model_resource(name), "failed", error=str(error))]
+            )
+        return version
 
     def watermark_verify(
         self,
