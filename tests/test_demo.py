@@ -19,3 +19,9 @@ def test_demo_runs_the_whole_secure_pipeline(cli: Any, tmp_path: Path) -> None:
     assert "screened_screening" in card and "## Gates" in card
     again = cli("demo", "--keep", str(keep))
     assert again.code == 2 and "already exists" in again.stderr
+
+
+def test_walkthrough_catches_every_tamper(cli: Any) -> None:
+    result = cli("demo", "--walkthrough")
+    assert result.code == 0, result.stderr[-2000:]
+    assert "Every tamper was caught and every proof checked." in result.stdout
