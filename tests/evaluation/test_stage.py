@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sealml import Workspace
+from sealml.config import GateSection
 from sealml.pipeline.loader import load_pipeline
 
 from ..conftest import DATA
@@ -114,3 +115,49 @@ def test_model_card_from_verified_records(workspace: Workspace, tmp_path: Path, 
     assert "# Model card: credit" in (tmp_path / f"credit-v{version}-card.md").read_text()
     missing = cli("model", "card", "credit@1", "-o", str(tmp_path / "nope"), env=admin_env())
     assert missing.code == 2 and "not a folder" in missing.stderr
+
+
+SCREENED = """
+from pathlib import Path
+from sklearn.ensemble import RandomForestClassifier
+from sealml.data import stages as data
+from sealml.pipeline import Pipeline, Source, stage
+
+
+@stage(inputs={"screened": "dataset"}, outputs={"model": "model"})
+def train(screened):
+    features = screened.select_dtypes("number").drop(columns=["credit_risk"])
+    model = RandomForestClassifier(n_estimators=20, random_state=0)
+    return {"model": model.fit(features, screened["credit_risk"])}
+
+
+pipeline = Pipeline(
+    "screened",
+    stages=[data.ingest("raw", "credit"), data.screen("credit", "screened", label="credit_risk"),
+            train],
+    sources={"raw": Source(Path("german_credit.csv"))},
+)
+"""
+
+
+def test_gates_read_the_screening_share(workspace: Workspace, tmp_path: Path) -> None:
+    folder = tmp_path / "screened"
+    folder.mkdir()
+    shutil.copy(DATA / "german_credit.csv", folder / "german_credit.csv")
+    (folder / "screened_pipeline.py").write_text(textwrap.dedent(SCREENED))
+    report = workspace.run_pipeline(load_pipeline(folder / "screened_pipeline.py"))
+    version = workspace.register_model(report.artifacts["model"], "screened").version
+    workspace.config.registry.gates["staging"] = GateSection(
+        max_metrics={"screening.flagged_share": 0.0}
+    )
+    workspace.approve_policy()
+    checks = {c.check: c for c in workspace.gate_report("screened", version, "staging")}
+    share = checks["screening.flagged_share"]
+    assert float(share.measured) > 0 and not share.passed
+    assert not checks["evaluation"].passed  # the share is not an evaluation report
+    workspace.config.registry.gates["staging"] = GateSection(
+        max_metrics={"screening.flagged_share": 0.5}
+    )
+    workspace.approve_policy()
+    checks = {c.check: c for c in workspace.gate_report("screened", version, "staging")}
+    assert checks["screening.flagged_share"].passed

@@ -77,10 +77,14 @@ def gate_checks(
     *,
     has_provenance: bool,
     metrics: Mapping[str, Any] | None,
+    has_evaluation: bool | None = None,
 ) -> list[GateCheck]:
-    """Every requirement of *gate* against a version's provenance and evaluation metrics."""
+    """Every requirement of *gate* against a version's provenance and metrics (those of its
+    evaluation report, plus any the pipeline's own reports give, such as
+    ``screening.flagged_share``). *has_evaluation* defaults to whether *metrics* exist."""
     if gate is None:
         return []
+    evaluated = metrics is not None if has_evaluation is None else has_evaluation
     checks = []
     if gate.require_provenance:
         checks.append(
@@ -93,8 +97,8 @@ def gate_checks(
     if needs_metrics:
         checks.append(
             GateCheck(
-                "evaluation", "report", "yes" if metrics is not None else "none",
-                metrics is not None, "no evaluation report",
+                "evaluation", "report", "yes" if evaluated else "none",
+                evaluated, "no evaluation report",
             )
         )  # fmt: skip
     for metric, floor in sorted(gate.min_metrics.items()):

@@ -7,9 +7,6 @@ import io
 import json
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from ..db.models import ArtifactRow, AttestationRow
 from ..errors import SealmlError
 from ..governance import modelcard
@@ -127,25 +124,3 @@ class ModelReportOperations(RegistryOperations):
             gates=gates,
             parameters=parameters,
         )
-
-    def _sibling_reports(
-        self, session: Session, steps: list[Any], skip: str | None
-    ) -> dict[str, Any]:
-        """Reports made by the same stage runs as the model's ancestors (screening, PII,
-        validation), by name."""
-        found: dict[str, Any] = {}
-        for attestation in {s.attestation for s in steps if s.attestation}:
-            links = session.execute(
-                select(AttestationRow.subject_id).where(
-                    AttestationRow.attestation_id == attestation
-                )
-            ).scalars()
-            for subject in links:
-                row = session.get(ArtifactRow, subject)
-                if row is None or row.kind != "report" or row.id == skip:
-                    continue
-                try:
-                    found[row.name] = json.loads(self._plaintext_attested(session, row))
-                except ValueError:
-                    continue
-        return dict(sorted(found.items()))

@@ -533,15 +533,21 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 GateCheck("signature, scan, provenance", "verify", "failed", False, str(error))
             )
             return checks
-        metrics = None
+        metrics: dict[str, Any] = {}
+        evaluated = False
         if facts.evaluation_id is not None:
             report = session.get(ArtifactRow, facts.evaluation_id)
             if report is not None:
-                metrics = _metrics(self._plaintext_attested(session, report))
+                found = _metrics(self._plaintext_attested(session, report))
+                evaluated = found is not None
+                metrics.update(found or {})
+        if facts.provenance_id is not None:
+            metrics.update(self._pipeline_metrics(session, facts))
         checks += gate_checks(
             self.registry_rules.gates.get(alias),
             has_provenance=facts.provenance_id is not None,
             metrics=metrics,
+            has_evaluation=evaluated,
         )
         if alias in self.registry_rules.two_person_aliases:
             approved = self._open_approval(session, row, alias) is not None
@@ -552,6 +558,39 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 )
             )  # fmt: skip
         return checks
+
+    def _pipeline_metrics(self, session: Session, facts: VersionFacts) -> dict[str, float]:
+        """Metrics from the reports the model's pipeline made on the way (today: the largest
+        share of rows poisoning screening flagged, ``screening.flagged_share``)."""
+        steps = self._provenance_chain(session, facts.artifact_id)
+        shares = [
+            float(report["flagged_share"])
+            for report in self._sibling_reports(session, steps, facts.evaluation_id).values()
+            if isinstance(report, dict) and isinstance(report.get("flagged_share"), int | float)
+        ]
+        return {"screening.flagged_share": max(shares)} if shares else {}
+
+    def _sibling_reports(
+        self, session: Session, steps: list[Any], skip: str | None
+    ) -> dict[str, Any]:
+        """Reports made by the same stage runs as the model's ancestors (screening, PII,
+        validation), by name."""
+        found: dict[str, Any] = {}
+        for attestation in {s.attestation for s in steps if s.attestation}:
+            links = session.execute(
+                select(AttestationRow.subject_id).where(
+                    AttestationRow.attestation_id == attestation
+                )
+            ).scalars()
+            for subject in links:
+                row = session.get(ArtifactRow, subject)
+                if row is None or row.kind != "report" or row.id == skip:
+                    continue
+                try:
+                    found[row.name] = json.loads(self._plaintext_attested(session, row))
+                except ValueError:
+                    continue
+        return dict(sorted(found.items()))
 
     def _gate_failures(
         self, session: Session, state: RegistryState, row: ModelVersionRow, alias: str
