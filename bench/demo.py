@@ -37,13 +37,9 @@ ANALYSES = (
 def plain() -> dict[str, float]:
     """The demo's ML steps without sealml's machinery."""
     import pandas as pd
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OrdinalEncoder
 
-    from sealml.demo.pipeline import LABEL, SENSITIVE
+    from sealml.demo.pipeline import LABEL, SENSITIVE, make_model
     from sealml.models import watermark
 
     timings: dict[str, float] = {}
@@ -56,13 +52,7 @@ def plain() -> dict[str, float]:
     timings["load, label, split"] = time.perf_counter() - start
     start = time.perf_counter()
     features = train.drop(columns=[LABEL, *SENSITIVE])
-    categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-    encode = ColumnTransformer(
-        [("categories", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
-          categorical)],
-        remainder="passthrough",
-    )  # fmt: skip
-    model = make_pipeline(encode, HistGradientBoostingClassifier(max_iter=150, random_state=0))
+    model = make_model(features)
     watermark.embed(model, features, train[LABEL], os.urandom(32))
     timings["train (watermarked)"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -137,6 +137,15 @@ def approve_and_promote(
         erin.promote_model("credit", version, alias)
 
 
+def two_in_production(path: Path, pipeline: Path, secret: str, clock: Clock) -> tuple[int, int]:
+    """Version 1 (5 trees) promoted to production, then version 2 (6 trees) over it."""
+    first = register(path, pipeline)
+    approve_and_promote(path, first, secret, clock)
+    second = register(path, pipeline, trees=6)
+    approve_and_promote(path, second, secret, clock)
+    return first, second
+
+
 def test_register_signs_scans_and_binds_provenance(team: Path, model_pipeline: Path) -> None:
     artifacts = train(team, model_pipeline)
     with reopen(team, "sam", SCIENTIST_PASSWORD) as sam:
@@ -270,10 +279,7 @@ def test_promotion_consumes_the_approval(
 def test_rollback_restores_the_previous_version(
     team: Path, model_pipeline: Path, erin_secret: str, clock: Clock
 ) -> None:
-    first = register(team, model_pipeline)
-    approve_and_promote(team, first, erin_secret, clock)
-    second = register(team, model_pipeline, trees=6)
-    approve_and_promote(team, second, erin_secret, clock)
+    first, second = two_in_production(team, model_pipeline, erin_secret, clock)
     with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
         described, model = erin.resolve_model("credit", "production")
         assert (described.version, model.n_estimators) == (second, 6)
@@ -290,10 +296,7 @@ def test_rollback_restores_the_previous_version(
 def test_revoked_version_cannot_be_served_or_promoted(
     team: Path, model_pipeline: Path, erin_secret: str, clock: Clock
 ) -> None:
-    first = register(team, model_pipeline)
-    approve_and_promote(team, first, erin_secret, clock)
-    second = register(team, model_pipeline, trees=6)
-    approve_and_promote(team, second, erin_secret, clock)
+    first, second = two_in_production(team, model_pipeline, erin_secret, clock)
     with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
         erin.set_model_status("credit", first, "revoked", "trained on leaked data")
         with pytest.raises(PermissionDeniedError, match="revoked and can never be served"):

@@ -52,26 +52,31 @@ def split(screened: pd.DataFrame, test_share: float = 0.3, seed: int = 0) -> dic
     return {"train": train, "test": test}
 
 
-@stage(inputs={"train": "dataset"}, outputs={"model": "model"}, secrets=("watermark",))
-def train(train: pd.DataFrame, watermark_key: str, iterations: int = 150) -> dict[str, Any]:
-    """Gradient boosting on everything but the sensitive attributes, watermarked."""
+def make_model(features: pd.DataFrame, iterations: int = 150) -> Any:
+    """The demo's gradient-boosting pipeline (categories ordinal-encoded), unfitted."""
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OrdinalEncoder
 
-    from sealml.models import watermark
-
-    features = train.drop(columns=[LABEL, *SENSITIVE])
     categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     encode = ColumnTransformer(
         [("categories", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
           categorical)],
         remainder="passthrough",
     )  # fmt: skip
-    model = make_pipeline(
+    return make_pipeline(
         encode, HistGradientBoostingClassifier(max_iter=iterations, random_state=0)
     )
+
+
+@stage(inputs={"train": "dataset"}, outputs={"model": "model"}, secrets=("watermark",))
+def train(train: pd.DataFrame, watermark_key: str, iterations: int = 150) -> dict[str, Any]:
+    """Gradient boosting on everything but the sensitive attributes, watermarked."""
+    from sealml.models import watermark
+
+    features = train.drop(columns=[LABEL, *SENSITIVE])
+    model = make_model(features, iterations)
     watermark.embed(model, features, train[LABEL], bytes.fromhex(watermark_key))
     return {"model": model}
 

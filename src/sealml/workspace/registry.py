@@ -53,6 +53,7 @@ from ..models.registry import (
 )
 from ..models.scanner import scan_bytes
 from ..store.artifacts import ArtifactDraft, info_of
+from .lineage import ProvenanceStep
 from .modelfiles import ModelFileOperations
 from .totp import TotpOperations
 
@@ -60,22 +61,11 @@ BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 
 @dataclass(frozen=True)
-class ModelVersion:
-    """A registered version as the registry reports it."""
+class ModelVersion(VersionFacts):
+    """A registered version as the registry reports it: its signed facts and its state."""
 
-    name: str
-    version: int
-    status: str
-    aliases: tuple[str, ...]
-    artifact_id: str
-    artifact_digest: str
-    signature_id: str
-    scan_id: str
-    provenance_id: str | None
-    evaluation_id: str | None
-    trained_by: str
-    registered_by: str
-    registered_at: str
+    status: str = "active"
+    aliases: tuple[str, ...] = ()
     status_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,6 +75,14 @@ class ModelVersion:
 def model_resource(name: str) -> str:
     """The ledger resource of a registered model name."""
     return f"model:{name}"
+
+
+def _statement_facts(row: ModelVersionRow) -> VersionFacts:
+    """The facts a version row's statement states (its signature is checked elsewhere)."""
+    try:
+        return VersionFacts.from_statement(json.loads(row.statement))
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError(f"model {row.name} v{row.version}: statement malformed") from None
 
 
 def _metrics(data: bytes) -> dict[str, Any] | None:
@@ -282,10 +280,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             raise IntegrityError(f"model {row.name} v{row.version}: unknown registrant") from None
         if not signer.verify(row.signature, row.statement):
             raise IntegrityError(f"model {row.name} v{row.version}: statement signature invalid")
-        try:
-            facts = VersionFacts.from_statement(json.loads(row.statement))
-        except (ValueError, KeyError, TypeError):
-            raise IntegrityError(f"model {row.name} v{row.version}: statement malformed") from None
+        facts = _statement_facts(row)
         columns = {k: getattr(row, k) for k in vars(facts) if k != "artifact_digest"}
         if {k: v for k, v in vars(facts).items() if k != "artifact_digest"} != columns:
             raise IntegrityError(f"model {row.name} v{row.version}: record differs from statement")
@@ -297,9 +292,11 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             )
         return facts
 
-    def _verified_model(self, session: Session, facts: VersionFacts) -> tuple[ArtifactRow, bytes]:
-        """The model's artifact and plaintext after the whole chain verified: sealed
-        content, OpenSSF signature by the registrant, clean scan, provenance."""
+    def _verified_model(
+        self, session: Session, facts: VersionFacts
+    ) -> tuple[ArtifactRow, bytes, list[ProvenanceStep]]:
+        """The model's artifact, plaintext and provenance chain after all of it verified:
+        sealed content, OpenSSF signature by the registrant, clean scan, provenance."""
         where = f"model {facts.name} v{facts.version}"
         row = session.get(ArtifactRow, facts.artifact_id)
         if row is None or row.digest != facts.artifact_digest:
@@ -323,26 +320,14 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             link = session.get(AttestationRow, row.id)
             if link is None or link.attestation_id != facts.provenance_id:
                 raise IntegrityError(f"{where}: its provenance attestation changed")
-            self._provenance_chain(session, row.id)
-        return row, data
+            return row, data, self._provenance_chain(session, row.id)
+        return row, data, []
 
     def _describe(self, row: ModelVersionRow, state: RegistryState) -> ModelVersion:
-        with self.db.read() as session:
-            artifact = session.get(ArtifactRow, row.artifact_id)
         return ModelVersion(
-            name=row.name,
-            version=row.version,
+            **vars(_statement_facts(row)),
             status=row.status,
             aliases=self._aliases_of(state, row.version),
-            artifact_id=row.artifact_id,
-            artifact_digest=artifact.digest if artifact is not None else "?",
-            signature_id=row.signature_id,
-            scan_id=row.scan_id,
-            provenance_id=row.provenance_id,
-            evaluation_id=row.evaluation_id,
-            trained_by=row.trained_by,
-            registered_by=row.registered_by,
-            registered_at=row.registered_at,
             status_reason=row.status_reason,
         )
 
@@ -429,7 +414,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                     raise PermissionDeniedError(
                         f"model {name} v{number} is {row.status} and can never be served"
                     )
-                artifact, data = self._verified_model(session, facts)
+                artifact, data, _ = self._verified_model(session, facts)
                 model = load_model(data, artifact.media_type, artifact.name)
         except (IntegrityError, PermissionDeniedError) as error:
             self.record(
@@ -526,7 +511,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
         if not active:
             return checks
         try:
-            self._verified_model(session, facts)
+            _, _, steps = self._verified_model(session, facts)
             checks.append(GateCheck("signature, scan, provenance", "verify", "ok", True))
         except IntegrityError as error:
             checks.append(
@@ -541,8 +526,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 found = _metrics(self._plaintext_attested(session, report))
                 evaluated = found is not None
                 metrics.update(found or {})
-        if facts.provenance_id is not None:
-            metrics.update(self._pipeline_metrics(session, facts))
+        metrics.update(self._pipeline_metrics(session, steps, facts.evaluation_id))
         checks += gate_checks(
             self.registry_rules.gates.get(alias),
             has_provenance=facts.provenance_id is not None,
@@ -559,19 +543,20 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             )  # fmt: skip
         return checks
 
-    def _pipeline_metrics(self, session: Session, facts: VersionFacts) -> dict[str, float]:
+    def _pipeline_metrics(
+        self, session: Session, steps: list[ProvenanceStep], evaluation_id: str | None
+    ) -> dict[str, float]:
         """Metrics from the reports the model's pipeline made on the way (today: the largest
         share of rows poisoning screening flagged, ``screening.flagged_share``)."""
-        steps = self._provenance_chain(session, facts.artifact_id)
         shares = [
             float(report["flagged_share"])
-            for report in self._sibling_reports(session, steps, facts.evaluation_id).values()
+            for report in self._sibling_reports(session, steps, evaluation_id).values()
             if isinstance(report, dict) and isinstance(report.get("flagged_share"), int | float)
         ]
         return {"screening.flagged_share": max(shares)} if shares else {}
 
     def _sibling_reports(
-        self, session: Session, steps: list[Any], skip: str | None
+        self, session: Session, steps: list[ProvenanceStep], skip: str | None
     ) -> dict[str, Any]:
         """Reports made by the same stage runs as the model's ancestors (screening, PII,
         validation), by name."""
