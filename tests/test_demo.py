@@ -1,4 +1,4 @@
-"""`sealml demo`: the README's main job, end to end (about 100 s on two cores)."""
+"""`sealml demo`: the README's main job, end to end (about a minute on two cores)."""
 
 from __future__ import annotations
 
