@@ -108,6 +108,52 @@ class RegistrySection(_Section):
     gates: dict[str, GateSection] = Field(default_factory=_default_gates)
 
 
+JwtAlgorithm = Literal["RS256", "ES256", "HS256"]
+_ASYMMETRIC: tuple[JwtAlgorithm, ...] = ("RS256", "ES256")
+
+
+class JwtSection(_Section):
+    """Bearer tokens from an external issuer. RS256/ES256 keys come from a JWKS file or
+    URL; HS256 is accepted only when listed and given a secret file."""
+
+    issuer: str
+    audience: str = "sealml"
+    algorithms: list[JwtAlgorithm] = Field(default_factory=lambda: list(_ASYMMETRIC))
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    hs256_secret_file: str | None = None
+    leeway_seconds: int = Field(default=30, ge=0, le=600)
+
+
+class ServeSection(_Section):
+    """``sealml serve``: transport, limits, output policy and logging."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None  # set for mutual TLS: clients must present a certificate
+    output: Literal["label", "probability"] = "label"
+    round_digits: int = Field(default=2, ge=0, le=6)
+    max_batch: int = Field(default=1000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    range_margin: float = Field(default=0.1, ge=0, le=10)
+    ood_threshold: float = Field(default=4.0, gt=0)
+    key_rate: float = Field(default=50.0, gt=0)  # requests per second per key or principal
+    key_burst: int = Field(default=100, ge=1)
+    address_rate: float = Field(default=100.0, gt=0)  # per source address
+    address_burst: int = Field(default=200, ge=1)
+    redis_url: str | None = None
+    poll_seconds: float = Field(default=2.0, gt=0, le=3600)
+    log_sample: float = Field(default=1.0, ge=0, le=1)  # share of predictions logged (sealed)
+    ledger_sample: float = Field(default=0.01, ge=0, le=1)  # share of predictions in the ledger
+    extraction_window: int = Field(default=200, ge=10, le=100_000)
+    extraction_throttle: bool = True
+    jwt: JwtSection | None = None
+
+
 class Config(_Section):
     """The whole of ``sealml.toml``."""
 
@@ -121,6 +167,7 @@ class Config(_Section):
     pipeline: PipelineSection = Field(default_factory=PipelineSection)
     data: DataSection = Field(default_factory=DataSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
+    serve: ServeSection = Field(default_factory=ServeSection)
 
     def dump(self) -> bytes:
         data: dict[str, Any] = self.model_dump(exclude_none=True)

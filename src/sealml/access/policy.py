@@ -64,7 +64,14 @@ DEFAULT_ROLES: dict[str, list[str]] = {
         "user:read",
         "registry:read",
     ],
-    "service": ["model:read", "model:serve", "report:write", "registry:read"],
+    "service": [
+        "model:read",
+        "model:serve",
+        "report:write",
+        "dataset:write",
+        "registry:read",
+        "registry:freeze",
+    ],
 }
 
 

@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from ..errors import SealmlError
-from . import artifacts, audit, data, keys, models, pipelines, policy, users
+from . import artifacts, audit, data, keys, models, pipelines, policy, serving, users
 from .common import State, err
 
 app = typer.Typer(
@@ -54,6 +54,7 @@ app.command()(pipelines.run)
 app.command()(pipelines.lineage)
 app.command()(models.scan)
 app.command(name="gate")(models.gate_command)
+app.command()(serving.serve)
 app.add_typer(users.app, name="user")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
@@ -61,6 +62,7 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(pipelines.app, name="provenance")
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="model")
+app.add_typer(serving.app, name="apikey")
 
 
 @app.command()

@@ -232,3 +232,23 @@ class TotpRow(Base):
     secret_box: Mapped[bytes] = mapped_column(LargeBinary)
     last_step: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[str] = mapped_column(String(40))
+
+
+class ApiKeyRow(Base):
+    """A serving API key: its public id, a salted hash of its secret, and what it may do.
+
+    The secret itself is shown once at creation and never stored.
+    """
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(64))
+    salt: Mapped[bytes] = mapped_column(LargeBinary)
+    digest: Mapped[bytes] = mapped_column(LargeBinary)
+    scopes: Mapped[str] = mapped_column(Text)  # JSON list
+    models: Mapped[str] = mapped_column(Text)  # JSON list of model names, or ["*"]
+    created_at: Mapped[str] = mapped_column(String(40))
+    expires_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    revoked_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    ledger_seq: Mapped[int] = mapped_column(BigInteger)

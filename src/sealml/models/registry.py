@@ -17,6 +17,7 @@ _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 STATUSES = ("active", "deprecated", "revoked")
 SIGNATURE_ANNOTATION = "openssf-model-signing"
 SCAN_REPORT = "model-scan"
+PROFILE_REPORT = "feature-profile"
 
 
 def check_model_name(name: str) -> str:
@@ -144,6 +145,7 @@ class RegistryState:
     registered: dict[int, str]  # version -> SHA-256 of its signed statement
     status: dict[int, str]
     aliases: dict[str, list[int]]  # alias -> stack of versions, last = current
+    frozen: str | None = None  # the reason, while the model is frozen under an incident
 
     def current(self, alias: str) -> int | None:
         stack = self.aliases.get(alias)
@@ -158,6 +160,10 @@ def replay(events: Iterable[Mapping[str, Any]]) -> RegistryState:
             continue
         action = str(event.get("action", ""))
         details = event.get("details", {})
+        if action == "model.freeze":
+            state.frozen = str(details.get("reason") or "frozen")
+        elif action == "model.unfreeze":
+            state.frozen = None
         version = details.get("version")
         if not isinstance(version, int):
             continue

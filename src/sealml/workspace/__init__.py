@@ -9,6 +9,7 @@ from ..clock import utc_now
 from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams
 from ..crypto.secret import Secret
 from ..ledger import EventDraft
+from .apikeys import ApiKeyOperations
 from .artifacts import ArtifactCheck, StoreReport
 from .audit import AuditOperations
 from .core import PassphraseSource
@@ -20,7 +21,7 @@ from .users import UserOperations
 __all__ = ["ArtifactCheck", "ModelVersion", "StoreReport", "TotpEnrolment", "Workspace"]
 
 
-class Workspace(ModelReportOperations, UserOperations, AuditOperations):
+class Workspace(ModelReportOperations, UserOperations, AuditOperations, ApiKeyOperations):
     """One sealml installation: config, metadata database, blob store and key provider.
 
     >>> ws = Workspace.open("/path/to/ws", passphrase=Secret("..."))

@@ -7,10 +7,17 @@ import io
 import json
 from typing import Any
 
-from ..db.models import ArtifactRow, AttestationRow
-from ..errors import SealmlError
+from sqlalchemy import select
+
+from ..data.profile import Profile, profile_frame
+from ..db.models import ArtifactParentRow, ArtifactRow, AttestationRow
+from ..errors import IntegrityError, SealmlError
 from ..governance import modelcard
 from ..models import watermark
+from ..models.formats import load_model
+from ..models.registry import PROFILE_REPORT
+from ..pipeline import codecs
+from ..store.artifacts import info_of
 from .core import WATERMARK_SECRET
 from .registry import ModelVersion, RegistryOperations, model_resource
 
@@ -21,9 +28,15 @@ class ModelReportOperations(RegistryOperations):
     """``sealml model card`` and ``sealml model watermark-verify``."""
 
     def register_model(self, ref: str, name: str, *, evaluation: str | None = None) -> ModelVersion:
-        """Register (see :meth:`RegistryOperations.register_model`), then seal the new
-        version's model card (Markdown, from the verified records) beside the model."""
+        """Register (see :meth:`RegistryOperations.register_model`), then seal beside the
+        model the new version's feature profile (from its training data) and model card."""
         version = super().register_model(ref, name, evaluation=evaluation)
+        try:
+            self._seal_profile(version)
+        except (SealmlError, KeyError, ValueError) as error:
+            self.record(
+                [self.event("model.profile", model_resource(name), "failed", error=str(error))]
+            )
         try:
             facts = self.model_card(name, version.version)
             self.put(
@@ -40,6 +53,69 @@ class ModelReportOperations(RegistryOperations):
                 [self.event("model.card", model_resource(name), "failed", error=str(error))]
             )
         return version
+
+    def _seal_profile(self, version: ModelVersion) -> None:
+        """Profile the dataset the model was made from (the parent holding every model
+        input) and seal it as the version's reference; models without named inputs or
+        without a training dataset get none."""
+        with self.db.read() as session:
+            artifact = session.get(ArtifactRow, version.artifact_id)
+            assert artifact is not None  # registration verified it
+            model = load_model(
+                self._plaintext_attested(session, artifact), artifact.media_type, artifact.name
+            )
+            names = getattr(model, "feature_names_in_", None)
+            if names is None:
+                return
+            inputs = [str(n) for n in names]
+            parents = session.execute(
+                select(ArtifactRow)
+                .join(ArtifactParentRow, ArtifactParentRow.parent_id == ArtifactRow.id)
+                .where(ArtifactParentRow.child_id == artifact.id, ArtifactRow.kind == "dataset")
+            ).scalars()
+            profile = None
+            for parent in parents:
+                frame = codecs.decode("dataset", self._plaintext_attested(session, parent))
+                if all(n in frame.columns for n in inputs):
+                    profile = profile_frame(frame, inputs)
+                    break
+        if profile is None:
+            return
+        self.put(
+            io.BytesIO(json.dumps(profile.to_dict(), sort_keys=True).encode()),
+            "report",
+            f"{version.name}-v{version.version}-profile.json",
+            media_type="application/json",
+            parents=[version.artifact_id],
+            annotations={"report": PROFILE_REPORT, "model": f"{version.name}@{version.version}"},
+        )
+
+    def model_profile(self, name: str, version: int) -> Profile | None:
+        """The sealed feature profile of ``name`` v*version* (verified), if it has one."""
+        described = self.show_model(name, version)
+        label = f"{name}@{version}"
+        with self.db.read() as session:
+            reports = session.execute(
+                select(ArtifactRow)
+                .join(ArtifactParentRow, ArtifactParentRow.child_id == ArtifactRow.id)
+                .where(
+                    ArtifactParentRow.parent_id == described.artifact_id,
+                    ArtifactRow.kind == "report",
+                    ArtifactRow.shredded_at.is_(None),
+                )
+                .order_by(ArtifactRow.created_at)
+            ).scalars()
+            for row in reports:
+                annotations = info_of(row).annotations
+                if (
+                    annotations.get("report") == PROFILE_REPORT
+                    and annotations.get("model") == label
+                ):
+                    try:
+                        return Profile.from_dict(json.loads(self._plaintext_attested(session, row)))
+                    except (ValueError, KeyError, TypeError):
+                        raise IntegrityError(f"the profile of {label} is malformed") from None
+        return None
 
     def watermark_verify(
         self,

@@ -41,6 +41,7 @@ from ..models import openssf
 from ..models.formats import load_model
 from ..models.manifest import Manifest, Resource
 from ..models.registry import (
+    PROFILE_REPORT,
     SCAN_REPORT,
     SIGNATURE_ANNOTATION,
     GateCheck,
@@ -237,7 +238,11 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 .order_by(ArtifactRow.created_at.desc())
             ).scalars()
             report = next(
-                (r for r in candidates if info_of(r).annotations.get("report") != SCAN_REPORT),
+                (
+                    r
+                    for r in candidates
+                    if info_of(r).annotations.get("report") not in (SCAN_REPORT, PROFILE_REPORT)
+                ),
                 None,
             )
             if report is None:
@@ -714,3 +719,40 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             )
             row.status, row.status_reason, row.status_seq = status, reason, seq
         return self.show_model(name, version)
+
+    # -- incidents and serving ------------------------------------------------------------
+
+    def freeze_model(
+        self, name: str, reason: str, *, frozen: bool = True, on_behalf_of: str | None = None
+    ) -> None:
+        """Freeze *name* under an incident (every server answers 503 for it) or lift it.
+
+        *on_behalf_of* names the API principal when a server acts for an admin request.
+        """
+        check_model_name(name)
+        if not reason.strip():
+            raise UsageError("a reason is required")
+        action = "model.freeze" if frozen else "model.unfreeze"
+        self.authorize("registry:freeze", model_resource(name), action=action)
+        with self.transaction() as session:
+            state = self._state(session, name)
+            if not state.registered:
+                raise NotFoundError(f"no model named {name!r}")
+            if (state.frozen is not None) == frozen:
+                raise UsageError(f"model {name} is already {'frozen' if frozen else 'not frozen'}")
+            details: dict[str, Any] = {"reason": reason}
+            if on_behalf_of is not None:
+                details["requested_by"] = on_behalf_of
+            self.append(session, [self.event(action, model_resource(name), **details)])
+
+    def serving_state(self, name: str, ref: str) -> tuple[int | None, str | None, str | None]:
+        """(version *ref* points at, its status, freeze reason) as the ledger tells it: what a
+        server polls to follow promotions, rollbacks, revocations and freezes."""
+        check_model_name(name)
+        with self.db.read() as session:
+            state = self._state(session, name)
+        try:
+            number = self._version_number(state, name, ref)
+        except NotFoundError:
+            return None, None, state.frozen
+        return number, state.status.get(number), state.frozen

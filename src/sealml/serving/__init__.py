@@ -1,0 +1,2 @@
+"""Serving registered models over HTTPS: authentication, limits, validation, hardened
+outputs, metrics and hot swap (``sealml serve``)."""

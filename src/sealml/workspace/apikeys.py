@@ -1,0 +1,112 @@
+"""``sealml apikey create|ls|revoke``: the serving API keys a workspace issues."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from ..clock import utc_now
+from ..db.models import ApiKeyRow
+from ..errors import NotFoundError, UsageError
+from ..serving import apikeys
+from ..serving.apikeys import ApiKey, StoredKey
+from .core import WorkspaceCore
+
+
+def _record(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        owner=row.owner,
+        scopes=tuple(json.loads(row.scopes)),
+        models=tuple(json.loads(row.models)),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class ApiKeyOperations(WorkspaceCore):
+    """Issuing, listing and revoking API keys (``apikey:manage``)."""
+
+    def create_api_key(
+        self,
+        name: str,
+        *,
+        scopes: Sequence[str] = ("predict",),
+        models: Sequence[str] = ("*",),
+        expires_at: str | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its full text, which is shown this once and never stored."""
+        if not name.strip() or len(name) > 64:
+            raise UsageError("a key name is 1-64 characters")
+        try:
+            chosen = apikeys.check_scopes(scopes)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        targets = tuple(dict.fromkeys(m.strip() for m in models if m.strip())) or ("*",)
+        now = utc_now()
+        if expires_at is not None and expires_at <= now:
+            raise UsageError("the expiry is in the past")
+        actor = self.authorize("apikey:manage", "apikey:*", action="apikey.create")
+        key_id, text, salt, digest = apikeys.new_key()
+        with self.transaction() as session:
+            (seq,) = self.append(
+                session,
+                [
+                    self.event(
+                        "apikey.create",
+                        f"apikey:{key_id}",
+                        name=name,
+                        scopes=list(chosen),
+                        models=list(targets),
+                        expires_at=expires_at,
+                    )
+                ],
+            )
+            row = ApiKeyRow(
+                id=key_id,
+                name=name,
+                owner=actor.name,
+                salt=salt,
+                digest=digest,
+                scopes=json.dumps(list(chosen)),
+                models=json.dumps(list(targets)),
+                created_at=now,
+                expires_at=expires_at,
+                revoked_at=None,
+                ledger_seq=seq,
+            )
+            session.add(row)
+        return _record(row), text
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every key ever issued (revoked ones included), oldest first."""
+        self.authorize("apikey:manage", "apikey:*", action="apikey.ls")
+        with self.db.read() as session:
+            rows = session.execute(select(ApiKeyRow).order_by(ApiKeyRow.created_at)).scalars()
+            return [_record(row) for row in rows]
+
+    def revoke_api_key(self, key_id: str, reason: str) -> ApiKey:
+        """Revoke a key; running servers refuse it at their next refresh (seconds)."""
+        if not reason.strip():
+            raise UsageError("a reason is required")
+        self.authorize("apikey:manage", f"apikey:{key_id}", action="apikey.revoke")
+        with self.transaction() as session:
+            row = session.get(ApiKeyRow, key_id)
+            if row is None:
+                raise NotFoundError(f"no API key {key_id!r}")
+            if row.revoked_at is not None:
+                raise UsageError(f"API key {key_id} is already revoked")
+            self.append(session, [self.event("apikey.revoke", f"apikey:{key_id}", reason=reason)])
+            row.revoked_at = utc_now()
+            return _record(row)
+
+    def stored_api_keys(self) -> list[StoredKey]:
+        """Every key with its salt and hash, for a server's key ring (``model:serve``)."""
+        self.authorize("model:serve", "apikey:*", action="apikey.load")
+        with self.db.read() as session:
+            rows = session.execute(select(ApiKeyRow)).scalars()
+            return [StoredKey(_record(row), row.salt, row.digest) for row in rows]
