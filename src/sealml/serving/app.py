@@ -22,7 +22,7 @@ from ..clock import utc_now
 from ..ledger import EventDraft
 from .apikeys import KeyRejectedError
 from .middleware import RequestGuard
-from .model import MAX_EXPLAIN, ServedModel
+from .model import ServedModel
 from .recorder import prediction_row
 from .runtime import Runtime, model_resource
 from .signatures import HEADER, REQUEST_HEADER, sign_body
@@ -120,12 +120,16 @@ class Handlers:
             runtime.metrics.rate_limited.labels("address").inc()
             raise RefusedError(429, "rate limited", {"retry-after": str(max(1, round(wait)))})
         presented = request.headers.get("x-api-key")
-        if presented is None:
-            authorization = request.headers.get("authorization", "")
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
             scheme, _, credential = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not credential.strip():
-                raise self._deny(f"address:{address}", action, "no credentials", 401, _ERRORS[401])
+            if presented is not None or scheme.lower() != "bearer" or not credential.strip():
+                # Two credentials, or one we cannot read: never pick one and ignore the other.
+                reason = "ambiguous credentials" if presented else "unreadable credentials"
+                raise self._deny(f"address:{address}", action, reason, 401, _ERRORS[401])
             presented = credential.strip()
+        if not presented:
+            raise self._deny(f"address:{address}", action, "no credentials", 401, _ERRORS[401])
         scopes: tuple[str, ...]
         if presented.startswith("sml_"):
             try:
@@ -171,10 +175,10 @@ class Handlers:
             raise RefusedError(503, f"model {self.name} has no servable version")
         return served
 
-    async def _parse(self, request: Request, served: ServedModel) -> list[Any]:
+    async def _parse(self, request: Request, model: type[BaseModel]) -> list[Any]:
         body = await request.body()
         try:
-            parsed = served.schema.request.model_validate_json(body)
+            parsed = model.model_validate_json(body)
         except ValidationError as error:
             self.runtime.metrics.validation_failures.inc()
             detail = [
@@ -203,7 +207,7 @@ class Handlers:
         principal = await self.guard(request, "predict", "serve.predict")
         served = self.serving()
         request.state.version = served.version
-        instances = await self._parse(request, served)
+        instances = await self._parse(request, served.schema.request)
         frame = served.schema.frame(instances)
         inference = await self._run(served.infer, frame)
         ood = served.ood.scores(frame)
@@ -277,18 +281,7 @@ class Handlers:
         principal = await self.guard(request, "explain", "serve.explain")
         served = self.serving()
         request.state.version = served.version
-        instances = await self._parse(request, served)
-        if len(instances) > MAX_EXPLAIN:
-            raise RefusedError(
-                422,
-                [
-                    {
-                        "loc": ["body", "instances"],
-                        "msg": f"at most {MAX_EXPLAIN} instances",
-                        "type": "too_long",
-                    }
-                ],
-            )
+        instances = await self._parse(request, served.schema.explain)
         frame = served.schema.frame(instances)
         try:
             contributions = await self._run(served.explain, frame)
@@ -320,15 +313,7 @@ class Handlers:
 
     async def info(self, request: Request) -> Response:
         await self.guard(request, "predict", "serve.info")
-        served = self.runtime.current
-        features = served.schema.features if served else None
-        return _json(
-            {
-                **self.runtime.describe(),
-                "inputs": list(features) if features else None,
-                "output": self.settings.output,
-            }
-        )
+        return _json(self.runtime.describe())
 
     async def _freeze(self, request: Request, frozen: bool) -> Response:
         action = "serve.freeze" if frozen else "serve.unfreeze"
@@ -461,17 +446,18 @@ def create_app(runtime: Runtime) -> Any:
         }
         served = runtime.current
         if served is not None:
-            schema = served.schema.request.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            components.setdefault("schemas", {}).update(schema.pop("$defs", {}))
-            components["schemas"]["PredictRequest"] = schema
-            body = {
-                "required": True,
-                "content": {JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
-            }
-            for path in (f"{base}/predict", f"{base}/explain"):
-                document["paths"][path]["post"]["requestBody"] = body
+            for path, model in (
+                (f"{base}/predict", served.schema.request),
+                (f"{base}/explain", served.schema.explain),
+            ):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.setdefault("schemas", {}).update(schema.pop("$defs", {}))
+                components["schemas"][model.__name__] = schema
+                reference = {"$ref": f"#/components/schemas/{model.__name__}"}
+                document["paths"][path]["post"]["requestBody"] = {
+                    "required": True,
+                    "content": {JSON: {"schema": reference}},
+                }
         app.openapi_schema = document
         return document
 

@@ -11,8 +11,6 @@ import pandas as pd
 from ..data.profile import Profile
 from .schema import OodScorer, RequestSchema, request_schema
 
-MAX_EXPLAIN = 10
-
 
 @dataclass(frozen=True)
 class Inference:

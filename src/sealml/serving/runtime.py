@@ -244,9 +244,12 @@ class Runtime:
 
     def describe(self) -> dict[str, Any]:
         served = self.current
+        features = served.schema.features if served else None
         return {
             "model": self.target.name,
             "ref": self.target.ref,
             "version": served.version if served else None,
             "frozen": self.frozen is not None,
+            "inputs": list(features) if features else None,
+            "output": self.settings.output,
         }

@@ -14,13 +14,22 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, with_config
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    create_model,
+    with_config,
+)
 from typing_extensions import TypedDict
 
 from ..data.profile import MAX_CATEGORIES, FeatureProfile, Profile
 
 MAX_TEXT = 256
 MAX_FEATURES = 10_000
+MAX_EXPLAIN = 10
 
 
 def _bounds(feature: FeatureProfile, margin: float) -> tuple[float | None, float | None]:
@@ -30,6 +39,15 @@ def _bounds(feature: FeatureProfile, margin: float) -> tuple[float | None, float
     return feature.minimum - pad, feature.maximum + pad
 
 
+def _integral(value: Any) -> int:
+    """An integer as JSON Schema means it: 3 and 3.0, never "3", true or 3.5."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError("Input should be a valid integer")
+
+
 def _field_type(feature: FeatureProfile, margin: float) -> Any:
     low, high = _bounds(feature, margin)
     annotation: Any
@@ -37,10 +55,10 @@ def _field_type(feature: FeatureProfile, margin: float) -> Any:
         annotation = Annotated[
             int,
             Field(
-                strict=True,
                 ge=None if low is None else math.floor(low),
                 le=None if high is None else math.ceil(high),
             ),
+            BeforeValidator(_integral),
         ]
     elif feature.kind == "number":
         annotation = Annotated[float, Field(allow_inf_nan=False, ge=low, le=high)]
@@ -60,6 +78,7 @@ class RequestSchema:
     """The pydantic types of a model's requests, and how to turn a valid one into input."""
 
     request: type[BaseModel]
+    explain: type[BaseModel]  # the same instances, at most MAX_EXPLAIN of them
     features: tuple[str, ...] | None  # None: positional inputs (a list of numbers)
 
     def frame(self, instances: list[Any]) -> Any:
@@ -87,11 +106,16 @@ def request_schema(
             list[Annotated[float, Field(allow_inf_nan=False)]],
             Field(**size) if size else Field(min_length=1, max_length=MAX_FEATURES),
         ]
-        return RequestSchema(_request_model("PredictRequest", row, max_batch), None)
+        return RequestSchema(
+            _request_model("PredictRequest", row, max_batch),
+            _request_model("ExplainRequest", row, min(max_batch, MAX_EXPLAIN)),
+            None,
+        )
     fields = {f.name: _field_type(f, margin) for f in profile.features}
     instance = with_config(ConfigDict(extra="forbid"))(TypedDict("Instance", fields))  # type: ignore[operator]
     return RequestSchema(
         _request_model("PredictRequest", instance, max_batch),
+        _request_model("ExplainRequest", instance, min(max_batch, MAX_EXPLAIN)),
         tuple(f.name for f in profile.features),
     )
 
