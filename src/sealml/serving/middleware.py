@@ -21,10 +21,6 @@ _SECURITY_HEADERS = [
 ]
 
 
-class BodyTooLargeError(Exception):
-    pass
-
-
 def _json_response(status: int, detail: str) -> tuple[Message, Message]:
     body = orjson.dumps({"detail": detail})
     start = {
@@ -73,28 +69,25 @@ class RequestGuard:
                 ]
             await send(message)
 
-        received = 0
-
-        async def receive_limited() -> Message:
-            nonlocal received
-            message: Message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise BodyTooLargeError
-            return message
-
         try:
-            declared = _content_length(scope)
-            if declared is not None and declared > self.max_body:
-                raise BodyTooLargeError
             async with asyncio.timeout(self.timeout):
-                await self.app(scope, receive_limited, send_with_headers)
-        except BodyTooLargeError:
-            if not status:
-                status = 413
-                for message in _json_response(413, "request body too large"):
-                    await send_with_headers(message)
+                body = await self._read_body(scope, receive)
+                if body is None:
+                    status = 413
+                    for message in _json_response(413, "request body too large"):
+                        await send_with_headers(message)
+                    return
+                replayed = False
+
+                async def receive_buffered() -> Message:
+                    nonlocal replayed
+                    if not replayed:
+                        replayed = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    message: Message = await receive()
+                    return message
+
+                await self.app(scope, receive_buffered, send_with_headers)
         except TimeoutError:
             if not status:
                 status = 504
@@ -117,6 +110,22 @@ class RequestGuard:
                 version=state.get("version"),
                 client=(scope.get("client") or ("-",))[0],
             )
+
+    async def _read_body(self, scope: Scope, receive: Any) -> bytes | None:
+        """The whole request body, or None once it passes the limit (declared or sent)."""
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            return None
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return bytes(body)
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                return None
+            if not message.get("more_body", False):
+                return bytes(body)
 
 
 def _content_length(scope: Scope) -> int | None:
