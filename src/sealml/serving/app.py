@@ -218,7 +218,7 @@ class Handlers:
         if far:
             metrics.ood.inc(far)
         rows = [tuple(i.values()) if isinstance(i, dict) else tuple(i) for i in instances]
-        alert = runtime.detector.observe(principal, rows, ood, inference.probabilities)
+        alert = runtime.detector.observe(principal, frame, rows, inference.probabilities)
         if alert is not None:
             runtime.extraction_alert(alert)
         request_id = request.state.request_id

@@ -73,7 +73,7 @@ class Runtime:
         self.log = log or JsonLog(insecure=insecure)
         self.metrics = Metrics()
         self.limiter: Limiter = limiter_for(settings.redis_url)
-        self.detector = ExtractionDetector(settings.extraction_window)
+        self.detector = ExtractionDetector(None, settings.extraction_window)
         self.throttled: set[str] = set()
         self.current: ServedModel | None = None
         self.frozen: str | None = None
@@ -100,6 +100,9 @@ class Runtime:
             self.keyring = KeyRing(self.workspace.stored_api_keys())
             self.frozen = self.workspace.serving_state(self.target.name, self.target.ref)[2]
             self.current = self._load()
+            self.detector = ExtractionDetector(
+                self.current.profile, self.settings.extraction_window
+            )
         self._publish()
         self.log.write(
             "serving",
@@ -168,6 +171,9 @@ class Runtime:
             elif current is None or current.version != version:
                 try:
                     self.current = self._load()
+                    self.detector = ExtractionDetector(
+                        self.current.profile, self.settings.extraction_window
+                    )
                     self.log.write(
                         "swapped",
                         model=self.target.name,
@@ -220,7 +226,7 @@ class Runtime:
             "extraction-alert",
             principal=alert.principal,
             signal=alert.signal,
-            share=alert.share,
+            score=alert.score,
             throttled=self.settings.extraction_throttle,
         )
         self.recorder.event(
@@ -228,10 +234,10 @@ class Runtime:
                 alert.principal,
                 "serve.extraction-alert",
                 model_resource(self.target.name),
-                "alert",
+                "ok",
                 {
                     "signal": alert.signal,
-                    "share": alert.share,
+                    "score": alert.score,
                     "window": alert.window,
                     "throttled": self.settings.extraction_throttle,
                 },
