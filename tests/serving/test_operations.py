@@ -75,7 +75,7 @@ def test_freeze_and_unfreeze(ws_copy: Path, template: Template, cli: Any) -> Non
                 client.post(PREDICT, json=BODY, headers={"x-api-key": keys["predict"]}).status_code
                 == 503
             )
-        )  # noqa: E501
+        )
         assert client.get("/readyz").status_code == 503
         with reopen(ws_copy) as admin:
             admin.freeze_model("credit", "cleared", frozen=False)
@@ -127,7 +127,7 @@ def test_a_revoked_version_stops_being_served(ws_copy: Path, template: Template)
             admin.set_model_status("credit", 1, "revoked", "trained on leaked data")
         assert wait_until(
             lambda: client.post(PREDICT, json=BODY, headers={"x-api-key": key}).status_code == 503
-        )  # noqa: E501
+        )
         assert server.runtime.current is None
 
 
@@ -199,7 +199,7 @@ def test_extraction_alert_throttles_the_key(ws_copy: Path, template: Template) -
                     PREDICT, json={"instances": sweep}, headers={"x-api-key": key}
                 ).status_code
                 == 200
-            )  # noqa: E501
+            )
         principal = f"apikey:{key.split('_')[1]}"
         assert principal in server.runtime.throttled
         assert server.runtime.key_rate(principal) < server.runtime.settings.key_rate
@@ -208,7 +208,7 @@ def test_extraction_alert_throttles_the_key(ws_copy: Path, template: Template) -
         alerts = [
             e.fields()
             for e in admin.ledger.events(session, EventFilter(action="serve.extraction-alert"))
-        ]  # noqa: E501
+        ]
     assert len(alerts) == 1 and alerts[0]["principal"] == principal
     assert alerts[0]["details"]["signal"] == "sweep"
 
