@@ -1,0 +1,108 @@
+"""API-key format and checks, token buckets, the dev TLS files, and the apikey commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from sealml.serving import apikeys
+from sealml.serving.apikeys import ApiKey, KeyRejectedError, KeyRing, StoredKey
+from sealml.serving.limits import MemoryLimiter
+from sealml.serving.tls import dev_tls
+
+from ..conftest import admin_env
+
+
+def _ring(**changes: Any) -> tuple[KeyRing, str]:
+    key_id, text, salt, digest = apikeys.new_key()
+    record = ApiKey(key_id, "k", "admin", ("predict",), ("*",), "2026-01-01T00:00:00.000000Z")
+    record = ApiKey(**{**vars(record), **changes})
+    return KeyRing([StoredKey(record, salt, digest)]), text
+
+
+def test_key_checks() -> None:
+    ring, text = _ring()
+    assert ring.authenticate(text, "2026-06-01T00:00:00.000000Z").id == text.split("_")[1]
+    reasons = {}
+    for name, presented in {
+        "malformed": "sml_short",
+        "unknown": "sml_000000000000_" + "A" * 43,
+        "wrong secret": text[:-1] + ("A" if text[-1] != "A" else "B"),
+    }.items():
+        with pytest.raises(KeyRejectedError) as caught:
+            ring.authenticate(presented, "2026-06-01T00:00:00.000000Z")
+        reasons[name] = caught.value.reason
+    assert reasons == {
+        "malformed": "malformed",
+        "unknown": "unknown",
+        "wrong secret": "wrong secret",
+    }
+    expiring, text = _ring(expires_at="2026-03-01T00:00:00.000000Z")
+    assert expiring.authenticate(text, "2026-02-28T23:59:59.000000Z")
+    with pytest.raises(KeyRejectedError, match="expired"):
+        expiring.authenticate(text, "2026-03-01T00:00:00.000000Z")
+    revoked, text = _ring(revoked_at="2026-02-01T00:00:00.000000Z")
+    with pytest.raises(KeyRejectedError, match="revoked"):
+        revoked.authenticate(text, "2026-01-02T00:00:00.000000Z")
+    key_id, _, salt, digest = apikeys.new_key()
+    stored = StoredKey(ApiKey(key_id, "k", "admin", ("predict",), ("*",), "now"), salt, digest)
+    assert "digest" not in repr(stored) and repr(digest) not in repr(stored)
+
+
+def test_token_bucket() -> None:
+    limiter = MemoryLimiter()
+
+    async def take(n: int) -> list[float]:
+        return [await limiter.take("k", rate=1.0, burst=3) for _ in range(n)]
+
+    waits = asyncio.run(take(5))
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert all(0.5 < w <= 1.0 for w in waits[3:])
+    assert asyncio.run(limiter.take("other", rate=1.0, burst=3)) == 0.0
+
+
+def test_dev_tls_files(tmp_path: Path) -> None:
+    files = dev_tls(tmp_path / "tls", "127.0.0.1")
+    assert files.ca is not None
+    for key in (files.key, tmp_path / "tls" / "ca-key.pem"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    before = files.cert.read_bytes()
+    assert dev_tls(tmp_path / "tls", "127.0.0.1").cert.read_bytes() == before  # reused
+
+
+def test_apikey_commands(workspace: Any, cli: Any) -> None:
+    created = cli("apikey", "create", "billing", "--scope", "predict", "--model", "credit",
+                  "--expires", "30d", "--json", env=admin_env())  # fmt: skip
+    assert created.code == 0, created.stderr
+    record = json.loads(created.stdout)
+    assert record["key"].startswith(f"sml_{record['id']}_") and record["scopes"] == ["predict"]
+    listed = cli("apikey", "ls", "--json", env=admin_env())
+    assert record["key"] not in listed.stdout
+    secret = record["key"].split("_", 2)[2]
+    assert secret not in listed.stdout
+    assert json.loads(listed.stdout)[0]["state"] == "active"
+    assert secret.encode() not in (workspace.root / ".sealml" / "sealml.db").read_bytes()
+    bad = cli("apikey", "create", "x", "--scope", "root", env=admin_env())
+    assert bad.code == 2 and "scopes must be" in bad.stderr
+    bad = cli("apikey", "create", "x", "--expires", "yesterday", env=admin_env())
+    assert bad.code == 2 and "--expires" in bad.stderr
+    bad = cli("apikey", "create", "x", "--expires", "2020-01-01", env=admin_env())
+    assert bad.code == 2 and "past" in bad.stderr
+    revoked = cli("apikey", "revoke", record["id"], "--reason", "rotated", env=admin_env())
+    assert revoked.code == 0
+    assert (
+        json.loads(cli("apikey", "ls", "--json", env=admin_env()).stdout)[0]["state"] == "revoked"
+    )
+    again = cli("apikey", "revoke", record["id"], "--reason", "rotated", env=admin_env())
+    assert again.code == 2 and "already revoked" in again.stderr
+    unknown = cli("apikey", "revoke", "nope", "--reason", "x", env=admin_env())
+    assert unknown.code == 2
