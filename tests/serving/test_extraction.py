@@ -12,6 +12,7 @@ import pytest
 
 from sealml.data.profile import profile_frame
 from sealml.serving.extraction import ExtractionDetector
+from sealml.serving.schema import numeric_rows
 
 NUMERIC = ["age", "education-num", "hours-per-week", "capital-gain"]
 CATEGORIES = ["workclass", "marital-status", "race", "sex"]
@@ -29,9 +30,10 @@ def _feed(detector: ExtractionDetector, frame: pd.DataFrame, batch: int = 1,
     alerts = []
     for start in range(0, len(frame), batch):
         part = frame.iloc[start : start + batch]
-        rows = [tuple(r) for r in part.itertuples(index=False)]
-        chunk = None if probabilities is None else probabilities[start : start + batch]
-        alert = detector.observe("apikey:x", part, rows, chunk)
+        instances = part.to_dict(orient="records")
+        numeric = numeric_rows(instances, [n for n in NUMERIC if n in part.columns])
+        chunk = None if probabilities is None else probabilities[start : start + batch].tolist()
+        alert = detector.observe("apikey:x", instances, numeric, chunk)
         if alert is not None:
             alerts.append(alert)
     return alerts

@@ -9,10 +9,12 @@ is gained by a slow password hash, and every request pays for the check.
 from __future__ import annotations
 
 import base64
-import hashlib
+import datetime as dt
 import hmac
+import math
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -70,7 +72,7 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
 
 
 def digest_of(salt: bytes, secret: str) -> bytes:
-    return hmac.new(salt, secret.encode("ascii"), hashlib.sha256).digest()
+    return hmac.digest(salt, secret.encode("ascii"), "sha256")
 
 
 def new_key() -> tuple[str, str, bytes, bytes]:
@@ -89,28 +91,33 @@ def parse(presented: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def _epoch(moment: str | None) -> float:
+    if moment is None:
+        return math.inf
+    return dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+
+
 class KeyRing:
     """The keys a server accepts, looked up by id and checked in constant time."""
 
     def __init__(self, stored: Iterable[StoredKey] = ()) -> None:
-        self._by_id = {entry.key.id: entry for entry in stored}
+        self._by_id = {entry.key.id: (entry, _epoch(entry.key.expires_at)) for entry in stored}
 
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def authenticate(self, presented: str, now: str) -> ApiKey:
-        """The key's record when *presented* is a current key; KeyRejectedError otherwise.
-
-        *now* is an RFC 3339 UTC time as :func:`sealml.clock.utc_now` writes it.
-        """
+    def authenticate(self, presented: str, now: float | None = None) -> ApiKey:
+        """The key's record when *presented* is a current key at *now* (epoch seconds,
+        default the present); KeyRejectedError otherwise."""
         key_id, secret = parse(presented)
-        entry = self._by_id.get(key_id)
-        if entry is None:
+        found = self._by_id.get(key_id)
+        if found is None:
             raise KeyRejectedError("unknown", key_id)
+        entry, expires = found
         if not hmac.compare_digest(digest_of(entry.salt, secret), entry.digest):
             raise KeyRejectedError("wrong secret", key_id)
         if entry.key.revoked_at is not None:
             raise KeyRejectedError("revoked", key_id)
-        if entry.key.expires_at is not None and entry.key.expires_at <= now:
+        if (time.time() if now is None else now) >= expires:
             raise KeyRejectedError("expired", key_id)
         return entry.key

@@ -11,14 +11,12 @@ import asyncio
 import random
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from ..clock import utc_now
 from ..ledger import EventDraft
 from .apikeys import KeyRejectedError
 from .middleware import RequestGuard
@@ -133,7 +131,7 @@ class Handlers:
         scopes: tuple[str, ...]
         if presented.startswith("sml_"):
             try:
-                key = runtime.keyring.authenticate(presented, utc_now())
+                key = runtime.keyring.authenticate(presented)
             except KeyRejectedError as error:
                 who = f"apikey:{error.key_id}" if error.key_id else f"address:{address}"
                 raise self._deny(
@@ -208,17 +206,20 @@ class Handlers:
         served = self.serving()
         request.state.version = served.version
         instances = await self._parse(request, served.schema.request)
-        frame = served.schema.frame(instances)
-        inference = await self._run(served.infer, frame)
-        ood = served.ood.scores(frame)
+        numeric = served.numeric(instances)
+        inference = await self._run(served.infer, served.inputs(instances, numeric))
+        ood = served.ood.scores(numeric)
+        probabilities = (
+            inference.probabilities.tolist() if inference.probabilities is not None else None
+        )
         runtime = self.runtime
         metrics = runtime.metrics
         metrics.instances.inc(len(instances))
-        far = int(np.count_nonzero(ood > self.settings.ood_threshold))
+        threshold = self.settings.ood_threshold
+        far = sum(1 for z in ood if z > threshold)
         if far:
             metrics.ood.inc(far)
-        rows = [tuple(i.values()) if isinstance(i, dict) else tuple(i) for i in instances]
-        alert = runtime.detector.observe(principal, frame, rows, inference.probabilities)
+        alert = runtime.detector.observe(principal, instances, numeric, probabilities)
         if alert is not None:
             runtime.extraction_alert(alert)
         request_id = request.state.request_id
@@ -228,10 +229,11 @@ class Handlers:
             "version": served.version,
             "predictions": inference.labels,
         }
-        if self.settings.output == "probability" and inference.probabilities is not None:
+        if self.settings.output == "probability" and probabilities is not None:
+            digits = self.settings.round_digits
             payload["classes"] = served.classes
-            payload["probabilities"] = np.round(inference.probabilities, self.settings.round_digits)
-        self._log(request_id, principal, served, instances, inference, ood)
+            payload["probabilities"] = [[round(p, digits) for p in row] for row in probabilities]
+        self._log(request_id, principal, served, instances, inference.labels, probabilities, ood)
         return self._respond(request, payload)
 
     def _log(
@@ -240,14 +242,15 @@ class Handlers:
         principal: str,
         served: ServedModel,
         instances: list[Any],
-        inference: Any,
-        ood: Any,
+        labels: list[Any],
+        probabilities: list[list[float]] | None,
+        ood: list[float],
     ) -> None:
         recorder = self.runtime.recorder
         if random.random() < self.settings.log_sample:  # noqa: S311 (sampling, not security)
-            scores = (
-                inference.probabilities.max(axis=1).tolist()
-                if inference.probabilities is not None
+            scores: list[float | None] = (
+                [max(row) for row in probabilities]
+                if probabilities is not None
                 else [None] * len(instances)
             )
             recorder.predictions(
@@ -259,11 +262,9 @@ class Handlers:
                         i if isinstance(i, dict) else {f"x{n}": v for n, v in enumerate(i)},
                         label,
                         score,
-                        float(z),
+                        z,
                     )
-                    for i, label, score, z in zip(
-                        instances, inference.labels, scores, ood.tolist(), strict=True
-                    )
+                    for i, label, score, z in zip(instances, labels, scores, ood, strict=True)
                 ]
             )
         if random.random() < self.settings.ledger_sample:  # noqa: S311

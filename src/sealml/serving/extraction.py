@@ -15,15 +15,16 @@ Over each principal's last *window* instances, three signals:
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from scipy.stats import chi2
 
 from ..data.profile import Profile
+from .schema import numeric_features
 
 SIGNALS = ("sweep", "boundary", "line-search")
 SHARE_LEVEL = 0.5
@@ -31,6 +32,7 @@ SWEEP_TAIL = 1e-6
 _BOUNDARY_GAP = 0.1
 _RARE = 0.02
 _MAX_PRINCIPALS = 10_000
+_CHECK_EVERY = 10  # instances between two looks at a principal's shares
 
 
 @dataclass(frozen=True)
@@ -46,46 +48,46 @@ class _Binning:
     """How one input is binned, and the share of training data in each bin."""
 
     name: str
-    edges: Any | None  # numeric: decile edges; None for categories
+    column: int | None  # numeric: its column in the numeric matrix; None for categories
+    edges: Any  # numeric: decile edges
     codes: dict[str, int]  # categories: category -> bin (rare ones share the last bin)
-    expected: Any
+    expected: list[float]
     critical: float
 
-    def bins(self, column: pd.Series) -> Any:
-        if self.edges is not None:
-            values = column.to_numpy(dtype="float64", na_value=np.nan)
-            return np.searchsorted(self.edges, values, side="right")
-        other = len(self.expected) - 1
-        return np.array([self.codes.get(str(v), other) for v in column], dtype=np.int64)
+    def bin(self, instance: Any, numeric: list[float]) -> int:
+        if self.column is not None:
+            return bisect.bisect_right(self.edges, numeric[self.column])
+        return self.codes.get(str(instance[self.name]), len(self.expected) - 1)
 
 
 def _binnings(profile: Profile | None) -> list[_Binning]:
     found = []
+    for column, feature in enumerate(numeric_features(profile)):
+        edges = list(feature.deciles)
+        if len(edges) == 9 and all(a < b for a, b in itertools.pairwise(edges)):
+            critical = chi2.isf(SWEEP_TAIL, 9)
+            found.append(_Binning(feature.name, column, edges, {}, [0.1] * 10, critical))
     for feature in profile.features if profile else ():
-        if feature.kind in ("integer", "number") and len(feature.deciles) == 9:
-            edges = np.asarray(feature.deciles)
-            if np.all(np.diff(edges) > 0):
-                expected = np.full(10, 0.1)
-                found.append(_Binning(feature.name, edges, {}, expected, chi2.isf(SWEEP_TAIL, 9)))
-        elif feature.kind == "category" and len(feature.categories) >= 2:
+        if feature.kind == "category" and len(feature.categories) >= 2:
             common = [c for c, share in feature.categories.items() if share >= _RARE]
             codes = {c: i for i, c in enumerate(common)}
             shares = [feature.categories[c] for c in common]
-            expected = np.array([*shares, max(1.0 - sum(shares), 1e-3)])
-            expected = expected / expected.sum()
+            weights = [*shares, max(1.0 - sum(shares), 1e-3)]
+            expected = [w / sum(weights) for w in weights]
             critical = chi2.isf(SWEEP_TAIL, len(expected) - 1)
-            found.append(_Binning(feature.name, None, codes, expected, critical))
+            found.append(_Binning(feature.name, None, None, codes, expected, critical))
     return found
 
 
 @dataclass
 class _History:
     flags: deque[tuple[bool, bool]]
-    bins: deque[Any]
-    counts: list[Any]
+    bins: deque[list[int] | None]
+    counts: list[list[int]]
     sums: list[int] = field(default_factory=lambda: [0, 0])
     previous: Any = None
     alerted: bool = False
+    unchecked: int = 0
 
 
 class ExtractionDetector:
@@ -104,7 +106,7 @@ class ExtractionDetector:
             history = _History(
                 deque(maxlen=self.window),
                 deque(maxlen=self.window),
-                [np.zeros(len(b.expected), dtype=np.int64) for b in self._binnings],
+                [[0] * len(b.expected) for b in self._binnings],
             )
             self._histories[principal] = history
             if len(self._histories) > _MAX_PRINCIPALS:
@@ -114,42 +116,49 @@ class ExtractionDetector:
         return history
 
     def observe(
-        self, principal: str, frame: Any, rows: list[tuple[Any, ...]], probabilities: Any | None
+        self,
+        principal: str,
+        instances: list[Any],
+        numeric: list[list[float]],
+        probabilities: list[list[float]] | None,
     ) -> ExtractionAlert | None:
-        """Record one batch: its model input *frame*, the same instances as *rows*, and
+        """Record one batch: the validated *instances*, their :func:`numeric_rows`, and
         the class *probabilities* (None for models without them)."""
         history = self._history(principal)
-        near = np.zeros(len(rows), dtype=bool)
-        if probabilities is not None and probabilities.shape[1] >= 2:
-            top = np.sort(probabilities, axis=1)[:, -2:]
-            near = (top[:, 1] - top[:, 0]) < _BOUNDARY_GAP
-        binned = None
-        if self._binnings and isinstance(frame, pd.DataFrame):
-            binned = np.column_stack([b.bins(frame[b.name]) for b in self._binnings])
-        for index, row in enumerate(rows):
+        binned = bool(self._binnings) and bool(instances) and isinstance(instances[0], dict)
+        for index, instance in enumerate(instances):
+            near = False
+            if probabilities is not None and len(probabilities[index]) >= 2:
+                top = sorted(probabilities[index])[-2:]
+                near = top[1] - top[0] < _BOUNDARY_GAP
+            row = tuple(instance.values()) if isinstance(instance, dict) else tuple(instance)
             previous = history.previous
             step = (
                 previous is not None
                 and len(previous) == len(row)
-                and (sum(a != b for a, b in zip(previous, row, strict=True)) == 1)
+                and sum(a != b for a, b in zip(previous, row, strict=True)) == 1
             )
             history.previous = row
             if len(history.flags) == history.flags.maxlen:
-                oldest = history.flags[0]
+                oldest, oldest_bins = history.flags[0], history.bins[0]
                 history.sums[0] -= oldest[0]
                 history.sums[1] -= oldest[1]
-                if history.bins and history.bins[0] is not None:
-                    for counts, b in zip(history.counts, history.bins[0], strict=True):
+                if oldest_bins is not None:
+                    for counts, b in zip(history.counts, oldest_bins, strict=True):
                         counts[b] -= 1
-            flags = (bool(near[index]), bool(step))
-            history.flags.append(flags)
-            history.sums[0] += flags[0]
-            history.sums[1] += flags[1]
-            current = binned[index] if binned is not None else None
-            history.bins.append(current)
-            if current is not None:
-                for counts, b in zip(history.counts, current, strict=True):
+            history.flags.append((near, step))
+            history.sums[0] += near
+            history.sums[1] += step
+            bins = None
+            if binned:
+                bins = [b.bin(instance, numeric[index]) for b in self._binnings]
+                for counts, b in zip(history.counts, bins, strict=True):
                     counts[b] += 1
+            history.bins.append(bins)
+        history.unchecked += len(instances)
+        if history.unchecked < _CHECK_EVERY:
+            return None
+        history.unchecked = 0
         return self._verdict(principal, history)
 
     def _verdict(self, principal: str, history: _History) -> ExtractionAlert | None:
@@ -157,11 +166,13 @@ class ExtractionDetector:
         if history.alerted or seen < self._minimum:
             return None
         for binning, counts in zip(self._binnings, history.counts, strict=True):
-            total = counts.sum()
+            total = sum(counts)
             if total < self._minimum:
                 continue
-            expected = binning.expected * total
-            statistic = float(((counts - expected) ** 2 / expected).sum())
+            statistic = sum(
+                (c - e * total) ** 2 / (e * total)
+                for c, e in zip(counts, binning.expected, strict=True)
+            )
             if statistic > binning.critical:
                 history.alerted = True
                 return ExtractionAlert(principal, "sweep", round(statistic, 1), seen)

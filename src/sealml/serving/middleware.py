@@ -47,6 +47,8 @@ class RequestGuard:
         self.timeout = timeout
         self.metrics = metrics
         self.log = log
+        self._counters: dict[tuple[str, int], Any] = {}  # label lookups, once per route
+        self._timers: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -97,8 +99,8 @@ class RequestGuard:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(elapsed)
+            self._counted(path, status).inc()
+            self._timed(path).observe(elapsed)
             self.log.write(
                 "request",
                 request_id=request_id,
@@ -110,6 +112,18 @@ class RequestGuard:
                 version=state.get("version"),
                 client=(scope.get("client") or ("-",))[0],
             )
+
+    def _counted(self, path: str, status: int) -> Any:
+        child = self._counters.get((path, status))
+        if child is None:
+            child = self._counters[(path, status)] = self.metrics.requests.labels(path, str(status))
+        return child
+
+    def _timed(self, path: str) -> Any:
+        child = self._timers.get(path)
+        if child is None:
+            child = self._timers[path] = self.metrics.latency.labels(path)
+        return child
 
     async def _read_body(self, scope: Scope, receive: Any) -> bytes | None:
         """The whole request body, or None once it passes the limit (declared or sent)."""

@@ -5,13 +5,13 @@ coalesced, so a flood of bad requests cannot flood the ledger) and sealed predic
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
-from ..clock import utc_now
 from ..ledger import EventDraft
 from ..pipeline import codecs
 
@@ -82,6 +82,7 @@ class Recorder:
                 self._write_events(events)
             if rows:
                 frame = pd.DataFrame.from_records(rows)
+                frame["at"] = pd.to_datetime(frame["at"], unit="s", utc=True)
                 self._write_predictions(
                     codecs.encode("dataset", frame, "prediction log"), len(rows)
                 )
@@ -105,9 +106,10 @@ def prediction_row(
     ood: float,
 ) -> dict[str, Any]:
     """One logged prediction: inputs (``input.<name>``) beside the label, the top class
-    probability and the out-of-distribution score."""
+    probability and the out-of-distribution score (the time as epoch seconds until the
+    batch is written, which is cheaper per request than formatting it)."""
     return {
-        "at": utc_now(),
+        "at": time.time(),
         "request_id": request_id,
         "principal": principal,
         "version": version,
