@@ -131,11 +131,12 @@ def test_a_revoked_version_stops_being_served(ws_copy: Path, template: Template)
         assert server.runtime.current is None
 
 
-def _flip_blob(path: Path, version: int) -> None:
+def _flip_blob(path: Path, version: int, part: str = "artifact_id") -> None:
     with reopen(path) as admin:
         described = admin.show_model("credit", version)
         with admin.db.read() as session:
-            blob = admin.blobs.path_of(admin._find(session, described.artifact_id).blob_name)  # type: ignore[attr-defined]
+            row = admin._find(session, getattr(described, part))
+            blob = admin.blobs.path_of(row.blob_name)  # type: ignore[attr-defined]
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0x01
     blob.write_bytes(bytes(data))
@@ -154,6 +155,15 @@ def test_a_tampered_model_is_never_served(ws_copy: Path, template: Template) -> 
     _flip_blob(ws_copy, 1)
     with pytest.raises(IntegrityError), live_server(ws_copy, "credit@1"):
         pytest.fail("a server started on a tampered model")
+
+
+def test_a_model_whose_signature_fails_is_never_served(ws_copy: Path) -> None:
+    _flip_blob(ws_copy, 1, "signature_id")
+    with pytest.raises(IntegrityError), live_server(ws_copy, "credit@staging"):
+        pytest.fail("a server started on a model whose signature does not verify")
+    with reopen(ws_copy) as admin:
+        refusals = [e for e in admin.history("credit") if e["action"] == "model.load"]
+    assert refusals and refusals[-1]["outcome"] == "denied"
 
 
 def test_rate_limit_under_concurrent_load(ws_copy: Path, template: Template) -> None:
