@@ -98,11 +98,18 @@ def test_freeze_and_unfreeze(ws_copy: Path, template: Template, cli: Any) -> Non
         )
         client.post("/admin/unfreeze", json=reason, headers={"x-api-key": keys["admin"]})
         assert _version(client, keys["predict"]) == 1
+        # Frozen elsewhere (the CLI) before this server's next poll: the endpoint agrees.
+        with reopen(ws_copy) as admin:
+            admin.freeze_model("credit", "from the CLI")
+        again = client.post("/admin/freeze", json=reason, headers={"x-api-key": keys["admin"]})
+        assert again.status_code == 200 and again.json()["frozen"] is True
     with reopen(ws_copy) as admin:
         history = [
             e for e in admin.history("credit") if e["action"] in ("model.freeze", "model.unfreeze")
         ]
-    assert [e["action"] for e in history] == ["model.freeze", "model.unfreeze"] * 2
+    assert [e["action"] for e in history] == ["model.freeze", "model.unfreeze"] * 2 + [
+        "model.freeze"
+    ]
     assert history[2]["details"]["requested_by"] == f"apikey:{keys['admin'].split('_')[1]}"
 
 

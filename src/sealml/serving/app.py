@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
+from ..errors import SealmlError, UsageError
 from ..ledger import EventDraft
 from .apikeys import KeyRejectedError
 from .middleware import RequestGuard
@@ -331,7 +332,14 @@ class Handlers:
             )
         if (self.runtime.frozen is not None) == frozen:
             return _json(self.runtime.describe())
-        await asyncio.to_thread(self.runtime.freeze, reason[:500], frozen, principal)
+        try:
+            await asyncio.to_thread(self.runtime.freeze, reason[:500], frozen, principal)
+        except UsageError:
+            # Another server or the CLI got there first: the ledger already says so.
+            await asyncio.to_thread(self.runtime.poll)
+        except SealmlError as error:
+            self.runtime.log.write("freeze-failed", error=str(error))
+            raise RefusedError(503, "the freeze could not be recorded") from None
         return _json(self.runtime.describe())
 
     async def freeze(self, request: Request) -> Response:
