@@ -134,7 +134,9 @@ class Handlers:
             try:
                 key = runtime.keyring.authenticate(presented)
             except KeyRejectedError as error:
-                who = f"apikey:{error.key_id}" if error.key_id else f"address:{address}"
+                # Attribute to a key only one that exists (ids are the caller's to invent).
+                known = error.key_id is not None and error.reason not in ("unknown", "malformed")
+                who = f"apikey:{error.key_id}" if known else f"address:{address}"
                 raise self._deny(
                     who, action, f"api key {error.reason}", 401, _ERRORS[401]
                 ) from None
