@@ -367,6 +367,28 @@ class Handlers:
         )
 
 
+class HotPath:
+    """Sends prediction requests straight to their handler and everything else through
+    FastAPI. The handler does all its own checks; FastAPI's routing, dependency and
+    exception layers cost about a tenth of a small model's request, and the route is
+    still declared in FastAPI, so the OpenAPI document describes it."""
+
+    def __init__(self, app: Any, handlers: Handlers, route: Any) -> None:
+        self.app, self.handlers, self.route = app, handlers, route
+        self.path = route.path
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.route
+        try:
+            response = await self.handlers.predict(Request(scope, receive))
+        except RefusedError as error:
+            response = _json({"detail": error.detail}, error.status, error.headers)
+        await response(scope, receive, send)
+
+
 def create_app(runtime: Runtime) -> Any:
     """The ASGI application serving *runtime*'s model."""
     handlers = Handlers(runtime)
@@ -473,8 +495,9 @@ def create_app(runtime: Runtime) -> Any:
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+    predict_route = next(r for r in app.routes if getattr(r, "path", "") == f"{base}/predict")
     return RequestGuard(
-        app,
+        HotPath(app, handlers, predict_route),
         max_body=runtime.settings.max_body_bytes,
         timeout=runtime.settings.timeout_seconds,
         metrics=runtime.metrics,
