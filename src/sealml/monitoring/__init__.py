@@ -1,0 +1,1 @@
+"""Watching deployed models: drift and data quality against the sealed reference."""
