@@ -86,7 +86,8 @@ class DriftReport:
 
 def _finite(column: pd.Series) -> Any:
     values = column.to_numpy(dtype="float64", na_value=np.nan)
-    return values[np.isfinite(values)]
+    finite = np.isfinite(values)
+    return values if finite.all() else values[finite]
 
 
 def wasserstein_sorted(u: Any, v: Any) -> float:
@@ -109,13 +110,16 @@ def wasserstein_sorted(u: Any, v: Any) -> float:
 
 
 def _distinct_sorted(values: Any, limit: int) -> Any | None:
-    """The distinct values of a sorted array, or None when there are more than *limit*."""
-    if len(values) == 0:
-        return values
-    starts = np.flatnonzero(np.diff(values)) + 1
-    if len(starts) + 1 > limit:
-        return None
-    return values[np.concatenate(([0], starts))]
+    """The distinct values of a sorted array, or None when there are more than *limit*
+    (found by jumping from one value to the next: a few binary searches, not a pass)."""
+    found: list[float] = []
+    position = 0
+    while position < len(values):
+        if len(found) == limit:
+            return None
+        found.append(values[position])
+        position = int(np.searchsorted(values, values[position], "right"))
+    return np.array(found)
 
 
 def _sorted_quantiles(values: Any, parts: int) -> Any:
@@ -125,12 +129,15 @@ def _sorted_quantiles(values: Any, parts: int) -> Any:
     return np.unique(values[positions])
 
 
+def _cdf_at(values: Any, edges: Any) -> Any:
+    """The empirical CDF of a sorted sample at *edges* (binary searches only)."""
+    return np.searchsorted(values, edges, "right") / len(values)
+
+
 def _ks_p_value(u: Any, v: Any) -> tuple[float, float]:
-    """Kolmogorov-Smirnov D on reference-quantile bins and its asymptotic p-value."""
+    """Kolmogorov-Smirnov D at the reference's quantiles and its asymptotic p-value."""
     edges = _sorted_quantiles(u, KS_BINS)
-    cdf_u = np.cumsum(np.bincount(np.searchsorted(edges, u, "right"), minlength=len(edges) + 1))
-    cdf_v = np.cumsum(np.bincount(np.searchsorted(edges, v, "right"), minlength=len(edges) + 1))
-    d = float(np.max(np.abs(cdf_u / len(u) - cdf_v / len(v))))
+    d = float(np.max(np.abs(_cdf_at(u, edges) - _cdf_at(v, edges)), initial=0.0))
     effective = math.sqrt(len(u) * len(v) / (len(u) + len(v)))
     return d, float(kstwobign.sf(d * effective))
 
@@ -142,9 +149,10 @@ def _psi(expected: Any, actual: Any) -> float:
 
 
 def _numeric_psi(u: Any, v: Any) -> float:
+    """PSI over the reference's deciles (both samples sorted)."""
     edges = _sorted_quantiles(u, 10)
-    p = np.bincount(np.searchsorted(edges, u, "right"), minlength=len(edges) + 1) / len(u)
-    q = np.bincount(np.searchsorted(edges, v, "right"), minlength=len(edges) + 1) / len(v)
+    p = np.diff(_cdf_at(u, edges), prepend=0.0, append=1.0)
+    q = np.diff(_cdf_at(v, edges), prepend=0.0, append=1.0)
     return _psi(p, q)
 
 
