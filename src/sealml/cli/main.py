@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from ..errors import SealmlError
-from . import artifacts, audit, data, keys, models, pipelines, policy, serving, users
+from . import artifacts, audit, data, keys, models, monitor, pipelines, policy, serving, users
 from .common import State, err
 
 app = typer.Typer(
@@ -63,6 +63,7 @@ app.add_typer(pipelines.app, name="provenance")
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="model")
 app.add_typer(serving.app, name="apikey")
+app.add_typer(monitor.app, name="monitor")
 
 
 @app.command()

@@ -18,6 +18,9 @@ STATUSES = ("active", "deprecated", "revoked")
 SIGNATURE_ANNOTATION = "openssf-model-signing"
 SCAN_REPORT = "model-scan"
 PROFILE_REPORT = "feature-profile"
+DRIFT_REPORT = "drift"
+# Reports sealml writes about a version; never taken for its evaluation report.
+OWN_REPORTS = (SCAN_REPORT, PROFILE_REPORT, DRIFT_REPORT)
 
 
 def check_model_name(name: str) -> str:

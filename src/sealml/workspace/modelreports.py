@@ -22,6 +22,7 @@ from .core import WATERMARK_SECRET
 from .registry import ModelVersion, RegistryOperations, model_resource
 
 CARD_REPORT = "model-card"
+REFERENCE_ROWS = 50_000  # training rows kept (sealed) as the drift reference
 
 
 class ModelReportOperations(RegistryOperations):
@@ -73,14 +74,16 @@ class ModelReportOperations(RegistryOperations):
                 .join(ArtifactParentRow, ArtifactParentRow.parent_id == ArtifactRow.id)
                 .where(ArtifactParentRow.child_id == artifact.id, ArtifactRow.kind == "dataset")
             ).scalars()
-            profile = None
+            training = None
             for parent in parents:
                 frame = codecs.decode("dataset", self._plaintext_attested(session, parent))
                 if all(n in frame.columns for n in inputs):
-                    profile = profile_frame(frame, inputs)
+                    training = frame[inputs]
                     break
-        if profile is None:
+        if training is None:
             return
+        profile = profile_frame(training, inputs)
+        self._seal_reference_sample(version, model, training)
         self.put(
             io.BytesIO(json.dumps(profile.to_dict(), sort_keys=True).encode()),
             "report",
@@ -88,6 +91,22 @@ class ModelReportOperations(RegistryOperations):
             media_type="application/json",
             parents=[version.artifact_id],
             annotations={"report": PROFILE_REPORT, "model": f"{version.name}@{version.version}"},
+        )
+
+    def _seal_reference_sample(self, version: ModelVersion, model: Any, inputs: Any) -> None:
+        """A random sample of the training inputs with the model's predictions on them,
+        sealed as the version's drift reference (a dataset: it holds training rows)."""
+        sample = inputs.sample(
+            min(len(inputs), REFERENCE_ROWS), random_state=version.version
+        ).reset_index(drop=True)
+        sample["prediction"] = model.predict(sample)
+        self.put(
+            io.BytesIO(codecs.encode("dataset", sample, "reference sample")),
+            "dataset",
+            f"{version.name}-v{version.version}-reference.parquet",
+            media_type=codecs.CODECS["dataset"].media_type,
+            parents=[version.artifact_id],
+            annotations={"reference": f"{version.name}@{version.version}"},
         )
 
     def model_profile(self, name: str, version: int) -> Profile | None:

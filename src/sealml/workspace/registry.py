@@ -41,8 +41,7 @@ from ..models import openssf
 from ..models.formats import load_model
 from ..models.manifest import Manifest, Resource
 from ..models.registry import (
-    PROFILE_REPORT,
-    SCAN_REPORT,
+    OWN_REPORTS,
     SIGNATURE_ANNOTATION,
     GateCheck,
     RegistryState,
@@ -238,11 +237,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 .order_by(ArtifactRow.created_at.desc())
             ).scalars()
             report = next(
-                (
-                    r
-                    for r in candidates
-                    if info_of(r).annotations.get("report") not in (SCAN_REPORT, PROFILE_REPORT)
-                ),
+                (r for r in candidates if info_of(r).annotations.get("report") not in OWN_REPORTS),
                 None,
             )
             if report is None:

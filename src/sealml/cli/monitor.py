@@ -1,0 +1,68 @@
+"""``sealml monitor run``: drift of a served model's inputs and predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..data.tables import Limits, detect_format, parse_table, read_source
+from ..errors import UsageError
+from .common import JsonOption, open_workspace, out, print_json, print_table
+
+app = typer.Typer(
+    help="Monitoring: drift against the model's sealed reference.", no_args_is_help=True
+)
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="NAME, NAME@ALIAS or NAME@VERSION (default production)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="A CSV, JSONL or Parquet file to check (default: the prediction logs)."
+    ),
+    window: int = typer.Option(10_000, "--window", min=1, help="Newest logged predictions to use."),
+    mode: str = typer.Option(
+        "default", "--mode", help="default (significance and effect) or evidently."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Compare recent inputs with the training reference, per column; the report is sealed
+    and the run is in the ledger. Exit 1 when a column drifted."""
+    if mode not in ("default", "evidently"):
+        raise UsageError("--mode is default or evidently")
+    name, _, ref = model.partition("@")
+    frame = None
+    if data is not None:
+        limits = Limits()
+        fmt = detect_format(data.name)
+        raw = read_source(data, limits, text=fmt != "parquet")
+        frame = parse_table(raw, fmt, str(data), limits=limits)
+    with open_workspace(ctx) as workspace:
+        report = workspace.monitor_run(
+            name.strip(),
+            ref.strip() or "production",
+            data=frame,
+            window=window,
+            mode=mode,  # type: ignore[arg-type]
+        )
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        table = Table("column", "kind", "statistic", "score", "threshold", "p (adjusted)", "PSI",
+                      "drifted")  # fmt: skip
+        for column in report.columns:
+            table.add_row(
+                column.column, column.kind, column.statistic, f"{column.score:.4f}",
+                f"{column.threshold:g}",
+                "-" if column.p_adjusted is None else f"{column.p_adjusted:.2g}",
+                "-" if column.psi is None else f"{column.psi:.3f}",
+                "[bold red]yes[/bold red]" if column.drifted else "no",
+            )  # fmt: skip
+        print_table(table)
+        drifted = ", ".join(report.drifted) or "none"
+        out.print(f"{report.current_rows} rows against {report.reference_rows}; drifted: {drifted}")
+    if report.drifted:
+        raise typer.Exit(1)

@@ -1,0 +1,122 @@
+"""``sealml monitor run``: a registered version's live inputs (its sealed prediction logs,
+or a dataset given) against its sealed reference sample."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+
+from ..db.models import ArtifactParentRow, ArtifactRow
+from ..errors import NotFoundError, UsageError
+from ..models.registry import DRIFT_REPORT
+from ..monitoring.drift import DriftReport, Mode, compare
+from ..pipeline import codecs
+from ..store.artifacts import info_of
+from .modelreports import ModelReportOperations
+from .registry import model_resource
+
+INPUT_PREFIX = "input."
+
+
+class MonitorOperations(ModelReportOperations):
+    """Drift of a registered version's inputs and predictions against its reference."""
+
+    def reference_sample(self, name: str, version: int) -> pd.DataFrame:
+        """The sealed reference sample of ``name`` v*version* (verified)."""
+        described = self.show_model(name, version)
+        label = f"{name}@{version}"
+        with self.db.read() as session:
+            for row in self._children(session, described.artifact_id, "dataset"):
+                if info_of(row).annotations.get("reference") == label:
+                    frame: pd.DataFrame = codecs.decode(
+                        "dataset", self._plaintext_attested(session, row)
+                    )
+                    return frame
+        raise NotFoundError(f"{label} has no reference sample (registered without training data)")
+
+    def prediction_log(self, name: str, rows: int) -> pd.DataFrame:
+        """The newest *rows* predictions servers logged for *name* (inputs under their own
+        names, plus ``prediction``), read from the sealed logs."""
+        with self.db.read() as session:
+            logs = session.execute(
+                select(ArtifactRow)
+                .where(ArtifactRow.kind == "dataset", ArtifactRow.shredded_at.is_(None))
+                .order_by(ArtifactRow.created_at.desc())
+            ).scalars()
+            parts: list[pd.DataFrame] = []
+            total = 0
+            for row in logs:
+                if info_of(row).annotations.get("predictions") != name:
+                    continue
+                part = codecs.decode("dataset", self._plaintext_attested(session, row))
+                parts.append(part)
+                total += len(part)
+                if total >= rows:
+                    break
+        if not parts:
+            raise NotFoundError(f"no prediction logs for {name}: serve it first, or give --data")
+        frame = pd.concat(parts[::-1], ignore_index=True).tail(rows)
+        renamed = {c: c[len(INPUT_PREFIX) :] for c in frame.columns if c.startswith(INPUT_PREFIX)}
+        return frame.rename(columns=renamed)[[*renamed.values(), "prediction"]]
+
+    def _children(self, session: Any, parent: str, kind: str) -> list[ArtifactRow]:
+        return list(
+            session.execute(
+                select(ArtifactRow)
+                .join(ArtifactParentRow, ArtifactParentRow.child_id == ArtifactRow.id)
+                .where(
+                    ArtifactParentRow.parent_id == parent,
+                    ArtifactRow.kind == kind,
+                    ArtifactRow.shredded_at.is_(None),
+                )
+                .order_by(ArtifactRow.created_at)
+            ).scalars()
+        )
+
+    def monitor_run(
+        self,
+        name: str,
+        ref: str | int = "production",
+        *,
+        data: pd.DataFrame | None = None,
+        window: int = 10_000,
+        mode: Mode = "default",
+    ) -> DriftReport:
+        """Compare *data* (default: the newest *window* logged predictions) with the
+        version's reference; the report is sealed and the outcome recorded."""
+        if window < 1:
+            raise UsageError("the window must hold at least one row")
+        described = self.show_model(name, ref)
+        self.authorize("dataset:read", model_resource(name), action="monitor.run")
+        reference = self.reference_sample(name, described.version)
+        current = data if data is not None else self.prediction_log(name, window)
+        columns = [c for c in reference.columns if c in current.columns]
+        if not [c for c in columns if c != "prediction"]:
+            raise UsageError("the data shares no input column with the model's reference")
+        report = compare(reference, current, columns=columns, mode=mode)
+        body = {"model": name, "version": described.version, **report.to_dict()}
+        self.put(
+            io.BytesIO(json.dumps(body, sort_keys=True, default=float).encode()),
+            "report",
+            f"{name}-v{described.version}-drift.json",
+            media_type="application/json",
+            parents=[described.artifact_id],
+            annotations={"report": DRIFT_REPORT, "model": f"{name}@{described.version}"},
+        )
+        self.record(
+            [
+                self.event(
+                    "monitor.run",
+                    model_resource(name),
+                    version=described.version,
+                    rows=len(current),
+                    drifted=report.drifted,
+                    mode=mode,
+                )
+            ]
+        )
+        return report

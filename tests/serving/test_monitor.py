@@ -1,0 +1,80 @@
+"""``sealml monitor run`` on a served model: the sealed reference sample against the
+prediction logs or a given file."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sealml.errors import NotFoundError
+
+from ..conftest import admin_env, reopen
+from .conftest import Template, _rows, live_server
+
+PREDICT = "/v1/models/credit/predict"
+
+
+def _traffic(rows: int, seed: int, income_shift: float = 0.0) -> list[dict[str, Any]]:
+    frame = pd.read_csv(io.StringIO(_rows()))
+    sample = frame.sample(rows, replace=True, random_state=seed)
+    sample["income"] = sample["income"] + income_shift
+    return sample[["age", "income", "colour"]].to_dict(orient="records")
+
+
+def test_reference_sample_is_sealed_at_registration(ws_copy: Path) -> None:
+    with reopen(ws_copy) as admin:
+        reference = admin.reference_sample("credit", 1)
+    assert list(reference.columns) == ["age", "income", "colour", "prediction"]
+    assert len(reference) == 400 and set(reference["prediction"]) <= {0, 1}
+
+
+def test_monitor_the_prediction_logs(ws_copy: Path, template: Template) -> None:
+    key = {"x-api-key": template.keys["predict"]}
+    with reopen(ws_copy) as admin:
+        try:
+            admin.monitor_run("credit", "staging")
+            raise AssertionError("monitoring without logs should say so")
+        except NotFoundError as error:
+            assert "no prediction logs" in str(error)
+    with live_server(ws_copy) as server:
+        with server.client(headers=key) as client:
+            for batch in range(4):
+                instances = _traffic(100, batch)
+                clipped = [i | {"income": min(max(i["income"], 10.0), 90.0)} for i in instances]
+                assert client.post(PREDICT, json={"instances": clipped}).status_code == 200
+        server.runtime.recorder.flush()
+    with reopen(ws_copy) as admin:
+        report = admin.monitor_run("credit", "staging", window=400)
+        history = [e for e in admin.history("credit") if e["action"] == "monitor.run"]
+    assert report.current_rows == 400 and report.drifted == []
+    assert {c.column for c in report.columns} == {"age", "income", "colour", "prediction"}
+    assert history[-1]["details"]["drifted"] == []
+
+
+def test_monitor_a_drifted_file(ws_copy: Path, cli: Any, tmp_path: Path) -> None:
+    shifted = pd.DataFrame(_traffic(2000, 7, income_shift=15.0))
+    shifted.to_csv(tmp_path / "week.csv", index=False)
+    result = cli("monitor", "run", "credit@staging", "--data", str(tmp_path / "week.csv"),
+                 "--json", env=admin_env())  # fmt: skip
+    assert result.code == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["drifted"] == ["income"]
+    calm = pd.DataFrame(_traffic(2000, 8))
+    calm.to_csv(tmp_path / "calm.csv", index=False)
+    result = cli("monitor", "run", "credit@staging", "--data", str(tmp_path / "calm.csv"),
+                 env=admin_env())  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "drifted: none" in result.stdout
+    bad = cli("monitor", "run", "credit@staging", "--data", str(tmp_path / "nope.csv"),
+              env=admin_env())  # fmt: skip
+    assert bad.code == 2 and "does not exist" in bad.stderr
+    (tmp_path / "other.csv").write_text("x,y\n1,2\n")
+    unrelated = cli("monitor", "run", "credit@staging", "--data", str(tmp_path / "other.csv"),
+                    env=admin_env())  # fmt: skip
+    assert unrelated.code == 2 and "no input column" in unrelated.stderr
+    assert np.isfinite(report["columns"][0]["score"])
