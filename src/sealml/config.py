@@ -154,6 +154,33 @@ class ServeSection(_Section):
     jwt: JwtSection | None = None
 
 
+class AlertRule(_Section):
+    """Raise an alert when a monitoring figure is above a threshold; critical rules may
+    contain the model at once."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    metric: Literal["drifted_columns", "prediction_drift", "ood_rate", "missing_rate_change"]
+    above: float = 0.0
+    severity: Literal["info", "warning", "critical"] = "warning"
+    actions: list[Literal["freeze", "rollback"]] = Field(default_factory=list)
+
+
+def _default_rules() -> list[AlertRule]:
+    return [AlertRule(name="input-drift", metric="drifted_columns", above=0.0)]
+
+
+class MonitorSection(_Section):
+    """``sealml monitor``: what is compared, when to alert, where alerts go."""
+
+    window: int = Field(default=10_000, ge=1)
+    mode: Literal["default", "evidently"] = "default"
+    ood_threshold: float = Field(default=4.0, gt=0)
+    cooldown_minutes: float = Field(default=60.0, ge=0)
+    rules: list[AlertRule] = Field(default_factory=_default_rules)
+    webhook_url: str | None = None  # https (http only on loopback), HMAC-signed body
+    webhook_secret_file: str | None = None
+
+
 class Config(_Section):
     """The whole of ``sealml.toml``."""
 
@@ -168,6 +195,7 @@ class Config(_Section):
     data: DataSection = Field(default_factory=DataSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
     serve: ServeSection = Field(default_factory=ServeSection)
+    monitor: MonitorSection = Field(default_factory=MonitorSection)
 
     def dump(self) -> bytes:
         data: dict[str, Any] = self.model_dump(exclude_none=True)

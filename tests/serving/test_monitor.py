@@ -3,15 +3,20 @@ prediction logs or a given file."""
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
+import threading
+import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import tomli_w
 
 from sealml.errors import NotFoundError
+from sealml.monitoring.alerts import SIGNATURE_HEADER, verify
 
 from ..conftest import admin_env, reopen
 from .conftest import Template, _rows, live_server
@@ -49,7 +54,7 @@ def test_monitor_the_prediction_logs(ws_copy: Path, template: Template) -> None:
                 assert client.post(PREDICT, json={"instances": clipped}).status_code == 200
         server.runtime.recorder.flush()
     with reopen(ws_copy) as admin:
-        report = admin.monitor_run("credit", "staging", window=400)
+        report = admin.monitor_run("credit", "staging", window=400).report
         history = [e for e in admin.history("credit") if e["action"] == "monitor.run"]
     assert report.current_rows == 400 and report.drifted == []
     assert {c.column for c in report.columns} == {"age", "income", "colour", "prediction"}
@@ -78,3 +83,59 @@ def test_monitor_a_drifted_file(ws_copy: Path, cli: Any, tmp_path: Path) -> None
                     env=admin_env())  # fmt: skip
     assert unrelated.code == 2 and "no input column" in unrelated.stderr
     assert np.isfinite(report["columns"][0]["score"])
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[bytes, str]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.append((body, self.headers.get(SIGNATURE_HEADER, "")))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_critical_drift_opens_an_incident_and_freezes(ws_copy: Path, cli: Any) -> None:
+    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    secret = ws_copy / "hook.key"
+    secret.write_bytes(b"w" * 32)
+    secret.chmod(0o600)
+    config = tomllib.loads((ws_copy / "sealml.toml").read_text())
+    config["monitor"] = {
+        "webhook_url": f"http://127.0.0.1:{hook.server_port}/hook",
+        "webhook_secret_file": "hook.key",
+        "rules": [{"name": "input-drift", "metric": "drifted_columns", "above": 0,
+                   "severity": "critical", "actions": ["freeze"]}],
+    }  # fmt: skip
+    (ws_copy / "sealml.toml").write_text(tomli_w.dumps(config))
+    shifted = pd.DataFrame(_traffic(2000, 7, income_shift=15.0))
+    try:
+        with reopen(ws_copy) as admin:
+            first = admin.monitor_check("credit", "staging", data=shifted)
+            second = admin.monitor_check("credit", "staging", data=shifted)
+            frozen = admin.serving_state("credit", "staging")[2]
+    finally:
+        hook.shutdown()
+    assert [a.rule for a in first.alerts] == ["input-drift"] and first.incident
+    assert frozen is not None and first.incident in frozen
+    assert second.alerts == [] and second.suppressed == ["input-drift"] and second.incident is None
+    assert len(Hook.received) == 1
+    body, signature = Hook.received[0]
+    assert verify(b"w" * 32, body, signature) and not verify(b"x" * 32, body, signature)
+    assert json.loads(body)["drifted"] == ["income"]
+    table = cli("incident", "ls", env=admin_env())
+    assert table.code == 0 and first.incident in table.stdout and "freeze ok" in table.stdout
+    listed = json.loads(cli("incident", "ls", "--json", env=admin_env()).stdout)
+    assert [i["id"] for i in listed] == [first.incident]
+    assert listed[0]["actions"] == [{"outcome": "ok", "step": "freeze", "model": "credit"}]
+    assert listed[0]["evidence"] == first.run.report_id
+    assert cli("incident", "close", first.incident, "--note", "bad upstream feed fixed",
+               env=admin_env()).code == 0  # fmt: skip
+    again = cli("incident", "close", first.incident, "--note", "x", env=admin_env())
+    assert again.code == 2 and "already closed" in again.stderr
+    shown = json.loads(cli("incident", "show", first.incident, env=admin_env()).stdout)
+    assert shown["closed"]["note"] == "bad upstream feed fixed"

@@ -64,6 +64,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="model")
 app.add_typer(serving.app, name="apikey")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(monitor.incidents, name="incident")
 
 
 @app.command()

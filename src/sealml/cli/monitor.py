@@ -41,15 +41,25 @@ def run(
         raw = read_source(data, limits, text=fmt != "parquet")
         frame = parse_table(raw, fmt, str(data), limits=limits)
     with open_workspace(ctx) as workspace:
-        report = workspace.monitor_run(
+        outcome = workspace.monitor_check(
             name.strip(),
             ref.strip() or "production",
             data=frame,
             window=window,
             mode=mode,  # type: ignore[arg-type]
         )
+    report = outcome.run.report
     if as_json:
-        print_json(report.to_dict())
+        print_json(
+            {
+                **report.to_dict(),
+                "report_id": outcome.run.report_id,
+                "figures": outcome.figures,
+                "alerts": [a.to_dict() for a in outcome.alerts],
+                "suppressed": outcome.suppressed,
+                "incident": outcome.incident,
+            }
+        )
     else:
         table = Table("column", "kind", "statistic", "score", "threshold", "p (adjusted)", "PSI",
                       "drifted")  # fmt: skip
@@ -64,5 +74,50 @@ def run(
         print_table(table)
         drifted = ", ".join(report.drifted) or "none"
         out.print(f"{report.current_rows} rows against {report.reference_rows}; drifted: {drifted}")
+        for alert in outcome.alerts:
+            out.print(f"alert {alert.severity}: {alert.rule} ({alert.metric} = {alert.value:g})")
+        if outcome.suppressed:
+            out.print(f"still cooling down: {', '.join(outcome.suppressed)}")
+        if outcome.incident:
+            out.print(f"incident {outcome.incident} opened: see sealml incident show")
     if report.drifted:
         raise typer.Exit(1)
+
+
+incidents = typer.Typer(help="Incidents opened by critical alerts.", no_args_is_help=True)
+
+
+@incidents.command("ls")
+def incident_ls(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Every incident, newest first."""
+    with open_workspace(ctx) as workspace:
+        found = workspace.incidents()
+    if as_json:
+        print_json(found)
+        return
+    table = Table("id", "opened", "model", "rules", "actions", "closed")
+    for item in found:
+        actions = ", ".join(f"{a['step']} {a['outcome']}" for a in item["actions"]) or "-"
+        closed = item["closed"]["at"] if item["closed"] else "open"
+        table.add_row(item["id"], str(item["opened_at"]), f"{item['model']} v{item['version']}",
+                      ", ".join(item["rules"]), actions, str(closed))  # fmt: skip
+    print_table(table)
+
+
+@incidents.command("show")
+def incident_show(ctx: typer.Context, incident: str = typer.Argument(...)) -> None:
+    """One incident: rules, figures, evidence (the sealed drift report), actions, closure."""
+    with open_workspace(ctx) as workspace:
+        print_json(workspace.incident(incident))
+
+
+@incidents.command("close")
+def incident_close(
+    ctx: typer.Context,
+    incident: str = typer.Argument(...),
+    note: str = typer.Option(..., "--note", help="What was found and done."),
+) -> None:
+    """Close an incident (lift a freeze apart, with sealml serve NAME --unfreeze)."""
+    with open_workspace(ctx) as workspace:
+        workspace.close_incident(incident, note)
+    out.print(f"incident {incident} closed")

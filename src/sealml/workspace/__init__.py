@@ -13,7 +13,7 @@ from .apikeys import ApiKeyOperations
 from .artifacts import ArtifactCheck, StoreReport
 from .audit import AuditOperations
 from .core import PassphraseSource
-from .monitoring import MonitorOperations
+from .incidents import IncidentOperations
 from .registry import ModelVersion
 from .totp import TotpEnrolment
 from .users import UserOperations
@@ -21,7 +21,7 @@ from .users import UserOperations
 __all__ = ["ArtifactCheck", "ModelVersion", "StoreReport", "TotpEnrolment", "Workspace"]
 
 
-class Workspace(MonitorOperations, UserOperations, AuditOperations, ApiKeyOperations):
+class Workspace(IncidentOperations, UserOperations, AuditOperations, ApiKeyOperations):
     """One sealml installation: config, metadata database, blob store and key provider.
 
     >>> ws = Workspace.open("/path/to/ws", passphrase=Secret("..."))

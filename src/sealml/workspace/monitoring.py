@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -20,6 +21,17 @@ from .modelreports import ModelReportOperations
 from .registry import model_resource
 
 INPUT_PREFIX = "input."
+
+
+@dataclass(frozen=True)
+class MonitorRun:
+    """One run: its report, the sealed report's id, and the data it looked at."""
+
+    name: str
+    version: int
+    report: DriftReport
+    report_id: str
+    current: pd.DataFrame
 
 
 class MonitorOperations(ModelReportOperations):
@@ -85,7 +97,7 @@ class MonitorOperations(ModelReportOperations):
         data: pd.DataFrame | None = None,
         window: int = 10_000,
         mode: Mode = "default",
-    ) -> DriftReport:
+    ) -> MonitorRun:
         """Compare *data* (default: the newest *window* logged predictions) with the
         version's reference; the report is sealed and the outcome recorded."""
         if window < 1:
@@ -99,7 +111,7 @@ class MonitorOperations(ModelReportOperations):
             raise UsageError("the data shares no input column with the model's reference")
         report = compare(reference, current, columns=columns, mode=mode)
         body = {"model": name, "version": described.version, **report.to_dict()}
-        self.put(
+        sealed = self.put(
             io.BytesIO(json.dumps(body, sort_keys=True, default=float).encode()),
             "report",
             f"{name}-v{described.version}-drift.json",
@@ -116,7 +128,8 @@ class MonitorOperations(ModelReportOperations):
                     rows=len(current),
                     drifted=report.drifted,
                     mode=mode,
+                    report=sealed.id,
                 )
             ]
         )
-        return report
+        return MonitorRun(name, described.version, report, sealed.id, current)

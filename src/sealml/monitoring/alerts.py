@@ -1,0 +1,88 @@
+"""Alert rules over one monitoring run, and the signed webhook that carries alerts out.
+
+A webhook body is canonical JSON; the header ``X-Sealml-Signature: sha256=<hex>`` is
+HMAC-SHA256 of the body under a shared secret, as GitHub and Stripe sign theirs, so the
+receiver can check it came from this workspace unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..config import AlertRule
+from ..crypto.canonical import canonical_json
+from ..errors import UsageError
+
+SIGNATURE_HEADER = "X-Sealml-Signature"
+TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Alert:
+    rule: str
+    severity: str
+    metric: str
+    value: float
+    threshold: float
+    actions: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**vars(self), "actions": list(self.actions)}
+
+
+def evaluate(rules: Sequence[AlertRule], figures: Mapping[str, float]) -> list[Alert]:
+    """The rules whose figure is above their threshold."""
+    return [
+        Alert(rule.name, rule.severity, rule.metric, figures[rule.metric], rule.above,
+              tuple(rule.actions) if rule.severity == "critical" else ())
+        for rule in rules
+        if rule.metric in figures and figures[rule.metric] > rule.above
+    ]  # fmt: skip
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, body: bytes, header: str) -> bool:
+    return hmac.compare_digest(sign(secret, body), header)
+
+
+def check_webhook_url(url: str) -> str:
+    """HTTPS, or plain HTTP to a loopback address (a local relay or a test)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname:
+        try:
+            if ipaddress.ip_address(parts.hostname).is_loopback:
+                return url
+        except ValueError:
+            if parts.hostname == "localhost":
+                return url
+    raise UsageError("monitor.webhook_url must be https:// (http:// only on loopback)")
+
+
+def post_webhook(url: str, secret: bytes, payload: Mapping[str, Any]) -> int:
+    """Deliver one signed payload; the HTTP status, or raises UsageError on failure."""
+    body = canonical_json(dict(payload))
+    try:
+        reply = httpx.post(
+            check_webhook_url(url),
+            content=body,
+            headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)},
+            timeout=TIMEOUT_SECONDS,
+        )
+    except httpx.HTTPError as error:
+        raise UsageError(f"the alert webhook failed: {type(error).__name__}") from None
+    if reply.status_code >= 300:
+        raise UsageError(f"the alert webhook answered {reply.status_code}")
+    return reply.status_code

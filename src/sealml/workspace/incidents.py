@@ -1,0 +1,215 @@
+"""Alerts from monitoring runs, and incidents: what a critical alert contained (freeze,
+rollback) and the human follow-up (``sealml incident ls|show|close``).
+
+Incidents live in the ledger only (``incident.open``, ``incident.action``,
+``incident.close``), so their history is as tamper-evident as everything else.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from ..config import resolve
+from ..data.profile import Profile
+from ..errors import NotFoundError, SealmlError, UsageError
+from ..ledger import EventFilter, Ledger
+from ..monitoring import alerts as alerting
+from ..monitoring.drift import Mode
+from ..serving.schema import OodScorer, numeric_features, numeric_rows
+from .monitoring import MonitorOperations, MonitorRun
+from .registry import model_resource
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """A monitoring run with what it led to."""
+
+    run: MonitorRun
+    figures: dict[str, float]
+    alerts: list[alerting.Alert] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)  # rules still cooling down
+    incident: str | None = None
+
+
+def _figures(run: MonitorRun, profile: Profile | None, ood_threshold: float) -> dict[str, float]:
+    report = run.report
+    inputs = [c for c in report.columns if c.column != "prediction"]
+    figures = {
+        "drifted_columns": float(sum(c.drifted for c in inputs)),
+        "prediction_drift": float(
+            any(c.drifted for c in report.columns if c.column == "prediction")
+        ),
+        "missing_rate_change": max(
+            (abs(c.current_missing - c.reference_missing) for c in inputs), default=0.0
+        ),
+    }
+    current = run.current
+    if "ood_score" in current.columns:
+        scores = current["ood_score"].to_numpy(dtype=float)
+    else:
+        names = [f.name for f in numeric_features(profile)]
+        present = [n for n in names if n in current.columns]
+        records = current[present].to_dict(orient="records") if present == names else []
+        scores = OodScorer(profile).scores(numeric_rows(records, names)) if records else []
+    figures["ood_rate"] = float((pd.Series(scores) > ood_threshold).mean()) if len(scores) else 0.0
+    return figures
+
+
+class IncidentOperations(MonitorOperations):
+    """``sealml monitor check`` and ``sealml incident ...``."""
+
+    def monitor_check(
+        self,
+        name: str,
+        ref: str | int = "production",
+        *,
+        data: pd.DataFrame | None = None,
+        window: int | None = None,
+        mode: Mode | None = None,
+    ) -> CheckOutcome:
+        """Run the drift comparison, evaluate the alert rules, deliver new alerts (ledger,
+        webhook), and on a critical alert open an incident and take its actions."""
+        settings = self.config.monitor
+        run = self.monitor_run(
+            name, ref, data=data, window=window or settings.window, mode=mode or settings.mode
+        )
+        profile = self.model_profile(name, run.version)
+        figures = _figures(run, profile, settings.ood_threshold)
+        raised, suppressed = [], []
+        for alert in alerting.evaluate(settings.rules, figures):
+            if self._cooling_down(name, alert.rule, settings.cooldown_minutes):
+                suppressed.append(alert.rule)
+            else:
+                raised.append(alert)
+        if not raised:
+            return CheckOutcome(run, figures, [], suppressed)
+        events = [
+            self.event("monitor.alert", model_resource(name), version=run.version,
+                       report=run.report_id, **alert.to_dict())
+            for alert in raised
+        ]  # fmt: skip
+        self.record(events)
+        self._deliver(name, run, raised, figures)
+        critical = [a for a in raised if a.severity == "critical"]
+        incident = self._open_incident(name, ref, run, critical, figures) if critical else None
+        return CheckOutcome(run, figures, raised, suppressed, incident)
+
+    def _cooling_down(self, name: str, rule: str, minutes: float) -> bool:
+        since = (datetime.now(UTC) - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S")
+        with self.db.read() as session:
+            for event in Ledger.events(
+                session, EventFilter(resource=model_resource(name), action="monitor.alert")
+            ):
+                fields = event.fields()
+                if fields["details"].get("rule") == rule and str(fields["ts"]) >= since:
+                    return True
+        return False
+
+    def _deliver(
+        self, name: str, run: MonitorRun, raised: list[alerting.Alert], figures: dict[str, float]
+    ) -> None:
+        settings = self.config.monitor
+        if not settings.webhook_url:
+            return
+        if not settings.webhook_secret_file:
+            raise UsageError("monitor.webhook_url needs monitor.webhook_secret_file")
+        secret = resolve(self.root, settings.webhook_secret_file).read_bytes().strip()
+        payload = {
+            "workspace": self.config.workspace.id,
+            "model": name,
+            "version": run.version,
+            "alerts": [a.to_dict() for a in raised],
+            "figures": figures,
+            "drifted": run.report.drifted,
+            "report": run.report_id,
+        }
+        try:
+            alerting.post_webhook(settings.webhook_url, secret, payload)
+        except UsageError as error:
+            self.record([self.event("monitor.webhook", model_resource(name), "failed",
+                                    error=str(error))])  # fmt: skip
+
+    def _open_incident(
+        self,
+        name: str,
+        ref: str | int,
+        run: MonitorRun,
+        critical: list[alerting.Alert],
+        figures: dict[str, float],
+    ) -> str:
+        incident = "inc-" + secrets.token_hex(4)
+        resource = f"incident:{incident}"
+        self.record(
+            [
+                self.event("incident.open", resource, model=name, version=run.version,
+                           rules=[a.rule for a in critical], figures=figures,
+                           evidence=run.report_id, drifted=run.report.drifted)
+            ]
+        )  # fmt: skip
+        reason = f"{incident}: {', '.join(a.rule for a in critical)}"
+        for action in dict.fromkeys(a for alert in critical for a in alert.actions):
+            try:
+                if action == "freeze":
+                    self.freeze_model(name, reason)
+                elif action == "rollback":
+                    alias = (
+                        ref
+                        if isinstance(ref, str) and not ref.lstrip("v").isdigit()
+                        else "production"
+                    )
+                    self.rollback_model(name, alias)
+                outcome, error = "ok", None
+            except SealmlError as failure:
+                outcome, error = "failed", str(failure)
+            details: dict[str, Any] = {"step": action, "model": name}
+            if error:
+                details["error"] = error
+            self.record([self.event("incident.action", resource, outcome, **details)])
+        return incident
+
+    # -- the human follow-up --------------------------------------------------------------
+
+    def incidents(self) -> list[dict[str, Any]]:
+        """Every incident, newest first, with its actions and whether it is closed."""
+        self.authorize("audit:read", "incident:*", action="incident.ls")
+        found: dict[str, dict[str, Any]] = {}
+        with self.db.read() as session:
+            for event in Ledger.events(session, EventFilter(action="incident.*")):
+                fields = event.fields()
+                key = str(fields["resource"]).removeprefix("incident:")
+                details = fields["details"]
+                if fields["action"] == "incident.open":
+                    opened = {
+                        "id": key,
+                        "opened_at": fields["ts"],
+                        "opened_by": fields["principal"],
+                    }
+                    found[key] = {**opened, **details, "actions": [], "closed": None}
+                elif key in found and fields["action"] == "incident.action":
+                    found[key]["actions"].append({"outcome": fields["outcome"], **details})
+                elif key in found and fields["action"] == "incident.close":
+                    found[key]["closed"] = {"at": fields["ts"], "by": fields["principal"],
+                                            "note": details.get("note")}  # fmt: skip
+        return sorted(found.values(), key=lambda i: str(i["opened_at"]), reverse=True)
+
+    def incident(self, incident: str) -> dict[str, Any]:
+        for item in self.incidents():
+            if item["id"] == incident:
+                return item
+        raise NotFoundError(f"no incident {incident!r}")
+
+    def close_incident(self, incident: str, note: str) -> dict[str, Any]:
+        """Close an incident with a note (containment such as a freeze is lifted apart)."""
+        if not note.strip():
+            raise UsageError("a note is required")
+        current = self.incident(incident)
+        if current["closed"] is not None:
+            raise UsageError(f"incident {incident} is already closed")
+        self.authorize("registry:freeze", f"incident:{incident}", action="incident.close")
+        self.record([self.event("incident.close", f"incident:{incident}", note=note)])
+        return self.incident(incident)
