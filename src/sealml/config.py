@@ -159,10 +159,17 @@ class AlertRule(_Section):
     contain the model at once."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
-    metric: Literal["drifted_columns", "prediction_drift", "ood_rate", "missing_rate_change"]
+    metric: Literal[
+        "drifted_columns",
+        "prediction_drift",
+        "ood_rate",
+        "missing_rate_change",
+        "denials",
+        "extraction_alerts",
+    ]
     above: float = 0.0
     severity: Literal["info", "warning", "critical"] = "warning"
-    actions: list[Literal["freeze", "rollback"]] = Field(default_factory=list)
+    actions: list[Literal["freeze", "rollback", "revoke-key"]] = Field(default_factory=list)
 
 
 def _default_rules() -> list[AlertRule]:

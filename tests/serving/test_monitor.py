@@ -139,3 +139,33 @@ def test_critical_drift_opens_an_incident_and_freezes(ws_copy: Path, cli: Any) -
     assert again.code == 2 and "already closed" in again.stderr
     shown = json.loads(cli("incident", "show", first.incident, env=admin_env()).stdout)
     assert shown["closed"]["note"] == "bad upstream feed fixed"
+
+
+def test_an_extraction_alert_gets_the_key_revoked(ws_copy: Path, template: Template) -> None:
+    key = template.keys["predict"]
+    rng = np.random.default_rng(5)
+    with live_server(ws_copy, extraction_window=100) as server, server.client() as client:
+        for _ in range(12):
+            sweep = [
+                {"age": int(rng.integers(16, 82)), "income": float(rng.uniform(5, 95)),
+                 "colour": str(rng.choice(["red", "green", "blue"]))}
+                for _ in range(10)
+            ]  # fmt: skip
+            client.post(PREDICT, json={"instances": sweep}, headers={"x-api-key": key})
+        client.post(PREDICT, json={"instances": []}, headers={"x-api-key": "sml_bad"})
+        server.runtime.recorder.flush()
+    config = tomllib.loads((ws_copy / "sealml.toml").read_text())
+    config["monitor"] = {"rules": [
+        {"name": "extraction", "metric": "extraction_alerts", "above": 0, "severity": "critical",
+         "actions": ["revoke-key"]},
+        {"name": "probing", "metric": "denials", "above": 0, "severity": "warning"},
+    ]}  # fmt: skip
+    (ws_copy / "sealml.toml").write_text(tomli_w.dumps(config))
+    with reopen(ws_copy) as admin:
+        outcome = admin.monitor_check("credit", "staging", data=pd.DataFrame(_traffic(500, 3)))
+        keys = {k.id: k for k in admin.api_keys()}
+        again = admin.monitor_check("credit", "staging", data=pd.DataFrame(_traffic(500, 4)))
+    assert outcome.figures["extraction_alerts"] == 1 and outcome.figures["denials"] >= 1
+    assert {a.rule for a in outcome.alerts} == {"extraction", "probing"}
+    assert keys[key.split("_")[1]].revoked_at is not None
+    assert again.figures["extraction_alerts"] == 0  # counted since the previous run

@@ -9,7 +9,6 @@ from ..clock import utc_now
 from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams
 from ..crypto.secret import Secret
 from ..ledger import EventDraft
-from .apikeys import ApiKeyOperations
 from .artifacts import ArtifactCheck, StoreReport
 from .audit import AuditOperations
 from .core import PassphraseSource
@@ -21,7 +20,7 @@ from .users import UserOperations
 __all__ = ["ArtifactCheck", "ModelVersion", "StoreReport", "TotpEnrolment", "Workspace"]
 
 
-class Workspace(IncidentOperations, UserOperations, AuditOperations, ApiKeyOperations):
+class Workspace(IncidentOperations, UserOperations, AuditOperations):
     """One sealml installation: config, metadata database, blob store and key provider.
 
     >>> ws = Workspace.open("/path/to/ws", passphrase=Secret("..."))

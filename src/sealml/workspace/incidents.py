@@ -21,6 +21,7 @@ from ..ledger import EventFilter, Ledger
 from ..monitoring import alerts as alerting
 from ..monitoring.drift import Mode
 from ..serving.schema import OodScorer, numeric_features, numeric_rows
+from .apikeys import ApiKeyOperations
 from .monitoring import MonitorOperations, MonitorRun
 from .registry import model_resource
 
@@ -60,7 +61,7 @@ def _figures(run: MonitorRun, profile: Profile | None, ood_threshold: float) -> 
     return figures
 
 
-class IncidentOperations(MonitorOperations):
+class IncidentOperations(MonitorOperations, ApiKeyOperations):
     """``sealml monitor check`` and ``sealml incident ...``."""
 
     def monitor_check(
@@ -75,11 +76,12 @@ class IncidentOperations(MonitorOperations):
         """Run the drift comparison, evaluate the alert rules, deliver new alerts (ledger,
         webhook), and on a critical alert open an incident and take its actions."""
         settings = self.config.monitor
+        abuse, flagged_keys = self._abuse_since_last_run(name)
         run = self.monitor_run(
             name, ref, data=data, window=window or settings.window, mode=mode or settings.mode
         )
         profile = self.model_profile(name, run.version)
-        figures = _figures(run, profile, settings.ood_threshold)
+        figures = _figures(run, profile, settings.ood_threshold) | abuse
         raised, suppressed = [], []
         for alert in alerting.evaluate(settings.rules, figures):
             if self._cooling_down(name, alert.rule, settings.cooldown_minutes):
@@ -96,8 +98,30 @@ class IncidentOperations(MonitorOperations):
         self.record(events)
         self._deliver(name, run, raised, figures)
         critical = [a for a in raised if a.severity == "critical"]
-        incident = self._open_incident(name, ref, run, critical, figures) if critical else None
+        incident = (
+            self._open_incident(name, ref, run, critical, figures, flagged_keys)
+            if critical
+            else None
+        )
         return CheckOutcome(run, figures, raised, suppressed, incident)
+
+    def _abuse_since_last_run(self, name: str) -> tuple[dict[str, float], list[str]]:
+        """Serving's refusals and extraction alerts for *name* since its last monitoring
+        run (or ever), and the API keys the alerts named."""
+        resource = model_resource(name)
+        denials = 0.0
+        alerts: list[str] = []
+        with self.db.read() as session:
+            events = [e.fields() for e in Ledger.events(session, EventFilter(resource=resource))]
+        last_run = max((i for i, e in enumerate(events) if e["action"] == "monitor.run"),
+                       default=-1)  # fmt: skip
+        for event in events[last_run + 1 :]:
+            if str(event["action"]).startswith("serve.") and event["outcome"] == "denied":
+                denials += float(event["details"].get("count", 1))
+            elif event["action"] == "serve.extraction-alert":
+                alerts.append(str(event["principal"]))
+        keys = [p.removeprefix("apikey:") for p in alerts if p.startswith("apikey:")]
+        return {"denials": denials, "extraction_alerts": float(len(alerts))}, keys
 
     def _cooling_down(self, name: str, rule: str, minutes: float) -> bool:
         since = (datetime.now(UTC) - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S")
@@ -141,6 +165,7 @@ class IncidentOperations(MonitorOperations):
         run: MonitorRun,
         critical: list[alerting.Alert],
         figures: dict[str, float],
+        flagged_keys: list[str],
     ) -> str:
         incident = "inc-" + secrets.token_hex(4)
         resource = f"incident:{incident}"
@@ -157,12 +182,11 @@ class IncidentOperations(MonitorOperations):
                 if action == "freeze":
                     self.freeze_model(name, reason)
                 elif action == "rollback":
-                    alias = (
-                        ref
-                        if isinstance(ref, str) and not ref.lstrip("v").isdigit()
-                        else "production"
-                    )
-                    self.rollback_model(name, alias)
+                    numbered = not isinstance(ref, str) or ref.lstrip("v").isdigit()
+                    self.rollback_model(name, "production" if numbered else str(ref))
+                elif action == "revoke-key":
+                    for key in dict.fromkeys(flagged_keys):
+                        self.revoke_api_key(key, reason)
                 outcome, error = "ok", None
             except SealmlError as failure:
                 outcome, error = "failed", str(failure)
