@@ -186,6 +186,13 @@ class MonitorSection(_Section):
     rules: list[AlertRule] = Field(default_factory=_default_rules)
     webhook_url: str | None = None  # https (http only on loopback), HMAC-signed body
     webhook_secret_file: str | None = None
+    smtp_host: str | None = None  # e-mail over SMTP, always upgraded with STARTTLS
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_from: str | None = None
+    smtp_to: list[str] = Field(default_factory=list)
+    smtp_user: str | None = None
+    smtp_password_file: str | None = None
+    smtp_ca_file: str | None = None  # a private CA for the mail server's certificate
 
 
 class Config(_Section):

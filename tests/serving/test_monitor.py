@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import ssl
 import threading
 import tomllib
 from pathlib import Path
@@ -13,13 +14,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import pytest
 import tomli_w
 
 from sealml.errors import NotFoundError
 from sealml.monitoring.alerts import SIGNATURE_HEADER, verify
+from sealml.serving.tls import dev_tls
 
 from ..conftest import admin_env, reopen
-from .conftest import Template, _rows, live_server
+from .conftest import Template, _rows, free_port, live_server
 
 PREDICT = "/v1/models/credit/predict"
 
@@ -169,3 +172,47 @@ def test_an_extraction_alert_gets_the_key_revoked(ws_copy: Path, template: Templ
     assert {a.rule for a in outcome.alerts} == {"extraction", "probing"}
     assert keys[key.split("_")[1]].revoked_at is not None
     assert again.figures["extraction_alerts"] == 0  # counted since the previous run
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes, bool]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        secured = session.ssl is not None
+        self.messages.append((envelope.mail_from, envelope.rcpt_tos, envelope.content, secured))
+        return "250 OK"
+
+
+def test_alerts_by_mail_over_starttls(ws_copy: Path, tmp_path: Path) -> None:
+    pytest.importorskip("aiosmtpd", reason="aiosmtpd is in the test extra")
+    from aiosmtpd.controller import Controller
+
+    files = dev_tls(tmp_path / "mail-tls", "127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True)  # fmt: skip
+    controller.start()
+    config = tomllib.loads((ws_copy / "sealml.toml").read_text())
+    config["monitor"] = {
+        "smtp_host": "localhost", "smtp_port": port, "smtp_from": "sealml@example.com",
+        "smtp_to": ["oncall@example.com"], "smtp_ca_file": str(files.ca),
+        "rules": [{"name": "input-drift", "metric": "drifted_columns", "above": 0,
+                   "severity": "warning"}],
+    }  # fmt: skip
+    (ws_copy / "sealml.toml").write_text(tomli_w.dumps(config))
+    try:
+        with reopen(ws_copy) as admin:
+            outcome = admin.monitor_check(
+                "credit", "staging", data=pd.DataFrame(_traffic(2000, 7, income_shift=15.0))
+            )
+    finally:
+        controller.stop()
+    assert [a.rule for a in outcome.alerts] == ["input-drift"] and outcome.incident is None
+    assert len(mailbox.messages) == 1
+    sender, recipients, content, secured = mailbox.messages[0]
+    assert secured and sender == "sealml@example.com" and recipients == ["oncall@example.com"]
+    assert b"[sealml warning] credit v1: input-drift" in content and b"income" in content

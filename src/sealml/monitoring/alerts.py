@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import smtplib
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -86,3 +89,31 @@ def post_webhook(url: str, secret: bytes, payload: Mapping[str, Any]) -> int:
     if reply.status_code >= 300:
         raise UsageError(f"the alert webhook answered {reply.status_code}")
     return reply.status_code
+
+
+def send_mail(
+    *,
+    host: str,
+    port: int,
+    sender: str,
+    recipients: Sequence[str],
+    subject: str,
+    text: str,
+    user: str | None = None,
+    password: str | None = None,
+    ca_file: str | None = None,
+) -> None:
+    """Send one alert e-mail; the connection is upgraded with STARTTLS (certificate and
+    host name checked) before anything, credentials included, is sent."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, ", ".join(recipients), subject
+    message.set_content(text)
+    context = ssl.create_default_context(cafile=ca_file)
+    try:
+        with smtplib.SMTP(host, port, timeout=TIMEOUT_SECONDS) as client:
+            client.starttls(context=context)
+            if user is not None and password is not None:
+                client.login(user, password)
+            client.send_message(message)
+    except (OSError, smtplib.SMTPException) as error:
+        raise UsageError(f"the alert e-mail failed: {type(error).__name__}") from None

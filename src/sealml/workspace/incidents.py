@@ -138,6 +138,8 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         self, name: str, run: MonitorRun, raised: list[alerting.Alert], figures: dict[str, float]
     ) -> None:
         settings = self.config.monitor
+        if settings.smtp_host and settings.smtp_from and settings.smtp_to:
+            self._mail(name, run, raised, figures)
         if not settings.webhook_url:
             return
         if not settings.webhook_secret_file:
@@ -156,6 +158,40 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
             alerting.post_webhook(settings.webhook_url, secret, payload)
         except UsageError as error:
             self.record([self.event("monitor.webhook", model_resource(name), "failed",
+                                    error=str(error))])  # fmt: skip
+
+    def _mail(
+        self, name: str, run: MonitorRun, raised: list[alerting.Alert], figures: dict[str, float]
+    ) -> None:
+        settings = self.config.monitor
+        assert settings.smtp_host is not None and settings.smtp_from is not None
+        password = None
+        if settings.smtp_password_file:
+            path = resolve(self.root, settings.smtp_password_file)
+            password = path.read_text(encoding="utf-8").strip()
+        worst = max(raised, key=lambda a: ("info", "warning", "critical").index(a.severity))
+        lines = [f"{a.severity}: {a.rule} ({a.metric} = {a.value:g}, above {a.threshold:g})"
+                 for a in raised]  # fmt: skip
+        lines += ["", f"drifted columns: {', '.join(run.report.drifted) or 'none'}",
+                  f"sealed report: {run.report_id}", f"figures: {figures}"]  # fmt: skip
+        try:
+            alerting.send_mail(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                sender=settings.smtp_from,
+                recipients=settings.smtp_to,
+                subject=f"[sealml {worst.severity}] {name} v{run.version}: {worst.rule}",
+                text="\n".join(lines),
+                user=settings.smtp_user,
+                password=password,
+                ca_file=(
+                    str(resolve(self.root, settings.smtp_ca_file))
+                    if settings.smtp_ca_file
+                    else None
+                ),
+            )
+        except UsageError as error:
+            self.record([self.event("monitor.mail", model_resource(name), "failed",
                                     error=str(error))])  # fmt: skip
 
     def _open_incident(
