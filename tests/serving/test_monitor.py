@@ -68,10 +68,14 @@ def test_monitor_a_drifted_file(ws_copy: Path, cli: Any, tmp_path: Path) -> None
     shifted = pd.DataFrame(_traffic(2000, 7, income_shift=15.0))
     shifted.to_csv(tmp_path / "week.csv", index=False)
     result = cli("monitor", "run", "credit@staging", "--data", str(tmp_path / "week.csv"),
-                 "--json", env=admin_env())  # fmt: skip
+                 "--json", "--html", str(tmp_path / "week.html"), env=admin_env())  # fmt: skip
     assert result.code == 1, result.stderr
     report = json.loads(result.stdout)
-    assert report["drifted"] == ["income"]
+    assert report["drifted"] == ["income", "prediction"]  # the model predicts on the file
+    page = (tmp_path / "week.html").read_text()
+    assert page.startswith("<!doctype html>") and "income (drifted)" in page
+    assert page.count("data:image/png;base64,") == 2  # the drifted column and the predictions
+    assert "<script" not in page
     calm = pd.DataFrame(_traffic(2000, 8))
     calm.to_csv(tmp_path / "calm.csv", index=False)
     result = cli("monitor", "run", "credit@staging", "--data", str(tmp_path / "calm.csv"),
@@ -129,7 +133,7 @@ def test_critical_drift_opens_an_incident_and_freezes(ws_copy: Path, cli: Any) -
     assert len(Hook.received) == 1
     body, signature = Hook.received[0]
     assert verify(b"w" * 32, body, signature) and not verify(b"x" * 32, body, signature)
-    assert json.loads(body)["drifted"] == ["income"]
+    assert json.loads(body)["drifted"] == ["income", "prediction"]
     table = cli("incident", "ls", env=admin_env())
     assert table.code == 0 and first.incident in table.stdout and "freeze ok" in table.stdout
     listed = json.loads(cli("incident", "ls", "--json", env=admin_env()).stdout)

@@ -27,6 +27,7 @@ def run(
     mode: str = typer.Option(
         "default", "--mode", help="default (significance and effect) or evidently."
     ),
+    page: Path | None = typer.Option(None, "--html", help="Also write the HTML report here."),
     as_json: bool = JsonOption,
 ) -> None:
     """Compare recent inputs with the training reference, per column; the report is sealed
@@ -49,6 +50,8 @@ def run(
             mode=mode,  # type: ignore[arg-type]
         )
     report = outcome.run.report
+    if page is not None:
+        page.write_text(outcome.page, encoding="utf-8")
     if as_json:
         print_json(
             {

@@ -10,11 +10,11 @@ repository, HTML (with plots, self-contained) for everyone else.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import pages
 
 LIMITATIONS = [
     "Metrics describe the evaluation data above; other populations may differ.",
@@ -162,10 +162,7 @@ def _summary(report: Any) -> str:
 
 def _plots(facts: CardFacts) -> list[tuple[str, str]]:
     """(title, base64 PNG) for the fairness and robustness figures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pages.pyplot()
 
     evaluation = facts.evaluation or {}
     figures: list[tuple[str, str]] = []
@@ -183,7 +180,7 @@ def _plots(facts: CardFacts) -> list[tuple[str, str]]:
         axis.set_ylim(0, 1)
         axis.legend(fontsize=7)
         axis.set_title(f"Rates by {attribute['attribute']}", fontsize=10)
-        figures.append((f"Fairness by {attribute['attribute']}", _png(figure)))
+        figures.append((f"Fairness by {attribute['attribute']}", pages.png(figure)))
     robustness = evaluation.get("robustness") or []
     if robustness:
         figure, axis = plt.subplots(figsize=(5, 2.8))
@@ -195,16 +192,9 @@ def _plots(facts: CardFacts) -> list[tuple[str, str]]:
         axis.set_ylabel("accuracy")
         axis.set_ylim(0, 1)
         axis.legend(fontsize=7)
-        figures.append(("Robust accuracy by budget", _png(figure)))
+        figures.append(("Robust accuracy by budget", pages.png(figure)))
     plt.close("all")
     return figures
-
-
-def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=110)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def to_html(facts: CardFacts) -> str:
@@ -235,17 +225,5 @@ def to_html(facts: CardFacts) -> str:
             body.append(f"<p>{html.escape(line)}</p>")
     if in_table:
         body.append("</table>")
-    for title, png in _plots(facts):
-        body.append(f'<h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
-                    f'src="data:image/png;base64,{png}">')  # fmt: skip
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
-        "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;"
-        "padding:.2rem .5rem;font-size:.9rem;text-align:left}th{background:#f3f3f3}"
-        "p{white-space:pre-wrap}"
-    )
-    title = html.escape(f"Model card: {facts.name} v{facts.version['version']}")
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
-    )
+    body.extend(pages.image(title, encoded) for title, encoded in _plots(facts))
+    return pages.page(f"Model card: {facts.name} v{facts.version['version']}", body)

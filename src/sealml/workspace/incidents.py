@@ -7,6 +7,7 @@ Incidents live in the ledger only (``incident.open``, ``incident.action``,
 
 from __future__ import annotations
 
+import io
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from ..errors import NotFoundError, SealmlError, UsageError
 from ..ledger import EventFilter, Ledger
 from ..monitoring import alerts as alerting
 from ..monitoring.drift import Mode
+from ..monitoring.report import to_html as drift_page
 from ..serving.schema import OodScorer, numeric_features, numeric_rows
 from .apikeys import ApiKeyOperations
 from .monitoring import MonitorOperations, MonitorRun
@@ -35,6 +37,7 @@ class CheckOutcome:
     alerts: list[alerting.Alert] = field(default_factory=list)
     suppressed: list[str] = field(default_factory=list)  # rules still cooling down
     incident: str | None = None
+    page: str = ""  # the HTML report (also sealed)
 
 
 def _figures(run: MonitorRun, profile: Profile | None, ood_threshold: float) -> dict[str, float]:
@@ -88,8 +91,9 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
                 suppressed.append(alert.rule)
             else:
                 raised.append(alert)
+        page = self._seal_page(run, raised, figures)
         if not raised:
-            return CheckOutcome(run, figures, [], suppressed)
+            return CheckOutcome(run, figures, [], suppressed, None, page)
         events = [
             self.event("monitor.alert", model_resource(name), version=run.version,
                        report=run.report_id, **alert.to_dict())
@@ -103,7 +107,22 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
             if critical
             else None
         )
-        return CheckOutcome(run, figures, raised, suppressed, incident)
+        return CheckOutcome(run, figures, raised, suppressed, incident, page)
+
+    def _seal_page(
+        self, run: MonitorRun, raised: list[alerting.Alert], figures: dict[str, float]
+    ) -> str:
+        page = drift_page(run.name, run.version, run.report, run.reference, run.current,
+                          raised, figures)  # fmt: skip
+        self.put(
+            io.BytesIO(page.encode("utf-8")),
+            "report",
+            f"{run.name}-v{run.version}-drift.html",
+            media_type="text/html",
+            parents=[run.report_id],
+            annotations={"report": "drift-page", "model": f"{run.name}@{run.version}"},
+        )
+        return page
 
     def _abuse_since_last_run(self, name: str) -> tuple[dict[str, float], list[str]]:
         """Serving's refusals and extraction alerts for *name* since its last monitoring

@@ -31,6 +31,7 @@ class MonitorRun:
     version: int
     report: DriftReport
     report_id: str
+    reference: pd.DataFrame
     current: pd.DataFrame
 
 
@@ -106,6 +107,12 @@ class MonitorOperations(ModelReportOperations):
         self.authorize("dataset:read", model_resource(name), action="monitor.run")
         reference = self.reference_sample(name, described.version)
         current = data if data is not None else self.prediction_log(name, window)
+        inputs = [c for c in reference.columns if c != "prediction"]
+        if "prediction" not in current.columns and all(c in current.columns for c in inputs):
+            # A dataset without outputs: the verified model predicts on it, so prediction
+            # drift is measured too.
+            _, model = self.resolve_model(name, described.version)
+            current = current.assign(prediction=model.predict(current[inputs]))
         columns = [c for c in reference.columns if c in current.columns]
         if not [c for c in columns if c != "prediction"]:
             raise UsageError("the data shares no input column with the model's reference")
@@ -132,4 +139,4 @@ class MonitorOperations(ModelReportOperations):
                 )
             ]
         )
-        return MonitorRun(name, described.version, report, sealed.id, current)
+        return MonitorRun(name, described.version, report, sealed.id, reference, current)
