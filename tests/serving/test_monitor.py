@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import tomli_w
 
-from sealml.errors import NotFoundError
+from sealml.errors import NotFoundError, UsageError
 from sealml.monitoring.alerts import SIGNATURE_HEADER, verify
 from sealml.serving.tls import dev_tls
 
@@ -220,3 +220,40 @@ def test_alerts_by_mail_over_starttls(ws_copy: Path, tmp_path: Path) -> None:
     sender, recipients, content, secured = mailbox.messages[0]
     assert secured and sender == "sealml@example.com" and recipients == ["oncall@example.com"]
     assert b"[sealml warning] credit v1: input-drift" in content and b"income" in content
+
+
+def test_watch_exports_metrics(ws_copy: Path, cli: Any) -> None:
+    from prometheus_client import generate_latest
+
+    from sealml.monitoring.watch import WatchMetrics, parse_every, watch
+
+    assert parse_every("15m") == 900 and parse_every("1d") == 86400
+    for bad in ("5s", "soon", "1y"):
+        with pytest.raises(UsageError):
+            parse_every(bad)
+    metrics = WatchMetrics()
+    lines: list[str] = []
+    frames = iter([pd.DataFrame(_traffic(2000, 7, income_shift=15.0)), None])
+    with reopen(ws_copy) as admin:
+
+        def check() -> Any:
+            frame = next(frames)
+            if frame is None:
+                raise NotFoundError("no prediction logs for credit")
+            return admin.monitor_check("credit", "staging", data=frame)
+
+        runs = watch(check, metrics, "credit", 10, iterations=2, report=lines.append,
+                     stop=None)  # fmt: skip
+    text = generate_latest(metrics.registry).decode()
+    assert runs == 2
+    assert 'sealml_drifted_columns{model="credit"} 2.0' in text
+    assert (
+        'sealml_monitor_alerts_total{model="credit",rule="input-drift",severity="warning"} 1.0'
+        in text
+    )
+    assert 'sealml_monitor_runs_total{model="credit",outcome="failed"} 1.0' in text
+    assert 'sealml_drift_score{column="income"' in text
+    assert lines[0].startswith("credit: drifted income, prediction") and "failed" in lines[1]
+    result = cli("monitor", "watch", "credit@staging", "--every", "1m", "--count", "1",
+                 env=admin_env())  # fmt: skip
+    assert result.code == 0 and "run failed: no prediction logs" in result.stdout

@@ -87,6 +87,41 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command("watch")
+def watch_command(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="NAME, NAME@ALIAS or NAME@VERSION (default production)."),
+    every: str = typer.Option("1h", "--every", help="30s, 15m, 1h, 1d."),
+    window: int = typer.Option(10_000, "--window", min=1, help="Newest logged predictions to use."),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on 127.0.0.1."
+    ),
+    count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many runs."),
+) -> None:
+    """Run the monitoring checks on a schedule (alerts, incidents and containment as in
+    ``monitor run``) and export drift scores and alert counts as Prometheus metrics."""
+    from prometheus_client import start_http_server
+
+    from ..monitoring.watch import WatchMetrics, parse_every, watch
+
+    seconds = parse_every(every)
+    name, _, ref = model.partition("@")
+    metrics = WatchMetrics()
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    with open_workspace(ctx) as workspace:
+        watch(
+            lambda: workspace.monitor_check(
+                name.strip(), ref.strip() or "production", window=window
+            ),
+            metrics,
+            name.strip(),
+            seconds,
+            iterations=count,
+            report=lambda line: out.print(line, markup=False),
+        )
+
+
 incidents = typer.Typer(help="Incidents opened by critical alerts.", no_args_is_help=True)
 
 
