@@ -155,8 +155,8 @@ class ServeSection(_Section):
 
 
 class AlertRule(_Section):
-    """Raise an alert when a monitoring figure is above a threshold; critical rules may
-    contain the model at once."""
+    """Raise an alert when a monitoring figure is above *above* (or, when *below* is set,
+    under *below*); critical rules may contain the model at once."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     metric: Literal[
@@ -166,8 +166,11 @@ class AlertRule(_Section):
         "missing_rate_change",
         "denials",
         "extraction_alerts",
+        "accuracy",
+        "accuracy_drop",
     ]
     above: float = 0.0
+    below: float | None = None
     severity: Literal["info", "warning", "critical"] = "warning"
     actions: list[Literal["freeze", "rollback", "revoke-key"]] = Field(default_factory=list)
 

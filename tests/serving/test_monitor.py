@@ -257,3 +257,31 @@ def test_watch_exports_metrics(ws_copy: Path, cli: Any) -> None:
     result = cli("monitor", "watch", "credit@staging", "--every", "1m", "--count", "1",
                  env=admin_env())  # fmt: skip
     assert result.code == 0 and "run failed: no prediction logs" in result.stdout
+
+
+def test_late_labels_measure_accuracy(ws_copy: Path, template: Template, cli: Any,
+                                      tmp_path: Path) -> None:  # fmt: skip
+    key = {"x-api-key": template.keys["predict"]}
+    with live_server(ws_copy) as server, server.client(headers=key) as client:
+        replies = [
+            client.post(PREDICT, json={"instances": [i]}).json()
+            for i in _traffic(40, 1)
+            if 10 <= i["income"] <= 90
+        ]
+        server.runtime.recorder.flush()
+    wrong = pd.DataFrame({"request_id": [r["request_id"] for r in replies],
+                          "label": [1 - r["predictions"][0] for r in replies]})  # fmt: skip
+    wrong.to_csv(tmp_path / "labels.csv", index=False)
+    added = cli("monitor", "labels", "credit", str(tmp_path / "labels.csv"), env=admin_env())
+    assert added.code == 0 and f"accuracy 0.000 on {len(replies)}" in added.stdout
+    (tmp_path / "bad.csv").write_text("id,truth\n1,0\n")
+    bad = cli("monitor", "labels", "credit", str(tmp_path / "bad.csv"), env=admin_env())
+    assert bad.code == 2 and "request_id" in bad.stderr
+    config = tomllib.loads((ws_copy / "sealml.toml").read_text())
+    config["monitor"] = {"rules": [{"name": "accuracy", "metric": "accuracy", "below": 0.6,
+                                    "severity": "warning"}]}  # fmt: skip
+    (ws_copy / "sealml.toml").write_text(tomli_w.dumps(config))
+    with reopen(ws_copy) as admin:
+        outcome = admin.monitor_check("credit", "staging", window=len(replies))
+    assert outcome.figures["accuracy"] == 0.0
+    assert [(a.rule, a.threshold) for a in outcome.alerts] == [("accuracy", 0.6)]

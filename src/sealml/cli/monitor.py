@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -35,12 +36,7 @@ def run(
     if mode not in ("default", "evidently"):
         raise UsageError("--mode is default or evidently")
     name, _, ref = model.partition("@")
-    frame = None
-    if data is not None:
-        limits = Limits()
-        fmt = detect_format(data.name)
-        raw = read_source(data, limits, text=fmt != "parquet")
-        frame = parse_table(raw, fmt, str(data), limits=limits)
+    frame = _read(data) if data is not None else None
     with open_workspace(ctx) as workspace:
         outcome = workspace.monitor_check(
             name.strip(),
@@ -85,6 +81,31 @@ def run(
             out.print(f"incident {outcome.incident} opened: see sealml incident show")
     if report.drifted:
         raise typer.Exit(1)
+
+
+@app.command("labels")
+def labels_command(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="The model NAME the predictions came from."),
+    path: Path = typer.Argument(..., help="CSV, JSONL or Parquet with request_id and label."),
+) -> None:
+    """Add ground truth that arrived after serving; later runs measure accuracy on the
+    labelled predictions (rule figures ``accuracy`` and ``accuracy_drop``)."""
+    frame = _read(path)
+    with open_workspace(ctx) as workspace:
+        artifact = workspace.add_labels(model.partition("@")[0].strip(), frame)
+        measured = workspace.labelled_accuracy(model.partition("@")[0].strip())
+    summary = "no logged prediction matches yet"
+    if measured is not None:
+        summary = f"accuracy {measured[0]:.3f} on {measured[1]} labelled predictions"
+    out.print(f"labels sealed as {artifact}; {summary}")
+
+
+def _read(path: Path) -> Any:
+    limits = Limits()
+    fmt = detect_format(path.name)
+    return parse_table(read_source(path, limits, text=fmt != "parquet"), fmt, str(path),
+                       limits=limits)  # fmt: skip
 
 
 @app.command("watch")

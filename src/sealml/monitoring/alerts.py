@@ -41,13 +41,18 @@ class Alert:
         return {**vars(self), "actions": list(self.actions)}
 
 
+def _breached(rule: AlertRule, value: float) -> bool:
+    return value < rule.below if rule.below is not None else value > rule.above
+
+
 def evaluate(rules: Sequence[AlertRule], figures: Mapping[str, float]) -> list[Alert]:
-    """The rules whose figure is above their threshold."""
+    """The rules whose figure crossed their threshold (figures a run lacks are skipped)."""
     return [
-        Alert(rule.name, rule.severity, rule.metric, figures[rule.metric], rule.above,
+        Alert(rule.name, rule.severity, rule.metric, figures[rule.metric],
+              rule.below if rule.below is not None else rule.above,
               tuple(rule.actions) if rule.severity == "critical" else ())
         for rule in rules
-        if rule.metric in figures and figures[rule.metric] > rule.above
+        if rule.metric in figures and _breached(rule, figures[rule.metric])
     ]  # fmt: skip
 
 

@@ -8,6 +8,7 @@ Incidents live in the ledger only (``incident.open``, ``incident.action``,
 from __future__ import annotations
 
 import io
+import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -85,6 +86,7 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         )
         profile = self.model_profile(name, run.version)
         figures = _figures(run, profile, settings.ood_threshold) | abuse
+        figures |= self._performance(name, run.version)
         raised, suppressed = [], []
         for alert in alerting.evaluate(settings.rules, figures):
             if self._cooling_down(name, alert.rule, settings.cooldown_minutes):
@@ -123,6 +125,24 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
             annotations={"report": "drift-page", "model": f"{run.name}@{run.version}"},
         )
         return page
+
+    def _performance(self, name: str, version: int) -> dict[str, float]:
+        """Accuracy on the labelled predictions, and its drop from the evaluation's."""
+        measured = self.labelled_accuracy(name)
+        if measured is None:
+            return {}
+        accuracy, _ = measured
+        figures = {"accuracy": accuracy}
+        described = self.show_model(name, version)
+        if described.evaluation_id is not None:
+            with self.db.read() as session:
+                report = json.loads(self._plaintext_attested(
+                    session, self._find(session, described.evaluation_id)))  # fmt: skip
+            metrics = report.get("metrics", report) if isinstance(report, dict) else {}
+            reference = metrics.get("accuracy") if isinstance(metrics, dict) else None
+            if isinstance(reference, int | float):
+                figures["accuracy_drop"] = float(reference) - accuracy
+        return figures
 
     def _abuse_since_last_run(self, name: str) -> tuple[dict[str, float], list[str]]:
         """Serving's refusals and extraction alerts for *name* since its last monitoring

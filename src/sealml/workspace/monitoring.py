@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from ..db.models import ArtifactParentRow, ArtifactRow
 from ..errors import NotFoundError, UsageError
-from ..models.registry import DRIFT_REPORT
+from ..models.registry import DRIFT_REPORT, check_model_name
 from ..monitoring.drift import DriftReport, Mode, compare
 from ..pipeline import codecs
 from ..store.artifacts import info_of
@@ -54,27 +54,68 @@ class MonitorOperations(ModelReportOperations):
     def prediction_log(self, name: str, rows: int) -> pd.DataFrame:
         """The newest *rows* predictions servers logged for *name* (inputs under their own
         names, plus ``prediction``), read from the sealed logs."""
+        parts = self._sealed_frames("predictions", name, rows)
+        if not parts:
+            raise NotFoundError(f"no prediction logs for {name}: serve it first, or give --data")
+        frame = pd.concat(parts, ignore_index=True).tail(rows)
+        renamed = {c: c[len(INPUT_PREFIX) :] for c in frame.columns if c.startswith(INPUT_PREFIX)}
+        return frame.rename(columns=renamed)[[*renamed.values(), "prediction"]]
+
+    def add_labels(self, name: str, labels: pd.DataFrame) -> str:
+        """Seal ground truth that arrived after serving: ``request_id`` and ``label``
+        columns (the request ids servers returned and logged)."""
+        missing = {"request_id", "label"} - set(labels.columns)
+        if missing:
+            raise UsageError(f"the labels need the columns {', '.join(sorted(missing))}")
+        check_model_name(name)
+        self.authorize("dataset:write", model_resource(name), action="monitor.labels")
+        frame = labels[["request_id", "label"]].dropna()
+        sealed = self.put(
+            io.BytesIO(codecs.encode("dataset", frame.reset_index(drop=True), "labels")),
+            "dataset",
+            f"{name}-labels.parquet",
+            media_type=codecs.CODECS["dataset"].media_type,
+            annotations={"labels": name, "rows": str(len(frame))},
+        )
+        return sealed.id
+
+    def _sealed_frames(
+        self, annotation: str, name: str, rows: int | None = None
+    ) -> list[pd.DataFrame]:
+        """The sealed datasets annotated ``annotation=name`` (verified), oldest first:
+        all of them, or the newest holding at least *rows* rows."""
+        found: list[pd.DataFrame] = []
+        total = 0
         with self.db.read() as session:
-            logs = session.execute(
+            candidates = session.execute(
                 select(ArtifactRow)
                 .where(ArtifactRow.kind == "dataset", ArtifactRow.shredded_at.is_(None))
                 .order_by(ArtifactRow.created_at.desc())
             ).scalars()
-            parts: list[pd.DataFrame] = []
-            total = 0
-            for row in logs:
-                if info_of(row).annotations.get("predictions") != name:
+            for row in candidates:
+                if info_of(row).annotations.get(annotation) != name:
                     continue
-                part = codecs.decode("dataset", self._plaintext_attested(session, row))
-                parts.append(part)
-                total += len(part)
-                if total >= rows:
+                found.append(codecs.decode("dataset", self._plaintext_attested(session, row)))
+                total += len(found[-1])
+                if rows is not None and total >= rows:
                     break
-        if not parts:
-            raise NotFoundError(f"no prediction logs for {name}: serve it first, or give --data")
-        frame = pd.concat(parts[::-1], ignore_index=True).tail(rows)
-        renamed = {c: c[len(INPUT_PREFIX) :] for c in frame.columns if c.startswith(INPUT_PREFIX)}
-        return frame.rename(columns=renamed)[[*renamed.values(), "prediction"]]
+        return found[::-1]
+
+    def labelled_accuracy(self, name: str) -> tuple[float, int] | None:
+        """Accuracy of the logged predictions that have a label, and how many have one."""
+        labels = self._sealed_frames("labels", name)
+        if not labels:
+            return None
+        logs = self._sealed_frames("predictions", name)
+        if not logs:
+            return None
+        truth = pd.concat(labels).drop_duplicates("request_id", keep="last")
+        logged = pd.concat(logs)[["request_id", "prediction"]]
+        joined = logged.merge(truth, on="request_id")
+        if joined.empty:
+            return None
+        hits = joined["prediction"].astype(str) == joined["label"].astype(str)
+        return float(hits.mean()), len(joined)
 
     def _children(self, session: Any, parent: str, kind: str) -> list[ArtifactRow]:
         return list(
