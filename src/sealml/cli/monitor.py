@@ -180,3 +180,28 @@ def incident_close(
     with open_workspace(ctx) as workspace:
         workspace.close_incident(incident, note)
     out.print(f"incident {incident} closed")
+
+
+def drill(
+    ctx: typer.Context,
+    scenario: str = typer.Argument(
+        ...,
+        help="tampered-model, poisoned-batch, drifted-stream, stolen-key or rolled-back-ledger.",
+    ),
+    model: str = typer.Option(..., "--model", help="NAME[@REF] the scenario targets."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Simulate an incident against a copy of the workspace (never the workspace itself):
+    was it detected, by which control, how fast, and did containment hold. Exit 1 if not."""
+    name, _, ref = model.partition("@")
+    with open_workspace(ctx) as workspace:
+        result = workspace.drill(scenario, name.strip(), ref.strip() or "production")
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        verdict = "detected" if result.detected else "[bold red]NOT detected[/bold red]"
+        held = "contained" if result.contained else "[bold red]NOT contained[/bold red]"
+        out.print(f"{scenario}: {verdict} by {result.control} in {result.seconds:.3f} s; {held}")
+        out.print(f"  {result.detail}", markup=False)
+    if not (result.detected and result.contained):
+        raise typer.Exit(1)

@@ -12,6 +12,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,6 +23,7 @@ from ..errors import NotFoundError, SealmlError, UsageError
 from ..ledger import EventFilter, Ledger
 from ..monitoring import alerts as alerting
 from ..monitoring.drift import Mode
+from ..monitoring.drills import DRILLS, DrillResult, workspace_copy
 from ..monitoring.report import to_html as drift_page
 from ..serving.schema import OodScorer, numeric_features, numeric_rows
 from .apikeys import ApiKeyOperations
@@ -312,3 +314,25 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         self.authorize("registry:freeze", f"incident:{incident}", action="incident.close")
         self.record([self.event("incident.close", f"incident:{incident}", note=note)])
         return self.incident(incident)
+
+    # -- drills ---------------------------------------------------------------------------
+
+    def drill(self, scenario: str, name: str, ref: str = "production") -> DrillResult:
+        """Run *scenario* against a copy of this workspace (never this one) and record the
+        result here."""
+        if scenario not in DRILLS:
+            raise UsageError(f"unknown scenario {scenario!r}; use {', '.join(DRILLS)}")
+        actor = self.require_actor()
+        self.authorize("audit:verify", "drill:*", action="drill.run")
+        passphrase = self._passphrase_value()
+
+        def open_copy(root: Path) -> Any:
+            copy = type(self).load(root, passphrase)
+            copy.actor = actor
+            _ = copy.keys
+            return copy
+
+        with workspace_copy(self.root, open_copy) as copy:
+            result = DRILLS[scenario](copy, name, ref)
+        self.record([self.event("drill.run", f"drill:{scenario}", model=name, **result.to_dict())])
+        return result
