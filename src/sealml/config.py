@@ -165,6 +165,8 @@ class AlertRule(_Section):
         "ood_rate",
         "missing_rate_change",
         "denials",
+        "schema_violations",
+        "rate_limited",
         "extraction_alerts",
         "accuracy",
         "accuracy_drop",

@@ -160,6 +160,7 @@ def test_an_extraction_alert_gets_the_key_revoked(ws_copy: Path, template: Templ
             ]  # fmt: skip
             client.post(PREDICT, json={"instances": sweep}, headers={"x-api-key": key})
         client.post(PREDICT, json={"instances": []}, headers={"x-api-key": "sml_bad"})
+        client.post(PREDICT, json={"instances": [{"age": "x"}]}, headers={"x-api-key": key})
         server.runtime.recorder.flush()
     config = tomllib.loads((ws_copy / "sealml.toml").read_text())
     config["monitor"] = {"rules": [
@@ -172,7 +173,8 @@ def test_an_extraction_alert_gets_the_key_revoked(ws_copy: Path, template: Templ
         outcome = admin.monitor_check("credit", "staging", data=pd.DataFrame(_traffic(500, 3)))
         keys = {k.id: k for k in admin.api_keys()}
         again = admin.monitor_check("credit", "staging", data=pd.DataFrame(_traffic(500, 4)))
-    assert outcome.figures["extraction_alerts"] == 1 and outcome.figures["denials"] >= 1
+    assert outcome.figures["extraction_alerts"] == 1 and outcome.figures["denials"] == 1
+    assert outcome.figures["schema_violations"] == 1 and outcome.figures["rate_limited"] == 0
     assert {a.rule for a in outcome.alerts} == {"extraction", "probing"}
     assert keys[key.split("_")[1]].revoked_at is not None
     assert again.figures["extraction_alerts"] == 0  # counted since the previous run

@@ -27,6 +27,9 @@ from .runtime import Runtime, model_resource
 from .signatures import HEADER, REQUEST_HEADER, sign_body
 from .tokens import TokenRejectedError
 
+# Refusal reasons monitoring counts apart from authentication and authorisation denials.
+INVALID = "invalid input"
+RATE_LIMITED = "rate limited"
 INLINE_BATCH = 64  # larger batches run in a worker thread, so the time limit applies
 JSON = "application/json"
 
@@ -117,6 +120,8 @@ class Handlers:
         )
         if wait:
             runtime.metrics.rate_limited.labels("address").inc()
+            runtime.recorder.denial(f"address:{address}", action, model_resource(self.name),
+                                    RATE_LIMITED)  # fmt: skip
             raise RefusedError(429, "rate limited", {"retry-after": str(max(1, round(wait)))})
         presented = request.headers.get("x-api-key")
         authorization = request.headers.get("authorization")
@@ -165,6 +170,7 @@ class Handlers:
         )
         if wait:
             runtime.metrics.rate_limited.labels("principal").inc()
+            runtime.recorder.denial(principal, action, model_resource(self.name), RATE_LIMITED)
             raise RefusedError(429, "rate limited", {"retry-after": str(max(1, round(wait)))})
         return principal
 
@@ -176,12 +182,15 @@ class Handlers:
             raise RefusedError(503, f"model {self.name} has no servable version")
         return served
 
-    async def _parse(self, request: Request, model: type[BaseModel]) -> list[Any]:
+    async def _parse(
+        self, request: Request, model: type[BaseModel], principal: str, action: str
+    ) -> list[Any]:
         body = await request.body()
         try:
             parsed = model.model_validate_json(body)
         except ValidationError as error:
             self.runtime.metrics.validation_failures.inc()
+            self.runtime.recorder.denial(principal, action, model_resource(self.name), INVALID)
             detail = [
                 {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
                 for e in error.errors(include_url=False, include_input=False, include_context=False)
@@ -208,7 +217,7 @@ class Handlers:
         principal = await self.guard(request, "predict", "serve.predict")
         served = self.serving()
         request.state.version = served.version
-        instances = await self._parse(request, served.schema.request)
+        instances = await self._parse(request, served.schema.request, principal, "serve.predict")
         numeric = served.numeric(instances)
         inference = await self._run(served.infer, served.inputs(instances, numeric))
         ood = served.ood.scores(numeric)
@@ -285,7 +294,7 @@ class Handlers:
         principal = await self.guard(request, "explain", "serve.explain")
         served = self.serving()
         request.state.version = served.version
-        instances = await self._parse(request, served.schema.explain)
+        instances = await self._parse(request, served.schema.explain, principal, "serve.explain")
         frame = served.schema.frame(instances)
         try:
             contributions = await self._run(served.explain, frame)

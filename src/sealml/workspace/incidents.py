@@ -25,6 +25,7 @@ from ..monitoring import alerts as alerting
 from ..monitoring.drift import Mode
 from ..monitoring.drills import DRILLS, DrillResult, workspace_copy
 from ..monitoring.report import to_html as drift_page
+from ..serving.app import INVALID, RATE_LIMITED
 from ..serving.schema import OodScorer, numeric_features, numeric_rows
 from .apikeys import ApiKeyOperations
 from .monitoring import MonitorOperations, MonitorRun
@@ -150,7 +151,7 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         """Serving's refusals and extraction alerts for *name* since its last monitoring
         run (or ever), and the API keys the alerts named."""
         resource = model_resource(name)
-        denials = 0.0
+        counts = {"denials": 0.0, "schema_violations": 0.0, "rate_limited": 0.0}
         alerts: list[str] = []
         with self.db.read() as session:
             events = [e.fields() for e in Ledger.events(session, EventFilter(resource=resource))]
@@ -158,11 +159,15 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
                        default=-1)  # fmt: skip
         for event in events[last_run + 1 :]:
             if str(event["action"]).startswith("serve.") and event["outcome"] == "denied":
-                denials += float(event["details"].get("count", 1))
+                reason = event["details"].get("reason")
+                figure = {INVALID: "schema_violations", RATE_LIMITED: "rate_limited"}.get(
+                    reason, "denials"
+                )
+                counts[figure] += float(event["details"].get("count", 1))
             elif event["action"] == "serve.extraction-alert":
                 alerts.append(str(event["principal"]))
         keys = [p.removeprefix("apikey:") for p in alerts if p.startswith("apikey:")]
-        return {"denials": denials, "extraction_alerts": float(len(alerts))}, keys
+        return {**counts, "extraction_alerts": float(len(alerts))}, keys
 
     def _cooling_down(self, name: str, rule: str, minutes: float) -> bool:
         since = (datetime.now(UTC) - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S")
