@@ -58,6 +58,14 @@ def test_monitor_the_prediction_logs(ws_copy: Path, template: Template) -> None:
         server.runtime.recorder.flush()
     with reopen(ws_copy) as admin:
         report = admin.monitor_run("credit", "staging", window=400).report
+        assert (
+            admin.monitor_run("credit", "staging", window=1000, within=3600).current.shape[0] == 400
+        )
+        try:
+            admin.monitor_run("credit", "staging", within=0.000001)
+            raise AssertionError("an empty time window should say so")
+        except NotFoundError as error:
+            assert "in the window" in str(error)
         history = [e for e in admin.history("credit") if e["action"] == "monitor.run"]
     assert report.current_rows == 400 and report.drifted == []
     assert {c.column for c in report.columns} == {"age", "income", "colour", "prediction"}
@@ -257,7 +265,7 @@ def test_watch_exports_metrics(ws_copy: Path, cli: Any) -> None:
     assert 'sealml_drift_score{column="income"' in text
     assert lines[0].startswith("credit: drifted income, prediction") and "failed" in lines[1]
     result = cli("monitor", "watch", "credit@staging", "--every", "1m", "--count", "1",
-                 env=admin_env())  # fmt: skip
+                 "--window", "1h", env=admin_env())  # fmt: skip
     assert result.code == 0 and "run failed: no prediction logs" in result.stdout
 
 

@@ -24,7 +24,9 @@ def run(
     data: Path | None = typer.Option(
         None, "--data", help="A CSV, JSONL or Parquet file to check (default: the prediction logs)."
     ),
-    window: int = typer.Option(10_000, "--window", min=1, help="Newest logged predictions to use."),
+    window: str = typer.Option(
+        "10000", "--window", help="Newest logged predictions: a count (10000) or a time (1h)."
+    ),
     mode: str = typer.Option(
         "default", "--mode", help="default (significance and effect) or evidently."
     ),
@@ -38,11 +40,13 @@ def run(
     name, _, ref = model.partition("@")
     frame = _read(data) if data is not None else None
     with open_workspace(ctx) as workspace:
+        rows, within = _window(window)
         outcome = workspace.monitor_check(
             name.strip(),
             ref.strip() or "production",
             data=frame,
-            window=window,
+            window=rows,
+            within=within,
             mode=mode,  # type: ignore[arg-type]
         )
     report = outcome.run.report
@@ -101,6 +105,16 @@ def labels_command(
     out.print(f"labels sealed as {artifact}; {summary}")
 
 
+def _window(text: str) -> tuple[int, float | None]:
+    """``5000`` (rows) or ``1h`` (the last hour, up to a million rows)."""
+    from ..monitoring.watch import parse_every
+
+    value = text.strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value), None
+    return 1_000_000, parse_every(value)
+
+
 def _read(path: Path) -> Any:
     limits = Limits()
     fmt = detect_format(path.name)
@@ -113,7 +127,9 @@ def watch_command(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="NAME, NAME@ALIAS or NAME@VERSION (default production)."),
     every: str = typer.Option("1h", "--every", help="30s, 15m, 1h, 1d."),
-    window: int = typer.Option(10_000, "--window", min=1, help="Newest logged predictions to use."),
+    window: str = typer.Option(
+        "10000", "--window", help="Newest logged predictions: a count (10000) or a time (1h)."
+    ),
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on 127.0.0.1."
     ),
@@ -126,6 +142,7 @@ def watch_command(
     from ..monitoring.watch import WatchMetrics, parse_every, watch
 
     seconds = parse_every(every)
+    rows, within = _window(window)
     name, _, ref = model.partition("@")
     metrics = WatchMetrics()
     if metrics_port is not None:
@@ -133,7 +150,7 @@ def watch_command(
     with open_workspace(ctx) as workspace:
         watch(
             lambda: workspace.monitor_check(
-                name.strip(), ref.strip() or "production", window=window
+                name.strip(), ref.strip() or "production", window=rows, within=within
             ),
             metrics,
             name.strip(),

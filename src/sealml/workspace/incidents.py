@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,8 @@ from ..serving.schema import OodScorer, numeric_features, numeric_rows
 from .apikeys import ApiKeyOperations
 from .monitoring import MonitorOperations, MonitorRun
 from .registry import model_resource
+
+_log = logging.getLogger("sealml.monitor")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         *,
         data: pd.DataFrame | None = None,
         window: int | None = None,
+        within: float | None = None,
         mode: Mode | None = None,
     ) -> CheckOutcome:
         """Run the drift comparison, evaluate the alert rules, deliver new alerts (ledger,
@@ -85,8 +89,9 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         settings = self.config.monitor
         abuse, flagged_keys = self._abuse_since_last_run(name)
         run = self.monitor_run(
-            name, ref, data=data, window=window or settings.window, mode=mode or settings.mode
-        )
+            name, ref, data=data, window=window or settings.window, within=within,
+            mode=mode or settings.mode,
+        )  # fmt: skip
         profile = self.model_profile(name, run.version)
         figures = _figures(run, profile, settings.ood_threshold) | abuse
         figures |= self._performance(name, run.version)
@@ -99,6 +104,9 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         page = self._seal_page(run, raised, figures)
         if not raised:
             return CheckOutcome(run, figures, [], suppressed, None, page)
+        for alert in raised:
+            _log.warning("%s alert on %s v%s: %s (%s = %g)", alert.severity, name,
+                         run.version, alert.rule, alert.metric, alert.value)  # fmt: skip
         events = [
             self.event("monitor.alert", model_resource(name), version=run.version,
                        report=run.report_id, **alert.to_dict())

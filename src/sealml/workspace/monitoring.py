@@ -51,13 +51,22 @@ class MonitorOperations(ModelReportOperations):
                     return frame
         raise NotFoundError(f"{label} has no reference sample (registered without training data)")
 
-    def prediction_log(self, name: str, rows: int) -> pd.DataFrame:
-        """The newest *rows* predictions servers logged for *name* (inputs under their own
-        names, plus ``prediction``), read from the sealed logs."""
-        parts = self._sealed_frames("predictions", name, rows)
-        if not parts:
-            raise NotFoundError(f"no prediction logs for {name}: serve it first, or give --data")
-        frame = pd.concat(parts, ignore_index=True).tail(rows)
+    def prediction_log(self, name: str, rows: int, within: float | None = None) -> pd.DataFrame:
+        """The newest *rows* predictions servers logged for *name* (only those of the last
+        *within* seconds, when given), inputs under their own names plus ``prediction``,
+        read from the sealed logs."""
+        cutoff = (
+            None if within is None else pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=within)
+        )
+        since = None if cutoff is None else cutoff.strftime("%Y-%m-%dT%H:%M:%S")
+        parts = self._sealed_frames("predictions", name, rows, since=since)
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        if cutoff is not None and len(frame):
+            frame = frame[pd.to_datetime(frame["at"], utc=True) >= cutoff]
+        if frame.empty:
+            raise NotFoundError(f"no prediction logs for {name} in the window: serve it first, "
+                                "or give --data")  # fmt: skip
+        frame = frame.tail(rows)
         renamed = {c: c[len(INPUT_PREFIX) :] for c in frame.columns if c.startswith(INPUT_PREFIX)}
         return frame.rename(columns=renamed)[[*renamed.values(), "prediction"]]
 
@@ -80,18 +89,19 @@ class MonitorOperations(ModelReportOperations):
         return sealed.id
 
     def _sealed_frames(
-        self, annotation: str, name: str, rows: int | None = None
+        self, annotation: str, name: str, rows: int | None = None, since: str | None = None
     ) -> list[pd.DataFrame]:
         """The sealed datasets annotated ``annotation=name`` (verified), oldest first:
-        all of them, or the newest holding at least *rows* rows."""
+        all of them (sealed at or after *since*), or the newest holding *rows* rows."""
         found: list[pd.DataFrame] = []
         total = 0
+        query = select(ArtifactRow).where(
+            ArtifactRow.kind == "dataset", ArtifactRow.shredded_at.is_(None)
+        )
+        if since is not None:
+            query = query.where(ArtifactRow.created_at >= since)
         with self.db.read() as session:
-            candidates = session.execute(
-                select(ArtifactRow)
-                .where(ArtifactRow.kind == "dataset", ArtifactRow.shredded_at.is_(None))
-                .order_by(ArtifactRow.created_at.desc())
-            ).scalars()
+            candidates = session.execute(query.order_by(ArtifactRow.created_at.desc())).scalars()
             for row in candidates:
                 if info_of(row).annotations.get(annotation) != name:
                     continue
@@ -138,16 +148,18 @@ class MonitorOperations(ModelReportOperations):
         *,
         data: pd.DataFrame | None = None,
         window: int = 10_000,
+        within: float | None = None,
         mode: Mode = "default",
     ) -> MonitorRun:
-        """Compare *data* (default: the newest *window* logged predictions) with the
-        version's reference; the report is sealed and the outcome recorded."""
+        """Compare *data* (default: the newest *window* logged predictions, of the last
+        *within* seconds when given) with the version's reference; the report is sealed
+        and the outcome recorded."""
         if window < 1:
             raise UsageError("the window must hold at least one row")
         described = self.show_model(name, ref)
         self.authorize("dataset:read", model_resource(name), action="monitor.run")
         reference = self.reference_sample(name, described.version)
-        current = data if data is not None else self.prediction_log(name, window)
+        current = data if data is not None else self.prediction_log(name, window, within)
         inputs = [c for c in reference.columns if c != "prediction"]
         if "prediction" not in current.columns and all(c in current.columns for c in inputs):
             # A dataset without outputs: the verified model predicts on it, so prediction
