@@ -181,10 +181,15 @@ def media_type_for(filename: str) -> str:
 def load_model(data: bytes, media_type: str | None, name: str) -> Any:
     """A model from its bytes, by media type: skops and safetensors natively, pickles only
     through :func:`load_pickle`."""
-    if media_type == SKOPS_MEDIA_TYPE:
-        return load_skops(data)
+    from .structure import check_structure
+
     if media_type == SAFETENSORS_MEDIA_TYPE:
         return load_tensors(data)
-    if media_type == PICKLE_MEDIA_TYPE:
-        return load_pickle(data, name)
-    raise UsageError(f"{name}: no loader for media type {media_type!r}")
+    if media_type == SKOPS_MEDIA_TYPE:
+        model = load_skops(data)
+    elif media_type == PICKLE_MEDIA_TYPE:
+        model = load_pickle(data, name)
+    else:
+        raise UsageError(f"{name}: no loader for media type {media_type!r}")
+    check_structure(model)
+    return model
