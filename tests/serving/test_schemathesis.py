@@ -40,7 +40,7 @@ def test_generated_requests_meet_the_schema(ws_copy: Path, template: Template) -
     with live_server(ws_copy, log_sample=0.0, **HIGH) as server:
         assert server.ca is not None
         code, output = _run(
-            server.url, server.ca, template.keys["explain"], "--max-examples", "600",
+            server.url, server.ca, template.keys["explain"], "--max-examples", "1000",
             "--exclude-path-regex", "^/admin",
         )  # fmt: skip
         assert code == 0, output[-6000:]
