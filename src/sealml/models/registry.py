@@ -23,6 +23,11 @@ DRIFT_REPORT = "drift"
 OWN_REPORTS = (SCAN_REPORT, PROFILE_REPORT, DRIFT_REPORT)
 
 
+def model_resource(name: str) -> str:
+    """The ledger resource of a registered model name."""
+    return f"model:{name}"
+
+
 def check_model_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise UsageError("a model name is 1-128 characters of a-z, 0-9, '.', '_', '-'")

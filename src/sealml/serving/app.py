@@ -19,17 +19,15 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import SealmlError, UsageError
 from ..ledger import EventDraft
+from ..models.registry import model_resource
 from .apikeys import KeyRejectedError
 from .middleware import RequestGuard
 from .model import ServedModel
-from .recorder import prediction_row
-from .runtime import Runtime, model_resource
+from .recorder import INVALID, RATE_LIMITED, prediction_row
+from .runtime import Runtime
 from .signatures import HEADER, REQUEST_HEADER, sign_body
 from .tokens import TokenRejectedError
 
-# Refusal reasons monitoring counts apart from authentication and authorisation denials.
-INVALID = "invalid input"
-RATE_LIMITED = "rate limited"
 INLINE_BATCH = 64  # larger batches run in a worker thread, so the time limit applies
 JSON = "application/json"
 

@@ -15,6 +15,9 @@ import pandas as pd
 from ..ledger import EventDraft
 from ..pipeline import codecs
 
+# Refusal reasons monitoring counts apart from authentication and authorisation denials.
+INVALID = "invalid input"
+RATE_LIMITED = "rate limited"
 FLUSH_SECONDS = 1.0
 MAX_PREDICTION_ROWS = 50_000
 

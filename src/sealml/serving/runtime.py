@@ -18,6 +18,7 @@ from ..clock import utc_now
 from ..config import ServeSection
 from ..errors import SealmlError
 from ..ledger import EventDraft
+from ..models.registry import model_resource
 from ..pipeline import codecs
 from .apikeys import KeyRing
 from .extraction import ExtractionAlert, ExtractionDetector
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
 
 JWKS_REFRESH_SECONDS = 300.0
 THROTTLE_FACTOR = 10.0
-
-
-def model_resource(name: str) -> str:
-    return f"model:{name}"
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,15 @@ from ..config import resolve
 from ..data.profile import Profile
 from ..errors import NotFoundError, SealmlError, UsageError
 from ..ledger import EventFilter, Ledger
+from ..models.registry import model_resource
 from ..monitoring import alerts as alerting
 from ..monitoring.drift import Mode
 from ..monitoring.drills import DRILLS, DrillResult, workspace_copy
 from ..monitoring.report import to_html as drift_page
-from ..serving.app import INVALID, RATE_LIMITED
+from ..serving.recorder import INVALID, RATE_LIMITED
 from ..serving.schema import OodScorer, numeric_features, numeric_rows
 from .apikeys import ApiKeyOperations
 from .monitoring import MonitorOperations, MonitorRun
-from .registry import model_resource
 
 _log = logging.getLogger("sealml.monitor")
 

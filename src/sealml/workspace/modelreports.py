@@ -15,11 +15,11 @@ from ..errors import IntegrityError, SealmlError
 from ..governance import modelcard
 from ..models import watermark
 from ..models.formats import load_model
-from ..models.registry import PROFILE_REPORT
+from ..models.registry import PROFILE_REPORT, model_resource
 from ..pipeline import codecs
 from ..store.artifacts import info_of
 from .core import WATERMARK_SECRET
-from .registry import ModelVersion, RegistryOperations, model_resource
+from .registry import ModelVersion, RegistryOperations
 
 CARD_REPORT = "model-card"
 REFERENCE_ROWS = 50_000  # training rows kept (sealed) as the drift reference

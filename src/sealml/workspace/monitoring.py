@@ -13,12 +13,11 @@ from sqlalchemy import select
 
 from ..db.models import ArtifactParentRow, ArtifactRow
 from ..errors import NotFoundError, UsageError
-from ..models.registry import DRIFT_REPORT, check_model_name
+from ..models.registry import DRIFT_REPORT, check_model_name, model_resource
 from ..monitoring.drift import DriftReport, Mode, compare
 from ..pipeline import codecs
 from ..store.artifacts import info_of
 from .modelreports import ModelReportOperations
-from .registry import model_resource
 
 INPUT_PREFIX = "input."
 

@@ -49,6 +49,7 @@ from ..models.registry import (
     check_alias,
     check_model_name,
     gate_checks,
+    model_resource,
     replay,
 )
 from ..models.scanner import scan_bytes
@@ -70,11 +71,6 @@ class ModelVersion(VersionFacts):
 
     def to_dict(self) -> dict[str, Any]:
         return {**vars(self), "aliases": list(self.aliases)}
-
-
-def model_resource(name: str) -> str:
-    """The ledger resource of a registered model name."""
-    return f"model:{name}"
 
 
 def _statement_facts(row: ModelVersionRow) -> VersionFacts:
