@@ -158,8 +158,8 @@ def stolen_key(ws: Workspace, name: str, ref: str) -> DrillResult:
     settings = ws.config.serve.model_copy(
         update={"extraction_window": 100, "poll_seconds": 3600, "log_sample": 0.0}
     )
-    runtime = Runtime(ws, Target(name, str(ref)), settings,
-                      log=JsonLog(stream=open(os.devnull, "w")))  # noqa: SIM115  # fmt: skip
+    quiet = open(os.devnull, "w")  # noqa: SIM115 (closed in the finally below)
+    runtime = Runtime(ws, Target(name, str(ref)), settings, log=JsonLog(stream=quiet))
     runtime.start()
     try:
         served = runtime.current
@@ -197,6 +197,7 @@ def stolen_key(ws: Workspace, name: str, ref: str) -> DrillResult:
         runtime.recorder.flush()
     finally:
         runtime.stop()
+        quiet.close()
     if seconds < 0:
         return DrillResult("stolen-key", False, "-", 0.0, False, "no extraction alert")
     rule = AlertRule(name="drill-extraction", metric="extraction_alerts", above=0,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, StringConstraints, ValidationError
 
 from ..errors import SealmlError, UsageError
 from ..ledger import EventDraft
@@ -62,7 +62,7 @@ class ExplainResponse(BaseModel):
 
 
 class FreezeRequest(BaseModel):
-    reason: str
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
 
 class ModelInfo(BaseModel):
@@ -182,7 +182,8 @@ class Handlers:
 
     async def _parse(
         self, request: Request, model: type[BaseModel], principal: str, action: str
-    ) -> list[Any]:
+    ) -> Any:
+        """The request body validated against *model*; a 422 naming the field otherwise."""
         body = await request.body()
         try:
             parsed = model.model_validate_json(body)
@@ -194,8 +195,7 @@ class Handlers:
                 for e in error.errors(include_url=False, include_input=False, include_context=False)
             ]
             raise RefusedError(422, detail) from None
-        instances: list[Any] = parsed.instances  # type: ignore[attr-defined]
-        return instances
+        return parsed
 
     async def _run(self, function: Any, *args: Any) -> Any:
         if len(args[0]) <= INLINE_BATCH:
@@ -215,7 +215,8 @@ class Handlers:
         principal = await self.guard(request, "predict", "serve.predict")
         served = self.serving()
         request.state.version = served.version
-        instances = await self._parse(request, served.schema.request, principal, "serve.predict")
+        parsed = await self._parse(request, served.schema.request, principal, "serve.predict")
+        instances: list[Any] = parsed.instances
         numeric = served.numeric(instances)
         inference = await self._run(served.infer, served.inputs(instances, numeric))
         ood = served.ood.scores(numeric)
@@ -292,7 +293,8 @@ class Handlers:
         principal = await self.guard(request, "explain", "serve.explain")
         served = self.serving()
         request.state.version = served.version
-        instances = await self._parse(request, served.schema.explain, principal, "serve.explain")
+        parsed = await self._parse(request, served.schema.explain, principal, "serve.explain")
+        instances: list[Any] = parsed.instances
         frame = served.schema.frame(instances)
         try:
             contributions = await self._run(served.explain, frame)
@@ -329,20 +331,11 @@ class Handlers:
     async def _freeze(self, request: Request, frozen: bool) -> Response:
         action = "serve.freeze" if frozen else "serve.unfreeze"
         principal = await self.guard(request, "admin", action)
-        try:
-            reason = FreezeRequest.model_validate_json(await request.body()).reason
-        except ValidationError:
-            raise RefusedError(
-                422, [{"loc": ["body", "reason"], "msg": "a reason is required", "type": "missing"}]
-            ) from None
-        if not reason.strip():
-            raise RefusedError(
-                422, [{"loc": ["body", "reason"], "msg": "a reason is required", "type": "missing"}]
-            )
+        reason = (await self._parse(request, FreezeRequest, principal, action)).reason
         if (self.runtime.frozen is not None) == frozen:
             return _json(self.runtime.describe())
         try:
-            await asyncio.to_thread(self.runtime.freeze, reason[:500], frozen, principal)
+            await asyncio.to_thread(self.runtime.freeze, reason, frozen, principal)
         except UsageError:
             # Another server or the CLI got there first: the ledger already says so.
             await asyncio.to_thread(self.runtime.poll)

@@ -77,6 +77,31 @@ class ArtifactOperations(WorkspaceCore):
 
     # -- lookup ---------------------------------------------------------------------------
 
+    def _children(self, session: Session, parent: str, kind: str) -> list[ArtifactRow]:
+        """The live artifacts of *kind* made from *parent*, newest first."""
+        return list(
+            session.execute(
+                select(ArtifactRow)
+                .join(ArtifactParentRow, ArtifactParentRow.child_id == ArtifactRow.id)
+                .where(
+                    ArtifactParentRow.parent_id == parent,
+                    ArtifactRow.kind == kind,
+                    ArtifactRow.shredded_at.is_(None),
+                )
+                .order_by(ArtifactRow.created_at.desc())
+            ).scalars()
+        )
+
+    def _annotated_child(
+        self, session: Session, parent: str, kind: str, **annotations: str
+    ) -> ArtifactRow | None:
+        """The newest child of *parent* whose annotations include all of *annotations*."""
+        for row in self._children(session, parent, kind):
+            found = info_of(row).annotations
+            if all(found.get(key) == value for key, value in annotations.items()):
+                return row
+        return None
+
     def _find(self, session: Session, ref: str) -> ArtifactRow:
         ref = ref.strip()
         if not ref:

@@ -17,7 +17,6 @@ from ..models import watermark
 from ..models.formats import load_model
 from ..models.registry import PROFILE_REPORT, model_resource
 from ..pipeline import codecs
-from ..store.artifacts import info_of
 from .core import WATERMARK_SECRET
 from .registry import ModelVersion, RegistryOperations
 
@@ -114,27 +113,15 @@ class ModelReportOperations(RegistryOperations):
         described = self.show_model(name, version)
         label = f"{name}@{version}"
         with self.db.read() as session:
-            reports = session.execute(
-                select(ArtifactRow)
-                .join(ArtifactParentRow, ArtifactParentRow.child_id == ArtifactRow.id)
-                .where(
-                    ArtifactParentRow.parent_id == described.artifact_id,
-                    ArtifactRow.kind == "report",
-                    ArtifactRow.shredded_at.is_(None),
-                )
-                .order_by(ArtifactRow.created_at)
-            ).scalars()
-            for row in reports:
-                annotations = info_of(row).annotations
-                if (
-                    annotations.get("report") == PROFILE_REPORT
-                    and annotations.get("model") == label
-                ):
-                    try:
-                        return Profile.from_dict(json.loads(self._plaintext_attested(session, row)))
-                    except (ValueError, KeyError, TypeError):
-                        raise IntegrityError(f"the profile of {label} is malformed") from None
-        return None
+            row = self._annotated_child(
+                session, described.artifact_id, "report", report=PROFILE_REPORT, model=label
+            )
+            if row is None:
+                return None
+            try:
+                return Profile.from_dict(json.loads(self._plaintext_attested(session, row)))
+            except (ValueError, KeyError, TypeError):
+                raise IntegrityError(f"the profile of {label} is malformed") from None
 
     def watermark_verify(
         self,

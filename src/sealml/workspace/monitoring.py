@@ -6,12 +6,11 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
 
-from ..db.models import ArtifactParentRow, ArtifactRow
+from ..db.models import ArtifactRow
 from ..errors import NotFoundError, UsageError
 from ..models.registry import DRIFT_REPORT, check_model_name, model_resource
 from ..monitoring.drift import DriftReport, Mode, compare
@@ -42,12 +41,12 @@ class MonitorOperations(ModelReportOperations):
         described = self.show_model(name, version)
         label = f"{name}@{version}"
         with self.db.read() as session:
-            for row in self._children(session, described.artifact_id, "dataset"):
-                if info_of(row).annotations.get("reference") == label:
-                    frame: pd.DataFrame = codecs.decode(
-                        "dataset", self._plaintext_attested(session, row)
-                    )
-                    return frame
+            row = self._annotated_child(session, described.artifact_id, "dataset", reference=label)
+            if row is not None:
+                frame: pd.DataFrame = codecs.decode(
+                    "dataset", self._plaintext_attested(session, row)
+                )
+                return frame
         raise NotFoundError(f"{label} has no reference sample (registered without training data)")
 
     def prediction_log(self, name: str, rows: int, within: float | None = None) -> pd.DataFrame:
@@ -125,20 +124,6 @@ class MonitorOperations(ModelReportOperations):
             return None
         hits = joined["prediction"].astype(str) == joined["label"].astype(str)
         return float(hits.mean()), len(joined)
-
-    def _children(self, session: Any, parent: str, kind: str) -> list[ArtifactRow]:
-        return list(
-            session.execute(
-                select(ArtifactRow)
-                .join(ArtifactParentRow, ArtifactParentRow.child_id == ArtifactRow.id)
-                .where(
-                    ArtifactParentRow.parent_id == parent,
-                    ArtifactRow.kind == kind,
-                    ArtifactRow.shredded_at.is_(None),
-                )
-                .order_by(ArtifactRow.created_at)
-            ).scalars()
-        )
 
     def monitor_run(
         self,

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from ..clock import utc_now
 from ..config import RegistrySection
 from ..db.models import (
-    ArtifactParentRow,
     ArtifactRow,
     AttestationRow,
     ModelAliasMoveRow,
@@ -221,19 +220,13 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             if report.kind != "report":
                 raise UsageError(f"{ref} is a {report.kind}, not a report")
         else:
-            candidates = session.execute(
-                select(ArtifactRow)
-                .join(ArtifactParentRow, ArtifactParentRow.child_id == ArtifactRow.id)
-                .where(
-                    ArtifactParentRow.parent_id == row.id,
-                    ArtifactRow.kind == "report",
-                    ArtifactRow.media_type == "application/json",
-                    ArtifactRow.shredded_at.is_(None),
-                )
-                .order_by(ArtifactRow.created_at.desc())
-            ).scalars()
             report = next(
-                (r for r in candidates if info_of(r).annotations.get("report") not in OWN_REPORTS),
+                (
+                    r
+                    for r in self._children(session, row.id, "report")
+                    if r.media_type == "application/json"
+                    and info_of(r).annotations.get("report") not in OWN_REPORTS
+                ),
                 None,
             )
             if report is None:
