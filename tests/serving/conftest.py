@@ -22,8 +22,9 @@ import pytest
 from sealml import Secret, Workspace
 from sealml.crypto.kdf import FAST_PARAMS
 from sealml.pipeline.loader import load_pipeline
-from sealml.serving.runtime import Runtime, Target
+from sealml.serving.runtime import Runtime
 from sealml.serving.server import Listen, running
+from sealml.serving.target import Target
 from sealml.serving.tls import TlsFiles, dev_tls
 
 from ..conftest import ADMIN_PASSWORD, PASSPHRASE, reopen

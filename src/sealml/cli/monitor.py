@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..data.tables import Limits, detect_format, parse_table, read_source
 from ..errors import UsageError
+from ..serving.target import Target
 from .common import JsonOption, open_workspace, out, print_json, print_table
 
 app = typer.Typer(
@@ -37,13 +38,13 @@ def run(
     and the run is in the ledger. Exit 1 when a column drifted."""
     if mode not in ("default", "evidently"):
         raise UsageError("--mode is default or evidently")
-    name, _, ref = model.partition("@")
+    target = Target.parse(model)
     frame = _read(data) if data is not None else None
     with open_workspace(ctx) as workspace:
         rows, within = _window(window)
         outcome = workspace.monitor_check(
-            name.strip(),
-            ref.strip() or "production",
+            target.name,
+            target.ref,
             data=frame,
             window=rows,
             within=within,
@@ -97,8 +98,9 @@ def labels_command(
     labelled predictions (rule figures ``accuracy`` and ``accuracy_drop``)."""
     frame = _read(path)
     with open_workspace(ctx) as workspace:
-        artifact = workspace.add_labels(model.partition("@")[0].strip(), frame)
-        measured = workspace.labelled_accuracy(model.partition("@")[0].strip())
+        name = Target.parse(model).name
+        artifact = workspace.add_labels(name, frame)
+        measured = workspace.labelled_accuracy(name)
     summary = "no logged prediction matches yet"
     if measured is not None:
         summary = f"accuracy {measured[0]:.3f} on {measured[1]} labelled predictions"
@@ -143,17 +145,15 @@ def watch_command(
 
     seconds = parse_every(every)
     rows, within = _window(window)
-    name, _, ref = model.partition("@")
+    target = Target.parse(model)
     metrics = WatchMetrics()
     if metrics_port is not None:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     with open_workspace(ctx) as workspace:
         watch(
-            lambda: workspace.monitor_check(
-                name.strip(), ref.strip() or "production", window=rows, within=within
-            ),
+            lambda: workspace.monitor_check(target.name, target.ref, window=rows, within=within),
             metrics,
-            name.strip(),
+            target.name,
             seconds,
             iterations=count,
             report=lambda line: out.print(line, markup=False),
@@ -210,9 +210,9 @@ def drill(
 ) -> None:
     """Simulate an incident against a copy of the workspace (never the workspace itself):
     was it detected, by which control, how fast, and did containment hold. Exit 1 if not."""
-    name, _, ref = model.partition("@")
+    target = Target.parse(model)
     with open_workspace(ctx) as workspace:
-        result = workspace.drill(scenario, name.strip(), ref.strip() or "production")
+        result = workspace.drill(scenario, target.name, target.ref)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -127,9 +127,9 @@ def serve(
 ) -> None:
     """Serve a registered model over HTTPS with authentication, rate limits, validation,
     hardened outputs, metrics, hot swap on promotion or rollback, and a kill switch."""
-    from ..serving.runtime import Target
     from ..serving.server import Listen
     from ..serving.server import serve as run_server
+    from ..serving.target import Target
     from ..serving.tls import TlsFiles
     from ..serving.tls import dev_tls as make_dev_tls
 

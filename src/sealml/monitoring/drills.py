@@ -152,7 +152,8 @@ def stolen_key(ws: Workspace, name: str, ref: str) -> DrillResult:
 
     from ..serving.app import create_app
     from ..serving.observability import JsonLog
-    from ..serving.runtime import Runtime, Target
+    from ..serving.runtime import Runtime
+    from ..serving.target import Target
 
     key, text = ws.create_api_key("drill-stolen", scopes=["predict"], models=[name])
     settings = ws.config.serve.model_copy(

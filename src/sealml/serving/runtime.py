@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..clock import utc_now
@@ -26,6 +25,7 @@ from .limits import Limiter, limiter_for
 from .model import ServedModel
 from .observability import JsonLog, Metrics
 from .recorder import Recorder
+from .target import Target
 from .tokens import TokenVerifier
 
 if TYPE_CHECKING:
@@ -33,22 +33,6 @@ if TYPE_CHECKING:
 
 JWKS_REFRESH_SECONDS = 300.0
 THROTTLE_FACTOR = 10.0
-
-
-@dataclass(frozen=True)
-class Target:
-    """What to serve: a model name and an alias or version number."""
-
-    name: str
-    ref: str
-
-    @classmethod
-    def parse(cls, text: str) -> Target:
-        name, _, ref = text.partition("@")
-        return cls(name.strip(), ref.strip() or "production")
-
-    def __str__(self) -> str:
-        return f"{self.name}@{self.ref}"
 
 
 class Runtime:

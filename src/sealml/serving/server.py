@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from ..config import ServeSection
 from ..errors import UsageError
 from .app import create_app
-from .runtime import Runtime, Target
+from .runtime import Runtime
+from .target import Target
 from .tls import TlsFiles
 
 if TYPE_CHECKING:
