@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 from pathlib import Path
@@ -244,6 +245,43 @@ def test_login_session_and_logout(initialised: Any, isolated_env: Path) -> None:
     assert whoami["via"] == "session"
     assert initialised("logout", env=only_passphrase).code == 0
     one_line_error(initialised("whoami", env=only_passphrase), 2, "no principal")
+
+
+def test_session_keeps_the_keystore_unlocked_until_logout(
+    initialised: Any, isolated_env: Path, tmp_path: Path
+) -> None:
+    info = put_csv(initialised)
+    login = {"SEALML_PASSPHRASE": PASSPHRASE, "SEALML_PASSWORD": ADMIN_PASSWORD}
+    assert initialised("login", "--user", "admin", env=login).code == 0
+    ticket = next((isolated_env / "sessions").rglob("admin.json"))
+    assert json.loads(ticket.read_text())["keystore_box"]
+    nothing = {"SEALML_PASSPHRASE": None, "SEALML_PASSWORD": None, "SEALML_USER": None}
+    got = initialised("get", info["id"], "-o", str(tmp_path / "a.csv"), env=nothing)
+    assert got.code == 0, got.stderr
+    assert (tmp_path / "a.csv").read_bytes() == CSV.read_bytes()
+    # A flipped byte in the kept key's box is refused, not ignored.
+    data = json.loads(ticket.read_text())
+    box = bytearray(base64.b64decode(data["keystore_box"]))
+    box[-1] ^= 1
+    ticket.write_text(json.dumps({**data, "keystore_box": base64.b64encode(box).decode()}))
+    one_line_error(initialised("whoami", env=nothing), 2, "damaged")
+    ticket.write_text(json.dumps(data))
+    assert initialised("logout", env=nothing).code == 0
+    one_line_error(
+        initialised("get", info["id"], "-o", str(tmp_path / "b.csv"), env=nothing),
+        2,
+        "no principal",
+    )
+    assert not (tmp_path / "b.csv").exists()
+    # --keep-locked: the session acts, but the keystore still needs its passphrase.
+    result = initialised("login", "--user", "admin", "--keep-locked", env=login)
+    assert result.code == 0, result.stderr
+    assert json.loads(ticket.read_text())["keystore_box"] is None
+    one_line_error(
+        initialised("get", info["id"], "-o", str(tmp_path / "c.csv"), env=nothing),
+        2,
+        "passphrase is needed",
+    )
 
 
 def test_expired_session(initialised: Any, isolated_env: Path) -> None:

@@ -4,6 +4,10 @@
 and the principal's signing key sealed under ``HKDF(token || key_share)``; the database keeps
 only the token's hash and ``key_share``. Neither half alone unlocks the key, and deleting
 the database row (logout, expiry) makes the client's file useless.
+
+When the keystore was unlocked at login, its passphrase-derived key is sealed the same way
+(``keystore_box``), so commands of the session skip the memory-hard KDF, as ``sudo`` or
+``gpg-agent`` cache a credential for a while. It lives and dies with the session.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class SessionTicket:
     token: bytes
     key_box: bytes
     expires_at: int
+    keystore_box: bytes | None = None
 
     def __repr__(self) -> str:
         return f"SessionTicket({self.principal}, expires_at={self.expires_at}, ***)"
@@ -50,8 +55,26 @@ def _token_hash(token: bytes) -> bytes:
     return hashlib.sha256(token).digest()
 
 
-def issue(session: Session, actor: Actor, ttl_seconds: int) -> SessionTicket:
-    """Start a session for an authenticated actor."""
+def _keystore_context(principal_id: str) -> bytes:
+    return b"sealml/session/keystore/v1:" + principal_id.encode()
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A resumed session: the actor, and the keystore key when the session holds one."""
+
+    actor: Actor
+    keystore_key: bytes | None
+
+    def __repr__(self) -> str:
+        return f"Resumed({self.actor.name}, keystore={'yes' if self.keystore_key else 'no'})"
+
+
+def issue(
+    session: Session, actor: Actor, ttl_seconds: int, keystore_key: bytes | None = None
+) -> SessionTicket:
+    """Start a session for an authenticated actor; *keystore_key*, when given, is sealed
+    into the ticket beside the signing key."""
     now = int(time.time())
     token, key_share = os.urandom(TOKEN_SIZE), os.urandom(32)
     session.add(
@@ -63,16 +86,19 @@ def issue(session: Session, actor: Actor, ttl_seconds: int) -> SessionTicket:
             expires_at=now + ttl_seconds,
         )
     )
-    box = seal_box(
-        _session_key(token, key_share),
-        actor.signing_key.pkcs8_der(),
-        actor.principal.id.encode(),
+    sealing_key = _session_key(token, key_share)
+    box = seal_box(sealing_key, actor.signing_key.pkcs8_der(), actor.principal.id.encode())
+    keystore_box = (
+        seal_box(sealing_key, keystore_key, _keystore_context(actor.principal.id))
+        if keystore_key is not None
+        else None
     )
-    return SessionTicket(actor.principal.name, token, box, now + ttl_seconds)
+    return SessionTicket(actor.principal.name, token, box, now + ttl_seconds, keystore_box)
 
 
-def resume(session: Session, principals: PrincipalStore, ticket: SessionTicket) -> Actor:
-    """Turn a stored ticket back into an actor, refusing expired or revoked sessions."""
+def resume(session: Session, principals: PrincipalStore, ticket: SessionTicket) -> Resumed:
+    """Turn a stored ticket back into an actor (and the keystore key it may hold),
+    refusing expired or revoked sessions."""
     row = session.get(SessionRow, _token_hash(ticket.token))
     if row is None:
         raise AuthenticationError("session expired or revoked; run `sealml login`")
@@ -82,15 +108,20 @@ def resume(session: Session, principals: PrincipalStore, ticket: SessionTicket) 
     principal = principals.get_by_id(session, row.principal_id)
     if principal.name != ticket.principal:
         raise AuthenticationError("session does not belong to this user; run `sealml login`")
+    sealing_key = _session_key(ticket.token, row.key_share)
     try:
-        der = open_box(
-            _session_key(ticket.token, row.key_share), ticket.key_box, principal.id.encode()
+        der = open_box(sealing_key, ticket.key_box, principal.id.encode())
+        keystore_key = (
+            open_box(sealing_key, ticket.keystore_box, _keystore_context(principal.id))
+            if ticket.keystore_box is not None
+            else None
         )
     except BoxOpenError:
         raise AuthenticationError("session file is damaged; run `sealml login`") from None
-    return principals.authenticate_key(
+    actor = principals.authenticate_key(
         session, principal.name, SigningKey.from_pkcs8(der), via="session"
     )
+    return Resumed(actor, keystore_key)
 
 
 def revoke(session: Session, token: bytes) -> bool:

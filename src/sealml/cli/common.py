@@ -45,12 +45,18 @@ def open_workspace(ctx: typer.Context, *, act: bool = True) -> Iterator[Workspac
     config = load_config(root / CONFIG_NAME)
     passphrase = credentials.passphrase_source(root, config.keys.passphrase_file)
     workspace = Workspace.open(root, passphrase=passphrase)
-    try:
-        if credentials.passphrase_given(config.keys.passphrase_file):
-            # Unlock up front so every event this command writes is anchored by a checkpoint.
+    given = credentials.passphrase_given(config.keys.passphrase_file)
+
+    def unlock() -> None:
+        # Unlock before anything is written, so every event is anchored by a checkpoint.
+        if given and not workspace.unlocked:
             _ = workspace.keys
+
+    try:
         if act:
-            credentials.authenticate(workspace)
+            # A session ticket may unlock the keystore itself (without the KDF).
+            credentials.authenticate(workspace, before_login=unlock)
+        unlock()
         if workspace.policy_pending:
             err.print(
                 "warning: sealml.toml proposes role changes that are not in force; "

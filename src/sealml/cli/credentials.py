@@ -112,6 +112,9 @@ def save_ticket(workspace_id: str, ticket: SessionTicket) -> Path:
                 "token": base64.b64encode(ticket.token).decode(),
                 "key_box": base64.b64encode(ticket.key_box).decode(),
                 "expires_at": ticket.expires_at,
+                "keystore_box": (
+                    base64.b64encode(ticket.keystore_box).decode() if ticket.keystore_box else None
+                ),
             }
         ).encode(),
     )
@@ -136,6 +139,9 @@ def load_ticket(workspace_id: str, user: str | None) -> SessionTicket | None:
             token=base64.b64decode(data["token"]),
             key_box=base64.b64decode(data["key_box"]),
             expires_at=int(data["expires_at"]),
+            keystore_box=(
+                base64.b64decode(data["keystore_box"]) if data.get("keystore_box") else None
+            ),
         )
     except (ValueError, KeyError, TypeError):
         raise AuthenticationError(f"session file {path} is damaged; run `sealml login`") from None
@@ -163,17 +169,26 @@ def load_key_file(path: Path) -> SigningKey:
         raise UsageError(f"{path} is not an unencrypted PKCS#8 private key") from None
 
 
-def authenticate(workspace: Workspace, user: str | None = None) -> None:
-    """Make *workspace* act as the principal the environment names (see module doc)."""
+def authenticate(
+    workspace: Workspace,
+    user: str | None = None,
+    before_login: Callable[[], None] | None = None,
+) -> None:
+    """Make *workspace* act as the principal the environment names (see module doc).
+    *before_login* runs before a login that writes to the ledger (not before resuming a
+    session, which writes nothing)."""
+    prepare = before_login or (lambda: None)
     user = user or os.environ.get(USER_ENV) or None
     key_file = os.environ.get(KEY_FILE_ENV)
     if key_file:
         if not user:
             raise UsageError(f"{KEY_FILE_ENV} needs {USER_ENV} to name the principal")
+        prepare()
         workspace.login_with_key(user, load_key_file(Path(key_file)))
         return
     password = os.environ.get(PASSWORD_ENV)
     if user and password:
+        prepare()
         workspace.login(user, Secret(password))
         return
     ticket = load_ticket(workspace.config.workspace.id, user)
@@ -182,6 +197,7 @@ def authenticate(workspace: Workspace, user: str | None = None) -> None:
         return
     if interactive():
         name = user or typer.prompt("User", err=True)
+        prepare()
         workspace.login(name, prompt_secret(f"Password for {name}"))
         return
     raise AuthenticationError(

@@ -19,6 +19,7 @@ from ..data import pii as pii_detection
 from ..data.pseudonymise import anonymity, apply_actions, parse_actions
 from ..data.validation import infer_schema, load_schema, validate
 from ..errors import IntegrityError, UsageError
+from ..pipeline.codecs import PARQUET_MEDIA_TYPE
 from ..workspace import Workspace
 from ..workspace.data import read_local_table
 from .common import JsonOption, open_workspace, out, print_json, print_table
@@ -195,9 +196,7 @@ def _seal(
     parents: list[str] = []
     if not Path(source).exists():
         parents = [workspace.info(source).id]
-    info = workspace.put(
-        sink, "dataset", name, media_type="application/vnd.apache.parquet", parents=parents
-    )
+    info = workspace.put(sink, "dataset", name, media_type=PARQUET_MEDIA_TYPE, parents=parents)
     sealed: dict[str, Any] = {"dataset": info.id}
     if vault:
         sealed["vault"] = workspace.seal_vault(name, vault, [info.id])
@@ -289,9 +288,7 @@ def _seal_screening(
     sink = io.BytesIO()
     cleaned.to_parquet(sink)
     sink.seek(0)
-    data = workspace.put(
-        sink, "dataset", name, media_type="application/vnd.apache.parquet", parents=parents
-    )
+    data = workspace.put(sink, "dataset", name, media_type=PARQUET_MEDIA_TYPE, parents=parents)
     body = orjson.dumps(report, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
     summary = workspace.put(
         io.BytesIO(body), "report", f"{name}.screening", parents=[*parents, data.id]

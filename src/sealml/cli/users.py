@@ -68,9 +68,16 @@ def init(
 def login(
     ctx: typer.Context,
     user: str | None = typer.Option(None, "--user", "-u", help="Principal (default SEALML_USER)."),
+    keep_locked: bool = typer.Option(
+        False, "--keep-locked", help="Do not keep the keystore unlocked for the session."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Check your password once and store a short-lived session ticket (0600)."""
+    """Check your password once and store a short-lived session ticket (0600).
+
+    Unless --keep-locked, the keystore is unlocked too (SEALML_PASSPHRASE, the passphrase
+    file, or a prompt) and its key kept in the ticket, so the session's commands skip the
+    passphrase and its KDF."""
     with open_workspace(ctx, act=False) as workspace:
         name = user or os.environ.get(credentials.USER_ENV)
         if not name:
@@ -84,7 +91,9 @@ def login(
                 raise UsageError(f"set {credentials.PASSWORD_ENV} or run in a terminal")
             secret = credentials.prompt_secret(f"Password for {name}")
         workspace.login(name, secret)
-        ticket = workspace.start_session()
+        if not keep_locked and not workspace.unlocked and credentials.interactive():
+            _ = workspace.keys
+        ticket = workspace.start_session(keep_keystore=not keep_locked)
         credentials.save_ticket(workspace.config.workspace.id, ticket)
     if as_json:
         print_json({"user": ticket.principal, "expires_at": ticket.expires_at})

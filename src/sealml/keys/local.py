@@ -132,6 +132,17 @@ class LocalKeystore:
             raise ConfigError(f"keystore {path} is malformed: {error}") from None
         return cls(path, data, derive_key(passphrase, salt, params))
 
+    @classmethod
+    def open_with_key(cls, path: Path, master: bytes) -> LocalKeystore:
+        """Unlock with the passphrase-derived key a login session kept (no KDF); a key
+        from before a passphrase change raises AuthenticationError."""
+        return cls(path, cls._load(path), master)
+
+    @property
+    def session_key(self) -> bytes:
+        """The passphrase-derived key, for sealing into a login session ticket only."""
+        return self._master
+
     @staticmethod
     def _load(path: Path) -> dict[str, Any]:
         try:

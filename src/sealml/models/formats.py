@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
-import re
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -32,16 +32,58 @@ _MEDIA_TYPES = {
     ".joblib": PICKLE_MEDIA_TYPE,
 }
 
-_ID_FIELD = re.compile(rb'"__id__": (\d+)')
-_FILE_FIELD = re.compile(rb'"file": "(\d+)\.npy"')
-
 
 def dump_skops(model: Any) -> bytes:
-    """A scikit-learn model as normalised skops bytes: object ids (memory addresses)
-    renumbered in order of appearance, entries sorted, timestamps fixed."""
-    import skops.io
+    """A scikit-learn model as normalised skops bytes: object ids (memory addresses) and
+    file names renumbered in order of appearance, compact JSON, entries sorted,
+    timestamps fixed, so equal models give equal bytes.
 
-    return _normalise_skops(skops.io.dumps(model))
+    The state comes from skops's own ``get_state`` (the function ``skops.io.dumps`` uses);
+    only the writing differs: ``dumps`` indents its JSON, which takes the pure-Python
+    encoder and most of the time."""
+    import skops
+    from skops.io._utils import SaveContext, get_state
+
+    scratch = io.BytesIO()
+    with zipfile.ZipFile(scratch, "w") as files:
+        context = SaveContext(zip_file=files)
+        state = get_state(model, context)
+        context.clear_memo()
+    state["protocol"] = context.protocol
+    state["_skops_version"] = skops.__version__
+    numbers: dict[str, int] = {}
+    renamed: dict[str, str] = {}
+    _renumber(state, numbers, renamed)
+    source = zipfile.ZipFile(scratch)
+    entries = {renamed.get(n, n): source.read(n) for n in source.namelist()}
+    entries["schema.json"] = json.dumps(state, separators=(",", ":")).encode()
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as target:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o600 << 16
+            target.writestr(info, entries[name])
+    return sink.getvalue()
+
+
+def _renumber(node: Any, numbers: dict[str, int], renamed: dict[str, str]) -> None:
+    """Replace ``__id__`` values and ``file`` names by their order of appearance."""
+    if isinstance(node, list | tuple):
+        for item in node:
+            _renumber(item, numbers, renamed)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key == "__id__" and isinstance(value, int):
+            node[key] = numbers.setdefault(str(value), len(numbers))
+        elif key == "file" and isinstance(value, str):
+            stem, dot, suffix = value.partition(".")
+            name = f"{numbers.setdefault(stem, len(numbers))}{dot}{suffix}"
+            node[key] = renamed.setdefault(value, name)
+        else:
+            _renumber(value, numbers, renamed)
 
 
 def load_skops(data: bytes) -> Any:
@@ -63,36 +105,6 @@ def load_skops(data: bytes) -> Any:
 def _allowed_type(dotted: str) -> bool:
     module, _, name = dotted.rpartition(".")
     return bool(module) and judge(module, name) is None
-
-
-def _normalise_skops(data: bytes) -> bytes:
-    source = zipfile.ZipFile(io.BytesIO(data))
-    schema = source.read("schema.json")
-    numbers: dict[bytes, bytes] = {}
-    for match in re.finditer(rb'"__id__": (\d+)|"file": "(\d+)\.npy"', schema):
-        original = match.group(1) or match.group(2)
-        numbers.setdefault(original, str(len(numbers)).encode())
-    schema = _ID_FIELD.sub(lambda m: b'"__id__": ' + numbers[m.group(1)], schema)
-    schema = _FILE_FIELD.sub(lambda m: b'"file": "' + numbers[m.group(1)] + b'.npy"', schema)
-    entries = {"schema.json": schema}
-    for info in source.infolist():
-        if info.filename == "schema.json":
-            continue
-        stem = info.filename.removesuffix(".npy").encode()
-        renamed = (
-            numbers.get(stem, stem).decode() + ".npy"
-            if info.filename.endswith(".npy")
-            else info.filename
-        )
-        entries[renamed] = source.read(info.filename)
-    sink = io.BytesIO()
-    with zipfile.ZipFile(sink, "w") as target:
-        for name in sorted(entries):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED
-            info.external_attr = 0o600 << 16
-            target.writestr(info, entries[name])
-    return sink.getvalue()
 
 
 def dump_tensors(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:

@@ -3,7 +3,8 @@
 The same object always gives the same bytes, so the same pipeline gives the same artifact
 digests on every executor and repeated runs hit the cache.
 
-* ``dataset``: a pandas DataFrame or an Arrow table, as Parquet (read back as a DataFrame);
+* ``dataset``: a pandas DataFrame or an Arrow table, as an Arrow IPC file with zstd (read
+  back as the same DataFrame; Parquet from earlier versions still reads);
 * ``model``: a scikit-learn estimator, with skops (never pickle), normalised so the zip
   holds no timestamps or memory addresses;
 * ``report``: a JSON-able dict, as sorted-key JSON;
@@ -12,7 +13,6 @@ digests on every executor and repeated runs hit the cache.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +31,15 @@ class Codec:
     decode: Callable[[bytes], Any]
 
 
+ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.file"
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+_ARROW_MAGIC = b"ARROW1"
+_PARQUET_MAGIC = b"PAR1"
+
+
 def _encode_dataset(value: Any) -> bytes:
     import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow.ipc as ipc
 
     if isinstance(value, pa.Table):
         table = value
@@ -44,16 +50,30 @@ def _encode_dataset(value: Any) -> bytes:
             raise TypeError(
                 f"a dataset must be a pandas DataFrame or Arrow table, not {type(value).__name__}"
             )
-        table = pa.Table.from_pandas(value, preserve_index=True)
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue()
+        # preserve_index=None keeps a RangeIndex as metadata, so the frame reads back
+        # exactly (a RangeIndex stays one).
+        table = pa.Table.from_pandas(value, preserve_index=None)
+    sink = pa.BufferOutputStream()
+    options = ipc.IpcWriteOptions(compression="zstd")
+    with ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
 
 
-def _decode_dataset(data: bytes) -> Any:
-    import pyarrow.parquet as pq
+def decode_dataset(data: bytes) -> Any:
+    """A dataset's bytes as a DataFrame: an Arrow IPC file (what stages write) or a
+    Parquet file (what earlier versions and the data commands write)."""
+    import pyarrow as pa
 
-    return pq.read_table(io.BytesIO(data)).to_pandas()
+    if data.startswith(_ARROW_MAGIC):
+        import pyarrow.ipc as ipc
+
+        return ipc.open_file(pa.py_buffer(data)).read_all().to_pandas()
+    if data.startswith(_PARQUET_MAGIC):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(pa.py_buffer(data)).to_pandas()
+    raise ValueError("not an Arrow IPC or Parquet file")
 
 
 def _encode_report(value: Any) -> bytes:
@@ -71,7 +91,7 @@ def _encode_file(value: Any) -> bytes:
 
 
 CODECS: dict[str, Codec] = {
-    "dataset": Codec("dataset", "application/vnd.apache.parquet", _encode_dataset, _decode_dataset),
+    "dataset": Codec("dataset", ARROW_MEDIA_TYPE, _encode_dataset, decode_dataset),
     # Stage outputs are signed and verified before loading; the skops allowlist is defence
     # in depth against a bad signer.
     "model": Codec("model", SKOPS_MEDIA_TYPE, dump_skops, load_skops),
@@ -80,6 +100,23 @@ CODECS: dict[str, Codec] = {
     "vault": Codec("vault", "application/json", _encode_report, orjson.loads),
 }
 TYPES = tuple(CODECS)
+
+
+def check(kind: str, value: Any, where: str) -> None:
+    """Refuse, as :func:`encode` would, a value of the wrong type for *kind* (cheaply:
+    without serialising it)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    expected: tuple[type, ...] | None = {
+        "dataset": (pd.DataFrame, pa.Table),
+        "report": (dict,),
+        "vault": (dict,),
+        "file": (str, bytes, bytearray, memoryview),
+    }.get(kind)
+    if expected is not None and not isinstance(value, expected):
+        names = " or ".join(t.__name__ for t in expected)
+        raise UsageError(f"{where}: a {kind} must be {names}, not {type(value).__name__}")
 
 
 def encode(kind: str, value: Any, where: str) -> bytes:

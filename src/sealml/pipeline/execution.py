@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from threadpoolctl import threadpool_limits
@@ -30,6 +32,15 @@ class Quarantined(Exception):  # noqa: N818 - raised by stage code, reads as a v
         self.outputs = outputs
 
 
+@dataclass
+class StageResult:
+    """What a stage function returned: its declared outputs as objects, and the reason
+    when it quarantined them."""
+
+    values: dict[str, Any]
+    quarantine: str | None = None
+
+
 def execute_stage(
     stage: Stage,
     inputs: Mapping[str, bytes],
@@ -37,18 +48,13 @@ def execute_stage(
     threads: int,
     secrets: Mapping[str, Any] | None = None,
 ) -> dict[str, bytes]:
-    """Decode inputs, call the stage, check and encode its outputs.
-
-    Native thread pools (OpenMP, BLAS) are set to *threads* on every executor: some models
-    record the thread count they were fitted with, and equal inputs must give equal bytes.
-    """
-    with threadpool_limits(limits=threads):
-        return _execute(stage, inputs, {**params, **(secrets or {})})
+    """Decode inputs, call the stage, check and encode its outputs."""
+    result = call_stage(stage, decode_inputs(stage, inputs), params, threads, secrets)
+    return encode_outputs(stage, result)
 
 
-def _execute(
-    stage: Stage, inputs: Mapping[str, bytes], params: Mapping[str, Any]
-) -> dict[str, bytes]:
+def decode_inputs(stage: Stage, inputs: Mapping[str, bytes]) -> dict[str, Any]:
+    """Stage inputs from their bytes; an unreadable one is a StageFailedError."""
     arguments = {}
     for name, data in inputs.items():
         try:
@@ -56,9 +62,25 @@ def _execute(
         except Exception as error:
             message = f"stage {stage.name!r}: input {name!r} cannot be read: {error}"
             raise StageFailedError(message.splitlines()[0]) from None
+    return arguments
+
+
+def call_stage(
+    stage: Stage,
+    arguments: Mapping[str, Any],
+    params: Mapping[str, Any],
+    threads: int,
+    secrets: Mapping[str, Any] | None = None,
+) -> StageResult:
+    """Call the stage function and check it returned exactly its declared outputs.
+
+    Native thread pools (OpenMP, BLAS) are set to *threads* on every executor: some models
+    record the thread count they were fitted with, and equal inputs must give equal bytes.
+    """
     quarantine: str | None = None
     try:
-        result = stage.function(**arguments, **params)
+        with threadpool_limits(limits=threads):
+            result = stage.function(**arguments, **params, **(secrets or {}))
     except Quarantined as verdict:
         result, quarantine = verdict.outputs, verdict.reason
     except SealmlError:
@@ -75,10 +97,31 @@ def _execute(
             f"stage {stage.name!r} returned outputs {sorted(result)}, "
             f"declared {sorted(stage.outputs)}"
         )
+    return StageResult({name: result[name] for name in stage.outputs}, quarantine)
+
+
+def private_copy(value: Any) -> Any:
+    """A copy of a stage output that a consumer may change freely while the original is
+    being serialised: immutable values as they are, DataFrames deep-copied, anything else
+    through ``copy.deepcopy``."""
+    if isinstance(value, str | bytes):
+        return value
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(value, pa.Table):
+        return value
+    if isinstance(value, pd.DataFrame):
+        return value.copy(deep=True)
+    return copy.deepcopy(value)
+
+
+def encode_outputs(stage: Stage, result: StageResult) -> dict[str, bytes]:
+    """The outputs as bytes (plus the quarantine verdict, when there is one)."""
     encoded = {
-        name: codecs.encode(kind, result[name], f"stage {stage.name!r} output {name!r}")
+        name: codecs.encode(kind, result.values[name], f"stage {stage.name!r} output {name!r}")
         for name, kind in stage.outputs.items()
     }
-    if quarantine is not None:
-        encoded[QUARANTINE] = quarantine.encode("utf-8")
+    if result.quarantine is not None:
+        encoded[QUARANTINE] = result.quarantine.encode("utf-8")
     return encoded

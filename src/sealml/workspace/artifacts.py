@@ -20,7 +20,7 @@ from ..db.models import ArtifactParentRow, ArtifactRow, DataKeyRow
 from ..errors import IntegrityError, NotFoundError, SealmlError, ShreddedError, UsageError
 from ..fsutil import atomic_writer
 from ..keys.provider import rewrap_all
-from ..ledger import EventFilter, Ledger
+from ..ledger import EventDraft, EventFilter, Ledger
 from ..store.artifacts import (
     ArtifactDraft,
     ArtifactInfo,
@@ -231,28 +231,34 @@ class ArtifactOperations(WorkspaceCore):
             params=StreamingParams(segment_size=self.config.seal.segment_size),
         )
 
-    def commit_sealed(self, session: Session, sealed: SealedArtifact) -> None:
-        """Record a sealed artifact: its put event, metadata row, data key and lineage."""
-        row = sealed.artifact
-        info = info_of(row)
-        (row.ledger_seq,) = self.append(
-            session,
-            [
-                self.event(
-                    "artifact.put",
-                    resource_of(row),
-                    kind=info.kind,
-                    name=info.name,
-                    size=row.size,
-                    statement_sha256=statement_hash(row),
-                )
-            ],
-        )
-        session.add(row)
-        session.flush()
-        session.add(sealed.data_key)
-        for parent in info.parents:
-            session.add(ArtifactParentRow(child_id=row.id, parent_id=parent))
+    def commit_sealed(
+        self,
+        session: Session,
+        *sealed: SealedArtifact,
+        then: Sequence[EventDraft] = (),
+    ) -> None:
+        """Record sealed artifacts: their put events (then the events in *then*, in one
+        ledger append and one checkpoint), metadata rows, data keys and lineage."""
+        drafts = [
+            self.event(
+                "artifact.put",
+                resource_of(item.artifact),
+                kind=info.kind,
+                name=info.name,
+                size=item.artifact.size,
+                statement_sha256=statement_hash(item.artifact),
+            )
+            for item, info in ((item, info_of(item.artifact)) for item in sealed)
+        ]
+        seqs = self.append(session, [*drafts, *then])
+        for item, seq in zip(sealed, seqs, strict=False):
+            row = item.artifact
+            row.ledger_seq = seq
+            session.add(row)
+            session.flush()
+            session.add(item.data_key)
+            for parent in info_of(row).parents:
+                session.add(ArtifactParentRow(child_id=row.id, parent_id=parent))
 
     # -- get ------------------------------------------------------------------------------
 

@@ -241,17 +241,25 @@ class WorkspaceCore:
     def keystore(self) -> LocalKeystore:
         if self._keystore is None:
             path = resolve(self.root, self.config.keys.keystore)
-            keystore = LocalKeystore.open(path, self._passphrase_value())
-            signer = NoteSigner(
-                self.config.ledger.origin,
-                SigningKey.from_pkcs8(keystore.load_secret(SIGNING_SECRET)),
-            )
-            if signer.verifier.encode() != self.verifier.encode():
-                raise IntegrityError(
-                    f"{CONFIG_NAME}: ledger.verifier_key does not match the keystore's signing key"
-                )
-            self._keystore, self._note_signer = keystore, signer
+            self._adopt_keystore(LocalKeystore.open(path, self._passphrase_value()))
+        assert self._keystore is not None
         return self._keystore
+
+    def unlock_with_key(self, master: bytes) -> None:
+        """Unlock the keystore with the passphrase-derived key a login session kept."""
+        path = resolve(self.root, self.config.keys.keystore)
+        self._adopt_keystore(LocalKeystore.open_with_key(path, master))
+
+    def _adopt_keystore(self, keystore: LocalKeystore) -> None:
+        signer = NoteSigner(
+            self.config.ledger.origin,
+            SigningKey.from_pkcs8(keystore.load_secret(SIGNING_SECRET)),
+        )
+        if signer.verifier.encode() != self.verifier.encode():
+            raise IntegrityError(
+                f"{CONFIG_NAME}: ledger.verifier_key does not match the keystore's signing key"
+            )
+        self._keystore, self._note_signer = keystore, signer
 
     def _workspace_signing_key(self) -> SigningKey:
         return self.note_signer.key

@@ -11,6 +11,7 @@ from ..crypto.canonical import canonical_json
 from ..data.pseudonymise import VAULT_FORMAT
 from ..data.tables import Limits, detect_format, parse_table, read_source
 from ..errors import UsageError
+from ..pipeline.codecs import ARROW_MEDIA_TYPE, PARQUET_MEDIA_TYPE, decode_dataset
 from ..store.artifacts import info_of
 from .lineage import LineageOperations
 
@@ -31,10 +32,13 @@ class DataOperations(LineageOperations):
         """A dataset artifact (verified) as a DataFrame."""
         info = self.info(ref)
         data = self.read_bytes(info.id)
-        if info.media_type == "application/vnd.apache.parquet":
-            kind = "parquet"
-        else:
-            kind = fmt or detect_format(info.name)
+        if info.media_type in (ARROW_MEDIA_TYPE, PARQUET_MEDIA_TYPE):
+            try:
+                return decode_dataset(data)
+            except (ValueError, OSError) as error:
+                message = f"{info.name} is not a readable dataset: {error}"
+                raise UsageError(message.splitlines()[0]) from None
+        kind = fmt or detect_format(info.name)
         return parse_table(data, kind, info.name, encoding=encoding, limits=limits)
 
     def seal_vault(self, name: str, tokens: dict[str, str], parents: list[str]) -> str:

@@ -173,8 +173,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                     registered_by=actor.name,
                     registered_at=utc_now(),
                 )
-                self.commit_sealed(session, scan)
-                self.commit_sealed(session, signature)
+                self.commit_sealed(session, scan, signature)
                 statement = facts.statement()
                 (seq,) = self.append(
                     session,

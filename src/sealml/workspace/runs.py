@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -9,14 +10,15 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .._version import __version__
+from ..access.principals import Actor
 from ..clock import utc_now
 from ..config import resolve
 from ..crypto.canonical import canonical_json
@@ -25,10 +27,20 @@ from ..data.sources import SourcePolicy, fetch
 from ..data.tables import Limits
 from ..db.models import ArtifactRow, AttestationRow, DataKeyRow, RunRow, StageRunRow
 from ..errors import IntegrityError, SealmlError
+from ..ledger import EventDraft
+from ..pipeline import codecs
+from ..pipeline.background import OrderedWriter
 from ..pipeline.codecs import CODECS
-from ..pipeline.dag import Pipeline, Source
-from ..pipeline.execution import QUARANTINE
-from ..pipeline.executors import Executor, StageTask, make_executor
+from ..pipeline.dag import Source
+from ..pipeline.execution import (
+    QUARANTINE,
+    StageResult,
+    call_stage,
+    decode_inputs,
+    encode_outputs,
+    private_copy,
+)
+from ..pipeline.executors import Executor, LocalExecutor, StageTask, make_executor
 from ..pipeline.loader import LoadedPipeline
 from ..pipeline.stage import Stage
 from ..provenance import intoto
@@ -112,38 +124,6 @@ class RunOperations(ArtifactOperations):
             timeout_seconds=section.timeout_seconds,
             limits=Limits(section.max_bytes, section.max_line_bytes),
         )
-
-    def _seal_source(self, pipeline: Pipeline, name: str, source: Source, base: Path) -> str:
-        """Fetch a source (checking allowlist and pin), then seal it, or reuse the artifact
-        already holding exactly these bytes."""
-        fetched = fetch(
-            source.resolved(base), self.source_policy(), sha256=source.sha256, query=source.query
-        )
-        artifact_name = f"{pipeline.name}/{name}"
-        digest = f"{ARTIFACT_DIGEST}:{hash_bytes(fetched.data, ARTIFACT_DIGEST)}"
-        with self.db.read() as session:
-            existing = session.execute(
-                select(ArtifactRow.id).where(
-                    ArtifactRow.name == artifact_name,
-                    ArtifactRow.digest == digest,
-                    ArtifactRow.shredded_at.is_(None),
-                )
-            ).first()
-        if existing is not None:
-            return str(existing[0])
-        kind = CODECS[source.kind].artifact_kind
-        notes = {
-            "source": fetched.location,
-            "sha256": fetched.sha256,
-            "fetched_at": fetched.fetched_at,
-        }
-        return self.put(io.BytesIO(fetched.data), kind, artifact_name, annotations=notes).id
-
-    def _read_verified(self, session: Session, row: ArtifactRow) -> bytes:
-        """An input's plaintext, after its signature, provenance and digest all verified."""
-        check_row(row, self._creator_key(session, row))
-        self.authorize(f"{row.kind}:read", resource_of(row), action="stage.input")
-        return self._plaintext_attested(session, row)
 
     def _plaintext_attested(self, session: Session, row: ArtifactRow) -> bytes:
         """An artifact's plaintext after its signature, ledger record, digest and (when it
@@ -262,158 +242,320 @@ class RunOperations(ArtifactOperations):
         on_stage: Callable[[str, StageOutcome | None], None] | None = None,
     ) -> RunReport:
         """Run *loaded*: check the DAG, then for each stage check permission, verify every
-        input, execute (or reuse a cached execution), seal every output and a signed
-        provenance attestation in one transaction. A failed stage leaves no outputs.
+        stored input, execute (or reuse a cached execution), seal every output and a
+        signed provenance attestation in one transaction. A failed stage leaves no outputs;
+        the stages before it stay committed, so a re-run resumes after them.
+
+        Sealing runs on a background thread while the next stage computes (in submission
+        order; see :mod:`sealml.pipeline.background`). On the local executor a stage gets
+        the objects its producers returned in this run (private copies) rather than
+        decoding their sealed bytes again: they never left this process.
+
         *on_stage*, if given, is called with each stage's name before it runs (outcome
         None) and after (its outcome), for progress displays."""
         pipeline = loaded.pipeline
         overrides = dict(params or {})
         actor = self.authorize("pipeline:run", f"pipeline:{pipeline.name}", action="run.start")
         stages = pipeline.check(overrides)
+        _ = self.keys  # unlock here: the background thread seals with it
         owned = isinstance(executor, str)
         if isinstance(executor, str):
             runner: Executor = make_executor(executor, self.config.pipeline.ray_address)
         else:
             runner = executor
-        report = RunReport(uuid.uuid4().hex, pipeline.name, runner.name)
-        with self.transaction() as session:
+        run = _Run(
+            report=RunReport(uuid.uuid4().hex, pipeline.name, runner.name),
+            loaded=loaded,
+            executor=runner,
+            overrides=overrides,
+            writer=OrderedWriter("sealml-seal"),
+        )
+        run.writer.submit(lambda: self._record_run_start(run, actor.name))
+        try:
+            for name, source in pipeline.sources.items():
+                self._add_source(run, name, source)
+            with self.db.read() as session:
+                for name, ref in pipeline.artifacts.items():
+                    run.available[name] = _Stored(self._find(session, ref).id)
+            for item in stages:
+                run.writer.raise_failure()
+                if on_stage is not None:
+                    on_stage(item.name, None)
+                outcome = self._run_stage(run, item)
+                if on_stage is not None:
+                    on_stage(item.name, outcome)
+            run.writer.drain()
+            report = run.report
+            report.stages = [future.result() for future in run.outcomes]
+            report.artifacts = {name: run.output_id(name) for s in stages for name in s.outputs}
+            run.writer.submit(lambda: self._record_run_end(run, "ok"))
+            run.writer.drain()
+            return report
+        except SealmlError as error:
+            self._fail_run(run, str(error))
+            raise
+        except BaseException:
+            self._fail_run(run, "interrupted")
+            raise
+        finally:
+            run.writer.close()
+            if owned:
+                runner.close()
+
+    def _record_run_start(self, run: _Run, principal: str) -> None:
+        report = run.report
+        with self.db.write() as session:
             session.add(
                 RunRow(
                     id=report.run_id,
-                    pipeline=pipeline.name,
-                    executor=runner.name,
-                    principal=actor.name,
-                    params=json.dumps(overrides, sort_keys=True, default=str),
+                    pipeline=report.pipeline,
+                    executor=report.executor,
+                    principal=principal,
+                    params=json.dumps(run.overrides, sort_keys=True, default=str),
                     started_at=utc_now(),
                     status="running",
                 )
             )
-            self.append(
-                session,
-                [
-                    self.event(
-                        "run.start",
-                        f"run:{report.run_id}",
-                        pipeline=pipeline.name,
-                        executor=runner.name,
-                    )
-                ],
+            event = self.event(
+                "run.start",
+                f"run:{report.run_id}",
+                pipeline=report.pipeline,
+                executor=report.executor,
             )
-        status = "failed"
-        try:
-            available: dict[str, str] = {}
-            for name, source in pipeline.sources.items():
-                available[name] = self._seal_source(pipeline, name, source, loaded.path.parent)
-            with self.db.read() as session:
-                for name, ref in pipeline.artifacts.items():
-                    available[name] = self._find(session, ref).id
-            for item in stages:
-                if on_stage is not None:
-                    on_stage(item.name, None)
-                outcome = self._run_stage(loaded, item, runner, available, overrides, report.run_id)
-                if on_stage is not None:
-                    on_stage(item.name, outcome)
-                report.stages.append(outcome)
-                available.update(outcome.outputs)
-            report.artifacts = {name: available[name] for s in stages for name in s.outputs}
-            status = "ok"
-            return report
-        except SealmlError as error:
-            self.record([self.event("run.end", f"run:{report.run_id}", "failed", error=str(error))])
-            raise
-        finally:
-            with self.db.write() as session:
-                run = session.get(RunRow, report.run_id)
-                if run is not None:
-                    run.status, run.finished_at = status, utc_now()
-            if status == "ok":
-                self.record(
-                    [self.event("run.end", f"run:{report.run_id}", stages=len(report.stages))]
-                )
-            if owned:
-                runner.close()
+            self.append(session, [event])
 
-    def _run_stage(
-        self,
-        loaded: LoadedPipeline,
-        stage: Stage,
-        runner: Executor,
-        available: Mapping[str, str],
-        overrides: Mapping[str, Any],
-        run_id: str,
-    ) -> StageOutcome:
-        pipeline = loaded.pipeline
+    def _record_run_end(self, run: _Run, status: str, error: str | None = None) -> None:
+        details: dict[str, Any] = {"error": error} if error else {"stages": len(run.outcomes)}
+        with self.transaction() as session:
+            row = session.get(RunRow, run.report.run_id)
+            if row is not None:
+                row.status, row.finished_at = status, utc_now()
+            outcome = "ok" if status == "ok" else "failed"
+            self.append(
+                session, [self.event("run.end", f"run:{run.report.run_id}", outcome, **details)]
+            )
+
+    def _fail_run(self, run: _Run, error: str) -> None:
+        """Let the stages already computed finish sealing (so a re-run resumes after
+        them), then record the failed stage and the run's end."""
+        with contextlib.suppress(BaseException):
+            run.writer.drain()
+        if run.failure is not None:
+            self.record([run.failure])
+        self._record_run_end(run, "failed", error)
+
+    def _add_source(self, run: _Run, name: str, source: Source) -> None:
+        """Fetch a source (checking allowlist and pin); reuse the artifact already holding
+        exactly these bytes, or seal them in the background (and hand them over as they
+        are)."""
+        pipeline = run.loaded.pipeline
+        fetched = fetch(
+            source.resolved(run.loaded.path.parent),
+            self.source_policy(),
+            sha256=source.sha256,
+            query=source.query,
+        )
+        artifact_name = f"{pipeline.name}/{name}"
+        digest = hash_bytes(fetched.data, ARTIFACT_DIGEST)
+        with self.db.read() as session:
+            existing = session.execute(
+                select(ArtifactRow.id).where(
+                    ArtifactRow.name == artifact_name,
+                    ArtifactRow.digest == f"{ARTIFACT_DIGEST}:{digest}",
+                    ArtifactRow.shredded_at.is_(None),
+                )
+            ).first()
+        if existing is not None:  # read and verified like any stored input when used
+            run.available[name] = _Stored(str(existing[0]))
+            return
+        digests = {"sha256": fetched.sha256, ARTIFACT_DIGEST: digest}
+        notes = {
+            "source": fetched.location,
+            "sha256": fetched.sha256,
+            "fetched_at": fetched.fetched_at,
+        }
+        kind = CODECS[source.kind].artifact_kind
+
+        def seal_source() -> dict[str, _Made]:
+            info = self.put(io.BytesIO(fetched.data), kind, artifact_name, annotations=notes)
+            return {name: _Made(info.id, digests, fetched.data)}
+
+        run.available[name] = _Pending(run.writer.submit(seal_source), name)
+
+    def _stored_input(self, artifact_id: str) -> _Made:
+        """A stored input after its signature, ledger record, digest and provenance all
+        verified, with the digests provenance names it by."""
+        with self.db.read() as session:
+            row = self._find(session, artifact_id)
+            self.authorize(f"{row.kind}:read", resource_of(row), action="stage.input")
+            data = self._plaintext_attested(session, row)
+            return _Made(row.id, _digests(row, data), data)
+
+    @staticmethod
+    def _local_arguments(
+        run: _Run, stage: Stage, refs: Mapping[str, _Ref], made: Mapping[str, _Made]
+    ) -> dict[str, Any]:
+        """A local stage's arguments: private copies of what earlier stages of this run
+        returned, and decoded verified bytes for everything else."""
+        arguments: dict[str, Any] = {}
+        for name, ref in refs.items():
+            if name in run.memory:
+                arguments[name] = private_copy(run.memory[name])
+            else:
+                data = made[name].data if name in made else run.made(ref).data
+                arguments.update(decode_inputs(stage, {name: data or b""}))
+        return arguments
+
+    def _run_stage(self, run: _Run, stage: Stage) -> StageOutcome:
+        """Run or reuse one stage; its sealing is queued on the run's writer."""
+        pipeline = run.loaded.pipeline
         resource = f"stage:{pipeline.name}/{stage.name}"
         actor = self.authorize(stage.permission, resource, action="stage.run")
-        values = pipeline.parameters_for(stage, overrides)
+        for kind in set(stage.outputs.values()):
+            self.authorize(f"{CODECS[kind].artifact_kind}:write", resource, action="stage.output")
+        values = pipeline.parameters_for(stage, run.overrides)
         clock = time.perf_counter()
-        with self.db.read() as session:
-            rows = {n: self._find(session, available[n]) for n in stage.inputs}
-            digests = {n: row.digest.partition(":")[2] for n, row in rows.items()}
-            key = cache_key(stage, loaded.code_sha256, values, digests)
-            cached = self._cached_outputs(session, key, stage, loaded.code_sha256, values, digests)
-            if cached is None:
-                inputs = {n: self._read_verified(session, row) for n, row in rows.items()}
-        if cached is not None:
-            reused, attested_by = cached
-            self.record([self.event("stage.cached", resource, run=run_id, cache_key=key)])
-            seconds = time.perf_counter() - clock
-            return StageOutcome(stage.name, "cached", reused, attested_by, seconds)
+        refs = {n: run.available[n] for n in stage.inputs}
+        committed = {n: r.artifact_id for n, r in refs.items() if not isinstance(r, _Pending)}
+        if len(committed) == len(refs):
+            cached = self._cached_stage(run, stage, values, committed)
+            if cached is not None:
+                return cached
+        stored = {n: ref for n, ref in refs.items() if isinstance(ref, _Stored)}
+        made = {n: self._stored_input(ref.artifact_id) for n, ref in stored.items()}
+        threads = self.config.pipeline.threads or os.cpu_count() or 1
+        secrets = self.stage_secrets(stage)
         started = utc_now()
+        encoded: dict[str, bytes] | None = None
         try:
-            threads = self.config.pipeline.threads or os.cpu_count() or 1
-            secrets = self.stage_secrets(stage)
-            produced = runner.run(StageTask(loaded.path, stage, inputs, values, threads, secrets))
+            if isinstance(run.executor, LocalExecutor):
+                arguments = self._local_arguments(run, stage, refs, made)
+                result = call_stage(stage, arguments, values, threads, secrets)
+                for name, value in result.values.items():
+                    codecs.check(
+                        stage.outputs[name], value, f"stage {stage.name!r} output {name!r}"
+                    )
+                run.memory.update(result.values)
+            else:
+                inputs = {
+                    n: (made[n] if n in made else run.made(ref)).data or b""
+                    for n, ref in refs.items()
+                }
+                task = StageTask(run.loaded.path, stage, inputs, values, threads, secrets)
+                encoded = run.executor.run(task)
+                verdict = encoded.pop(QUARANTINE, None)
+                result = StageResult({}, verdict.decode("utf-8", "replace") if verdict else None)
         except SealmlError as error:
-            self.record([self.event("stage.run", resource, "failed", run=run_id, error=str(error))])
+            run.failure = self.event(
+                "stage.run", resource, "failed", run=run.report.run_id, error=str(error)
+            )
             raise
         finished = utc_now()
-        verdict = produced.pop(QUARANTINE, None)
-        quarantine = verdict.decode("utf-8", "replace") if verdict is not None else None
+        seconds = time.perf_counter() - clock
+        job = _StageJob(
+            stage, actor, values, refs, made, result, encoded, threads, started, finished, seconds
+        )
+        future = run.writer.submit(lambda: self._commit_stage(run, job))
+        run.outcomes.append(_outcome_of(future))
+        pending = _outputs_of(future)
+        for name in stage.outputs:
+            run.available[name] = _Pending(pending, name)
+        if result.quarantine is not None:
+            run.writer.drain()
+            flagged = future.result().outcome.outputs
+            raise QuarantineError(
+                f"stage {stage.name!r} quarantined its outputs ({', '.join(flagged)}): "
+                f"{result.quarantine}"
+            )
+        return StageOutcome(stage.name, "executed", {}, None, seconds)
+
+    def _cached_stage(
+        self, run: _Run, stage: Stage, values: Mapping[str, Any], inputs: Mapping[str, str]
+    ) -> StageOutcome | None:
+        """The outcome of reusing an earlier execution with the same key, if one verifies;
+        *inputs* are the ids of committed artifacts."""
+        clock = time.perf_counter()
+        code = run.loaded.code_sha256
+        with self.db.read() as session:
+            rows = {n: self._find(session, artifact_id) for n, artifact_id in inputs.items()}
+            digests = {n: row.digest.partition(":")[2] for n, row in rows.items()}
+            key = cache_key(stage, code, values, digests)
+            cached = self._cached_outputs(session, key, stage, code, values, digests)
+        if cached is None:
+            return None
+        reused, attested_by = cached
+        resource = f"stage:{run.loaded.pipeline.name}/{stage.name}"
+        event = self.event("stage.cached", resource, run=run.report.run_id, cache_key=key)
+        run.writer.submit(lambda: self.record([event]))
+        for name, artifact_id in reused.items():
+            run.available[name] = _Stored(artifact_id)
+        outcome = StageOutcome(
+            stage.name, "cached", reused, attested_by, time.perf_counter() - clock
+        )
+        run.outcomes.append(_done(outcome))
+        return outcome
+
+    def _commit_stage(self, run: _Run, job: _StageJob) -> _Committed:
+        """Seal a stage's outputs and its signed provenance in one transaction (on the
+        run's background writer)."""
+        stage, pipeline = job.stage, run.loaded.pipeline
+        inputs = {name: job.made.get(name) or run.made(ref) for name, ref in job.refs.items()}
+        produced = job.encoded
+        if produced is None:
+            produced = encode_outputs(stage, StageResult(job.result.values))
+        key = cache_key(
+            stage,
+            run.loaded.code_sha256,
+            job.values,
+            {n: made.digests[ARTIFACT_DIGEST] for n, made in inputs.items()},
+        )
+        quarantine = job.result.quarantine
+        resource = f"stage:{pipeline.name}/{stage.name}"
         sealed: dict[str, SealedArtifact] = {}
         attestation: SealedArtifact | None = None
         try:
             for name, data in produced.items():
                 codec = CODECS[stage.outputs[name]]
-                self.authorize(f"{codec.artifact_kind}:write", resource, action="stage.output")
-                notes = {"pipeline": pipeline.name, "stage": stage.name, "run": run_id}
+                notes = {"pipeline": pipeline.name, "stage": stage.name, "run": run.report.run_id}
                 if quarantine is not None:
                     notes["quarantined"] = quarantine
                 draft = ArtifactDraft(
                     codec.artifact_kind,
                     f"{pipeline.name}/{name}",
                     codec.media_type,
-                    tuple(row.id for row in rows.values()),
+                    tuple(made.artifact_id for made in inputs.values()),
                     notes,
                 )
                 sealed[name] = self.seal_draft(io.BytesIO(data), draft)
+            made = {
+                name: _Made(sealed[name].artifact.id, _digests(sealed[name].artifact, data), data)
+                for name, data in produced.items()
+            }
             provenance = intoto.StageProvenance(
                 pipeline=pipeline.name,
                 stage=stage.name,
-                parameters=json.loads(canonical_json(values)),
+                parameters=json.loads(canonical_json(job.values)),
                 outputs=[
-                    intoto.Material(
-                        name, _digests(sealed[name].artifact, data), sealed[name].artifact.id
-                    )
-                    for name, data in produced.items()
+                    intoto.Material(name, item.digests, item.artifact_id)
+                    for name, item in made.items()
                 ],
                 inputs=[
-                    intoto.Material(name, _digests(rows[name], inputs[name]), rows[name].id)
+                    intoto.Material(name, inputs[name].digests, inputs[name].artifact_id)
                     for name in stage.inputs
                 ],
                 code=intoto.Material(
                     "code",
-                    {"sha256": loaded.code_sha256},
-                    uri=f"{loaded.path.as_uri()}#{stage.name}",
+                    {"sha256": run.loaded.code_sha256},
+                    uri=f"{run.loaded.path.as_uri()}#{stage.name}",
                 ),
-                executor=runner.name,
-                principal=actor.name,
-                run_id=run_id,
-                started=started,
-                finished=finished,
-                environment={**environment(), "threads": threads},
+                executor=run.executor.name,
+                principal=job.actor.name,
+                run_id=run.report.run_id,
+                started=job.started,
+                finished=job.finished,
+                environment={**environment(), "threads": job.threads},
             )
-            envelope = intoto.sign_statement(intoto.statement(provenance), actor.signing_key)
+            envelope = intoto.sign_statement(intoto.statement(provenance), job.actor.signing_key)
             attestation = self.seal_draft(
                 io.BytesIO(envelope),
                 ArtifactDraft(
@@ -421,54 +563,160 @@ class RunOperations(ArtifactOperations):
                     f"{pipeline.name}/{stage.name}.intoto.jsonl",
                     intoto.PAYLOAD_TYPE,
                     (),
-                    {"pipeline": pipeline.name, "stage": stage.name, "run": run_id},
+                    {"pipeline": pipeline.name, "stage": stage.name, "run": run.report.run_id},
                 ),
             )
-            with self.transaction() as session:
-                for item in sealed.values():
-                    self.commit_sealed(session, item)
-                self.commit_sealed(session, attestation)
+            outputs = {name: item.artifact.id for name, item in sealed.items()}
+            if quarantine is None:
+                done = self.event(
+                    "stage.run", resource, run=run.report.run_id, cache_key=key, outputs=outputs
+                )
+            else:
+                done = self.event(
+                    "stage.quarantined",
+                    resource,
+                    "failed",
+                    run=run.report.run_id,
+                    outputs=outputs,
+                    reason=quarantine,
+                )
+            # The witness advances once, when the run ends (not after every stage).
+            with self.db.write() as session:
+                self.commit_sealed(session, *sealed.values(), attestation, then=[done])
                 for item in sealed.values():
                     session.add(
                         AttestationRow(
                             subject_id=item.artifact.id, attestation_id=attestation.artifact.id
                         )
                     )
-                outputs = {name: item.artifact.id for name, item in sealed.items()}
                 session.add(
                     StageRunRow(
                         id=uuid.uuid4().hex,
-                        run_id=run_id,
+                        run_id=run.report.run_id,
                         stage=stage.name,
                         cache_key=key,
                         status="ok" if quarantine is None else "quarantined",
                         outputs=json.dumps(outputs, sort_keys=True),
                         attestation_id=attestation.artifact.id,
-                        started_at=started,
-                        finished_at=finished,
+                        started_at=job.started,
+                        finished_at=job.finished,
                     )
                 )
-                if quarantine is None:
-                    done = self.event(
-                        "stage.run", resource, run=run_id, cache_key=key, outputs=outputs
-                    )
-                else:
-                    done = self.event(
-                        "stage.quarantined",
-                        resource,
-                        "failed",
-                        run=run_id,
-                        outputs=outputs,
-                        reason=quarantine,
-                    )
-                self.append(session, [done])
         except BaseException:
             for item in [*sealed.values(), *([attestation] if attestation else [])]:
                 self.blobs.delete(item.artifact.blob_name)
             raise
-        if quarantine is not None:
-            raise QuarantineError(
-                f"stage {stage.name!r} quarantined its outputs ({', '.join(outputs)}): {quarantine}"
-            )
-        seconds = time.perf_counter() - clock
-        return StageOutcome(stage.name, "executed", outputs, attestation.artifact.id, seconds)
+        outcome = StageOutcome(
+            stage.name, "executed", outputs, attestation.artifact.id, job.seconds
+        )
+        return _Committed(outcome, made)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """An input stored before it is needed: read and verified when a stage executes."""
+
+    artifact_id: str
+
+
+@dataclass(frozen=True)
+class _Made:
+    """An artifact with the digests provenance names it by and its plaintext."""
+
+    artifact_id: str
+    digests: dict[str, str]
+    data: bytes | None
+
+    def __repr__(self) -> str:
+        return f"_Made({self.artifact_id})"
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """A committed stage: its outcome and its outputs."""
+
+    outcome: StageOutcome
+    outputs: dict[str, _Made]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An output of this run, sealed (or being sealed) by the run's background writer."""
+
+    outputs: Future[dict[str, _Made]]
+    name: str
+
+
+_Ref = _Stored | _Made | _Pending
+
+
+@dataclass(frozen=True)
+class _StageJob:
+    """Everything the background writer needs to seal one executed stage."""
+
+    stage: Stage
+    actor: Actor
+    values: Mapping[str, Any]
+    refs: Mapping[str, _Ref]
+    made: Mapping[str, _Made]
+    result: StageResult
+    encoded: dict[str, bytes] | None
+    threads: int
+    started: str
+    finished: str
+    seconds: float
+
+
+@dataclass
+class _Run:
+    """The state of one run."""
+
+    report: RunReport
+    loaded: LoadedPipeline
+    executor: Executor
+    overrides: dict[str, Any]
+    writer: OrderedWriter
+    available: dict[str, _Ref] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    outcomes: list[Future[StageOutcome]] = field(default_factory=list)
+    failure: EventDraft | None = None
+
+    def made(self, ref: _Ref) -> _Made:
+        """An input with its plaintext (waiting for the writer when it is still sealing)."""
+        if isinstance(ref, _Made):
+            return ref
+        if isinstance(ref, _Pending):
+            return ref.outputs.result()[ref.name]
+        raise TypeError("a stored input is read by the runner")
+
+    def output_id(self, name: str) -> str:
+        ref = self.available[name]
+        return ref.artifact_id if isinstance(ref, _Stored | _Made) else self.made(ref).artifact_id
+
+
+def _outcome_of(future: Future[_Committed]) -> Future[StageOutcome]:
+    outcome: Future[StageOutcome] = Future()
+    future.add_done_callback(lambda f: _settle(outcome, f, lambda c: c.outcome))
+    return outcome
+
+
+def _outputs_of(future: Future[_Committed]) -> Future[dict[str, _Made]]:
+    outputs: Future[dict[str, _Made]] = Future()
+    future.add_done_callback(lambda f: _settle(outputs, f, lambda c: c.outputs))
+    return outputs
+
+
+def _settle(
+    target: Future[Any], source: Future[_Committed], pick: Callable[[_Committed], Any]
+) -> None:
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(pick(source.result()))
+
+
+def _done(outcome: StageOutcome) -> Future[StageOutcome]:
+    future: Future[StageOutcome] = Future()
+    future.set_result(outcome)
+    return future

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from sqlalchemy import delete
@@ -134,13 +135,15 @@ class UserOperations(WorkspaceCore):
             name, "key-file", lambda s: self.principals.authenticate_key(s, name, key)
         )
 
-    def start_session(self) -> SessionTicket:
-        """Issue a session ticket for the acting principal (``sealml login``)."""
+    def start_session(self, keep_keystore: bool = True) -> SessionTicket:
+        """Issue a session ticket for the acting principal (``sealml login``); with
+        *keep_keystore* and the keystore unlocked, the ticket unlocks it again."""
         actor = self.require_actor()
         ttl = self.config.access.session_ttl_minutes * 60
+        keystore_key = self.keystore.session_key if keep_keystore and self.unlocked else None
         with self.transaction() as session:
             sessions.purge_expired(session)
-            ticket = sessions.issue(session, actor, ttl)
+            ticket = sessions.issue(session, actor, ttl, keystore_key)
             self.append(
                 session,
                 [self.event("auth.session", f"principal:{actor.name}", ttl_seconds=ttl)],
@@ -148,9 +151,14 @@ class UserOperations(WorkspaceCore):
         return ticket
 
     def resume_session(self, ticket: SessionTicket) -> Actor:
-        """Act as the principal of a session ticket (no password needed until it expires)."""
+        """Act as the principal of a session ticket (no password needed until it expires);
+        a ticket issued with the keystore unlocked unlocks it again without the KDF."""
         with self.db.write() as session:
-            self.actor = sessions.resume(session, self.principals, ticket)
+            resumed = sessions.resume(session, self.principals, ticket)
+        self.actor = resumed.actor
+        if resumed.keystore_key is not None and not self.unlocked:
+            with contextlib.suppress(AuthenticationError):  # passphrase changed since login
+                self.unlock_with_key(resumed.keystore_key)
         return self.actor
 
     def end_session(self, ticket: SessionTicket) -> bool:
