@@ -1,0 +1,140 @@
+"""The local executor's in-memory handoff and background sealing: consumers get private
+copies, what is sealed is what the producer returned, and a sealing failure stops the run
+without losing the stages before it."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from sealml import Workspace
+from sealml.errors import UsageError
+from sealml.pipeline import codecs
+from sealml.pipeline.loader import load_pipeline
+
+FRAMES = """
+from pathlib import Path
+import pandas as pd
+from sealml.pipeline import Pipeline, Source, stage
+
+
+@stage(inputs={"raw": "file"}, outputs={"frame": "dataset", "meta": "report"})
+def make(raw):
+    values = [int(x) for x in raw.split()]
+    return {"frame": pd.DataFrame({"x": values}), "meta": {"n": len(values)}}
+
+
+@stage(inputs={"frame": "dataset", "meta": "report"}, outputs={"doubled": "dataset"})
+def mutate(frame, meta):
+    # A consumer that changes its inputs in place must not change what was sealed.
+    frame["x"] = frame["x"] * 2
+    frame["extra"] = 1
+    meta["n"] = -1
+    return {"doubled": frame}
+
+
+@stage(inputs={"doubled": "dataset"}, outputs={"bad": "dataset"})
+def unsealable(doubled, broken=True):
+    # An object column Arrow cannot convert passes the type check and fails while
+    # sealing, on the background writer.
+    return {"bad": pd.DataFrame({"c": [1, "a", object()] if broken else [1, 2, 3]})}
+
+
+pipeline = Pipeline(
+    "frames",
+    stages=[make, mutate],
+    sources={"raw": Source(Path("numbers.txt"))},
+)
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    folder = tmp_path / "frames"
+    folder.mkdir(exist_ok=True)
+    (folder / "numbers.txt").write_text("1 2 3\n")
+    path = folder / "frames_pipeline.py"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _frame(workspace: Workspace, artifact_id: str) -> Any:
+    return codecs.decode("dataset", workspace.read_bytes(artifact_id))
+
+
+def test_consumers_change_private_copies_not_what_was_sealed(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    report = workspace.run_pipeline(load_pipeline(_write(tmp_path, FRAMES)), "local")
+    sealed = _frame(workspace, report.artifacts["frame"])
+    pd.testing.assert_frame_equal(sealed, pd.DataFrame({"x": [1, 2, 3]}))
+    assert codecs.decode("report", workspace.read_bytes(report.artifacts["meta"])) == {"n": 3}
+    assert list(_frame(workspace, report.artifacts["doubled"])["x"]) == [2, 4, 6]
+
+
+def test_sealing_failure_stops_the_run_and_keeps_earlier_stages(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    text = FRAMES.replace("stages=[make, mutate]", "stages=[make, mutate, unsealable]")
+    loaded = load_pipeline(_write(tmp_path, text))
+    with pytest.raises(UsageError, match="stage 'unsealable' output 'bad'"):
+        workspace.run_pipeline(loaded, "local")
+    names = {info.name for info in workspace.ls()}
+    assert {"frames/frame", "frames/doubled", "frames/mutate.intoto.jsonl"} <= names
+    assert "frames/bad" not in names and "frames/unsealable.intoto.jsonl" not in names
+    assert workspace.verify_store().ok
+    again = workspace.run_pipeline(loaded, "local", {"broken": False})
+    assert {s.stage: s.status for s in again.stages} == {
+        "make": "cached",
+        "mutate": "cached",
+        "unsealable": "executed",
+    }
+
+
+def test_wrong_output_type_is_refused_before_the_next_stage(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    text = FRAMES.replace('return {"frame": pd.DataFrame({"x": values})', 'return {"frame": values')
+    with pytest.raises(UsageError, match="stage 'make' output 'frame': a dataset must be"):
+        workspace.run_pipeline(load_pipeline(_write(tmp_path, text)), "local")
+    assert not any(info.name.startswith("frames/frame") for info in workspace.ls())
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pd.DataFrame({"a": [1, 2], "b": ["x", None]}),
+        pd.DataFrame({"a": [1.5, float("nan")]}, index=pd.Index([10, 3], name="row")),
+        pd.DataFrame(
+            {
+                "c": pd.Categorical(["u", "v", "u"], categories=["u", "v", "w"]),
+                "t": pd.to_datetime(["2024-01-01", "2024-01-02", None]),
+                "i": pd.Series([1, 2, 3], dtype="int8"),
+            }
+        ),
+        pd.DataFrame({"a": [1, 2, 3]}, index=pd.RangeIndex(5, 11, 2)),
+    ],
+)
+def test_datasets_read_back_exactly(frame: pd.DataFrame) -> None:
+    """The local executor hands consumers the producer's object, other executors the
+    decoded bytes: the two must be the same frame."""
+    data = codecs.encode("dataset", frame, "test")
+    assert data.startswith(b"ARROW1") and data == codecs.encode("dataset", frame.copy(), "t")
+    back = codecs.decode("dataset", data)
+    pd.testing.assert_frame_equal(
+        back, frame, check_exact=True, check_index_type=True, check_column_type=True
+    )
+
+
+def test_parquet_datasets_of_earlier_versions_still_read() -> None:
+    import io
+
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    sink = io.BytesIO()
+    frame.to_parquet(sink)
+    pd.testing.assert_frame_equal(codecs.decode("dataset", sink.getvalue()), frame)
+    with pytest.raises(ValueError, match="not an Arrow IPC or Parquet file"):
+        codecs.decode("dataset", b"PK\x03\x04 not a dataset")
