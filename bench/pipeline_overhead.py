@@ -7,7 +7,7 @@ workspace, resume the session, unlock the keystore, verify inputs, seal every ou
 sign provenance, write the ledger; every stage executed, none cached). Prints one JSON
 object. Target: sealml's added wall time <= 10% of the plain run.
 
-Usage: python bench/pipeline_overhead.py [--repeats 5]
+Usage: python bench/pipeline_overhead.py [--repeats 11]
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def plain_run(loaded: Any) -> tuple[float, dict[str, Any]]:
 
 
 def sealed_run(loaded: Any, base: Path, index: int) -> tuple[float, float, Any]:
-    """`sealml run --executor local` after `sealml login`, in a fresh workspace."""
+    """`sealml run --executor local` after `sealml login`, in a fresh workspace: open,
+    resume the session (which unlocks the keystore with the key it kept), run."""
     from sealml import Secret, Workspace
 
     root = base / f"ws-{index}"
@@ -52,7 +53,7 @@ def sealed_run(loaded: Any, base: Path, index: int) -> tuple[float, float, Any]:
     started = time.perf_counter()
     workspace = Workspace.open(root, passphrase=Secret(PASSPHRASE))
     workspace.resume_session(ticket)
-    _ = workspace.keys
+    assert workspace.unlocked
     opened = time.perf_counter()
     report = workspace.run_pipeline(loaded, "local")
     finished = time.perf_counter()
@@ -63,7 +64,7 @@ def sealed_run(loaded: Any, base: Path, index: int) -> tuple[float, float, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     args = parser.parse_args()
     from sealml.pipeline.loader import load_pipeline
 
@@ -71,6 +72,7 @@ def main() -> None:
     os.environ["SEALML_STATE_DIR"] = str(base / "state")
     loaded = load_pipeline(EXAMPLE)
     plain_run(loaded)  # warm caches and imports for both sides
+    sealed_run(loaded, base, -1)  # and start the sealing process, as a first run would
     plain, sealed, opening = [], [], []
     metrics: Any = None
     for index in range(args.repeats):
@@ -83,6 +85,9 @@ def main() -> None:
     plain_s, sealed_s = statistics.median(plain), statistics.median(sealed)
     setup_s = statistics.median(opening)
     added = sealed_s - plain_s
+    # Each sealed run follows its plain run, so their difference cancels the machine's
+    # slow drifts; the target is judged on both statistics.
+    paired = statistics.median(s - p for s, p in zip(sealed, plain, strict=True))
     print(
         json.dumps(
             {
@@ -95,10 +100,15 @@ def main() -> None:
                 "added_s": round(added, 3),
                 "added_ratio": round(added / plain_s, 4),
                 "added_ratio_without_unlock": round((added - setup_s) / plain_s, 4),
+                "paired_added_s": round(paired, 3),
+                "paired_added_ratio": round(paired / plain_s, 4),
                 "plain_runs_s": [round(x, 3) for x in plain],
                 "sealml_runs_s": [round(x, 3) for x in sealed],
                 "metrics": metrics,
-                "targets": {"added_ratio<=0.10": added / plain_s <= 0.10},
+                "targets": {
+                    "added_ratio<=0.10": added / plain_s <= 0.10,
+                    "paired_added_ratio<=0.10": paired / plain_s <= 0.10,
+                },
             }
         )
     )

@@ -17,10 +17,12 @@ from .errors import IntegrityError, UsageError
 from .fsutil import make_private_dir, write_private
 from .ledger.checkpoint import Checkpoint, NoteVerifier, open_note
 
+STATE_ENV = "SEALML_STATE_DIR"
+
 
 def state_home() -> Path:
     """``$SEALML_STATE_DIR``, else ``$XDG_STATE_HOME/sealml``, else ``~/.local/state/sealml``."""
-    explicit = os.environ.get("SEALML_STATE_DIR")
+    explicit = os.environ.get(STATE_ENV)
     if explicit:
         return Path(explicit)
     xdg = os.environ.get("XDG_STATE_HOME")

@@ -34,6 +34,23 @@ def test_skops_round_trip_is_deterministic_and_predicts_the_same() -> None:
     assert (load_skops(data).predict(features) == model.predict(features)).all()
 
 
+def test_skops_bytes_do_not_depend_on_object_identity() -> None:
+    """A copy of a model (pickled to the sealing process, or deep-copied for a consumer)
+    gives the same bytes, although equal floats such as NaN categories are no longer one
+    object."""
+    import copy
+
+    import pandas as pd
+    from sklearn.preprocessing import OrdinalEncoder
+
+    frame = pd.DataFrame({"a": ["x", None, "y"], "b": ["u", "v", None]})
+    encoder = OrdinalEncoder(encoded_missing_value=-1).fit(frame)
+    data = dump_skops(encoder)
+    assert data == dump_skops(pickle.loads(pickle.dumps(encoder)))  # noqa: S301 - our own
+    assert data == dump_skops(copy.deepcopy(encoder))
+    assert (load_skops(data).transform(frame) == encoder.transform(frame)).all()
+
+
 def test_skops_file_naming_a_dangerous_function_is_refused() -> None:
     data = dump_skops(FunctionTransformer(func=os.system))
     with pytest.raises(IntegrityError, match="outside the allowlist"):

@@ -68,16 +68,23 @@ def dump_skops(model: Any) -> bytes:
 
 
 def _renumber(node: Any, numbers: dict[str, int], renamed: dict[str, str]) -> None:
-    """Replace ``__id__`` values and ``file`` names by their order of appearance."""
+    """Replace ``__id__`` values and ``file`` names by their order of appearance.
+
+    A JSON scalar (a number, a string) gets a number of its own at every appearance:
+    whether two equal floats are one object or two is an accident of how the model was
+    built or copied (pickle does not keep float identity), not part of the model, and a
+    scalar is rebuilt from its content anyway. Shared mutable objects keep one number."""
     if isinstance(node, list | tuple):
         for item in node:
             _renumber(item, numbers, renamed)
         return
     if not isinstance(node, dict):
         return
+    scalar = node.get("__loader__") == "JsonNode"
     for key, value in node.items():
         if key == "__id__" and isinstance(value, int):
-            node[key] = numbers.setdefault(str(value), len(numbers))
+            original = f"scalar-{len(numbers)}" if scalar else str(value)
+            node[key] = numbers.setdefault(original, len(numbers))
         elif key == "file" and isinstance(value, str):
             stem, dot, suffix = value.partition(".")
             name = f"{numbers.setdefault(stem, len(numbers))}{dot}{suffix}"

@@ -1,65 +1,318 @@
-"""An ordered background writer: the runner's sealing happens beside the next stage.
+"""Ordered background writers: the runner's sealing happens beside the next stage.
 
-Jobs run one at a time on one thread, in the order they were submitted, so a job may use
-the results of every job before it. After a job fails, the jobs behind it are not run
-(they depend on it) and the first error is what :meth:`OrderedWriter.drain` raises.
+A writer calls methods of one *target* object, one call at a time, in the order they
+were made, so a call may use the results of every call before it. After a call fails,
+the calls behind it are not run (they depend on it), and the first error is what
+:meth:`drain` raises.
+
+* :class:`ThreadWriter` calls the target on a thread of this process;
+* :class:`ProcessWriter` calls it in a child interpreter, so serialising, encrypting,
+  signing and recording never contend with the stage code for the interpreter lock
+  (training libraries release and retake it thousands of times a second: a busy Python
+  thread beside them slows them down many times over). Arguments and results cross a
+  private pipe between this process and its own child. The child is a fresh interpreter,
+  not a fork: a forked copy of a large process makes the parent pay a copy-on-write fault
+  for every page it touches afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import itertools
+import os
+import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, ClassVar, Protocol
 
-T = TypeVar("T")
+from ..errors import SealmlError
+
+_PIPE_BYTES = 1 << 20
 
 
 class SkippedError(Exception):
-    """A job was not run because an earlier one failed."""
+    """A call was not run because an earlier one failed."""
 
 
-class OrderedWriter:
-    """Runs submitted jobs in order on one background thread."""
+class WriterStoppedError(SealmlError):
+    """The writer's process ended before answering: what it had not sealed is lost (the
+    stage that made it runs again next time)."""
 
-    def __init__(self, name: str) -> None:
+
+class Writer(Protocol):
+    def call(self, method: str, *args: Any) -> Future[Any]: ...
+
+    def raise_failure(self) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Failures:
+    """The first failure of a writer, and the futures it still owes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.first: BaseException | None = None
+        self.futures: list[Future[Any]] = []
+
+    def note(self, error: BaseException) -> None:
+        with self.lock:
+            if self.first is None and not isinstance(error, SkippedError):
+                self.first = error
+
+    def raise_first(self) -> None:
+        with self.lock:
+            first = self.first
+        if first is not None:
+            raise first
+
+    def drain(self) -> None:
+        for future in list(self.futures):
+            future.exception()
+        self.raise_first()
+
+
+class ThreadWriter:
+    """Calls the target's methods on one background thread, in order."""
+
+    def __init__(self, target: object, name: str = "sealml-writer") -> None:
+        self._target = target
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._futures: list[Future[object]] = []
-        self._failure: BaseException | None = None
-        self._lock = threading.Lock()
+        self._failures = _Failures()
 
-    def submit(self, job: Callable[[], T]) -> Future[T]:
-        """Queue *job*; its future holds its result or its error."""
+    def call(self, method: str, *args: Any) -> Future[Any]:
+        function = getattr(self._target, method)
 
-        def guarded() -> T:
-            with self._lock:
-                if self._failure is not None:
-                    raise SkippedError("an earlier job failed")
+        def guarded() -> Any:
+            if self._failures.first is not None:
+                raise SkippedError("an earlier call failed")
             try:
-                return job()
+                return function(*args)
             except BaseException as error:
-                with self._lock:
-                    if self._failure is None:
-                        self._failure = error
+                self._failures.note(error)
                 raise
 
         future = self._pool.submit(guarded)
-        self._futures.append(future)  # type: ignore[arg-type]
+        self._failures.futures.append(future)
         return future
 
     def raise_failure(self) -> None:
-        """Raise the first error of a finished job, if any, without waiting."""
-        with self._lock:
-            failure = self._failure
-        if failure is not None:
-            raise failure
+        self._failures.raise_first()
 
     def drain(self) -> None:
-        """Wait for every queued job; raise the first error."""
-        for future in list(self._futures):
-            future.exception()
-        self.raise_failure()
+        self._failures.drain()
 
     def close(self) -> None:
-        """Wait for queued jobs (their errors are for :meth:`drain`) and stop the thread."""
         self._pool.shutdown(wait=True)
+
+
+class ProcessWriter:
+    """Calls the methods of a service object in a child process, in order.
+
+    The child is a fresh interpreter (``python -m sealml.pipeline.writer``), started once
+    per process and kept for later runs, so its imports are paid once; it builds its
+    service with the picklable *factory* and runs at the given *niceness*, so the stage
+    code keeps the processors it needs. Each :meth:`open` gives a :class:`Channel` for
+    one run; one run uses the child at a time."""
+
+    _shared: ClassVar[dict[tuple[Any, int], ProcessWriter]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, factory: Callable[[], object], niceness: int = 0) -> None:
+        calls_read, calls_write = os.pipe()
+        replies_read, replies_write = os.pipe()
+        command = [
+            sys.executable,
+            "-m",
+            "sealml.pipeline.writer",
+            str(calls_read),
+            str(replies_write),
+        ]
+        self._process = subprocess.Popen(
+            command,
+            pass_fds=(calls_read, replies_write),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C reaches the runner, which decides
+        )
+        os.close(calls_read)
+        os.close(replies_write)
+        with contextlib.suppress(OSError):  # fewer, larger writes for big stage outputs
+            fcntl.fcntl(calls_write, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        self._calls = Connection(calls_write, readable=False)
+        self._replies = Connection(replies_read, writable=False)
+        self._lock = threading.Lock()  # one run at a time
+        self._channel: Channel | None = None
+        self._numbers = itertools.count()
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send, name="sealml-writer-calls", daemon=True)
+        self._receiver = threading.Thread(
+            target=self._receive, name="sealml-writer-replies", daemon=True
+        )
+        self._sender.start()
+        self._receiver.start()
+        self._outbox.put(bytes(ForkingPickler.dumps((factory, niceness))))
+
+    @classmethod
+    def shared(cls, factory: Callable[[], object], niceness: int = 0) -> ProcessWriter:
+        """The process's writer for *factory*, started on first use."""
+        with cls._shared_lock:
+            writer = cls._shared.get((factory, niceness))
+            if writer is None or not writer.alive:
+                writer = cls._shared[(factory, niceness)] = cls(factory, niceness)
+            return writer
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None and self._receiver.is_alive()
+
+    def open(self) -> Channel | None:
+        """A channel for one run, or None while another run holds the writer."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        self._channel = Channel(self)
+        return self._channel
+
+    def _release(self, channel: Channel) -> None:
+        if self._channel is channel:
+            self._channel = None
+            self._lock.release()
+
+    def _post(self, channel: Channel, method: str, args: tuple[Any, ...]) -> Future[Any]:
+        future: Future[Any] = Future()
+        number = next(self._numbers)
+        channel.failures.futures.append(future)
+        try:
+            message = bytes(ForkingPickler.dumps((number, method, args)))
+        except Exception as error:  # an argument that cannot cross to the child
+            failure = TypeError(f"{method}: {error}".splitlines()[0])
+            channel.failures.note(failure)
+            future.set_exception(failure)
+            return future
+        with channel.failures.lock:
+            channel.pending[number] = future
+        if not self.alive:
+            self._fail_pending(channel)
+        self._outbox.put(message)
+        return future
+
+    def _send(self) -> None:
+        while True:
+            message = self._outbox.get()
+            if message is None:
+                return
+            try:
+                self._calls.send_bytes(message)
+            except (OSError, ValueError):
+                return  # the receiver fails what is still pending
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                number, ok, value = self._replies.recv()
+            except (EOFError, OSError):
+                break
+            channel = self._channel
+            if channel is None:
+                continue
+            with channel.failures.lock:
+                future = channel.pending.pop(number, None)
+            if future is None:
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                channel.failures.note(value)
+                future.set_exception(value)
+        if self._channel is not None:
+            self._fail_pending(self._channel)
+
+    @staticmethod
+    def _fail_pending(channel: Channel) -> None:
+        with channel.failures.lock:
+            orphans = list(channel.pending.values())
+            channel.pending.clear()
+        for future in orphans:
+            error = WriterStoppedError("the sealing process stopped before finishing")
+            channel.failures.note(error)
+            if not future.done():
+                future.set_exception(error)
+
+    def stop(self) -> None:
+        """End the child (it finishes the calls it has)."""
+        self._outbox.put(None)
+        self._sender.join()
+        self._calls.close()
+        self._process.wait()
+        self._receiver.join()
+        self._replies.close()
+
+
+class Channel:
+    """One run's use of a :class:`ProcessWriter`: its calls, its first failure."""
+
+    def __init__(self, writer: ProcessWriter) -> None:
+        self._writer = writer
+        self.failures = _Failures()
+        self.pending: dict[int, Future[Any]] = {}
+        writer._post(self, "__reset__", ())
+
+    def call(self, method: str, *args: Any) -> Future[Any]:
+        return self._writer._post(self, method, args)
+
+    def raise_failure(self) -> None:
+        self.failures.raise_first()
+
+    def drain(self) -> None:
+        self.failures.drain()
+
+    def close(self) -> None:
+        """Wait for this run's calls, then free the writer for the next run."""
+        for future in list(self.failures.futures):
+            future.exception()
+        self._writer._release(self)
+
+
+def serve(calls: Connection, replies: Connection) -> None:
+    """The child's loop (see :mod:`sealml.pipeline.writer`): build the service, then
+    call, answer, and after a failure refuse the rest of that run."""
+    factory, niceness = calls.recv()
+    if niceness:
+        os.nice(niceness)
+    service = factory()
+    failed = False
+    while True:
+        try:
+            number, method, args = calls.recv()
+        except EOFError:
+            break
+        if method == "__reset__":
+            failed = False
+            replies.send((number, True, None))
+            continue
+        if failed:
+            replies.send((number, False, SkippedError("an earlier call failed")))
+            continue
+        try:
+            replies.send((number, True, getattr(service, method)(*args)))
+        except BaseException as error:  # every failure goes back to the parent
+            failed = True
+            replies.send((number, False, _portable(error)))
+
+
+def _portable(error: BaseException) -> BaseException:
+    """*error* if it survives pickling; otherwise a RuntimeError with its message."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object, in memory
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}".splitlines()[0])
+    return error

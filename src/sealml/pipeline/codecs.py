@@ -3,8 +3,8 @@
 The same object always gives the same bytes, so the same pipeline gives the same artifact
 digests on every executor and repeated runs hit the cache.
 
-* ``dataset``: a pandas DataFrame or an Arrow table, as an Arrow IPC file with zstd (read
-  back as the same DataFrame; Parquet from earlier versions still reads);
+* ``dataset``: a pandas DataFrame or an Arrow table, as Parquet with zstd (read back as
+  the same DataFrame);
 * ``model``: a scikit-learn estimator, with skops (never pickle), normalised so the zip
   holds no timestamps or memory addresses;
 * ``report``: a JSON-able dict, as sorted-key JSON;
@@ -31,15 +31,13 @@ class Codec:
     decode: Callable[[bytes], Any]
 
 
-ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.file"
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
-_ARROW_MAGIC = b"ARROW1"
 _PARQUET_MAGIC = b"PAR1"
 
 
 def _encode_dataset(value: Any) -> bytes:
     import pyarrow as pa
-    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
 
     if isinstance(value, pa.Table):
         table = value
@@ -53,27 +51,23 @@ def _encode_dataset(value: Any) -> bytes:
         # preserve_index=None keeps a RangeIndex as metadata, so the frame reads back
         # exactly (a RangeIndex stays one).
         table = pa.Table.from_pandas(value, preserve_index=None)
+    # Parquet re-encodes every value, so equal frames give equal bytes however their
+    # memory is laid out (an Arrow IPC file would copy undefined padding bits).
     sink = pa.BufferOutputStream()
-    options = ipc.IpcWriteOptions(compression="zstd")
-    with ipc.new_file(sink, table.schema, options=options) as writer:
-        writer.write_table(table)
+    # zstd at level 1 is as small here as the default level and faster; statistics serve
+    # readers that skip row groups, and sealed datasets are read whole.
+    pq.write_table(table, sink, compression="zstd", compression_level=1, write_statistics=False)
     return bytes(sink.getvalue().to_pybytes())
 
 
 def decode_dataset(data: bytes) -> Any:
-    """A dataset's bytes as a DataFrame: an Arrow IPC file (what stages write) or a
-    Parquet file (what earlier versions and the data commands write)."""
+    """A dataset's Parquet bytes as a DataFrame."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    if data.startswith(_ARROW_MAGIC):
-        import pyarrow.ipc as ipc
-
-        return ipc.open_file(pa.py_buffer(data)).read_all().to_pandas()
-    if data.startswith(_PARQUET_MAGIC):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(pa.py_buffer(data)).to_pandas()
-    raise ValueError("not an Arrow IPC or Parquet file")
+    if not data.startswith(_PARQUET_MAGIC):
+        raise ValueError("not a Parquet file")
+    return pq.read_table(pa.py_buffer(data)).to_pandas()
 
 
 def _encode_report(value: Any) -> bytes:
@@ -91,7 +85,7 @@ def _encode_file(value: Any) -> bytes:
 
 
 CODECS: dict[str, Codec] = {
-    "dataset": Codec("dataset", ARROW_MEDIA_TYPE, _encode_dataset, decode_dataset),
+    "dataset": Codec("dataset", PARQUET_MEDIA_TYPE, _encode_dataset, decode_dataset),
     # Stage outputs are signed and verified before loading; the skops allowlist is defence
     # in depth against a bad signer.
     "model": Codec("model", SKOPS_MEDIA_TYPE, dump_skops, load_skops),

@@ -182,7 +182,7 @@ class Runtime:
             self.workspace.put(
                 io.BytesIO(data),
                 "dataset",
-                f"{self.target.name}-predictions-{utc_now()}.arrow",
+                f"{self.target.name}-predictions-{utc_now()}.parquet",
                 media_type=codecs.CODECS["dataset"].media_type,
                 parents=[served.artifact_id],
                 annotations={"predictions": self.target.name, "rows": str(rows)},

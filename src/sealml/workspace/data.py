@@ -11,7 +11,7 @@ from ..crypto.canonical import canonical_json
 from ..data.pseudonymise import VAULT_FORMAT
 from ..data.tables import Limits, detect_format, parse_table, read_source
 from ..errors import UsageError
-from ..pipeline.codecs import ARROW_MEDIA_TYPE, PARQUET_MEDIA_TYPE, decode_dataset
+from ..pipeline.codecs import PARQUET_MEDIA_TYPE, decode_dataset
 from ..store.artifacts import info_of
 from .lineage import LineageOperations
 
@@ -32,7 +32,7 @@ class DataOperations(LineageOperations):
         """A dataset artifact (verified) as a DataFrame."""
         info = self.info(ref)
         data = self.read_bytes(info.id)
-        if info.media_type in (ARROW_MEDIA_TYPE, PARQUET_MEDIA_TYPE):
+        if info.media_type == PARQUET_MEDIA_TYPE:
             try:
                 return decode_dataset(data)
             except (ValueError, OSError) as error:

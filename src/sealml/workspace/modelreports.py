@@ -102,7 +102,7 @@ class ModelReportOperations(RegistryOperations):
         self.put(
             io.BytesIO(codecs.encode("dataset", sample, "reference sample")),
             "dataset",
-            f"{version.name}-v{version.version}-reference.arrow",
+            f"{version.name}-v{version.version}-reference.parquet",
             media_type=codecs.CODECS["dataset"].media_type,
             parents=[version.artifact_id],
             annotations={"reference": f"{version.name}@{version.version}"},

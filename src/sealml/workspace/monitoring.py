@@ -80,7 +80,7 @@ class MonitorOperations(ModelReportOperations):
         sealed = self.put(
             io.BytesIO(codecs.encode("dataset", frame.reset_index(drop=True), "labels")),
             "dataset",
-            f"{name}-labels.arrow",
+            f"{name}-labels.parquet",
             media_type=codecs.CODECS["dataset"].media_type,
             annotations={"labels": name, "rows": str(len(frame))},
         )

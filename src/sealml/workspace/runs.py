@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -23,13 +24,14 @@ from ..clock import utc_now
 from ..config import resolve
 from ..crypto.canonical import canonical_json
 from ..crypto.digest import ARTIFACT_DIGEST, hash_bytes
+from ..crypto.signing import SigningKey
 from ..data.sources import SourcePolicy, fetch
 from ..data.tables import Limits
 from ..db.models import ArtifactRow, AttestationRow, DataKeyRow, RunRow, StageRunRow
 from ..errors import IntegrityError, SealmlError
 from ..ledger import EventDraft
 from ..pipeline import codecs
-from ..pipeline.background import OrderedWriter
+from ..pipeline.background import Channel, ProcessWriter, ThreadWriter, Writer
 from ..pipeline.codecs import CODECS
 from ..pipeline.dag import Source
 from ..pipeline.execution import (
@@ -46,6 +48,7 @@ from ..pipeline.stage import Stage
 from ..provenance import intoto
 from ..provenance.environment import environment
 from ..store.artifacts import ArtifactDraft, SealedArtifact, check_row, unseal, unwrap_key
+from ..witness import STATE_ENV, state_home
 from .artifacts import ArtifactOperations, resource_of
 from .core import WATERMARK_SECRET
 
@@ -246,10 +249,13 @@ class RunOperations(ArtifactOperations):
         signed provenance attestation in one transaction. A failed stage leaves no outputs;
         the stages before it stay committed, so a re-run resumes after them.
 
-        Sealing runs on a background thread while the next stage computes (in submission
-        order; see :mod:`sealml.pipeline.background`). On the local executor a stage gets
-        the objects its producers returned in this run (private copies) rather than
-        decoding their sealed bytes again: they never left this process.
+        Sealing happens on a background writer while the next stage computes, in order
+        (see :mod:`sealml.pipeline.background`): for the local executor a process forked
+        at the start of the run, so it never competes with the stage code for the
+        interpreter lock; for the others, whose stages run elsewhere, a thread. On the
+        local executor a stage gets private copies of the objects its producers returned
+        in this run rather than decoding their sealed bytes again: they never left this
+        process.
 
         *on_stage*, if given, is called with each stage's name before it runs (outcome
         None) and after (its outcome), for progress displays."""
@@ -257,20 +263,18 @@ class RunOperations(ArtifactOperations):
         overrides = dict(params or {})
         actor = self.authorize("pipeline:run", f"pipeline:{pipeline.name}", action="run.start")
         stages = pipeline.check(overrides)
-        _ = self.keys  # unlock here: the background thread seals with it
+        _ = self.keys  # unlocked before the writer starts: it seals with these keys
         owned = isinstance(executor, str)
         if isinstance(executor, str):
             runner: Executor = make_executor(executor, self.config.pipeline.ray_address)
         else:
             runner = executor
-        run = _Run(
-            report=RunReport(uuid.uuid4().hex, pipeline.name, runner.name),
-            loaded=loaded,
-            executor=runner,
-            overrides=overrides,
-            writer=OrderedWriter("sealml-seal"),
-        )
-        run.writer.submit(lambda: self._record_run_start(run, actor.name))
+        report = RunReport(uuid.uuid4().hex, pipeline.name, runner.name)
+        spec = _PipelineSpec.of(loaded)
+        writer = self._writer(report.run_id, spec, runner, actor)
+        run = _Run(report, loaded, runner, overrides, writer)
+        params_json = json.dumps(overrides, sort_keys=True, default=str)
+        writer.call("run_start", actor.name, params_json)
         try:
             for name, source in pipeline.sources.items():
                 self._add_source(run, name, source)
@@ -278,18 +282,17 @@ class RunOperations(ArtifactOperations):
                 for name, ref in pipeline.artifacts.items():
                     run.available[name] = _Stored(self._find(session, ref).id)
             for item in stages:
-                run.writer.raise_failure()
+                writer.raise_failure()
                 if on_stage is not None:
                     on_stage(item.name, None)
                 outcome = self._run_stage(run, item)
                 if on_stage is not None:
                     on_stage(item.name, outcome)
-            run.writer.drain()
-            report = run.report
-            report.stages = [future.result() for future in run.outcomes]
+            writer.drain()
+            report.stages = [run.outcome(entry) for entry in run.outcomes]
             report.artifacts = {name: run.output_id(name) for s in stages for name in s.outputs}
-            run.writer.submit(lambda: self._record_run_end(run, "ok"))
-            run.writer.drain()
+            writer.call("run_end", "ok", None, len(report.stages))
+            writer.drain()
             return report
         except SealmlError as error:
             self._fail_run(run, str(error))
@@ -298,42 +301,37 @@ class RunOperations(ArtifactOperations):
             self._fail_run(run, "interrupted")
             raise
         finally:
-            run.writer.close()
+            if isinstance(writer, Channel):
+                writer.call("finish")
+            writer.close()
             if owned:
                 runner.close()
 
-    def _record_run_start(self, run: _Run, principal: str) -> None:
-        report = run.report
-        with self.db.write() as session:
-            session.add(
-                RunRow(
-                    id=report.run_id,
-                    pipeline=report.pipeline,
-                    executor=report.executor,
-                    principal=principal,
-                    params=json.dumps(run.overrides, sort_keys=True, default=str),
-                    started_at=utc_now(),
-                    status="running",
+    def _writer(self, run_id: str, spec: _PipelineSpec, runner: Executor, actor: Actor) -> Writer:
+        """The run's background writer: the shared sealing process for the local
+        executor (stage code runs here, so sealing must not take the interpreter lock
+        from it), a thread otherwise (stages run elsewhere) or when the process is busy
+        with another run."""
+        if isinstance(runner, LocalExecutor):
+            channel = ProcessWriter.shared(_SealingService, _WRITER_NICENESS).open()
+            if channel is not None:
+                channel.call(
+                    "begin",
+                    _RunSpec(
+                        self.root,
+                        str(state_home()),
+                        run_id,
+                        spec,
+                        runner.name,
+                        actor.name,
+                        actor.via,
+                        actor.signing_key.pkcs8_der(),
+                        self.keystore.session_key,
+                    ),
                 )
-            )
-            event = self.event(
-                "run.start",
-                f"run:{report.run_id}",
-                pipeline=report.pipeline,
-                executor=report.executor,
-            )
-            self.append(session, [event])
-
-    def _record_run_end(self, run: _Run, status: str, error: str | None = None) -> None:
-        details: dict[str, Any] = {"error": error} if error else {"stages": len(run.outcomes)}
-        with self.transaction() as session:
-            row = session.get(RunRow, run.report.run_id)
-            if row is not None:
-                row.status, row.finished_at = status, utc_now()
-            outcome = "ok" if status == "ok" else "failed"
-            self.append(
-                session, [self.event("run.end", f"run:{run.report.run_id}", outcome, **details)]
-            )
+                return channel
+        _Sealer.warm()
+        return ThreadWriter(_Sealer(self, run_id, spec, runner.name, keep_data=True))
 
     def _fail_run(self, run: _Run, error: str) -> None:
         """Let the stages already computed finish sealing (so a re-run resumes after
@@ -342,7 +340,10 @@ class RunOperations(ArtifactOperations):
             run.writer.drain()
         if run.failure is not None:
             self.record([run.failure])
-        self._record_run_end(run, "failed", error)
+        spec = _PipelineSpec.of(run.loaded)
+        _Sealer(self, run.report.run_id, spec, run.executor.name, False).run_end(
+            "failed", error, len(run.outcomes)
+        )
 
     def _add_source(self, run: _Run, name: str, source: Source) -> None:
         """Fetch a source (checking allowlist and pin); reuse the artifact already holding
@@ -368,19 +369,18 @@ class RunOperations(ArtifactOperations):
         if existing is not None:  # read and verified like any stored input when used
             run.available[name] = _Stored(str(existing[0]))
             return
-        digests = {"sha256": fetched.sha256, ARTIFACT_DIGEST: digest}
         notes = {
             "source": fetched.location,
             "sha256": fetched.sha256,
             "fetched_at": fetched.fetched_at,
         }
+        digests = {"sha256": fetched.sha256, ARTIFACT_DIGEST: digest}
         kind = CODECS[source.kind].artifact_kind
-
-        def seal_source() -> dict[str, _Made]:
-            info = self.put(io.BytesIO(fetched.data), kind, artifact_name, annotations=notes)
-            return {name: _Made(info.id, digests, fetched.data)}
-
-        run.available[name] = _Pending(run.writer.submit(seal_source), name)
+        future = run.writer.call(
+            "seal_source", name, kind, artifact_name, notes, digests, fetched.data
+        )
+        run.available[name] = _Pending(future, name)
+        run.fetched[name] = fetched.data
 
     def _stored_input(self, artifact_id: str) -> _Made:
         """A stored input after its signature, ledger record, digest and provenance all
@@ -398,31 +398,34 @@ class RunOperations(ArtifactOperations):
         """A local stage's arguments: private copies of what earlier stages of this run
         returned, and decoded verified bytes for everything else."""
         arguments: dict[str, Any] = {}
-        for name, ref in refs.items():
+        for name in refs:
             if name in run.memory:
                 arguments[name] = private_copy(run.memory[name])
-            else:
-                data = made[name].data if name in made else run.made(ref).data
-                arguments.update(decode_inputs(stage, {name: data or b""}))
+                continue
+            data = made[name].data if name in made else run.fetched[name]
+            arguments.update(decode_inputs(stage, {name: data or b""}))
         return arguments
 
     def _run_stage(self, run: _Run, stage: Stage) -> StageOutcome:
         """Run or reuse one stage; its sealing is queued on the run's writer."""
         pipeline = run.loaded.pipeline
         resource = f"stage:{pipeline.name}/{stage.name}"
-        actor = self.authorize(stage.permission, resource, action="stage.run")
+        self.authorize(stage.permission, resource, action="stage.run")
         for kind in set(stage.outputs.values()):
             self.authorize(f"{CODECS[kind].artifact_kind}:write", resource, action="stage.output")
         values = pipeline.parameters_for(stage, run.overrides)
         clock = time.perf_counter()
         refs = {n: run.available[n] for n in stage.inputs}
-        committed = {n: r.artifact_id for n, r in refs.items() if not isinstance(r, _Pending)}
+        committed = {n: r.artifact_id for n, r in refs.items() if isinstance(r, _Stored)}
         if len(committed) == len(refs):
             cached = self._cached_stage(run, stage, values, committed)
             if cached is not None:
                 return cached
-        stored = {n: ref for n, ref in refs.items() if isinstance(ref, _Stored)}
-        made = {n: self._stored_input(ref.artifact_id) for n, ref in stored.items()}
+        made = {
+            n: self._stored_input(ref.artifact_id)
+            for n, ref in refs.items()
+            if isinstance(ref, _Stored)
+        }
         threads = self.config.pipeline.threads or os.cpu_count() or 1
         secrets = self.stage_secrets(stage)
         started = utc_now()
@@ -432,9 +435,8 @@ class RunOperations(ArtifactOperations):
                 arguments = self._local_arguments(run, stage, refs, made)
                 result = call_stage(stage, arguments, values, threads, secrets)
                 for name, value in result.values.items():
-                    codecs.check(
-                        stage.outputs[name], value, f"stage {stage.name!r} output {name!r}"
-                    )
+                    where = f"stage {stage.name!r} output {name!r}"
+                    codecs.check(stage.outputs[name], value, where)
                 run.memory.update(result.values)
             else:
                 inputs = {
@@ -450,16 +452,23 @@ class RunOperations(ArtifactOperations):
                 "stage.run", resource, "failed", run=run.report.run_id, error=str(error)
             )
             raise
-        finished = utc_now()
         seconds = time.perf_counter() - clock
         job = _StageJob(
-            stage, actor, values, refs, made, result, encoded, threads, started, finished, seconds
+            stage=stage.name,
+            values=dict(values),
+            inputs={n: made[n].without_data() if n in made else n for n in refs},
+            outputs=result.values if encoded is None else {},
+            encoded=encoded,
+            quarantine=result.quarantine,
+            threads=threads,
+            started=started,
+            finished=utc_now(),
+            seconds=seconds,
         )
-        future = run.writer.submit(lambda: self._commit_stage(run, job))
-        run.outcomes.append(_outcome_of(future))
-        pending = _outputs_of(future)
+        future = run.writer.call("commit_stage", job)
+        run.outcomes.append(future)
         for name in stage.outputs:
-            run.available[name] = _Pending(pending, name)
+            run.available[name] = _Pending(future, name)
         if result.quarantine is not None:
             run.writer.drain()
             flagged = future.result().outcome.outputs
@@ -486,130 +495,17 @@ class RunOperations(ArtifactOperations):
         reused, attested_by = cached
         resource = f"stage:{run.loaded.pipeline.name}/{stage.name}"
         event = self.event("stage.cached", resource, run=run.report.run_id, cache_key=key)
-        run.writer.submit(lambda: self.record([event]))
+        run.writer.call("record", [event])
         for name, artifact_id in reused.items():
             run.available[name] = _Stored(artifact_id)
-        outcome = StageOutcome(
-            stage.name, "cached", reused, attested_by, time.perf_counter() - clock
-        )
-        run.outcomes.append(_done(outcome))
+        seconds = time.perf_counter() - clock
+        outcome = StageOutcome(stage.name, "cached", reused, attested_by, seconds)
+        run.outcomes.append(outcome)
         return outcome
 
-    def _commit_stage(self, run: _Run, job: _StageJob) -> _Committed:
-        """Seal a stage's outputs and its signed provenance in one transaction (on the
-        run's background writer)."""
-        stage, pipeline = job.stage, run.loaded.pipeline
-        inputs = {name: job.made.get(name) or run.made(ref) for name, ref in job.refs.items()}
-        produced = job.encoded
-        if produced is None:
-            produced = encode_outputs(stage, StageResult(job.result.values))
-        key = cache_key(
-            stage,
-            run.loaded.code_sha256,
-            job.values,
-            {n: made.digests[ARTIFACT_DIGEST] for n, made in inputs.items()},
-        )
-        quarantine = job.result.quarantine
-        resource = f"stage:{pipeline.name}/{stage.name}"
-        sealed: dict[str, SealedArtifact] = {}
-        attestation: SealedArtifact | None = None
-        try:
-            for name, data in produced.items():
-                codec = CODECS[stage.outputs[name]]
-                notes = {"pipeline": pipeline.name, "stage": stage.name, "run": run.report.run_id}
-                if quarantine is not None:
-                    notes["quarantined"] = quarantine
-                draft = ArtifactDraft(
-                    codec.artifact_kind,
-                    f"{pipeline.name}/{name}",
-                    codec.media_type,
-                    tuple(made.artifact_id for made in inputs.values()),
-                    notes,
-                )
-                sealed[name] = self.seal_draft(io.BytesIO(data), draft)
-            made = {
-                name: _Made(sealed[name].artifact.id, _digests(sealed[name].artifact, data), data)
-                for name, data in produced.items()
-            }
-            provenance = intoto.StageProvenance(
-                pipeline=pipeline.name,
-                stage=stage.name,
-                parameters=json.loads(canonical_json(job.values)),
-                outputs=[
-                    intoto.Material(name, item.digests, item.artifact_id)
-                    for name, item in made.items()
-                ],
-                inputs=[
-                    intoto.Material(name, inputs[name].digests, inputs[name].artifact_id)
-                    for name in stage.inputs
-                ],
-                code=intoto.Material(
-                    "code",
-                    {"sha256": run.loaded.code_sha256},
-                    uri=f"{run.loaded.path.as_uri()}#{stage.name}",
-                ),
-                executor=run.executor.name,
-                principal=job.actor.name,
-                run_id=run.report.run_id,
-                started=job.started,
-                finished=job.finished,
-                environment={**environment(), "threads": job.threads},
-            )
-            envelope = intoto.sign_statement(intoto.statement(provenance), job.actor.signing_key)
-            attestation = self.seal_draft(
-                io.BytesIO(envelope),
-                ArtifactDraft(
-                    "attestation",
-                    f"{pipeline.name}/{stage.name}.intoto.jsonl",
-                    intoto.PAYLOAD_TYPE,
-                    (),
-                    {"pipeline": pipeline.name, "stage": stage.name, "run": run.report.run_id},
-                ),
-            )
-            outputs = {name: item.artifact.id for name, item in sealed.items()}
-            if quarantine is None:
-                done = self.event(
-                    "stage.run", resource, run=run.report.run_id, cache_key=key, outputs=outputs
-                )
-            else:
-                done = self.event(
-                    "stage.quarantined",
-                    resource,
-                    "failed",
-                    run=run.report.run_id,
-                    outputs=outputs,
-                    reason=quarantine,
-                )
-            # The witness advances once, when the run ends (not after every stage).
-            with self.db.write() as session:
-                self.commit_sealed(session, *sealed.values(), attestation, then=[done])
-                for item in sealed.values():
-                    session.add(
-                        AttestationRow(
-                            subject_id=item.artifact.id, attestation_id=attestation.artifact.id
-                        )
-                    )
-                session.add(
-                    StageRunRow(
-                        id=uuid.uuid4().hex,
-                        run_id=run.report.run_id,
-                        stage=stage.name,
-                        cache_key=key,
-                        status="ok" if quarantine is None else "quarantined",
-                        outputs=json.dumps(outputs, sort_keys=True),
-                        attestation_id=attestation.artifact.id,
-                        started_at=job.started,
-                        finished_at=job.finished,
-                    )
-                )
-        except BaseException:
-            for item in [*sealed.values(), *([attestation] if attestation else [])]:
-                self.blobs.delete(item.artifact.blob_name)
-            raise
-        outcome = StageOutcome(
-            stage.name, "executed", outputs, attestation.artifact.id, job.seconds
-        )
-        return _Committed(outcome, made)
+
+_WRITER_NICENESS = 10
+"""The forked writer yields the processors to the stage code, and seals in its gaps."""
 
 
 @dataclass(frozen=True)
@@ -621,11 +517,15 @@ class _Stored:
 
 @dataclass(frozen=True)
 class _Made:
-    """An artifact with the digests provenance names it by and its plaintext."""
+    """An artifact with the digests provenance names it by, and its plaintext when the
+    runner needs it."""
 
     artifact_id: str
     digests: dict[str, str]
-    data: bytes | None
+    data: bytes | None = None
+
+    def without_data(self) -> _Made:
+        return _Made(self.artifact_id, self.digests)
 
     def __repr__(self) -> str:
         return f"_Made({self.artifact_id})"
@@ -633,7 +533,7 @@ class _Made:
 
 @dataclass(frozen=True)
 class _Committed:
-    """A committed stage: its outcome and its outputs."""
+    """A sealed stage: its outcome and its outputs."""
 
     outcome: StageOutcome
     outputs: dict[str, _Made]
@@ -641,26 +541,26 @@ class _Committed:
 
 @dataclass(frozen=True)
 class _Pending:
-    """An output of this run, sealed (or being sealed) by the run's background writer."""
+    """An output of this run that the writer seals (or has sealed)."""
 
-    outputs: Future[dict[str, _Made]]
+    committed: Future[Any]  # of _Committed, or of a source's {name: _Made}
     name: str
 
 
-_Ref = _Stored | _Made | _Pending
+_Ref = _Stored | _Pending
 
 
 @dataclass(frozen=True)
 class _StageJob:
-    """Everything the background writer needs to seal one executed stage."""
+    """What the writer needs to seal one executed stage (it crosses to the writer's
+    process, so: names rather than objects with code, and no keys)."""
 
-    stage: Stage
-    actor: Actor
-    values: Mapping[str, Any]
-    refs: Mapping[str, _Ref]
-    made: Mapping[str, _Made]
-    result: StageResult
-    encoded: dict[str, bytes] | None
+    stage: str
+    values: dict[str, Any]
+    inputs: dict[str, _Made | str]  # a stored input, or the name of an output of this run
+    outputs: dict[str, Any]  # objects to encode (local executor) ...
+    encoded: dict[str, bytes] | None  # ... or the bytes the executor returned
+    quarantine: str | None
     threads: int
     started: str
     finished: str
@@ -669,54 +569,333 @@ class _StageJob:
 
 @dataclass
 class _Run:
-    """The state of one run."""
+    """The state of one run, on the runner's side."""
 
     report: RunReport
     loaded: LoadedPipeline
     executor: Executor
     overrides: dict[str, Any]
-    writer: OrderedWriter
+    writer: Writer
     available: dict[str, _Ref] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
-    outcomes: list[Future[StageOutcome]] = field(default_factory=list)
+    fetched: dict[str, bytes] = field(default_factory=dict)
+    outcomes: list[Future[Any] | StageOutcome] = field(default_factory=list)
     failure: EventDraft | None = None
 
     def made(self, ref: _Ref) -> _Made:
-        """An input with its plaintext (waiting for the writer when it is still sealing)."""
-        if isinstance(ref, _Made):
-            return ref
-        if isinstance(ref, _Pending):
-            return ref.outputs.result()[ref.name]
-        raise TypeError("a stored input is read by the runner")
+        """An output of this run (waiting for the writer when it is still sealing)."""
+        if isinstance(ref, _Stored):
+            raise TypeError("a stored input is read by the runner")
+        committed = ref.committed.result()
+        outputs = committed.outputs if isinstance(committed, _Committed) else committed
+        made: _Made = outputs[ref.name]
+        return made
 
     def output_id(self, name: str) -> str:
         ref = self.available[name]
-        return ref.artifact_id if isinstance(ref, _Stored | _Made) else self.made(ref).artifact_id
+        return ref.artifact_id if isinstance(ref, _Stored) else self.made(ref).artifact_id
+
+    @staticmethod
+    def outcome(entry: Future[Any] | StageOutcome) -> StageOutcome:
+        if isinstance(entry, StageOutcome):
+            return entry
+        committed: _Committed = entry.result()
+        return committed.outcome
 
 
-def _outcome_of(future: Future[_Committed]) -> Future[StageOutcome]:
-    outcome: Future[StageOutcome] = Future()
-    future.add_done_callback(lambda f: _settle(outcome, f, lambda c: c.outcome))
-    return outcome
+class _Sealer:
+    """The writer's side of a run: seals sources and stage outputs with signed
+    provenance, and records the run, in the order the runner asks."""
+
+    def __init__(
+        self,
+        workspace: RunOperations,
+        run_id: str,
+        pipeline: _PipelineSpec,
+        executor: str,
+        keep_data: bool,
+    ) -> None:
+        self.workspace = workspace
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.executor = executor
+        self.keep_data = keep_data
+        self.outputs: dict[str, _Made] = {}
+
+    @staticmethod
+    def warm() -> None:
+        """Load, once per process, what sealing needs: the skops writer imports every
+        estimator, provenance lists every installed package."""
+        import pyarrow.parquet  # noqa: F401
+        import skops.io  # noqa: F401
+
+        environment()
+
+    def _kept(self, made: _Made) -> _Made:
+        return made if self.keep_data else made.without_data()
+
+    def run_start(self, principal: str, params_json: str) -> None:
+        pipeline = self.pipeline
+        ws = self.workspace
+        with ws.db.write() as session:
+            session.add(
+                RunRow(
+                    id=self.run_id,
+                    pipeline=pipeline.name,
+                    executor=self.executor,
+                    principal=principal,
+                    params=params_json,
+                    started_at=utc_now(),
+                    status="running",
+                )
+            )
+            event = ws.event(
+                "run.start", f"run:{self.run_id}", pipeline=pipeline.name, executor=self.executor
+            )
+            ws.append(session, [event])
+
+    def run_end(self, status: str, error: str | None, stages: int) -> None:
+        ws = self.workspace
+        details: dict[str, Any] = {"error": error} if error else {"stages": stages}
+        with ws.transaction() as session:
+            row = session.get(RunRow, self.run_id)
+            if row is not None:
+                row.status, row.finished_at = status, utc_now()
+            outcome = "ok" if status == "ok" else "failed"
+            ws.append(session, [ws.event("run.end", f"run:{self.run_id}", outcome, **details)])
+
+    def record(self, drafts: list[EventDraft]) -> None:
+        self.workspace.record(drafts)
+
+    def seal_source(
+        self,
+        name: str,
+        kind: str,
+        artifact_name: str,
+        notes: dict[str, str],
+        digests: dict[str, str],
+        data: bytes,
+    ) -> dict[str, _Made]:
+        info = self.workspace.put(io.BytesIO(data), kind, artifact_name, annotations=notes)
+        self.outputs[name] = _Made(info.id, digests, data)
+        return {name: self._kept(self.outputs[name])}
+
+    def commit_stage(self, job: _StageJob) -> _Committed:
+        """Seal a stage's outputs and its signed provenance in one transaction."""
+        ws, pipeline = self.workspace, self.pipeline
+        stage = pipeline.stage(job.stage)
+        actor = ws.require_actor()
+        inputs = {
+            name: ref if isinstance(ref, _Made) else self.outputs[ref]
+            for name, ref in job.inputs.items()
+        }
+        produced = job.encoded
+        if produced is None:
+            produced = encode_outputs(stage, StageResult(job.outputs))
+        key = cache_key(
+            stage,
+            pipeline.code_sha256,
+            job.values,
+            {n: made.digests[ARTIFACT_DIGEST] for n, made in inputs.items()},
+        )
+        resource = f"stage:{pipeline.name}/{stage.name}"
+        notes = {"pipeline": pipeline.name, "stage": stage.name, "run": self.run_id}
+        sealed: dict[str, SealedArtifact] = {}
+        attestation: SealedArtifact | None = None
+        try:
+            for name, data in produced.items():
+                codec = CODECS[stage.outputs[name]]
+                parents = tuple(made.artifact_id for made in inputs.values())
+                flagged = {**notes, "quarantined": job.quarantine} if job.quarantine else notes
+                draft = ArtifactDraft(
+                    codec.artifact_kind,
+                    f"{pipeline.name}/{name}",
+                    codec.media_type,
+                    parents,
+                    flagged,
+                )
+                sealed[name] = ws.seal_draft(io.BytesIO(data), draft)
+            made = {
+                name: _Made(sealed[name].artifact.id, _digests(sealed[name].artifact, data), data)
+                for name, data in produced.items()
+            }
+            provenance = intoto.StageProvenance(
+                pipeline=pipeline.name,
+                stage=stage.name,
+                parameters=json.loads(canonical_json(job.values)),
+                outputs=[intoto.Material(n, m.digests, m.artifact_id) for n, m in made.items()],
+                inputs=[
+                    intoto.Material(name, inputs[name].digests, inputs[name].artifact_id)
+                    for name in stage.inputs
+                ],
+                code=intoto.Material(
+                    "code",
+                    {"sha256": pipeline.code_sha256},
+                    uri=f"{pipeline.path.as_uri()}#{stage.name}",
+                ),
+                executor=self.executor,
+                principal=actor.name,
+                run_id=self.run_id,
+                started=job.started,
+                finished=job.finished,
+                environment={**environment(), "threads": job.threads},
+            )
+            envelope = intoto.sign_statement(intoto.statement(provenance), actor.signing_key)
+            attestation = ws.seal_draft(
+                io.BytesIO(envelope),
+                ArtifactDraft(
+                    "attestation",
+                    f"{pipeline.name}/{stage.name}.intoto.jsonl",
+                    intoto.PAYLOAD_TYPE,
+                    (),
+                    notes,
+                ),
+            )
+            outputs = {name: item.artifact.id for name, item in sealed.items()}
+            if job.quarantine is None:
+                done = ws.event(
+                    "stage.run", resource, run=self.run_id, cache_key=key, outputs=outputs
+                )
+            else:
+                done = ws.event(
+                    "stage.quarantined",
+                    resource,
+                    "failed",
+                    run=self.run_id,
+                    outputs=outputs,
+                    reason=job.quarantine,
+                )
+            # The witness advances once, when the run ends (not after every stage).
+            with ws.db.write() as session:
+                ws.commit_sealed(session, *sealed.values(), attestation, then=[done])
+                for item in sealed.values():
+                    session.add(
+                        AttestationRow(
+                            subject_id=item.artifact.id, attestation_id=attestation.artifact.id
+                        )
+                    )
+                session.add(
+                    StageRunRow(
+                        id=uuid.uuid4().hex,
+                        run_id=self.run_id,
+                        stage=stage.name,
+                        cache_key=key,
+                        status="ok" if job.quarantine is None else "quarantined",
+                        outputs=json.dumps(outputs, sort_keys=True),
+                        attestation_id=attestation.artifact.id,
+                        started_at=job.started,
+                        finished_at=job.finished,
+                    )
+                )
+        except BaseException:
+            for item in [*sealed.values(), *([attestation] if attestation else [])]:
+                ws.blobs.delete(item.artifact.blob_name)
+            raise
+        self.outputs.update(made)
+        outcome = StageOutcome(
+            stage.name, "executed", outputs, attestation.artifact.id, job.seconds
+        )
+        return _Committed(outcome, {n: self._kept(m) for n, m in made.items()})
 
 
-def _outputs_of(future: Future[_Committed]) -> Future[dict[str, _Made]]:
-    outputs: Future[dict[str, _Made]] = Future()
-    future.add_done_callback(lambda f: _settle(outputs, f, lambda c: c.outputs))
-    return outputs
+def _not_called(**_: Any) -> dict[str, Any]:
+    raise AssertionError("the sealing side never calls a stage")
 
 
-def _settle(
-    target: Future[Any], source: Future[_Committed], pick: Callable[[_Committed], Any]
-) -> None:
-    error = source.exception()
-    if error is not None:
-        target.set_exception(error)
-    else:
-        target.set_result(pick(source.result()))
+@dataclass(frozen=True)
+class _PipelineSpec:
+    """What sealing needs to know of a pipeline (it crosses to the sealing process:
+    no stage code)."""
+
+    name: str
+    path: Path
+    code_sha256: str
+    stages: dict[str, tuple[dict[str, str], dict[str, str]]]
+
+    @classmethod
+    def of(cls, loaded: LoadedPipeline) -> _PipelineSpec:
+        pipeline = loaded.pipeline
+        stages = {s.name: (dict(s.inputs), dict(s.outputs)) for s in pipeline.stages}
+        return cls(pipeline.name, loaded.path, loaded.code_sha256, stages)
+
+    def stage(self, name: str) -> Stage:
+        inputs, outputs = self.stages[name]
+        return Stage(name, _not_called, dict(inputs), dict(outputs))
 
 
-def _done(outcome: StageOutcome) -> Future[StageOutcome]:
-    future: Future[StageOutcome] = Future()
-    future.set_result(outcome)
-    return future
+@dataclass(frozen=True)
+class _RunSpec:
+    """What the sealing process needs to act for one run: the workspace, the acting
+    principal with its key, and the keystore's key (they cross a private pipe to our own
+    child process, never a disk)."""
+
+    root: Path
+    state_dir: str
+    run_id: str
+    pipeline: _PipelineSpec
+    executor: str
+    principal: str
+    via: str
+    signing_key: bytes
+    keystore_key: bytes
+
+    def __repr__(self) -> str:
+        return f"_RunSpec({self.run_id}, {self.principal}, ***)"
+
+
+class _SealingService:
+    """The sealing process's side: one run at a time, a freshly opened workspace each."""
+
+    def __init__(self) -> None:
+        _Sealer.warm()
+        self._sealer: _Sealer | None = None
+
+    def begin(self, spec: _RunSpec) -> None:
+        from . import Workspace
+
+        self.finish()
+        os.environ[STATE_ENV] = spec.state_dir
+        workspace = Workspace.open(spec.root)
+        try:
+            workspace.unlock_with_key(spec.keystore_key)
+            with workspace.db.read() as session:
+                workspace.actor = workspace.principals.authenticate_key(
+                    session, spec.principal, SigningKey.from_pkcs8(spec.signing_key), spec.via
+                )
+        except BaseException:
+            workspace.close()
+            raise
+        self._sealer = _Sealer(workspace, spec.run_id, spec.pipeline, spec.executor, False)
+
+    def finish(self) -> None:
+        if self._sealer is not None:
+            self._sealer.workspace.close()
+            self._sealer = None
+
+    def _current(self) -> _Sealer:
+        if self._sealer is None:
+            raise IntegrityError("the sealing process has no run")
+        return self._sealer
+
+    def run_start(self, principal: str, params_json: str) -> None:
+        self._current().run_start(principal, params_json)
+
+    def run_end(self, status: str, error: str | None, stages: int) -> None:
+        self._current().run_end(status, error, stages)
+
+    def record(self, drafts: list[EventDraft]) -> None:
+        self._current().record(drafts)
+
+    def seal_source(
+        self,
+        name: str,
+        kind: str,
+        artifact_name: str,
+        notes: dict[str, str],
+        digests: dict[str, str],
+        data: bytes,
+    ) -> dict[str, _Made]:
+        return self._current().seal_source(name, kind, artifact_name, notes, digests, data)
+
+    def commit_stage(self, job: _StageJob) -> _Committed:
+        return self._current().commit_stage(job)
