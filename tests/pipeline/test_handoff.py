@@ -18,6 +18,7 @@ from sealml.errors import UsageError
 from sealml.pipeline import codecs
 from sealml.pipeline.background import WriterStoppedError
 from sealml.pipeline.loader import load_pipeline
+from sealml.workspace.runs import start_sealing_process
 
 FRAMES = """
 from pathlib import Path
@@ -168,7 +169,7 @@ KILLER = FRAMES.replace(
 def test_a_killed_sealing_process_fails_the_run_cleanly_and_is_replaced(
     workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    workspace.run_pipeline(load_pipeline(_write(tmp_path, FRAMES)), "local")
+    assert start_sealing_process().wait_ready(120)
     (pid,) = _sealing_processes()
     monkeypatch.setenv("SEALML_TEST_KILL", str(pid))
     killer = load_pipeline(_write(tmp_path, KILLER))
@@ -178,8 +179,9 @@ def test_a_killed_sealing_process_fails_the_run_cleanly_and_is_replaced(
     assert workspace.audit_verify().ok
     monkeypatch.setenv("SEALML_TEST_KILL", "0")  # signal 9 to "pid 0" would hit our group
     monkeypatch.setattr(os, "kill", lambda *_: None)
+    assert start_sealing_process().wait_ready(120)
     report = workspace.run_pipeline(killer, "local")
-    assert _sealing_processes() != [pid]
+    assert _sealing_processes() and pid not in _sealing_processes()
     assert list(_frame(workspace, report.artifacts["doubled"])["x"]) == [2, 4, 6]
 
 

@@ -5,6 +5,7 @@ were made, so a call may use the results of every call before it. After a call f
 the calls behind it are not run (they depend on it), and the first error is what
 :meth:`drain` raises.
 
+* :class:`InlineWriter` calls it at once (no overlap);
 * :class:`ThreadWriter` calls the target on a thread of this process;
 * :class:`ProcessWriter` calls it in a child interpreter, so serialising, encrypting,
   signing and recording never contend with the stage code for the interpreter lock
@@ -21,6 +22,7 @@ import contextlib
 import fcntl
 import itertools
 import os
+import pickle
 import queue
 import subprocess
 import sys
@@ -28,12 +30,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import ForkingPickler
 from typing import Any, ClassVar, Protocol
 
 from ..errors import SealmlError
 
 _PIPE_BYTES = 1 << 20
+_READY = -1
 
 
 class SkippedError(Exception):
@@ -114,6 +116,35 @@ class ThreadWriter:
         self._pool.shutdown(wait=True)
 
 
+class InlineWriter:
+    """Calls the target's methods at once, in the caller's thread."""
+
+    def __init__(self, target: object) -> None:
+        self._target = target
+        self._failures = _Failures()
+
+    def call(self, method: str, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        if self._failures.first is not None:
+            future.set_exception(SkippedError("an earlier call failed"))
+            return future
+        try:
+            future.set_result(getattr(self._target, method)(*args))
+        except BaseException as error:
+            self._failures.note(error)
+            future.set_exception(error)
+        return future
+
+    def raise_failure(self) -> None:
+        self._failures.raise_first()
+
+    def drain(self) -> None:
+        self._failures.raise_first()
+
+    def close(self) -> None:
+        return None
+
+
 class ProcessWriter:
     """Calls the methods of a service object in a child process, in order.
 
@@ -123,10 +154,10 @@ class ProcessWriter:
     code keeps the processors it needs. Each :meth:`open` gives a :class:`Channel` for
     one run; one run uses the child at a time."""
 
-    _shared: ClassVar[dict[tuple[Any, int], ProcessWriter]] = {}
+    _shared: ClassVar[dict[tuple[Any, bool], ProcessWriter]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, factory: Callable[[], object], niceness: int = 0) -> None:
+    def __init__(self, factory: Callable[[], object], idle: bool = False) -> None:
         calls_read, calls_write = os.pipe()
         replies_read, replies_write = os.pipe()
         command = [
@@ -144,38 +175,58 @@ class ProcessWriter:
         )
         os.close(calls_read)
         os.close(replies_write)
+        if idle:  # at once, before the child's imports compete with the stage code
+            _run_when_idle(self._process.pid)
         with contextlib.suppress(OSError):  # fewer, larger writes for big stage outputs
             fcntl.fcntl(calls_write, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         self._calls = Connection(calls_write, readable=False)
         self._replies = Connection(replies_read, writable=False)
         self._lock = threading.Lock()  # one run at a time
+        self._ready = threading.Event()
         self._channel: Channel | None = None
         self._numbers = itertools.count()
-        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[bytes, list[memoryview]] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send, name="sealml-writer-calls", daemon=True)
         self._receiver = threading.Thread(
             target=self._receive, name="sealml-writer-replies", daemon=True
         )
         self._sender.start()
         self._receiver.start()
-        self._outbox.put(bytes(ForkingPickler.dumps((factory, niceness))))
+        self._outbox.put((pickle.dumps((factory, idle), protocol=5), []))
 
     @classmethod
-    def shared(cls, factory: Callable[[], object], niceness: int = 0) -> ProcessWriter:
+    def shared(cls, factory: Callable[[], object], idle: bool = False) -> ProcessWriter:
         """The process's writer for *factory*, started on first use."""
         with cls._shared_lock:
-            writer = cls._shared.get((factory, niceness))
+            writer = cls._shared.get((factory, idle))
             if writer is None or not writer.alive:
-                writer = cls._shared[(factory, niceness)] = cls(factory, niceness)
+                writer = cls._shared[(factory, idle)] = cls(factory, idle)
             return writer
+
+    @classmethod
+    def ready(cls, factory: Callable[[], object], idle: bool = False) -> ProcessWriter | None:
+        """The process's writer for *factory* if it is running and ready, else None
+        (without starting one)."""
+        with cls._shared_lock:
+            writer = cls._shared.get((factory, idle))
+        if writer is None or not writer._ready.is_set() or not writer.alive:
+            return None
+        return writer
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the child has built its service (or ended); True if ready."""
+        return self._ready.wait(timeout) and self.alive
 
     @property
     def alive(self) -> bool:
         return self._process.poll() is None and self._receiver.is_alive()
 
     def open(self) -> Channel | None:
-        """A channel for one run, or None while another run holds the writer."""
-        if not self._lock.acquire(blocking=False):
+        """A channel for one run, once the child is ready (its imports done, so they
+        never compete with stage code); None while another run holds the writer or when
+        the child could not start."""
+        self._ready.wait()
+        if not self.alive or not self._lock.acquire(blocking=False):
             return None
         self._channel = Channel(self)
         return self._channel
@@ -189,8 +240,12 @@ class ProcessWriter:
         future: Future[Any] = Future()
         number = next(self._numbers)
         channel.failures.futures.append(future)
+        # Out-of-band buffers (array and table data) are not copied here: the sender
+        # thread writes them from the objects themselves, which the runner keeps
+        # unchanged until the run ends (stages get copies).
+        buffers: list[pickle.PickleBuffer] = []
         try:
-            message = bytes(ForkingPickler.dumps((number, method, args)))
+            head = pickle.dumps((number, method, args), protocol=5, buffer_callback=buffers.append)
         except Exception as error:  # an argument that cannot cross to the child
             failure = TypeError(f"{method}: {error}".splitlines()[0])
             channel.failures.note(failure)
@@ -200,7 +255,7 @@ class ProcessWriter:
             channel.pending[number] = future
         if not self.alive:
             self._fail_pending(channel)
-        self._outbox.put(message)
+        self._outbox.put((head, [_contiguous(b) for b in buffers]))
         return future
 
     def _send(self) -> None:
@@ -208,8 +263,12 @@ class ProcessWriter:
             message = self._outbox.get()
             if message is None:
                 return
+            head, buffers = message
             try:
-                self._calls.send_bytes(message)
+                self._calls.send_bytes(len(buffers).to_bytes(4, "big"))
+                self._calls.send_bytes(head)
+                for buffer in buffers:
+                    self._calls.send_bytes(buffer)
             except (OSError, ValueError):
                 return  # the receiver fails what is still pending
 
@@ -219,6 +278,9 @@ class ProcessWriter:
                 number, ok, value = self._replies.recv()
             except (EOFError, OSError):
                 break
+            if number == _READY:
+                self._ready.set()
+                continue
             channel = self._channel
             if channel is None:
                 continue
@@ -231,6 +293,7 @@ class ProcessWriter:
             else:
                 channel.failures.note(value)
                 future.set_exception(value)
+        self._ready.set()  # a child that died starting is not waited for
         if self._channel is not None:
             self._fail_pending(self._channel)
 
@@ -283,14 +346,15 @@ class Channel:
 def serve(calls: Connection, replies: Connection) -> None:
     """The child's loop (see :mod:`sealml.pipeline.writer`): build the service, then
     call, answer, and after a failure refuse the rest of that run."""
-    factory, niceness = calls.recv()
-    if niceness:
-        os.nice(niceness)
+    factory, idle = _receive_call(calls)
+    if idle:
+        _run_when_idle(0)
     service = factory()
+    replies.send((_READY, True, None))
     failed = False
     while True:
         try:
-            number, method, args = calls.recv()
+            number, method, args = _receive_call(calls)
         except EOFError:
             break
         if method == "__reset__":
@@ -307,10 +371,34 @@ def serve(calls: Connection, replies: Connection) -> None:
             replies.send((number, False, _portable(error)))
 
 
+def _run_when_idle(pid: int) -> None:
+    """Let process *pid* (0: this one) take only processor time nobody else wants:
+    SCHED_IDLE where Linux offers it (a niced process still takes a share, and a
+    parallel region waits for its slowest thread), else the lowest priority."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, pid, 19)
+
+
+def _contiguous(buffer: pickle.PickleBuffer) -> memoryview:
+    try:
+        return buffer.raw()
+    except BufferError:  # not contiguous: a copy
+        return memoryview(bytes(buffer))
+
+
+def _receive_call(calls: Connection) -> Any:
+    """One call as the sender wrote it: a buffer count, the pickle, its buffers."""
+    count = int.from_bytes(calls.recv_bytes(), "big")
+    head = calls.recv_bytes()
+    buffers = [calls.recv_bytes() for _ in range(count)]
+    return pickle.loads(head, buffers=buffers)  # noqa: S301 - from our parent, over its pipe
+
+
 def _portable(error: BaseException) -> BaseException:
     """*error* if it survives pickling; otherwise a RuntimeError with its message."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object, in memory
     except Exception:

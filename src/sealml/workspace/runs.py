@@ -31,7 +31,7 @@ from ..db.models import ArtifactRow, AttestationRow, DataKeyRow, RunRow, StageRu
 from ..errors import IntegrityError, SealmlError
 from ..ledger import EventDraft
 from ..pipeline import codecs
-from ..pipeline.background import Channel, ProcessWriter, ThreadWriter, Writer
+from ..pipeline.background import Channel, InlineWriter, ProcessWriter, ThreadWriter, Writer
 from ..pipeline.codecs import CODECS
 from ..pipeline.dag import Source
 from ..pipeline.execution import (
@@ -306,14 +306,28 @@ class RunOperations(ArtifactOperations):
             writer.close()
             if owned:
                 runner.close()
+            if isinstance(writer, InlineWriter) and isinstance(runner, LocalExecutor):
+                _INLINE_LOCAL_RUNS.append(report.run_id)
+                if len(_INLINE_LOCAL_RUNS) >= 2:
+                    start_sealing_process()
 
     def _writer(self, run_id: str, spec: _PipelineSpec, runner: Executor, actor: Actor) -> Writer:
-        """The run's background writer: the shared sealing process for the local
-        executor (stage code runs here, so sealing must not take the interpreter lock
-        from it), a thread otherwise (stages run elsewhere) or when the process is busy
-        with another run."""
+        """Where the run seals. Stages of the other executors run elsewhere: a thread of
+        this process seals beside them. Local stages run here, and neither a thread (it
+        takes the interpreter lock from the stage code) nor a forked copy (the parent
+        then pays a copy-on-write fault per page it touches) can seal beside them, so a
+        separate sealing process does, at idle priority (a parallel training loop slows
+        down many times over when a competitor takes one of its processors). Starting
+        that process costs seconds of imports, worth it only in a process that runs
+        pipelines again and again: local runs seal inline until a second one has ended,
+        which starts it (after the run, so its imports compete with nothing); a run that
+        finds it busy with another run seals inline too."""
         if isinstance(runner, LocalExecutor):
-            channel = ProcessWriter.shared(_SealingService, _WRITER_NICENESS).open()
+            process = ProcessWriter.ready(_SealingService, idle=True)
+            channel = process.open() if process is not None else None
+            if channel is None:
+                _Sealer.warm()
+                return InlineWriter(_Sealer(self, run_id, spec, runner.name, keep_data=True))
             if channel is not None:
                 channel.call(
                     "begin",
@@ -502,10 +516,6 @@ class RunOperations(ArtifactOperations):
         outcome = StageOutcome(stage.name, "cached", reused, attested_by, seconds)
         run.outcomes.append(outcome)
         return outcome
-
-
-_WRITER_NICENESS = 10
-"""The forked writer yields the processors to the stage code, and seals in its gaps."""
 
 
 @dataclass(frozen=True)
@@ -796,6 +806,15 @@ class _Sealer:
             stage.name, "executed", outputs, attestation.artifact.id, job.seconds
         )
         return _Committed(outcome, {n: self._kept(m) for n, m in made.items()})
+
+
+_INLINE_LOCAL_RUNS: list[str] = []
+"""Local runs of this process that sealed inline (see ``RunOperations._writer``)."""
+
+
+def start_sealing_process() -> ProcessWriter:
+    """The process's sealing process for local runs, started now if it is not running."""
+    return ProcessWriter.shared(_SealingService, idle=True)
 
 
 def _not_called(**_: Any) -> dict[str, Any]:
