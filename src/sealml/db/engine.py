@@ -8,6 +8,7 @@ row every writer updates); PostgreSQL gets the same effect from ``SELECT ... FOR
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,12 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         mode = "DEFERRED" if connection.get_execution_options().get("sealml_read") else "IMMEDIATE"
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    """The newest migration shipped with this sealml (read once per process)."""
+    return ScriptDirectory(str(_MIGRATIONS)).get_current_head()
 
 
 class Database:
@@ -123,7 +130,7 @@ class Database:
         return config
 
     def head_revision(self) -> str | None:
-        return ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+        return _head_revision()
 
     def current_revision(self) -> str | None:
         with self._guard(), self.engine.connect() as connection:
