@@ -153,3 +153,44 @@ def test_sealml_decrypts_what_tink_wrote(params: StreamingParams, extra: int | N
     with primitive.new_encrypting_stream(sink, AAD) as stream:  # type: ignore[attr-defined]
         stream.write(plaintext)
     assert unseal(sink.kept, params) == plaintext
+
+
+class _Reader:
+    """A source that is not a BytesIO, so encryption takes the threaded path."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readinto(self, buffer: memoryview) -> int:
+        return self._data.readinto(buffer)
+
+
+@pytest.mark.parametrize("size", boundary_sizes(SMALL)[:5])
+def test_one_segment_from_memory_seals_like_a_stream(size: int) -> None:
+    """In-memory sources that fit one segment are encrypted without helper threads; the
+    result is the same format (same size, same plaintext, same bytes observed)."""
+    plaintext = os.urandom(size)
+    for source in (io.BytesIO(plaintext), _Reader(plaintext)):
+        sink, seen = io.BytesIO(), bytearray()
+        assert encrypt_stream(KEY, AAD, source, sink, SMALL, seen.extend) == size
+        assert bytes(seen) == plaintext
+        assert len(sink.getvalue()) == SMALL.ciphertext_size(size)
+        assert unseal(sink.getvalue()) == plaintext
+    partly_read = io.BytesIO(b"skip" + plaintext)
+    partly_read.seek(4)
+    assert unseal(seal_from(partly_read)) == plaintext
+
+
+def seal_from(source: io.BytesIO) -> bytes:
+    sink = io.BytesIO()
+    encrypt_stream(KEY, AAD, source, sink, SMALL)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("params", INTEROP_PARAMS, ids=["4KiB", "1MiB"])
+def test_tink_decrypts_one_segment_sealed_from_memory(params: StreamingParams) -> None:
+    plaintext = os.urandom(params.first_plaintext_size)
+    with tink_primitive(KEY, params).new_decrypting_stream(  # type: ignore[attr-defined]
+        io.BytesIO(seal(plaintext, params)), AAD
+    ) as stream:
+        assert stream.read() == plaintext

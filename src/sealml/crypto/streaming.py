@@ -16,6 +16,7 @@ associated data through HKDF makes moving a blob to another context fail.
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import struct
@@ -284,6 +285,16 @@ def encrypt_stream(
     """
     encrypter = SegmentEncrypter(main_key, associated_data, params)
     sink.write(memoryview(encrypter.header))
+    small = _one_segment(source, params.first_plaintext_size)
+    if small is not None:
+        # One segment from memory: the helper threads and buffer pools (megabytes to
+        # allocate) would cost more than the work itself.
+        if observer is not None:
+            observer(memoryview(small))
+        out = bytearray(params.segment_size)
+        written = encrypter.encrypt_into(0, memoryview(small), True, out)
+        sink.write(memoryview(out)[:written])
+        return len(small)
     plain = _Stage(params.plaintext_size, [observer] if observer else [])
     cipher = _Stage(params.segment_size, [sink.write])
     try:
@@ -306,6 +317,19 @@ def encrypt_stream(
     finally:
         plain.close()
         cipher.close()
+
+
+def _one_segment(source: Readable, limit: int) -> bytes | None:
+    """The rest of an in-memory source when it fits in the first segment, else None."""
+    if not isinstance(source, io.BytesIO):
+        return None
+    start = source.tell()
+    with source.getbuffer() as whole:
+        if whole.nbytes - start > limit:
+            return None
+        small = bytes(whole[start:])
+    source.seek(0, io.SEEK_END)
+    return small
 
 
 def iter_decrypted(

@@ -288,11 +288,11 @@ class RunOperations(ArtifactOperations):
                 outcome = self._run_stage(run, item)
                 if on_stage is not None:
                     on_stage(item.name, outcome)
+            # Queued behind the last commit (and skipped if any commit fails).
+            writer.call("run_end", "ok", None, len(run.outcomes))
             writer.drain()
             report.stages = [run.outcome(entry) for entry in run.outcomes]
             report.artifacts = {name: run.output_id(name) for s in stages for name in s.outputs}
-            writer.call("run_end", "ok", None, len(report.stages))
-            writer.drain()
             return report
         except SealmlError as error:
             self._fail_run(run, str(error))
