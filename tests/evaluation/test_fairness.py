@@ -19,7 +19,7 @@ def test_known_rates_and_gaps() -> None:
     truth = np.array([1, 1, 0, 0, 1, 1, 0, 0])
     predicted = np.array([1, 1, 1, 0, 1, 0, 0, 0])
     groups = pd.DataFrame({"g": ["a"] * 4 + ["b"] * 4})
-    report = fairness.assess(truth, predicted, groups, n_boot=0)
+    report = fairness.assess(truth, predicted, groups, n_boot=0, min_group_size=1)
     (attribute,) = report.attributes
     rates = {row["group"]: row for row in attribute.groups}
     assert rates["a"]["selection_rate"] == 0.75 and rates["b"]["selection_rate"] == 0.25
@@ -103,3 +103,20 @@ def test_bad_input() -> None:
         fairness.mitigate(LogisticRegression(), None, None, None, method="magic")
     with pytest.raises(UsageError, match="at least one sensitive"):
         fairness.assess([1], [1], pd.DataFrame(index=[0]))
+
+
+def test_rates_resting_on_few_rows_are_listed_but_not_gated() -> None:
+    """A small intersection's rates are noise: they are reported, not used for the gaps."""
+    rng = np.random.default_rng(1)
+    big = 600
+    truth = np.concatenate([rng.integers(0, 2, 2 * big), [1, 1, 0, 0, 0]])
+    predicted = np.concatenate([truth[: 2 * big], [0, 0, 1, 1, 1]])  # the tiny group: all wrong
+    groups = pd.DataFrame({"g": ["a"] * big + ["b"] * big + ["tiny"] * 5})
+    (gated,) = fairness.assess(truth, predicted, groups, n_boot=20).attributes
+    rows = {row["group"]: row for row in gated.groups}
+    assert rows["tiny"]["count"] == 5 and rows["tiny"]["counted"] == []
+    assert rows["a"]["counted"] == ["selection_rate", "true_positive_rate", "false_positive_rate"]
+    assert gated.equalized_odds_difference == 0.0  # a and b are both perfect
+    assert gated.intervals["equalized_odds_difference"] == [0.0, 0.0]
+    (everything,) = fairness.assess(truth, predicted, groups, n_boot=0, min_group_size=1).attributes
+    assert everything.equalized_odds_difference == 1.0

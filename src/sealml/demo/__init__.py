@@ -38,7 +38,9 @@ GATES = GateSection(
     require_provenance=True,
     require_evaluation=True,
     min_metrics={"accuracy": 0.8, "robustness.accuracy@0.1": 0.7},
-    max_metrics={"privacy.membership_auc": 0.6, "fairness.equalized_odds_difference": 0.6},
+    # Equalised odds over sex, race and their intersection, groups of 30 or more: the
+    # demo's model measures about 0.10.
+    max_metrics={"privacy.membership_auc": 0.6, "fairness.equalized_odds_difference": 0.15},
 )
 STAGE_TITLES = {
     "ingest_census": "ingest the pinned dataset",

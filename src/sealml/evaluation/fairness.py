@@ -14,6 +14,7 @@ sensitive attribute at prediction time).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ from ..errors import UsageError
 MITIGATIONS = ("reweighing", "exponentiated_gradient", "threshold_optimizer")
 CONSTRAINTS = ("demographic_parity", "equalized_odds")
 INTERSECTION = " & "
+DEFAULT_MIN_GROUP_SIZE = 30
+"""Rows a rate must rest on to enter the gaps (see :func:`assess`)."""
 
 
 @dataclass
@@ -86,9 +89,16 @@ def assess(
     n_boot: int = 100,
     confidence: float = 0.95,
     seed: int = 0,
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
 ) -> FairnessReport:
     """Fairness of binary predictions *y_pred* against *y_true* for every column of
-    *sensitive* and, with two or more, their intersection."""
+    *sensitive* and, with two or more, their intersection.
+
+    A rate enters the gaps only when it rests on at least *min_group_size* rows: the
+    selection rate on the group's rows, the true-positive rate on its positives, the
+    false-positive rate on its negatives. Every group is still listed with its rates and
+    counts; a rate estimated from a handful of rows (a small intersection) is noise, and
+    a gate on it would fail or pass by chance."""
     import numpy as np
     from fairlearn.metrics import (
         MetricFrame,
@@ -122,13 +132,24 @@ def assess(
             y_pred=predicted,
             sensitive_features=frame[attribute],
         )
-        groups = [
-            {"group": str(group), **{k: _number(v) for k, v in row.items()}}
-            for group, row in metrics.by_group.iterrows()
-        ]
-        difference, ratio = metrics.difference(), metrics.ratio()
+        codes, names = _codes(frame[attribute])
+        counted = _counted(truth, codes, len(names), min_group_size)
+        by_group = metrics.by_group
+        groups = []
+        for index, name in enumerate(names):
+            row = by_group.loc[name]
+            entry = {"group": str(name), **{k: _number(v) for k, v in row.items()}}
+            entry["counted"] = [rate for rate, mask in counted.items() if mask[index]]
+            groups.append(entry)
+        rates = {
+            rate: np.array([by_group.loc[name, rate] for name in names], dtype=float)
+            for rate in counted
+        }
+        gaps = _gaps(
+            {rate: np.where(counted[rate], rates[rate], np.nan)[None, :] for rate in rates}
+        )
         intervals = (
-            _bootstrap(truth, predicted, frame[attribute], draws, confidence)
+            _bootstrap(truth, predicted, codes, len(names), counted, draws, confidence)
             if draws is not None
             else {}
         )
@@ -136,28 +157,73 @@ def assess(
             AttributeFairness(
                 attribute=str(attribute),
                 groups=groups,
-                demographic_parity_difference=_number(difference["selection_rate"]),
-                demographic_parity_ratio=_number(ratio["selection_rate"]),
-                equalized_odds_difference=max(
-                    _number(difference["true_positive_rate"]),
-                    _number(difference["false_positive_rate"]),
-                ),
+                demographic_parity_difference=_number(gaps["demographic_parity_difference"][0]),
+                demographic_parity_ratio=_number(gaps["demographic_parity_ratio"][0]),
+                equalized_odds_difference=_number(gaps["equalized_odds_difference"][0]),
                 intervals=intervals,
             )
         )
     return FairnessReport(results, confidence)
 
 
-def _bootstrap(
-    truth: Any, predicted: Any, groups: Any, draws: Any, confidence: float
-) -> dict[str, list[float]]:
-    """Percentile intervals of the three gaps over bootstrap resamples of the rows
-    (vectorised: fairlearn's own bootstrap recomputes a MetricFrame per resample, which
-    takes seconds per attribute)."""
+def _codes(groups: Any) -> tuple[Any, list[Any]]:
+    """Each row's group index, and the groups in fairlearn's (sorted) order."""
     import numpy as np
 
-    codes = np.unique(np.asarray(groups), return_inverse=True)[1]
-    size = int(codes.max()) + 1
+    names, codes = np.unique(np.asarray(groups), return_inverse=True)
+    return codes, list(names)
+
+
+def _counted(truth: Any, codes: Any, size: int, minimum: int) -> dict[str, Any]:
+    """Per rate, which groups have enough rows behind it to enter the gaps."""
+    import numpy as np
+
+    rows = np.bincount(codes, minlength=size)
+    positives = np.bincount(codes, weights=truth, minlength=size)
+    return {
+        "selection_rate": rows >= minimum,
+        "true_positive_rate": positives >= minimum,
+        "false_positive_rate": (rows - positives) >= minimum,
+    }
+
+
+def _gaps(rates: dict[str, Any]) -> dict[str, Any]:
+    """The three gaps from per-group rates (rows: resamples; NaN: not counted). Fewer than
+    two counted groups give no gap."""
+    import numpy as np
+
+    def spread(values: Any) -> Any:
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nan_to_num(np.nanmax(values, axis=1) - np.nanmin(values, axis=1))
+
+    selection = rates["selection_rate"]
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ratio = np.nanmin(selection, axis=1) / np.nanmax(selection, axis=1)
+    return {
+        "demographic_parity_difference": spread(selection),
+        "demographic_parity_ratio": np.nan_to_num(ratio, nan=1.0),
+        "equalized_odds_difference": np.fmax(
+            spread(rates["true_positive_rate"]), spread(rates["false_positive_rate"])
+        ),
+    }
+
+
+def _bootstrap(
+    truth: Any,
+    predicted: Any,
+    codes: Any,
+    size: int,
+    counted: dict[str, Any],
+    draws: Any,
+    confidence: float,
+) -> dict[str, list[float]]:
+    """Percentile intervals of the three gaps over bootstrap resamples of the rows, over
+    the same groups as the point estimate (vectorised: fairlearn's own bootstrap
+    recomputes a MetricFrame per resample, which takes seconds per attribute)."""
+    import numpy as np
+
     offsets = np.arange(draws.shape[0])[:, None] * size
     bins = (codes[draws] + offsets).ravel()
 
@@ -168,27 +234,19 @@ def _bootstrap(
     ones = np.ones_like(truth, dtype=float)
     rows, positives, negatives = per_group(ones), per_group(truth * 1.0), per_group(1.0 - truth)
     with np.errstate(invalid="ignore", divide="ignore"):
-        selection = per_group(predicted * 1.0) / rows
-        tpr = per_group(predicted * truth * 1.0) / positives
-        fpr = per_group(predicted * (1.0 - truth)) / negatives
-
-    def gap(rates: Any) -> Any:
-        return np.nanmax(rates, axis=1) - np.nanmin(rates, axis=1)
-
-    dp = gap(selection)
-    ratios = np.nanmin(selection, axis=1) / np.nanmax(selection, axis=1)
-    eo = np.fmax(gap(tpr), gap(fpr))
+        rates = {
+            "selection_rate": per_group(predicted * 1.0) / rows,
+            "true_positive_rate": per_group(predicted * truth * 1.0) / positives,
+            "false_positive_rate": per_group(predicted * (1.0 - truth)) / negatives,
+        }
+    gaps = _gaps({rate: np.where(counted[rate][None, :], rates[rate], np.nan) for rate in rates})
     tail = 100 * (1 - confidence) / 2
 
     def interval(values: Any) -> list[float]:
         low, high = np.nanpercentile(values, [tail, 100 - tail])
         return [_number(low), _number(high)]
 
-    return {
-        "demographic_parity_difference": interval(dp),
-        "demographic_parity_ratio": interval(ratios),
-        "equalized_odds_difference": interval(eo),
-    }
+    return {name: interval(values) for name, values in gaps.items()}
 
 
 def _number(value: Any) -> float:

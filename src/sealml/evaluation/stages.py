@@ -39,6 +39,7 @@ def evaluate(
     immutable: list[str] | None = None,
     robustness_rows: int = 500,
     positive: Any = 1,
+    min_group_size: int = fairness.DEFAULT_MIN_GROUP_SIZE,
     name: str | None = None,
 ) -> Stage:
     """Evaluate *model* on the *test* dataset: accuracy and, when asked, fairness over the
@@ -46,7 +47,8 @@ def evaluate(
     training rows), and robust accuracy under evasion attacks for each perturbation budget
     in *budgets* (standard deviations per numeric feature; *immutable* features fixed). The
     model gets the columns it was trained on (``feature_names_in_``), so sensitive columns
-    it never saw can still be assessed."""
+    it never saw can still be assessed. Fairness gaps count only rates resting on at
+    least *min_group_size* rows (see :func:`sealml.evaluation.fairness.assess`)."""
     inputs = {model: "model", test: "dataset"}
     if members is not None:
         inputs[members] = "dataset"
@@ -72,7 +74,9 @@ def evaluate(
             missing = [c for c in sensitive if c not in frame.columns]
             if missing:
                 raise UsageError(f"dataset {test!r} has no sensitive column {missing[0]!r}")
-            assessed = fairness.assess(truth, predicted, frame[sensitive], positive=positive)
+            assessed = fairness.assess(
+                truth, predicted, frame[sensitive], positive=positive, min_group_size=min_group_size
+            )
             metrics.update(assessed.metrics())
             report["fairness"] = assessed.to_dict()
         if members is not None:

@@ -104,9 +104,9 @@ def markdown(facts: CardFacts) -> str:
     for attribute in evaluation.get("fairness", {}).get("attributes", []):
         lines += [f"### Fairness by {attribute['attribute']}", ""]
         lines += _table(
-            ["group", "count", "selection rate", "TPR", "FPR"],
+            ["group", "count", "selection rate", "TPR", "FPR", "in the gaps"],
             [[g["group"], g.get("count"), g.get("selection_rate"), g.get("true_positive_rate"),
-              g.get("false_positive_rate")] for g in attribute["groups"]],
+              g.get("false_positive_rate"), _gated(g)] for g in attribute["groups"]],
         )  # fmt: skip
         intervals = attribute.get("intervals", {})
         lines += [
@@ -147,6 +147,18 @@ def markdown(facts: CardFacts) -> str:
         lines.append("")
     lines += ["## Limitations", "", *[f"- {item}" for item in facts.limitations], ""]
     return "\n".join(lines)
+
+
+_RATE_NAMES = {"selection_rate": "selection", "true_positive_rate": "TPR",
+               "false_positive_rate": "FPR"}  # fmt: skip
+
+
+def _gated(group: dict[str, Any]) -> str:
+    """Which of a group's rates the gaps use (rates on too few rows are only listed)."""
+    counted = group.get("counted")
+    if counted is None:
+        return "all"
+    return ", ".join(_RATE_NAMES.get(c, c) for c in counted) or "none (too few rows)"
 
 
 def _interval(bounds: list[float] | None) -> str:
