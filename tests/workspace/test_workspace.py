@@ -233,6 +233,10 @@ def test_sessions_expire_and_are_revocable(workspace: Workspace) -> None:
     connection.close()
     with pytest.raises(AuthenticationError, match="expired"):
         ws.resume_session(ticket)
+    connection = sqlite3.connect(workspace.root / ".sealml" / "sealml.db")
+    (left,) = connection.execute("SELECT count(*) FROM sessions").fetchone()
+    connection.close()
+    assert left == 0  # the refused resume removed the expired row
     fresh = workspace.start_session()
     assert workspace.end_session(fresh)
     with pytest.raises(AuthenticationError):

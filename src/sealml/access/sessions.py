@@ -103,7 +103,6 @@ def resume(session: Session, principals: PrincipalStore, ticket: SessionTicket) 
     if row is None:
         raise AuthenticationError("session expired or revoked; run `sealml login`")
     if row.expires_at <= int(time.time()):
-        session.delete(row)
         raise AuthenticationError("session expired; run `sealml login`")
     principal = principals.get_by_id(session, row.principal_id)
     if principal.name != ticket.principal:

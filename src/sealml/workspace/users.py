@@ -153,8 +153,13 @@ class UserOperations(WorkspaceCore):
     def resume_session(self, ticket: SessionTicket) -> Actor:
         """Act as the principal of a session ticket (no password needed until it expires);
         a ticket issued with the keystore unlocked unlocks it again without the KDF."""
-        with self.db.write() as session:
-            resumed = sessions.resume(session, self.principals, ticket)
+        try:
+            with self.db.write() as session:
+                resumed = sessions.resume(session, self.principals, ticket)
+        except AuthenticationError:
+            with self.db.write() as session:  # the refusal rolled back; expired rows go now
+                sessions.purge_expired(session)
+            raise
         self.actor = resumed.actor
         if resumed.keystore_key is not None and not self.unlocked:
             with contextlib.suppress(AuthenticationError):  # passphrase changed since login
