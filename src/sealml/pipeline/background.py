@@ -70,6 +70,16 @@ class _Failures:
             if self.first is None and not isinstance(error, SkippedError):
                 self.first = error
 
+    def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Call *function*, unless an earlier call failed; a failure is noted."""
+        if self.first is not None:
+            raise SkippedError("an earlier call failed")
+        try:
+            return function(*args)
+        except BaseException as error:
+            self.note(error)
+            raise
+
     def raise_first(self) -> None:
         with self.lock:
             first = self.first
@@ -82,64 +92,50 @@ class _Failures:
         self.raise_first()
 
 
-class ThreadWriter:
+class _Ordered:
+    """What every writer shares: its first failure, raised now or after its calls."""
+
+    def __init__(self) -> None:
+        self.failures = _Failures()
+
+    def raise_failure(self) -> None:
+        self.failures.raise_first()
+
+    def drain(self) -> None:
+        self.failures.drain()
+
+
+class ThreadWriter(_Ordered):
     """Calls the target's methods on one background thread, in order."""
 
     def __init__(self, target: object, name: str = "sealml-writer") -> None:
+        super().__init__()
         self._target = target
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._failures = _Failures()
 
     def call(self, method: str, *args: Any) -> Future[Any]:
-        function = getattr(self._target, method)
-
-        def guarded() -> Any:
-            if self._failures.first is not None:
-                raise SkippedError("an earlier call failed")
-            try:
-                return function(*args)
-            except BaseException as error:
-                self._failures.note(error)
-                raise
-
-        future = self._pool.submit(guarded)
-        self._failures.futures.append(future)
+        future = self._pool.submit(self.failures.run, getattr(self._target, method), *args)
+        self.failures.futures.append(future)
         return future
-
-    def raise_failure(self) -> None:
-        self._failures.raise_first()
-
-    def drain(self) -> None:
-        self._failures.drain()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
 
-class InlineWriter:
+class InlineWriter(_Ordered):
     """Calls the target's methods at once, in the caller's thread."""
 
     def __init__(self, target: object) -> None:
+        super().__init__()
         self._target = target
-        self._failures = _Failures()
 
     def call(self, method: str, *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
-        if self._failures.first is not None:
-            future.set_exception(SkippedError("an earlier call failed"))
-            return future
         try:
-            future.set_result(getattr(self._target, method)(*args))
+            future.set_result(self.failures.run(getattr(self._target, method), *args))
         except BaseException as error:
-            self._failures.note(error)
             future.set_exception(error)
         return future
-
-    def raise_failure(self) -> None:
-        self._failures.raise_first()
-
-    def drain(self) -> None:
-        self._failures.raise_first()
 
     def close(self) -> None:
         return None
@@ -150,8 +146,8 @@ class ProcessWriter:
 
     The child is a fresh interpreter (``python -m sealml.pipeline.writer``), started once
     per process and kept for later runs, so its imports are paid once; it builds its
-    service with the picklable *factory* and runs at the given *niceness*, so the stage
-    code keeps the processors it needs. Each :meth:`open` gives a :class:`Channel` for
+    service with the picklable *factory* and, when *idle*, runs only on processors the
+    stage code leaves idle. Each :meth:`open` gives a :class:`Channel` for
     one run; one run uses the child at a time."""
 
     _shared: ClassVar[dict[tuple[Any, bool], ProcessWriter]] = {}
@@ -318,23 +314,17 @@ class ProcessWriter:
         self._replies.close()
 
 
-class Channel:
+class Channel(_Ordered):
     """One run's use of a :class:`ProcessWriter`: its calls, its first failure."""
 
     def __init__(self, writer: ProcessWriter) -> None:
+        super().__init__()
         self._writer = writer
-        self.failures = _Failures()
         self.pending: dict[int, Future[Any]] = {}
         writer._post(self, "__reset__", ())
 
     def call(self, method: str, *args: Any) -> Future[Any]:
         return self._writer._post(self, method, args)
-
-    def raise_failure(self) -> None:
-        self.failures.raise_first()
-
-    def drain(self) -> None:
-        self.failures.drain()
 
     def close(self) -> None:
         """Wait for this run's calls, then free the writer for the next run."""
@@ -351,23 +341,19 @@ def serve(calls: Connection, replies: Connection) -> None:
         _run_when_idle(0)
     service = factory()
     replies.send((_READY, True, None))
-    failed = False
+    failures = _Failures()
     while True:
         try:
             number, method, args = _receive_call(calls)
         except EOFError:
             break
-        if method == "__reset__":
-            failed = False
+        if method == "__reset__":  # a new run: earlier failures no longer apply
+            failures = _Failures()
             replies.send((number, True, None))
             continue
-        if failed:
-            replies.send((number, False, SkippedError("an earlier call failed")))
-            continue
         try:
-            replies.send((number, True, getattr(service, method)(*args)))
+            replies.send((number, True, failures.run(getattr(service, method), *args)))
         except BaseException as error:  # every failure goes back to the parent
-            failed = True
             replies.send((number, False, _portable(error)))
 
 

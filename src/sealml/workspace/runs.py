@@ -249,10 +249,8 @@ class RunOperations(ArtifactOperations):
         signed provenance attestation in one transaction. A failed stage leaves no outputs;
         the stages before it stay committed, so a re-run resumes after them.
 
-        Sealing happens on a background writer while the next stage computes, in order
-        (see :mod:`sealml.pipeline.background`): for the local executor a process forked
-        at the start of the run, so it never competes with the stage code for the
-        interpreter lock; for the others, whose stages run elsewhere, a thread. On the
+        Sealing happens in order on the run's writer (see :meth:`_writer`), beside the
+        next stage where that pays. On the
         local executor a stage gets private copies of the objects its producers returned
         in this run rather than decoding their sealed bytes again: they never left this
         process.
@@ -322,12 +320,10 @@ class RunOperations(ArtifactOperations):
         pipelines again and again: local runs seal inline until a second one has ended,
         which starts it (after the run, so its imports compete with nothing); a run that
         finds it busy with another run seals inline too."""
-        if isinstance(runner, LocalExecutor):
+        local = isinstance(runner, LocalExecutor)
+        if local:
             process = ProcessWriter.ready(_SealingService, idle=True)
             channel = process.open() if process is not None else None
-            if channel is None:
-                _Sealer.warm()
-                return InlineWriter(_Sealer(self, run_id, spec, runner.name, keep_data=True))
             if channel is not None:
                 channel.call(
                     "begin",
@@ -345,7 +341,9 @@ class RunOperations(ArtifactOperations):
                 )
                 return channel
         _Sealer.warm()
-        return ThreadWriter(_Sealer(self, run_id, spec, runner.name, keep_data=True))
+        # Only consumers on other executors need the sealed bytes back.
+        sealer = _Sealer(self, run_id, spec, runner.name, keep_data=not local)
+        return InlineWriter(sealer) if local else ThreadWriter(sealer)
 
     def _fail_run(self, run: _Run, error: str) -> None:
         """Let the stages already computed finish sealing (so a re-run resumes after
@@ -412,12 +410,11 @@ class RunOperations(ArtifactOperations):
         """A local stage's arguments: private copies of what earlier stages of this run
         returned, and decoded verified bytes for everything else."""
         arguments: dict[str, Any] = {}
-        for name in refs:
+        for name, ref in refs.items():
             if name in run.memory:
                 arguments[name] = private_copy(run.memory[name])
-                continue
-            data = made[name].data if name in made else run.fetched[name]
-            arguments.update(decode_inputs(stage, {name: data or b""}))
+            else:
+                arguments.update(decode_inputs(stage, {name: run.data(name, ref, made)}))
         return arguments
 
     def _run_stage(self, run: _Run, stage: Stage) -> StageOutcome:
@@ -453,10 +450,7 @@ class RunOperations(ArtifactOperations):
                     codecs.check(stage.outputs[name], value, where)
                 run.memory.update(result.values)
             else:
-                inputs = {
-                    n: (made[n] if n in made else run.made(ref)).data or b""
-                    for n, ref in refs.items()
-                }
+                inputs = {n: run.data(n, ref, made) for n, ref in refs.items()}
                 task = StageTask(run.loaded.path, stage, inputs, values, threads, secrets)
                 encoded = run.executor.run(task)
                 verdict = encoded.pop(QUARANTINE, None)
@@ -600,6 +594,15 @@ class _Run:
         outputs = committed.outputs if isinstance(committed, _Committed) else committed
         made: _Made = outputs[ref.name]
         return made
+
+    def data(self, name: str, ref: _Ref, stored: Mapping[str, _Made]) -> bytes:
+        """An input's plaintext: read from the store (*stored*), fetched as a source, or
+        sealed earlier in this run (waiting for the writer)."""
+        if name in stored:
+            return stored[name].data or b""
+        if name in self.fetched:
+            return self.fetched[name]
+        return self.made(ref).data or b""
 
     def output_id(self, name: str) -> str:
         ref = self.available[name]
@@ -896,25 +899,11 @@ class _SealingService:
             raise IntegrityError("the sealing process has no run")
         return self._sealer
 
-    def run_start(self, principal: str, params_json: str) -> None:
-        self._current().run_start(principal, params_json)
+    def __getattr__(self, method: str) -> Any:
+        """The run's sealer answers every other call the runner makes."""
+        if method not in _SEALER_CALLS:
+            raise AttributeError(method)
+        return getattr(self._current(), method)
 
-    def run_end(self, status: str, error: str | None, stages: int) -> None:
-        self._current().run_end(status, error, stages)
 
-    def record(self, drafts: list[EventDraft]) -> None:
-        self._current().record(drafts)
-
-    def seal_source(
-        self,
-        name: str,
-        kind: str,
-        artifact_name: str,
-        notes: dict[str, str],
-        digests: dict[str, str],
-        data: bytes,
-    ) -> dict[str, _Made]:
-        return self._current().seal_source(name, kind, artifact_name, notes, digests, data)
-
-    def commit_stage(self, job: _StageJob) -> _Committed:
-        return self._current().commit_stage(job)
+_SEALER_CALLS = frozenset({"run_start", "run_end", "record", "seal_source", "commit_stage"})
