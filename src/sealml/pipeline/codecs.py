@@ -42,12 +42,6 @@ def _encode_dataset(value: Any) -> bytes:
     if isinstance(value, pa.Table):
         table = value
     else:
-        import pandas as pd
-
-        if not isinstance(value, pd.DataFrame):
-            raise TypeError(
-                f"a dataset must be a pandas DataFrame or Arrow table, not {type(value).__name__}"
-            )
         # preserve_index=None keeps a RangeIndex as metadata, so the frame reads back
         # exactly (a RangeIndex stays one).
         table = pa.Table.from_pandas(value, preserve_index=None)
@@ -71,17 +65,11 @@ def decode_dataset(data: bytes) -> Any:
 
 
 def _encode_report(value: Any) -> bytes:
-    if not isinstance(value, dict):
-        raise TypeError(f"a report must be a dict, not {type(value).__name__}")
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _encode_file(value: Any) -> bytes:
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"a file output must be bytes or str, not {type(value).__name__}")
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
 CODECS: dict[str, Codec] = {
@@ -97,8 +85,8 @@ TYPES = tuple(CODECS)
 
 
 def check(kind: str, value: Any, where: str) -> None:
-    """Refuse, as :func:`encode` would, a value of the wrong type for *kind* (cheaply:
-    without serialising it)."""
+    """Refuse a value of the wrong type for *kind* with a UsageError naming *where*
+    (cheaply: the runner checks before the next stage, the encoding happens later)."""
     import pandas as pd
     import pyarrow as pa
 
@@ -114,7 +102,9 @@ def check(kind: str, value: Any, where: str) -> None:
 
 
 def encode(kind: str, value: Any, where: str) -> bytes:
-    """Serialise a stage output; a wrong type is a UsageError naming *where*."""
+    """Serialise a stage output; a wrong type or a value the format cannot hold is a
+    UsageError naming *where*."""
+    check(kind, value, where)
     try:
         return CODECS[kind].encode(value)
     except (TypeError, ValueError) as error:

@@ -239,6 +239,7 @@ class ArtifactOperations(WorkspaceCore):
     ) -> None:
         """Record sealed artifacts: their put events (then the events in *then*, in one
         ledger append and one checkpoint), metadata rows, data keys and lineage."""
+        infos = [info_of(item.artifact) for item in sealed]
         drafts = [
             self.event(
                 "artifact.put",
@@ -248,16 +249,16 @@ class ArtifactOperations(WorkspaceCore):
                 size=item.artifact.size,
                 statement_sha256=statement_hash(item.artifact),
             )
-            for item, info in ((item, info_of(item.artifact)) for item in sealed)
+            for item, info in zip(sealed, infos, strict=True)
         ]
         seqs = self.append(session, [*drafts, *then])
-        for item, seq in zip(sealed, seqs, strict=False):
+        for item, info, seq in zip(sealed, infos, seqs, strict=False):
             row = item.artifact
             row.ledger_seq = seq
             session.add(row)
             session.flush()
             session.add(item.data_key)
-            for parent in info_of(row).parents:
+            for parent in info.parents:
                 session.add(ArtifactParentRow(child_id=row.id, parent_id=parent))
 
     # -- get ------------------------------------------------------------------------------
