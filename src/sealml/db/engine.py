@@ -155,10 +155,5 @@ class Database:
             finally:
                 raw.close()
 
-    def forget_connections(self) -> None:
-        """In a forked child: drop the parent's pooled connections without closing them
-        (they belong to the parent); the child opens its own."""
-        self.engine.dispose(close=False)
-
     def dispose(self) -> None:
         self.engine.dispose()
