@@ -87,3 +87,48 @@ def test_joblib_object_arrays_are_scanned_as_their_own_pickle() -> None:
 @pytest.mark.parametrize("name", ["numpy_memmap.pkl", "pandas_reexport.pkl"])
 def test_file_touching_classes_in_allowed_packages_are_not_safe(name: str) -> None:
     assert scan_bytes(MALICIOUS[name], name).verdict != "safe"
+
+
+def _machine_only(monkeypatch: pytest.MonkeyPatch, data: bytes) -> tuple[int, set[str]]:
+    """Where the first pickle in *data* ends and what it imports, by the full machine."""
+    from sealml.models.scanner import ScanResult, _Scan
+
+    result = ScanResult("x.pkl")
+    with monkeypatch.context() as patched:
+        patched.setattr("sealml.models.fastpath.imports", lambda *args: None)
+        end = _Scan(result).pickle_stream(data, "x.pkl")
+    return end, result.globals
+
+
+def _mutations(data: bytes) -> list[bytes]:
+    """Truncations and single-byte changes at spread-out offsets (deterministic)."""
+    cuts = [data[: len(data) * k // 7] for k in range(1, 7)]
+    flips = []
+    for k in range(1, 12):
+        at = len(data) * k // 12
+        for value in (0x94, 0x68, 0x8C, 0x93, 0xFF):  # MEMOIZE, BINGET, text, STACK_GLOBAL
+            flips.append(data[:at] + bytes([value]) + data[at + 1 :])
+    return cuts + flips
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, d in {**MALICIOUS, **BENIGN}.items() if d[:1] == b"\x80")
+)
+def test_quick_pass_agrees_with_the_stack_machine(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quick pass either declines or finds exactly the globals the full machine finds,
+    on real pickles and on truncated or corrupted copies of them."""
+    from sealml.models import fastpath
+
+    data = {**MALICIOUS, **BENIGN}[name]
+    quick_answers = 0
+    for variant in [data, *_mutations(data)]:
+        quick = fastpath.imports(variant, 0, 10**6)
+        if quick is None:
+            continue
+        quick_answers += 1
+        end, full = _machine_only(monkeypatch, variant)
+        assert (quick[0], {f"{i.module}.{i.name}" for i in quick[1] if i.module}) == (end, full)
+    if name in BENIGN and not name.endswith(".joblib"):
+        assert quick_answers, "the quick pass never answered for an ordinary pickle"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 
 from .sources import defined_class
 
@@ -142,6 +143,7 @@ _UNSAFE_MODULE_PARTS = frozenset(
         "_config", "datasets", "_loader",
     }
 )  # fmt: skip
+_MISSING = object()
 _UNSAFE_CLASSES = frozenset({"memmap", "DataSource", "HDFStore", "ExcelWriter", "ExcelFile"})
 
 DANGEROUS_MODULES = frozenset(
@@ -167,15 +169,20 @@ def _is_safe_class(module: str, name: str) -> bool:
         return False
     if not name.isidentifier() or name.startswith("__") or name in _UNSAFE_CLASSES:
         return False
-    # Reading the source is enough for most names, and keeps a cold scan from importing
-    # scikit-learn, SciPy and pandas (seconds); anything the source leaves open is imported.
-    static = defined_class(module, name)
-    if static is not None:
-        return static
-    try:
-        found = getattr(importlib.import_module(module), name)
-    except Exception:  # an unknown or broken name is simply not allowed
-        return False
+    # A module this process has already imported answers from its namespace (no
+    # ``__getattr__``, which could import more). Otherwise reading the source is enough for
+    # most names, and keeps a cold scan from importing scikit-learn, SciPy and pandas
+    # (seconds); anything the source leaves open is imported.
+    loaded = sys.modules.get(module)
+    found = vars(loaded).get(name, _MISSING) if loaded is not None else _MISSING
+    if found is _MISSING:
+        static = defined_class(module, name)
+        if static is not None:
+            return static
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except Exception:  # an unknown or broken name is simply not allowed
+            return False
     # Re-exports (``pandas.HDFStore``) are judged by where the class is really defined.
     return isinstance(found, type) and in_class_package(getattr(found, "__module__", ""))
 

@@ -67,7 +67,9 @@ def uint1(cursor: Cursor) -> int:
 
 
 def _counted(layout: str, is_text: bool) -> Callable[[Cursor], Any]:
-    length = uint1 if layout == "<B" else _fixed(layout)
+    if layout == "<B":
+        return _short_counted(is_text)
+    length = _fixed(layout)
 
     def read(cursor: Cursor) -> Any:
         size = length(cursor)
@@ -76,8 +78,30 @@ def _counted(layout: str, is_text: bool) -> Callable[[Cursor], Any]:
         start = cursor.pos
         cursor.pos += size
         if is_text and size <= MAX_TEXT:
-            return bytes(cursor.data[start : cursor.pos]).decode("utf-8", "surrogatepass")
+            return cursor.data[start : cursor.pos].decode("utf-8", "surrogatepass")
         return Skipped(size)
+
+    return read
+
+
+def _short_counted(is_text: bool) -> Callable[[Cursor], Any]:
+    """A one-byte length and that many bytes: the commonest argument of model pickles (names
+    and small byte strings), read without a nested call."""
+
+    def read(cursor: Cursor) -> Any:
+        position = cursor.pos
+        if position >= cursor.end:
+            raise TruncatedPickleError("argument cut off")
+        start = position + 1
+        stop = start + cursor.data[position]
+        if stop > cursor.end:
+            raise TruncatedPickleError(
+                f"argument of {stop - start} bytes runs past the end of the data"
+            )
+        cursor.pos = stop
+        if is_text:
+            return cursor.data[start:stop].decode("utf-8", "surrogatepass")
+        return Skipped(stop - start)
 
     return read
 

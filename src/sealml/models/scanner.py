@@ -17,12 +17,14 @@ import ast
 import io
 import json
 import mmap
+import os
+import pickle
 import pickletools
 import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
@@ -137,26 +139,39 @@ class _Scan:
                     self.judge_global(item.module, item.name, where)
             return end
         machine = _Machine(self, location)
+        stack, memo = machine.stack, machine.memo
         cursor = Cursor(data, start)
         dispatch, end, count = _DISPATCH, cursor.end, 0
         try:
-            # One loop, no generator: this runs once per opcode and dominates a scan.
+            # One loop, no generator: this runs once per opcode and dominates a scan. The two
+            # commonest opcodes of model pickles (MEMOIZE, BINGET) are applied inline.
             while True:
                 position = cursor.pos
                 if position >= end:
                     raise TruncatedPickleError("pickle ends without STOP")
-                entry = dispatch.get(data[position])
-                if entry is None:
-                    raise ValueError(f"unknown opcode {data[position]:#04x} at byte {position}")
-                opcode, read, handler = entry
-                cursor.pos = position + 1
-                arg = read(cursor) if read is not None else None
+                code = data[position]
                 count += 1
                 # the stack grows by at most one per opcode: checking now and then is enough
-                if not count & 1023 and (count > MAX_OPCODES or len(machine.stack) > MAX_STACK):
+                if not count & 1023 and (count > MAX_OPCODES or len(stack) > MAX_STACK):
                     self.find(location, "high", "limit", "pickle too large to analyse; refused")
                     return len(data)
-                raw = handler(machine, opcode.name, arg, position)
+                if code == _MEMOIZE:
+                    memo[len(memo)] = stack[-1] if stack else _UNKNOWN
+                    cursor.pos = position + 1
+                    continue
+                if code == _BINGET:
+                    if position + 1 >= end:
+                        raise TruncatedPickleError("argument cut off")
+                    stack.append(memo.get(data[position + 1], _UNKNOWN))
+                    cursor.pos = position + 2
+                    continue
+                entry = dispatch[code]
+                if entry is None:
+                    raise ValueError(f"unknown opcode {code:#04x} at byte {position}")
+                name, read, handler = entry
+                cursor.pos = position + 1
+                arg = read(cursor) if read is not None else None
+                raw = handler(machine, name, arg, position)
                 if raw is _NESTED_PICKLE:
                     # joblib writes an object array as a whole pickle of its own, with its
                     # own memo, in the middle of the outer stream.
@@ -164,7 +179,7 @@ class _Scan:
                     cursor.pos = self.pickle_stream(data, where, cursor.pos, depth + 1)
                 elif raw is not None:
                     _skip_raw_array(cursor, raw)
-                if data[position] == STOP:
+                if code == STOP:
                     return cursor.pos
         except Exception as error:
             self.find(
@@ -531,10 +546,12 @@ def _stack_effect(opcode: pickletools.OpcodeInfo) -> _Handler:
     return apply
 
 
-_DISPATCH: dict[int, tuple[pickletools.OpcodeInfo, Reader | None, _Handler]] = {
-    code: (opcode, read, _HANDLERS.get(opcode.name) or _stack_effect(opcode))
-    for code, (opcode, read) in TABLE.items()
-}
+# Indexed by opcode byte (a list index is cheaper than a dict lookup, once per opcode):
+# its name, how to read its argument, its handler; None for bytes that are not opcodes.
+_DISPATCH: list[tuple[str, Reader | None, _Handler] | None] = [None] * 256
+for _code, (_opcode, _read) in TABLE.items():
+    _DISPATCH[_code] = (_opcode.name, _read, _HANDLERS.get(_opcode.name) or _stack_effect(_opcode))
+_MEMOIZE, _BINGET = ord(pickle.MEMOIZE), ord(pickle.BINGET)
 
 
 def _as_dict(items: list[Any]) -> dict[Any, Any]:
@@ -577,13 +594,23 @@ def _looks_like_protocol0(head: bytes) -> bool:
     return head[:1] in (b"(", b"c", b"]", b"}", b")") and head[1:2] != b""
 
 
-def _paths(root: Path) -> Iterator[Path]:
+def _files(root: Path) -> list[tuple[Path, int]]:
+    """Every regular file under *root* (or *root* itself) with its size, in path order;
+    symbolic links are not followed. Directory entries carry their type, so listing a folder
+    costs one ``stat`` per file rather than three."""
     if root.is_file():
-        yield root
-        return
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            yield path
+        return [(root, root.stat().st_size)]
+    found: list[tuple[Path, int]] = []
+    pending = [str(root)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    found.append((Path(entry.path), entry.stat(follow_symlinks=False).st_size))
+    found.sort(key=lambda item: item[0].parts)
+    return found
 
 
 def scan_bytes(data: bytes, name: str = "<bytes>") -> ScanResult:
@@ -601,13 +628,13 @@ def scan_path(path: Path) -> ScanResult:
         from ..errors import UsageError
 
         raise UsageError(f"{path} does not exist")
-    for file in _paths(path):
+    base = path.parent if path.is_dir() else None
+    for file, size in _files(path):
         result.files += 1
-        size = file.stat().st_size
         if size > MAX_BYTES:
             scan.find(str(file), "high", "limit", f"{size} bytes is over the scan limit")
             continue
-        name = str(file.relative_to(path.parent) if path.is_dir() else file.name)
+        name = str(file.relative_to(base)) if base is not None else file.name
         if size == 0:
             scan.blob(b"", name, 0)
             continue

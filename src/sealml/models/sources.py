@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import re
-from pathlib import Path
 
 MAX_HOPS = 8
 
@@ -84,7 +84,8 @@ def _text(module: str) -> str | None:
     if found is None:
         return None
     try:
-        return found[0].read_text("utf-8")
+        with open(found[0], encoding="utf-8") as source:
+            return source.read()
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -201,7 +202,7 @@ def _absolute(module: str, clause: str) -> str | None:
 
 
 @functools.cache
-def _package_folders(top: str) -> tuple[Path, ...]:
+def _package_folders(top: str) -> tuple[str, ...]:
     """Where a top-level package lives (``find_spec`` on a top-level name does not import)."""
     try:
         spec = importlib.util.find_spec(top)
@@ -209,28 +210,29 @@ def _package_folders(top: str) -> tuple[Path, ...]:
         return ()
     if spec is None or not spec.submodule_search_locations:
         return ()
-    return tuple(Path(p) for p in spec.submodule_search_locations)
+    return tuple(spec.submodule_search_locations)
 
 
 @functools.cache
-def _source_file(module: str) -> tuple[Path, bool] | None:
-    """The ``.py`` file of *module* and whether it is a package, found without importing."""
+def _source_file(module: str) -> tuple[str, bool] | None:
+    """The ``.py`` file of *module* and whether it is a package, found without importing
+    (plain strings rather than ``Path``: this runs for every class a scan meets)."""
     parts = module.split(".")
-    roots = _package_folders(parts[0])
-    if not roots:
+    folders = list(_package_folders(parts[0]))
+    if not folders:
         return None
-    folders = list(roots)
+    join, is_file = os.path.join, os.path.isfile
     for part in parts[1:]:
-        nested = [f / part for f in folders if (f / part / "__init__.py").is_file()]
+        nested = [join(f, part) for f in folders if is_file(join(f, part, "__init__.py"))]
         if nested:
             folders = nested
             continue
-        files = [f / f"{part}.py" for f in folders if (f / f"{part}.py").is_file()]
+        files = [join(f, f"{part}.py") for f in folders if is_file(join(f, f"{part}.py"))]
         if files and part == parts[-1]:
             return files[0], False
         return None
-    init = folders[0] / "__init__.py"
-    return (init, True) if init.is_file() else None
+    init = join(folders[0], "__init__.py")
+    return (init, True) if is_file(init) else None
 
 
 def _is_package(module: str) -> bool:
