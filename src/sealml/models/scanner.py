@@ -43,6 +43,9 @@ MAX_ENTRIES = 10_000
 MAX_RATIO = 200
 MAX_BYTES = 64 << 30
 MAX_OPCODES = 50_000_000
+# Files up to this size are read into memory (indexing bytes is cheaper than indexing a
+# mapping); larger ones are mapped and walked in place.
+_READ_WHOLE = 1 << 20
 MAX_STACK = 1_000_000
 _PICKLE_SUFFIXES = (
     ".pkl",
@@ -382,12 +385,16 @@ class _Machine:
         return self.stack.pop() if self.stack else _UNKNOWN
 
     def _pop_mark(self) -> list[Any]:
-        items: list[Any] = []
-        while self.stack and self.stack[-1] is not _MARK:
-            items.append(self.stack.pop())
-        if self.stack:
-            self.stack.pop()
-        items.reverse()
+        """Everything above the topmost mark, which is removed too (everything, when there
+        is no mark)."""
+        stack = self.stack
+        for index in range(len(stack) - 1, -1, -1):
+            if stack[index] is _MARK:
+                items = stack[index + 1 :]
+                del stack[index:]
+                return items
+        items = stack[:]
+        stack.clear()
         return items
 
     def _where(self, position: int) -> str:
@@ -635,14 +642,12 @@ def scan_path(path: Path) -> ScanResult:
             scan.find(str(file), "high", "limit", f"{size} bytes is over the scan limit")
             continue
         name = str(file.relative_to(base)) if base is not None else file.name
-        if size == 0:
-            scan.blob(b"", name, 0)
-            continue
-        with (
-            file.open("rb") as handle,
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
-        ):
-            scan.blob(data, name, 0)
+        with open(file, "rb") as handle:
+            if size <= _READ_WHOLE:
+                scan.blob(handle.read(), name, 0)
+                continue
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                scan.blob(data, name, 0)
     return result
 
 
