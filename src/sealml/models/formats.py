@@ -14,8 +14,8 @@ import io
 import json
 import pickle
 import zipfile
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import KeysView, Mapping
+from typing import Any, cast
 
 from ..errors import IntegrityError, UsageError
 from .allowlist import judge
@@ -44,18 +44,16 @@ def dump_skops(model: Any) -> bytes:
     import skops
     from skops.io._utils import SaveContext, get_state
 
-    scratch = io.BytesIO()
-    with zipfile.ZipFile(scratch, "w") as files:
-        context = SaveContext(zip_file=files)
-        state = get_state(model, context)
-        context.clear_memo()
+    files = _Entries()
+    context = SaveContext(zip_file=cast(zipfile.ZipFile, files))
+    state = get_state(model, context)
+    context.clear_memo()
     state["protocol"] = context.protocol
     state["_skops_version"] = skops.__version__
     numbers: dict[str, int] = {}
     renamed: dict[str, str] = {}
     _renumber(state, numbers, renamed)
-    source = zipfile.ZipFile(scratch)
-    entries = {renamed.get(n, n): source.read(n) for n in source.namelist()}
+    entries = {renamed.get(n, n): data for n, data in files.entries.items()}
     entries["schema.json"] = json.dumps(state, separators=(",", ":")).encode()
     sink = io.BytesIO()
     with zipfile.ZipFile(sink, "w") as target:
@@ -65,6 +63,21 @@ def dump_skops(model: Any) -> bytes:
             info.external_attr = 0o600 << 16
             target.writestr(info, entries[name])
     return sink.getvalue()
+
+
+class _Entries:
+    """What skops's state functions write their array files to: they only call
+    ``writestr`` and ``namelist``, so the files are kept in memory and written to the model's
+    zip once, in sorted order, rather than zipped twice."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, bytes] = {}
+
+    def writestr(self, name: str, data: bytes | memoryview) -> None:
+        self.entries[name] = bytes(data)
+
+    def namelist(self) -> KeysView[str]:
+        return self.entries.keys()
 
 
 def _renumber(node: Any, numbers: dict[str, int], renamed: dict[str, str]) -> None:
