@@ -46,6 +46,29 @@ def test_first_run_executes_rerun_reuses(workspace: Workspace, small_pipeline: P
     assert len(executed) == 3
 
 
+def test_every_run_ends_once_in_the_ledger(workspace: Workspace, small_pipeline: Path) -> None:
+    """An executed last stage records the run's end in its own commit; a run whose last
+    stage was reused records it separately. Either way: one end per run, after its stages,
+    and the run marked ok."""
+    from sealml.db.models import RunRow
+
+    first = run(workspace, small_pipeline)
+    second = run(workspace, small_pipeline)
+    ends = workspace.audit_events(EventFilter(action="run.end"))
+    assert [e.fields()["resource"] for e in ends] == [
+        f"run:{first.run_id}",
+        f"run:{second.run_id}",
+    ]
+    assert {e.fields()["outcome"] for e in ends} == {"ok"}
+    assert [e.fields()["details"]["stages"] for e in ends] == [3, 3]
+    last_stage = workspace.audit_events(EventFilter(action="stage.run"))[-1]
+    assert last_stage.seq < ends[0].seq
+    with workspace.db.read() as session:
+        rows = {row.id: row for row in session.query(RunRow)}
+        assert rows[first.run_id].status == rows[second.run_id].status == "ok"
+        assert rows[first.run_id].finished_at is not None
+
+
 def test_changed_parameter_reruns_exactly_what_is_downstream(
     workspace: Workspace, small_pipeline: Path
 ) -> None:

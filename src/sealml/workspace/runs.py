@@ -283,11 +283,11 @@ class RunOperations(ArtifactOperations):
                 writer.raise_failure()
                 if on_stage is not None:
                     on_stage(item.name, None)
-                outcome = self._run_stage(run, item)
+                outcome = self._run_stage(run, item, last=item is stages[-1])
                 if on_stage is not None:
                     on_stage(item.name, outcome)
-            # Queued behind the last commit (and skipped if any commit fails).
-            writer.call("run_end", "ok", None, len(run.outcomes))
+            if not run.ended:  # queued behind the last commit (skipped if any commit fails)
+                writer.call("run_end", "ok", None, len(run.outcomes))
             writer.drain()
             report.stages = [run.outcome(entry) for entry in run.outcomes]
             report.artifacts = {name: run.output_id(name) for s in stages for name in s.outputs}
@@ -417,8 +417,9 @@ class RunOperations(ArtifactOperations):
                 arguments.update(decode_inputs(stage, {name: run.data(name, ref, made)}))
         return arguments
 
-    def _run_stage(self, run: _Run, stage: Stage) -> StageOutcome:
-        """Run or reuse one stage; its sealing is queued on the run's writer."""
+    def _run_stage(self, run: _Run, stage: Stage, last: bool = False) -> StageOutcome:
+        """Run or reuse one stage; its sealing is queued on the run's writer. The commit
+        of an executed *last* stage also records the run's successful end."""
         pipeline = run.loaded.pipeline
         resource = f"stage:{pipeline.name}/{stage.name}"
         self.authorize(stage.permission, resource, action="stage.run")
@@ -472,7 +473,9 @@ class RunOperations(ArtifactOperations):
             started=started,
             finished=utc_now(),
             seconds=seconds,
+            ends_run=len(run.outcomes) + 1 if last and result.quarantine is None else None,
         )
+        run.ended = job.ends_run is not None
         future = run.writer.call("commit_stage", job)
         run.outcomes.append(future)
         for name in stage.outputs:
@@ -569,6 +572,7 @@ class _StageJob:
     started: str
     finished: str
     seconds: float
+    ends_run: int | None = None  # the run's stage count, when this commit also ends the run
 
 
 @dataclass
@@ -580,6 +584,7 @@ class _Run:
     executor: Executor
     overrides: dict[str, Any]
     writer: Writer
+    ended: bool = False  # the last stage's commit records the run's end
     available: dict[str, _Ref] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
     fetched: dict[str, bytes] = field(default_factory=dict)
@@ -669,13 +674,18 @@ class _Sealer:
 
     def run_end(self, status: str, error: str | None, stages: int) -> None:
         ws = self.workspace
-        details: dict[str, Any] = {"error": error} if error else {"stages": stages}
         with ws.transaction() as session:
-            row = session.get(RunRow, self.run_id)
-            if row is not None:
-                row.status, row.finished_at = status, utc_now()
-            outcome = "ok" if status == "ok" else "failed"
-            ws.append(session, [ws.event("run.end", f"run:{self.run_id}", outcome, **details)])
+            ws.append(session, [self._ended(session, status, error, stages)])
+
+    def _ended(self, session: Session, status: str, error: str | None, stages: int) -> EventDraft:
+        """Mark the run ended in *session*; the event that records it."""
+        ws = self.workspace
+        row = session.get(RunRow, self.run_id)
+        if row is not None:
+            row.status, row.finished_at = status, utc_now()
+        details: dict[str, Any] = {"error": error} if error else {"stages": stages}
+        outcome = "ok" if status == "ok" else "failed"
+        return ws.event("run.end", f"run:{self.run_id}", outcome, **details)
 
     def record(self, drafts: list[EventDraft]) -> None:
         self.workspace.record(drafts)
@@ -778,9 +788,13 @@ class _Sealer:
                     outputs=outputs,
                     reason=job.quarantine,
                 )
-            # The witness advances once, when the run ends (not after every stage).
+            # The witness advances once, when the run ends (not after every stage); the last
+            # stage's commit records the run's end too, saving a transaction at the end.
             with ws.db.write() as session:
-                ws.commit_sealed(session, *sealed.values(), attestation, then=[done])
+                then = [done]
+                if job.ends_run is not None:
+                    then.append(self._ended(session, "ok", None, job.ends_run))
+                ws.commit_sealed(session, *sealed.values(), attestation, then=then)
                 for item in sealed.values():
                     session.add(
                         AttestationRow(
@@ -804,6 +818,8 @@ class _Sealer:
             for item in [*sealed.values(), *([attestation] if attestation else [])]:
                 ws.blobs.delete(item.artifact.blob_name)
             raise
+        if job.ends_run is not None:
+            ws.advance_witness()
         self.outputs.update(made)
         outcome = StageOutcome(
             stage.name, "executed", outputs, attestation.artifact.id, job.seconds
