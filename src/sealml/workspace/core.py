@@ -178,11 +178,13 @@ class WorkspaceCore:
     def load(cls, path: Path | str | None, passphrase: PassphraseSource) -> Self:
         root = find_root(path)
         workspace = cls(root, load_config(root / CONFIG_NAME), passphrase)
-        if workspace.db.current_revision() is None:
+        revision = workspace.db.current_revision()
+        if revision is None:
             raise ConfigError(
                 f"the workspace database at {workspace.db.safe_url} is not initialised"
             )
-        workspace.db.upgrade()
+        if revision != workspace.db.head_revision():
+            workspace.db.upgrade()
         with workspace.db.read() as session:
             entry = session.get(MetaEntry, "workspace_id")
             if entry is None or entry.value != workspace.config.workspace.id:

@@ -154,7 +154,7 @@ class UserOperations(WorkspaceCore):
         """Act as the principal of a session ticket (no password needed until it expires);
         a ticket issued with the keystore unlocked unlocks it again without the KDF."""
         try:
-            with self.db.write() as session:
+            with self.db.read() as session:
                 resumed = sessions.resume(session, self.principals, ticket)
         except AuthenticationError:
             with self.db.write() as session:  # the refusal rolled back; expired rows go now
