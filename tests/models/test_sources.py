@@ -124,3 +124,32 @@ def test_a_rebound_class_is_left_to_the_import(
 
     assert sources._locate("sklearn_fake", "Kept", 0) == ("class", "sklearn_fake")
     assert sources._locate("sklearn_fake", "Swapped", 0) is None
+
+
+def test_listed_pandas_classes_are_what_their_sources_say() -> None:
+    """The allowlist names pandas' data structures outright; each must be a class defined
+    where the list says, as the source judgement would find."""
+    from sealml.models.allowlist import PANDAS_CLASSES
+    from sealml.models.sources import _locate
+
+    for name, defined_in in PANDAS_CLASSES.items():
+        assert _locate("pandas", name, 0) == ("class", defined_in), name
+        assert in_class_package(defined_in)
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("pandas.api.typing", "StataReader"),  # ``__module__`` says pandas.api.typing
+        ("pandas.api.typing", "JsonReader"),
+        ("pandas.api.typing", "SASReader"),
+        ("pandas._libs.parsers", "TextReader"),  # compiled: judged by its module
+        ("pandas", "HDFStore"),
+    ],
+)
+def test_file_readers_are_refused_however_they_are_named(module: str, name: str) -> None:
+    import pandas  # noqa: F401 - loaded, as in any process that uses pandas
+
+    from sealml.models.allowlist import judge
+
+    assert judge(module, name) is not None

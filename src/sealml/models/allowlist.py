@@ -11,9 +11,32 @@ from __future__ import annotations
 
 import functools
 import importlib
-import sys
 
 from .sources import defined_class
+
+PANDAS_CLASSES = {
+    "DataFrame": "pandas.core.frame",
+    "Series": "pandas.core.series",
+    "Index": "pandas.core.indexes.base",
+    "RangeIndex": "pandas.core.indexes.range",
+    "MultiIndex": "pandas.core.indexes.multi",
+    "DatetimeIndex": "pandas.core.indexes.datetimes",
+    "TimedeltaIndex": "pandas.core.indexes.timedeltas",
+    "PeriodIndex": "pandas.core.indexes.period",
+    "CategoricalIndex": "pandas.core.indexes.category",
+    "IntervalIndex": "pandas.core.indexes.interval",
+    "Categorical": "pandas.core.arrays.categorical",
+    "CategoricalDtype": "pandas.core.dtypes.dtypes",
+    "StringDtype": "pandas.core.arrays.string_",
+    "ArrowDtype": "pandas.core.dtypes.dtypes",
+    "DatetimeTZDtype": "pandas.core.dtypes.dtypes",
+    "PeriodDtype": "pandas.core.dtypes.dtypes",
+    "IntervalDtype": "pandas.core.dtypes.dtypes",
+    "SparseDtype": "pandas.core.dtypes.dtypes",
+    "Int64Dtype": "pandas.core.arrays.integer",
+    "Float64Dtype": "pandas.core.arrays.floating",
+    "BooleanDtype": "pandas.core.arrays.boolean",
+}
 
 EXACT: frozenset[tuple[str, str]] = frozenset(
     {
@@ -69,6 +92,21 @@ EXACT: frozenset[tuple[str, str]] = frozenset(
         ("pyarrow.lib", "_restore_array"),  # pandas frames with Arrow-backed strings
         ("pyarrow.lib", "type_for_alias"),
         ("pyarrow.lib", "py_buffer"),
+    }
+    # pandas' data structures, under their public names (pandas 3 pickles them so) and
+    # where they are defined: the commonest classes of any pickled frame, listed rather
+    # than found in pandas' largest sources on every scan (a test checks each against the
+    # source, as any other class would be judged).
+    | {
+        pair
+        for name, defined_in in PANDAS_CLASSES.items()
+        for pair in (("pandas", name), (defined_in, name))
+    }
+    | {
+        ("pandas.core.internals.managers", "BlockManager"),
+        ("pandas.core.internals.managers", "SingleBlockManager"),
+        ("pandas.arrays", "ArrowStringArray"),
+        ("pandas.core.arrays.string_arrow", "ArrowStringArray"),
     }
     | {
         ("torch._utils", name)
@@ -140,10 +178,9 @@ _UNSAFE_MODULE_PARTS = frozenset(
         "testing", "_testing", "tests", "conftest", "_build_utils", "externals", "io", "_io",
         "npyio", "_npyio_impl", "_datasource", "memmap", "distutils", "f2py", "ctypeslib",
         "compat", "clipboard", "parquet", "pytables", "sql", "html", "excel", "plotting",
-        "_config", "datasets", "_loader",
+        "_config", "datasets", "_loader", "parsers",
     }
 )  # fmt: skip
-_MISSING = object()
 _UNSAFE_CLASSES = frozenset({"memmap", "DataSource", "HDFStore", "ExcelWriter", "ExcelFile"})
 
 DANGEROUS_MODULES = frozenset(
@@ -169,20 +206,18 @@ def _is_safe_class(module: str, name: str) -> bool:
         return False
     if not name.isidentifier() or name.startswith("__") or name in _UNSAFE_CLASSES:
         return False
-    # A module this process has already imported answers from its namespace (no
-    # ``__getattr__``, which could import more). Otherwise reading the source is enough for
-    # most names, and keeps a cold scan from importing scikit-learn, SciPy and pandas
-    # (seconds); anything the source leaves open is imported.
-    loaded = sys.modules.get(module)
-    found = vars(loaded).get(name, _MISSING) if loaded is not None else _MISSING
-    if found is _MISSING:
-        static = defined_class(module, name)
-        if static is not None:
-            return static
-        try:
-            found = getattr(importlib.import_module(module), name)
-        except Exception:  # an unknown or broken name is simply not allowed
-            return False
+    # Reading the source is enough for most names, and keeps a cold scan from importing
+    # scikit-learn, SciPy and pandas (seconds); anything the source leaves open is imported.
+    # (A loaded module's namespace is no shortcut: NumPy and pandas set ``__module__`` to
+    # their public names, so only the source says where a class is really defined; pandas
+    # re-exports file readers under ``pandas.api.typing``.)
+    static = defined_class(module, name)
+    if static is not None:
+        return static
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except Exception:  # an unknown or broken name is simply not allowed
+        return False
     # Re-exports (``pandas.HDFStore``) are judged by where the class is really defined.
     return isinstance(found, type) and in_class_package(getattr(found, "__module__", ""))
 
