@@ -78,6 +78,27 @@ def test_folder_scan(tmp_path: Path) -> None:
     assert folder.verdict == "unsafe" and folder.files == len(BENIGN) + 1
 
 
+def test_symbolic_links_are_scanned_or_reported(tmp_path: Path) -> None:
+    """A link to a file is scanned as its target (what a loader would read); a link to a
+    folder, or to nothing, is a finding rather than silently skipped."""
+    outside = tmp_path / "outside"
+    corpus.write(outside, {"payload.pkl": MALICIOUS["eval.pkl"]})
+    model = tmp_path / "model"
+    corpus.write(model, {"forest.pkl": BENIGN[sorted(BENIGN)[0]]})
+    assert scan_path(model).verdict == "safe"
+    (model / "weights.pkl").symlink_to(outside / "payload.pkl")
+    assert scan_path(model).verdict == "unsafe"
+    (model / "weights.pkl").unlink()
+    (model / "shards").symlink_to(outside, target_is_directory=True)
+    (model / "dangling.pkl").symlink_to(tmp_path / "nothing.pkl")
+    result = scan_path(model)
+    assert result.verdict == "unknown"
+    assert sorted(f.location for f in result.findings if f.kind == "symlink") == [
+        "model/dangling.pkl",
+        "model/shards",
+    ]
+
+
 def test_joblib_object_arrays_are_scanned_as_their_own_pickle() -> None:
     result = scan_bytes(MALICIOUS["joblib_object_array.joblib"], "model.joblib")
     assert result.verdict == "unsafe"

@@ -601,23 +601,29 @@ def _looks_like_protocol0(head: bytes) -> bool:
     return head[:1] in (b"(", b"c", b"]", b"}", b")") and head[1:2] != b""
 
 
-def _files(root: Path) -> list[tuple[Path, int]]:
-    """Every regular file under *root* (or *root* itself) with its size, in path order;
-    symbolic links are not followed. Directory entries carry their type, so listing a folder
-    costs one ``stat`` per file rather than three."""
+def _files(root: Path) -> tuple[list[tuple[Path, int]], list[Path]]:
+    """Every regular file under *root* (or *root* itself) with its size, in path order,
+    and the symbolic links that were not followed. A link to a regular file is scanned as
+    that file (what loading through the link would read); links to folders are not
+    followed (no loops, no escaping the tree) and neither are links to anything else.
+    Directory entries carry their type, so listing costs one ``stat`` per file."""
     if root.is_file():
-        return [(root, root.stat().st_size)]
+        return [(root, root.stat().st_size)], []
     found: list[tuple[Path, int]] = []
+    skipped: list[Path] = []
     pending = [str(root)]
     while pending:
         with os.scandir(pending.pop()) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    found.append((Path(entry.path), entry.stat(follow_symlinks=False).st_size))
+                elif entry.is_file(follow_symlinks=True):
+                    found.append((Path(entry.path), entry.stat(follow_symlinks=True).st_size))
+                elif entry.is_symlink():
+                    skipped.append(Path(entry.path))
     found.sort(key=lambda item: item[0].parts)
-    return found
+    skipped.sort(key=lambda path: path.parts)
+    return found, skipped
 
 
 def scan_bytes(data: bytes, name: str = "<bytes>") -> ScanResult:
@@ -636,7 +642,13 @@ def scan_path(path: Path) -> ScanResult:
 
         raise UsageError(f"{path} does not exist")
     base = path.parent if path.is_dir() else None
-    for file, size in _files(path):
+    files, skipped = _files(path)
+    for link in skipped:
+        scan.find(
+            str(link.relative_to(base) if base is not None else link), "medium", "symlink",
+            "symbolic link to a folder or to no regular file: not followed, not scanned",
+        )  # fmt: skip
+    for file, size in files:
         result.files += 1
         if size > MAX_BYTES:
             scan.find(str(file), "high", "limit", f"{size} bytes is over the scan limit")
