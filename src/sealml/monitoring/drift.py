@@ -27,8 +27,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.distance import jensenshannon
-from scipy.stats import chi2, kstwobign
 
 Mode = Literal["default", "evidently"]
 Kind = Literal["numeric", "categorical"]
@@ -139,6 +137,8 @@ def _ks_p_value(u: Any, v: Any) -> tuple[float, float]:
     edges = _sorted_quantiles(u, KS_BINS)
     d = float(np.max(np.abs(_cdf_at(u, edges) - _cdf_at(v, edges)), initial=0.0))
     effective = math.sqrt(len(u) * len(v) / (len(u) + len(v)))
+    from scipy.stats import kstwobign  # SciPy's import costs half a second: only when used
+
     return d, float(kstwobign.sf(d * effective))
 
 
@@ -178,6 +178,8 @@ def _chi_square_p(reference: Any, current: Any, n_ref: int, n_cur: int) -> float
         return 1.0
     expected = counts.sum(axis=1, keepdims=True) * counts.sum(axis=0) / counts.sum()
     statistic = float(((counts - expected) ** 2 / expected).sum())
+    from scipy.stats import chi2
+
     return float(chi2.sf(statistic, counts.shape[1] - 1))
 
 
@@ -222,6 +224,8 @@ def _categorical(
     p, q, _ = _frequencies(reference, current)
     if not p.sum() or not q.sum():
         return ColumnDrift(name, kind, "empty", 0.0, DISTANCE_THRESHOLD, False, **missing)
+    from scipy.spatial.distance import jensenshannon
+
     distance = float(jensenshannon(p, q))
     psi = _psi(p / p.sum(), q / q.sum())
     if mode == "evidently":

@@ -21,8 +21,6 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from scipy.stats import chi2
-
 from ..data.profile import Profile
 from .schema import numeric_features
 
@@ -61,6 +59,8 @@ class _Binning:
 
 
 def _binnings(profile: Profile | None) -> list[_Binning]:
+    from scipy.stats import chi2  # SciPy's import costs half a second: only when serving
+
     found = []
     for column, feature in enumerate(numeric_features(profile)):
         edges = list(feature.deciles)
