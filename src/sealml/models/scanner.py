@@ -250,7 +250,7 @@ class _Scan:
         try:
             archive = zipfile.ZipFile(_stream(data))
             entries = archive.infolist()
-        except (zipfile.BadZipFile, ValueError, OSError) as error:
+        except Exception as error:  # zipfile raises many kinds (NotImplementedError too)
             self.find(location, "high", "malformed", f"damaged zip archive: {error}")
             return
         if len(entries) > MAX_ENTRIES:
@@ -259,7 +259,7 @@ class _Scan:
         total = 0
         for entry in entries:
             where = f"{location}!{entry.filename}"
-            if entry.is_dir():
+            if entry.filename.endswith("/"):  # (is_dir() fails on an empty name)
                 continue
             if entry.file_size > MAX_BYTES or (
                 entry.compress_size and entry.file_size / entry.compress_size > MAX_RATIO
