@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import FunctionTransformer
 
 from sealml.errors import IntegrityError, UsageError
@@ -60,6 +61,11 @@ def test_skops_file_naming_a_dangerous_function_is_refused() -> None:
 def test_skops_garbage_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         load_skops(b"not a zip")
+    damaged = bytearray(dump_skops(LogisticRegression()))
+    central = damaged.index(b"PK\x01\x02")
+    damaged[central + 6 : central + 8] = (89).to_bytes(2, "little")  # "needs zip 8.9"
+    with pytest.raises(UsageError, match="not a skops model file"):
+        load_skops(bytes(damaged))  # zipfile raises NotImplementedError here
 
 
 def test_safetensors_round_trip_and_malformed_header() -> None:
