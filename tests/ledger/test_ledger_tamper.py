@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sealml import Workspace
-from sealml.errors import IntegrityError
+from sealml.errors import IntegrityError, UsageError
 from sealml.ledger import EventFilter
 from sealml.ledger.proofs import check_consistency, check_inclusion
 
@@ -167,6 +167,9 @@ def test_inclusion_proof_verifies_offline_and_detects_edits(busy: Workspace) -> 
     data["hashes"][0] = data["hashes"][1]
     with pytest.raises(IntegrityError):
         check_inclusion(json.dumps(data), busy.verifier)
+    for broken in ("{", "[" * 100_000, '{"format": 1}'):  # the deep one crashed json
+        with pytest.raises(UsageError):
+            check_inclusion(broken, busy.verifier)
 
 
 def test_consistency_proof_between_checkpoints(busy: Workspace, tmp_path: Path) -> None:

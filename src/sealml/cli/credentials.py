@@ -23,6 +23,7 @@ import typer
 
 from ..access.sessions import SessionTicket
 from ..config import resolve
+from ..crypto.canonical import parse_json
 from ..crypto.secret import Secret
 from ..crypto.signing import KeyFormatError, SigningKey
 from ..errors import AuthenticationError, UsageError
@@ -133,7 +134,7 @@ def load_ticket(workspace_id: str, user: str | None) -> SessionTicket | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(read_private_file(path, "session file"))
+        data = parse_json(read_private_file(path, "session file"))
         ticket = SessionTicket(
             principal=str(data["principal"]),
             token=base64.b64decode(data["token"]),

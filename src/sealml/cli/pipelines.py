@@ -26,7 +26,7 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
             raise UsageError(f"--param takes KEY=VALUE, got {pair!r}")
         try:
             params[key] = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (or absurdly nested): a string
             params[key] = value
     return params
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..clock import utc_now
 from ..crypto.box import BoxOpenError, open_box, seal_box
+from ..crypto.canonical import parse_json
 from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
 from ..errors import AuthenticationError, ConfigError, IntegrityError, NotFoundError, UsageError
@@ -150,7 +151,7 @@ class LocalKeystore:
         except FileNotFoundError:
             raise NotFoundError(f"no keystore at {path}") from None
         try:
-            data = json.loads(raw)
+            data = parse_json(raw)
         except ValueError:
             raise ConfigError(f"keystore {path} is not valid JSON") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -11,6 +11,7 @@ import binascii
 import json
 from typing import Any
 
+from ..crypto.canonical import parse_json
 from ..errors import IntegrityError, UsageError
 from .checkpoint import Checkpoint, NoteVerifier, open_note
 from .log import InclusionProof
@@ -39,7 +40,7 @@ def _hashes(value: Any) -> list[bytes]:
 
 def _load(text: str, expected_format: str) -> dict[str, Any]:
     try:
-        data = json.loads(text)
+        data = parse_json(text)
     except ValueError:
         raise UsageError("proof file is not valid JSON") from None
     if not isinstance(data, dict) or data.get("format") != expected_format:
@@ -79,7 +80,7 @@ def check_inclusion(text: str, verifier: NoteVerifier) -> tuple[dict[str, Any], 
     ):
         raise IntegrityError(f"event {index} is not included in the signed tree of size {size}")
     try:
-        fields = json.loads(event)
+        fields = parse_json(event)
     except ValueError:
         raise UsageError("the proven event is not valid JSON") from None
     if not isinstance(fields, dict) or fields.get("seq") != index:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..crypto.canonical import parse_json
 from ..crypto.dsse import pae
 from ..crypto.signing import KeyFormatError, SigningKey, VerifyingKey
 from ..errors import IntegrityError, UsageError
@@ -102,7 +103,7 @@ def parse_bundle(data: bytes) -> Bundle:
     if len(data) > MAX_BUNDLE:
         raise IntegrityError("the signature file is too large to be a model signature")
     try:
-        bundle = json.loads(data)
+        bundle = parse_json(data)  # (orjson: nesting beyond 1,024 levels is a ValueError)
         _exact_keys(bundle, {"mediaType", "verificationMaterial", "dsseEnvelope"}, set())
         if bundle["mediaType"] != BUNDLE_MEDIA_TYPE:
             raise ValueError(f"media type {str(bundle['mediaType'])[:60]!r}")
