@@ -229,6 +229,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"no workspace at {path.parent} (missing {CONFIG_NAME})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except RecursionError:  # tomllib parses nested arrays recursively
+        raise ConfigError(f"{path} is not valid TOML: nested too deeply") from None
     try:
         return Config.model_validate(raw)
     except ValidationError as error:

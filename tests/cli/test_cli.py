@@ -156,8 +156,14 @@ def test_names_are_never_paths(initialised: Any, tmp_path: Path, ws_path: Path) 
 
 @pytest.mark.parametrize(
     "config",
-    ["not toml [", "[workspace]\nid = 1\n", "", "[seal]\nsegment_size = 1\n"],
-    ids=["syntax", "schema", "empty", "range"],
+    [
+        "not toml [",
+        "[workspace]\nid = 1\n",
+        "",
+        "[seal]\nsegment_size = 1\n",
+        "x = " + "[" * 5000 + "]" * 5000 + "\n",  # tomllib recursed until RecursionError
+    ],
+    ids=["syntax", "schema", "empty", "range", "deep"],
 )
 def test_malformed_config(initialised: Any, ws_path: Path, config: str) -> None:
     path = ws_path / "sealml.toml"
