@@ -72,6 +72,25 @@ def test_validate_bad_inputs(ready: Any, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"[" * 100_000, "nested too deeply"),  # PyYAML used to raise RecursionError
+        (bytes(range(256)), "not UTF-8"),
+        (b"a: [1, 2\n", "not valid YAML"),
+    ],
+    ids=["deep", "binary", "syntax"],
+)
+def test_unreadable_yaml_files_are_usage_errors(
+    ready: Any, tmp_path: Path, content: bytes, needle: str
+) -> None:
+    document = tmp_path / "document.yaml"
+    document.write_bytes(content)
+    for option in (["validate", "--schema"], ["pii", "--actions"]):
+        command = ["data", option[0], str(GERMAN), option[1], str(document)]
+        one_line_error(ready(*command, env=admin_env()), 2, needle)
+
+
 def test_pii_report_actions_seal_and_reveal(ready: Any, tmp_path: Path) -> None:
     people = tmp_path / "people.csv"
     pd.DataFrame(

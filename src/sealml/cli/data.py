@@ -22,6 +22,7 @@ from ..errors import IntegrityError, UsageError
 from ..pipeline.codecs import PARQUET_MEDIA_TYPE
 from ..workspace import Workspace
 from ..workspace.data import read_local_table
+from ..yamlfile import read_yaml
 from .common import JsonOption, open_workspace, out, print_json, print_table
 
 app = typer.Typer(help="Validate datasets, find and protect personal data.", no_args_is_help=True)
@@ -120,18 +121,12 @@ def pii_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Find personal data per column; optionally apply actions and report k-anonymity."""
-    import yaml
 
     if (output or seal) and not actions and k is None:
         raise UsageError("--output/--seal need --actions or --k")
     plan = None
     if actions is not None:
-        try:
-            plan = parse_actions(yaml.safe_load(actions.read_text(encoding="utf-8")), str(actions))
-        except (OSError, yaml.YAMLError) as error:
-            raise UsageError(
-                f"cannot read actions file {actions}: {type(error).__name__}"
-            ) from None
+        plan = parse_actions(read_yaml(actions, "actions file"), str(actions))
     with _source(ctx, source, fmt, encoding) as (frame, workspace):
         findings = pii_detection.scan_frame(frame, region)
         result: dict[str, Any] = {"columns": [f.to_dict() for f in findings]}

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import UsageError
+from ..yamlfile import read_yaml
 
 DType = Literal["int", "float", "str", "bool", "datetime", "category"]
 _MAX_EXAMPLES = 5
@@ -78,20 +79,7 @@ def parse_schema(data: Any, what: str = "schema") -> SchemaSpec:
 
 def load_schema(path: Path) -> SchemaSpec:
     """Read a YAML schema file."""
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError):
-        raise UsageError(f"schema file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"schema file {path} is not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"schema file {path}{line}: not valid YAML") from None
+    data = read_yaml(path, "schema file")
     return parse_schema(data, f"schema file {path}")
 
 
