@@ -96,6 +96,32 @@ def test_import_refuses_unsafe_files(ready: Any, tmp_path: Path) -> None:
     assert done.code == 0, done.stderr
 
 
+def test_import_refuses_skops_naming_code_and_files_that_are_not_their_format(
+    ready: Any, tmp_path: Path
+) -> None:
+    import os
+
+    from sklearn.preprocessing import FunctionTransformer
+
+    evil = tmp_path / "evil.skops"
+    evil.write_bytes(dump_skops(FunctionTransformer(func=os.system)))
+    one_line_error(
+        ready("model", "import", str(evil), "--source", "https://x.test/e", env=admin_env()),
+        1,
+        "system",
+    )
+    for name in ("noise.skops", "noise.safetensors"):
+        noise = tmp_path / name
+        noise.write_bytes(bytes(range(256)) * 8)  # used to be imported as "safe"
+        one_line_error(
+            ready("model", "import", str(noise), "--source", "https://x.test/n", env=admin_env()),
+            2,
+            "not a",
+        )
+    listed = ready("ls", "--json", env=admin_env())
+    assert listed.code == 0 and "evil.skops" not in listed.stdout and "noise" not in listed.stdout
+
+
 def test_register_approve_promote_rollback(ready: Any, tmp_path: Path) -> None:
     added = ready(
         "user", "add", "erin", "--role", "ml-engineer",

@@ -149,6 +149,25 @@ def test_symbolic_links_are_scanned_or_reported(tmp_path: Path) -> None:
     ]
 
 
+def test_skops_files_are_judged_by_the_types_their_schema_names() -> None:
+    import os
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import FunctionTransformer
+
+    from sealml.models.formats import dump_skops
+
+    assert scan_bytes(dump_skops(LogisticRegression()), "model.skops").verdict == "safe"
+    evil = dump_skops(FunctionTransformer(func=os.system))
+    result = scan_bytes(evil, "model.skops")
+    assert result.verdict == "unsafe"
+    assert any("system" in f.detail and f.kind == "dangerous_global" for f in result.findings)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as outer:  # the same file inside another archive
+        outer.writestr("models/evil.skops", evil)
+    assert scan_bytes(buffer.getvalue(), "bundle.zip").verdict == "unsafe"
+
+
 def test_joblib_object_arrays_are_scanned_as_their_own_pickle() -> None:
     result = scan_bytes(MALICIOUS["joblib_object_array.joblib"], "model.joblib")
     assert result.verdict == "unsafe"

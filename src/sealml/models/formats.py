@@ -15,11 +15,13 @@ import json
 import pickle
 import zipfile
 from collections.abc import KeysView, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 from ..errors import IntegrityError, UsageError
 from .allowlist import judge
 from .scanner import scan_bytes
+from .skopsaudit import severity, untrusted_types
 
 SKOPS_MEDIA_TYPE = "application/vnd.skops+zip"
 SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
@@ -110,21 +112,27 @@ def load_skops(data: bytes) -> Any:
     """Load skops bytes, refusing any type the allowlist does not accept."""
     import skops.io
 
-    try:
-        untrusted = skops.io.get_untrusted_types(data=data)
-    except Exception as error:  # zipfile and skops raise many kinds on damaged input
-        raise UsageError(f"not a skops model file: {str(error)[:100]}") from None
-    refused = [name for name in untrusted if not _allowed_type(name)]
+    untrusted = untrusted_types(data)
+    refused = [name for name in untrusted if severity(name) is not None]
     if refused:
         raise IntegrityError(
-            f"the model names types outside the allowlist: {', '.join(sorted(refused)[:3])}"
+            f"the model names types outside the allowlist: {', '.join(refused[:3])}"
         )
     return skops.io.loads(data, trusted=untrusted)
 
 
-def _allowed_type(dotted: str) -> bool:
-    module, _, name = dotted.rpartition(".")
-    return bool(module) and judge(module, name) is None
+def check_model_file(path: Path, media_type: str) -> None:
+    """Refuse a skops or safetensors file that is not one (reading its structure only)."""
+    if media_type == SKOPS_MEDIA_TYPE:
+        untrusted_types(path.read_bytes())
+    elif media_type == SAFETENSORS_MEDIA_TYPE:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as tensors:
+                tensors.keys()
+        except Exception as error:  # safetensors raises its own SafetensorError
+            raise UsageError(f"not a safetensors file: {str(error)[:120]}") from None
 
 
 def dump_tensors(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:

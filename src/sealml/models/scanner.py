@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
+from ..crypto.canonical import parse_json
+from ..errors import SealmlError
 from . import fastpath
 from .allowlist import judge
 from .opcodes import STOP, TABLE, Cursor, Reader, TruncatedPickleError
@@ -280,8 +282,26 @@ class _Scan:
             if name.endswith(("data.pkl", ".pkl", ".pickle")) or content[:1] == b"\x80":
                 self.result.bytes += len(content)
                 self.pickles(content, where)
+            elif entry.filename == "schema.json" and _is_skops_schema(content):
+                self.skops(data, location)
             else:
                 self.blob(content, where, depth + 1)
+
+    def skops(self, data: Buffer, location: str) -> None:
+        """A skops file: every type and function its schema names, judged like globals."""
+        from .skopsaudit import severity, untrusted_types
+
+        try:
+            names = untrusted_types(bytes(data))
+        except SealmlError as error:
+            self.find(location, "high", "malformed", str(error))
+            return
+        for dotted in names:
+            self.result.globals.add(dotted)
+            judged = severity(dotted)
+            if judged is not None:
+                kind = "dangerous_global" if judged == "critical" else "unknown_global"
+                self.find(f"{location}!schema.json", judged, kind, f"names {dotted}")
 
     def npy(self, data: Buffer, location: str) -> None:
         """A ``.npy`` array: safe unless its dtype holds Python objects (then a pickle)."""
@@ -302,6 +322,15 @@ class _Scan:
                 location, "medium", "object_array", "NumPy array of Python objects (a pickle)"
             )
             self.pickles(data, f"{location}:objects", start + length)
+
+
+def _is_skops_schema(content: bytes) -> bool:
+    """Whether a zip's ``schema.json`` is skops's (which names the types to rebuild)."""
+    try:
+        schema = parse_json(content)
+    except ValueError:
+        return False
+    return isinstance(schema, dict) and ("_skops_version" in schema or "__loader__" in schema)
 
 
 def _holds_objects(header: str) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..db.models import ArtifactRow
 from ..errors import IntegrityError, UsageError
 from ..models import openssf
-from ..models.formats import media_type_for
+from ..models.formats import check_model_file, media_type_for
 from ..models.manifest import Manifest, file_sha256, hash_model
 from ..models.registry import SCAN_REPORT
 from ..models.scanner import ScanResult, scan_bytes, scan_path
@@ -64,6 +64,7 @@ class ModelFileOperations(DataOperations):
         name = name or path.name
         media_type = media_type_for(path.name)
         self.authorize("model:write", f"model:{name}", action="model.import")
+        check_model_file(path, media_type)  # a .skops or .safetensors that is not one
         result = scan_path(path)
         sha256 = file_sha256(path)
         if result.verdict != "safe":
