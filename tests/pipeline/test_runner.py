@@ -131,6 +131,8 @@ def test_failed_stage_leaves_no_outputs(workspace: Workspace, small_pipeline: Pa
         ("def broken(:\n", "syntax error"),
         ("raise RuntimeError('boom')\n", "loading failed: RuntimeError: boom"),
         ("x = 1\n", "defines no"),
+        ("import sys\nsys.exit(3)\n", r"calls sys\.exit\(3\)"),  # used to end sealml with 3
+        ("x = 1\0\n", "syntax error: source code string cannot contain null bytes"),
     ],
 )
 def test_bad_pipeline_files(tmp_path: Path, source: str, message: str) -> None:

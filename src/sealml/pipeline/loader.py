@@ -34,7 +34,8 @@ def load_pipeline(path: Path) -> LoadedPipeline:
     try:
         code = compile(source, str(path), "exec")
     except SyntaxError as error:
-        raise UsageError(f"{path.name}:{error.lineno}: syntax error: {error.msg}") from None
+        line = f":{error.lineno}" if error.lineno is not None else ""
+        raise UsageError(f"{path.name}{line}: syntax error: {error.msg}") from None
     except ValueError as error:
         raise UsageError(f"{path.name}: {error}") from None
     digest = hashlib.sha256(source).hexdigest()
@@ -47,6 +48,12 @@ def load_pipeline(path: Path) -> LoadedPipeline:
         sys.modules.pop(module.__name__, None)
         raise UsageError(
             f"{path.name}: loading failed: {type(error).__name__}: {error}".splitlines()[0]
+        ) from None
+    except SystemExit as exit_:  # a script's sys.exit() at import: not ours to obey
+        sys.modules.pop(module.__name__, None)
+        raise UsageError(
+            f"{path.name}: loading failed: the file calls sys.exit({exit_.code!r}) "
+            '(put script code under `if __name__ == "__main__":`)'
         ) from None
     candidate = module.__dict__.get("pipeline")
     if not isinstance(candidate, Pipeline):
