@@ -111,13 +111,23 @@ def test_tampered_input_stops_the_run_before_the_consumer(
     assert len(failed) == 1
 
 
-def test_failed_stage_leaves_no_outputs(workspace: Workspace, small_pipeline: Path) -> None:
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ('raise ValueError("no good")', "stage 'total' failed: ValueError: no good"),
+        ("raise SystemExit(3)", r"stage 'total' failed: it called sys\.exit\(3\)"),
+    ],
+    ids=["raises", "exits"],
+)
+def test_failed_stage_leaves_no_outputs(
+    workspace: Workspace, small_pipeline: Path, statement: str, message: str
+) -> None:
     source = small_pipeline.read_text().replace(
-        'return {"total": {"sum"', 'raise ValueError("no good")\n    return {"total": {"sum"'
+        'return {"total": {"sum"', statement + '\n    return {"total": {"sum"'
     )
     small_pipeline.write_text(source)
     before = {i.name for i in workspace.ls()}
-    with pytest.raises(StageFailedError, match="stage 'total' failed: ValueError: no good"):
+    with pytest.raises(StageFailedError, match=message):
         run(workspace, small_pipeline)
     after = {i.name for i in workspace.ls()}
     assert after - before == {"numbers/raw", "numbers/numbers", "numbers/parse.intoto.jsonl"}

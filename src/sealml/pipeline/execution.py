@@ -88,6 +88,10 @@ def call_stage(
     except Exception as error:
         message = f"stage {stage.name!r} failed: {type(error).__name__}: {error}"
         raise StageFailedError(message.splitlines()[0]) from None
+    except SystemExit as exit_:  # a stage's sys.exit() ends the stage, not sealml
+        raise StageFailedError(
+            f"stage {stage.name!r} failed: it called sys.exit({exit_.code!r})"
+        ) from None
     if not isinstance(result, Mapping):
         raise StageFailedError(f"stage {stage.name!r} must return a dict of its outputs")
     missing = set(stage.outputs) - set(result)
