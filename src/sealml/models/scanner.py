@@ -432,9 +432,6 @@ class _Machine:
     def _put(self, name: str, arg: Any, position: int) -> None:
         self.memo[int(arg)] = self.stack[-1] if self.stack else _UNKNOWN
 
-    def _memoize(self, name: str, arg: Any, position: int) -> None:
-        self.memo[len(self.memo)] = self.stack[-1] if self.stack else _UNKNOWN
-
     def _get(self, name: str, arg: Any, position: int) -> None:
         self.stack.append(self.memo.get(int(arg), _UNKNOWN))
 
@@ -543,7 +540,6 @@ _CONSTANTS: dict[str, Any] = {"NEWTRUE": True, "NEWFALSE": False, "NONE": None, 
 _Handler = Callable[[_Machine, str, Any, int], Any]
 _HANDLERS: dict[str, _Handler] = {
     **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT"), _Machine._put),
-    "MEMOIZE": _Machine._memoize,
     **dict.fromkeys(("GET", "BINGET", "LONG_BINGET"), _Machine._get),
     **dict.fromkeys(_LITERALS, _Machine._literal),
     **dict.fromkeys(_CONSTANTS, _Machine._constant),
@@ -584,10 +580,16 @@ def _stack_effect(opcode: pickletools.OpcodeInfo) -> _Handler:
 
 # Indexed by opcode byte (a list index is cheaper than a dict lookup, once per opcode):
 # its name, how to read its argument, its handler; None for bytes that are not opcodes.
+# MEMOIZE has no entry: ``pickle_stream`` applies it (and BINGET) inline, the one place.
 _DISPATCH: list[tuple[str, Reader | None, _Handler] | None] = [None] * 256
-for _code, (_opcode, _read) in TABLE.items():
-    _DISPATCH[_code] = (_opcode.name, _read, _HANDLERS.get(_opcode.name) or _stack_effect(_opcode))
 _MEMOIZE, _BINGET = ord(pickle.MEMOIZE), ord(pickle.BINGET)
+for _code, (_opcode, _read) in TABLE.items():
+    if _code != _MEMOIZE:
+        _DISPATCH[_code] = (
+            _opcode.name,
+            _read,
+            _HANDLERS.get(_opcode.name) or _stack_effect(_opcode),
+        )
 
 
 def _as_dict(items: list[Any]) -> dict[Any, Any]:
