@@ -133,14 +133,18 @@ class RunOperations(ArtifactOperations):
         has one) provenance attestation verified; authorisation is the caller's concern."""
         check_row(row, self._creator_key(session, row))
         self._check_ledger_put(session, row)
-        dek = unwrap_key(row, session.get(DataKeyRow, row.id), self.keys)
-        sink = io.BytesIO()
-        unseal(row, dek, self.blobs, sink)
-        data = sink.getvalue()
+        data = self._unsealed(session, row)
         attestation = session.get(AttestationRow, row.id)
         if attestation is not None:
             self._check_attestation(session, row, _digests(row, data), attestation.attestation_id)
         return data
+
+    def _unsealed(self, session: Session, row: ArtifactRow) -> bytes:
+        """A checked row's content, decrypted and authenticated segment by segment."""
+        dek = unwrap_key(row, session.get(DataKeyRow, row.id), self.keys)
+        sink = io.BytesIO()
+        unseal(row, dek, self.blobs, sink)
+        return sink.getvalue()
 
     def _attestation_statement(
         self, session: Session, attestation_id: str
@@ -152,11 +156,10 @@ class RunOperations(ArtifactOperations):
             raise IntegrityError(f"attestation {attestation_id} is missing")
         creator = self._creator_key(session, row)
         check_row(row, creator)
-        dek = unwrap_key(row, session.get(DataKeyRow, row.id), self.keys)
-        sink = io.BytesIO()
-        unseal(row, dek, self.blobs, sink)
         try:
-            document, _ = intoto.open_statement(sink.getvalue(), {creator.fingerprint(): creator})
+            document, _ = intoto.open_statement(
+                self._unsealed(session, row), {creator.fingerprint(): creator}
+            )
         except intoto.ProvenanceError as error:
             raise IntegrityError(f"attestation {attestation_id}: {error}") from None
         return document, row
