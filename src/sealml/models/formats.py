@@ -21,7 +21,7 @@ from typing import Any, cast
 from ..errors import IntegrityError, UsageError
 from .allowlist import judge
 from .scanner import scan_bytes
-from .skopsaudit import severity, untrusted_types
+from .skopsaudit import is_skops_file, severity, untrusted_types
 
 SKOPS_MEDIA_TYPE = "application/vnd.skops+zip"
 SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
@@ -122,9 +122,11 @@ def load_skops(data: bytes) -> Any:
 
 
 def check_model_file(path: Path, media_type: str) -> None:
-    """Refuse a skops or safetensors file that is not one (reading its structure only)."""
+    """Refuse a skops or safetensors file that is not one (its shape only: what a skops
+    file names is the scanner's to judge)."""
     if media_type == SKOPS_MEDIA_TYPE:
-        untrusted_types(path.read_bytes())
+        if not is_skops_file(path.read_bytes()):
+            raise UsageError(f"{path.name}: not a skops model file")
     elif media_type == SAFETENSORS_MEDIA_TYPE:
         from safetensors import safe_open
 

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
-from ..crypto.canonical import parse_json
 from ..errors import SealmlError
 from . import fastpath
 from .allowlist import judge
 from .opcodes import STOP, TABLE, Cursor, Reader, TruncatedPickleError
+from .skopsaudit import is_skops_schema, severity, untrusted_types
 
 # Scanned data is either bytes in memory (archive members, inflated data) or a file mapped
 # read-only, which is walked in place without being copied.
@@ -282,15 +282,13 @@ class _Scan:
             if name.endswith(("data.pkl", ".pkl", ".pickle")) or content[:1] == b"\x80":
                 self.result.bytes += len(content)
                 self.pickles(content, where)
-            elif entry.filename == "schema.json" and _is_skops_schema(content):
+            elif entry.filename == "schema.json" and is_skops_schema(content):
                 self.skops(data, location)
             else:
                 self.blob(content, where, depth + 1)
 
     def skops(self, data: Buffer, location: str) -> None:
         """A skops file: every type and function its schema names, judged like globals."""
-        from .skopsaudit import severity, untrusted_types
-
         try:
             names = untrusted_types(bytes(data))
         except SealmlError as error:
@@ -322,15 +320,6 @@ class _Scan:
                 location, "medium", "object_array", "NumPy array of Python objects (a pickle)"
             )
             self.pickles(data, f"{location}:objects", start + length)
-
-
-def _is_skops_schema(content: bytes) -> bool:
-    """Whether a zip's ``schema.json`` is skops's (which names the types to rebuild)."""
-    try:
-        schema = parse_json(content)
-    except ValueError:
-        return False
-    return isinstance(schema, dict) and ("_skops_version" in schema or "__loader__" in schema)
 
 
 def _holds_objects(header: str) -> bool:

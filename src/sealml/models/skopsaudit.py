@@ -8,8 +8,31 @@ like a global in a pickle.
 
 from __future__ import annotations
 
+import io
+import zipfile
+
+from ..crypto.canonical import parse_json
 from ..errors import UsageError
 from .allowlist import judge
+
+
+def is_skops_schema(content: bytes) -> bool:
+    """Whether a zip's ``schema.json`` is skops's (which names the types to rebuild)."""
+    try:
+        schema = parse_json(content)
+    except ValueError:
+        return False
+    return isinstance(schema, dict) and ("_skops_version" in schema or "__loader__" in schema)
+
+
+def is_skops_file(data: bytes) -> bool:
+    """Whether *data* is shaped like a skops file: a zip whose ``schema.json`` is skops's.
+    (What it names is the scanner's to judge.)"""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return is_skops_schema(archive.read("schema.json"))
+    except Exception:  # not a zip, no schema, a damaged archive: zipfile raises many kinds
+        return False
 
 
 def untrusted_types(data: bytes) -> list[str]:
