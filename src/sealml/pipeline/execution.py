@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from threadpoolctl import threadpool_limits
-
 from ..errors import SealmlError, UsageError
 from . import codecs
 from .stage import Stage
+from .threads import limit_threads
 
 
 class StageFailedError(UsageError):
@@ -79,7 +78,7 @@ def call_stage(
     """
     quarantine: str | None = None
     try:
-        with threadpool_limits(limits=threads):
+        with limit_threads(threads):
             result = stage.function(**arguments, **params, **(secrets or {}))
     except Quarantined as verdict:
         result, quarantine = verdict.outputs, verdict.reason
