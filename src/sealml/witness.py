@@ -10,11 +10,13 @@ checkpoint -o``): an attacker who controls this user's home folder can roll back
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import IntegrityError, UsageError
-from .fsutil import make_private_dir, write_private
+from .fsutil import FILE_MODE, make_private_dir, write_private
 from .ledger.checkpoint import Checkpoint, NoteVerifier, open_note
 
 STATE_ENV = "SEALML_STATE_DIR"
@@ -48,11 +50,22 @@ class Witness:
             return None
 
     def advance(self, note: str) -> None:
-        """Remember *note* if it is newer than what was witnessed."""
+        """Remember *note* if it is newer than what was witnessed (under a lock, so two
+        processes advancing at once never put back the older of their notes)."""
         checkpoint = open_note(note, self._verifier)
-        current = self.load()
-        if current is not None and current.size >= checkpoint.size:
-            return
-        with contextlib.suppress(OSError):
-            make_private_dir(self.path.parent)
+        with contextlib.suppress(OSError), self._locked():
+            current = self.load()
+            if current is not None and current.size >= checkpoint.size:
+                return
             write_private(self.path, note.encode("utf-8"))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        make_private_dir(self.path.parent)
+        lock = self.path.with_suffix(".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

@@ -216,3 +216,27 @@ def test_concurrent_runs_share_the_sealing_process_or_use_a_thread(tmp_path: Pat
     for ws in workspaces:
         assert ws.verify_store().ok
         ws.close()
+
+
+def test_the_sealing_process_advances_the_witness_after_answering(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    import time
+
+    from sealml.ledger.log import Ledger
+
+    assert start_sealing_process().wait_ready(120)
+    before = workspace.witness.load()
+    workspace.run_pipeline(load_pipeline(_write(tmp_path, FRAMES)), "local")
+    with workspace.db.read() as session:
+        latest = Ledger.latest_checkpoint(session)
+    assert latest is not None and (before is None or latest.size > before.size)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        witnessed = workspace.witness.load()
+        if witnessed is not None and witnessed.size == latest.size:
+            break
+        time.sleep(0.05)
+    witnessed = workspace.witness.load()
+    assert witnessed is not None and witnessed.size == latest.size
+    assert workspace.audit_verify().ok

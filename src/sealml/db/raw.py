@@ -1,11 +1,18 @@
-"""Driver-level access for the few loops that run a million times (ledger append and
-verification), where SQLAlchemy's per-row work would cost more than the database."""
+"""Driver-level access for the hot paths: the loops that run a million times (ledger append
+and verification) and the few statements of every sealing commit, where SQLAlchemy's
+per-row bookkeeping and per-engine statement compilation would cost more than the database.
+
+Statements are written with ``?`` placeholders and run in the caller's transaction; the
+placeholders are translated to the driver's own style.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table, inspect, text
+from sqlalchemy.orm import Mapper, Session
 
 _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
@@ -22,3 +29,65 @@ def driver_cursor(connection: Connection) -> Any:
     dbapi = connection.connection.dbapi_connection
     assert dbapi is not None
     return dbapi.cursor()
+
+
+def execute(
+    session: Session, statement: str, params: Sequence[Any] = (), *, many: bool = False
+) -> list[tuple[Any, ...]]:
+    """Run *statement* in *session*'s transaction with *params* (a sequence of parameter
+    tuples when *many*); the rows it returns, if any."""
+    connection = session.connection()
+    sql = driver_sql(connection, statement)
+    if sql is None:  # a driver with named or numeric placeholders: through SQLAlchemy
+        named = _named(statement)
+        batches = list(params) if many else [params]
+        result = None
+        for batch in batches:
+            result = connection.execute(named, {f"p{i}": v for i, v in enumerate(batch)})
+        return [tuple(row) for row in result] if result is not None and result.returns_rows else []
+    cursor = driver_cursor(connection)
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, tuple(params))
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+    finally:
+        cursor.close()
+
+
+def _named(statement: str) -> Any:
+    pieces = statement.split("?")
+    marked = "".join(f"{piece}:p{i}" for i, piece in enumerate(pieces[:-1])) + pieces[-1]
+    return text(marked)
+
+
+def insert_rows(session: Session, rows: Sequence[object]) -> None:
+    """Insert new mapped objects, all of one class, in one ``executemany``. They are not
+    added to the session (they stay transient): nothing in the session tracks them."""
+    if not rows:
+        return
+    mapped = type(rows[0])
+    if mapped not in _INSERTS:
+        _INSERTS[mapped] = _insert_of(mapped)
+    statement, keys = _INSERTS[mapped]
+    execute(session, statement, [tuple(getattr(row, k) for k in keys) for row in rows], many=True)
+
+
+_INSERTS: dict[type, tuple[str, tuple[str, ...]]] = {}
+
+
+def _insert_of(mapped: type) -> tuple[str, tuple[str, ...]]:
+    mapper: Mapper[Any] = inspect(mapped)
+    attributes = list(mapper.column_attrs)
+    for attribute in attributes:
+        column = attribute.columns[0]
+        if column.default is not None or column.server_default is not None:
+            raise TypeError(f"{mapped.__name__}.{attribute.key} has a default: use the ORM")
+    names = ", ".join(attribute.columns[0].name for attribute in attributes)
+    marks = ", ".join("?" for _ in attributes)
+    table = cast(Table, mapper.local_table).name
+    return (
+        f"INSERT INTO {table} ({names}) VALUES ({marks})",  # noqa: S608 - names from our models
+        tuple(attribute.key for attribute in attributes),
+    )

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..clock import utc_now
 from ..crypto.canonical import canonical_json
 from ..db.models import CheckpointRow, LedgerEventRow, LedgerHeadRow
-from ..db.raw import driver_cursor, driver_sql
+from ..db.raw import execute, insert_rows
 from ..errors import NotFoundError, UsageError
 from .checkpoint import Checkpoint, NoteSigner
 from .merkle import Frontier, consistency_proof, inclusion_proof
@@ -79,27 +79,24 @@ class InclusionProof:
     checkpoint_note: str
 
 
-_COLUMNS = ("seq", "ts", "principal", "action", "resource", "outcome", "body", "leaf_hash")
 _INSERT = (
     "INSERT INTO ledger_events (seq, ts, principal, action, resource, outcome, body, leaf_hash) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_HEAD = "SELECT size, frontier, last_leaf FROM ledger_head WHERE id = 1"
+_SET_HEAD = "UPDATE ledger_head SET size = ?, frontier = ?, last_leaf = ? WHERE id = 1"
+_CHECKPOINT_NOTE = "SELECT note FROM checkpoints WHERE size = ?"
 
 
-def _insert_events(session: Session, rows: list[tuple[Any, ...]]) -> None:
-    """Insert event rows with the driver's ``executemany``: the ORM's per-row bookkeeping
-    would cost more than the insert itself, and batches run to tens of thousands of rows."""
-    connection = session.connection()
-    statement = driver_sql(connection, _INSERT)
-    if statement is None:
-        keyed = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-        connection.execute(insert(LedgerEventRow), keyed)
-        return
-    cursor = driver_cursor(connection)
-    try:
-        cursor.executemany(statement, rows)
-    finally:
-        cursor.close()
+def _head(session: Session, lock: bool) -> tuple[int, bytes, bytes]:
+    """The tree head's size, frontier and last leaf; with *lock*, held until the
+    transaction ends (SQLite's write transactions are exclusive already)."""
+    locking = lock and session.connection().dialect.name != "sqlite"
+    rows = execute(session, _HEAD + (" FOR UPDATE" if locking else ""))
+    if not rows:
+        raise UsageError("the ledger has no tree head; run audit verify")
+    size, frontier, last_leaf = rows[0]
+    return int(size), bytes(frontier), bytes(last_leaf)
 
 
 class Ledger:
@@ -113,7 +110,7 @@ class Ledger:
     @staticmethod
     def initialise(session: Session) -> None:
         """Create the empty tree head (at workspace creation)."""
-        session.add(LedgerHeadRow(id=1, size=0, frontier=b"", last_leaf=ZERO_HASH))
+        insert_rows(session, [LedgerHeadRow(id=1, size=0, frontier=b"", last_leaf=ZERO_HASH)])
 
     def append(
         self,
@@ -126,11 +123,8 @@ class Ledger:
         With a *signer*, a checkpoint of the new tree head is recorded in the same
         transaction, so the events are anchored the moment they commit.
         """
-        head = session.execute(
-            select(LedgerHeadRow).where(LedgerHeadRow.id == 1).with_for_update()
-        ).scalar_one()
-        frontier = Frontier.from_bytes(head.size, head.frontier)
-        previous = head.last_leaf
+        size, stored_frontier, previous = _head(session, lock=True)
+        frontier = Frontier.from_bytes(size, stored_frontier)
         seqs: list[int] = []
         ts = utc_now()  # one append, one time: events of a batch are recorded together
         rows: list[tuple[int, str, str, str, str, str, bytes, bytes]] = []
@@ -160,45 +154,36 @@ class Ledger:
             seqs.append(seq)
             previous = leaf
         if rows:
-            _insert_events(session, rows)
-        head.size = frontier.size
-        head.frontier = frontier.to_bytes()
-        head.last_leaf = previous
+            # the driver's executemany: batches run to tens of thousands of rows
+            execute(session, _INSERT, rows, many=True)
+        execute(session, _SET_HEAD, (frontier.size, frontier.to_bytes(), previous))
         if signer is not None:
             self._record_checkpoint(session, frontier, signer)
-        session.flush()
         return seqs
 
     def _record_checkpoint(self, session: Session, frontier: Frontier, signer: NoteSigner) -> str:
         checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
+        existing = execute(session, _CHECKPOINT_NOTE, (frontier.size,))
+        if existing:
+            return str(existing[0][0])
         note = checkpoint.sign(signer)
-        existing = session.get(CheckpointRow, frontier.size)
-        if existing is None:
-            session.add(
-                CheckpointRow(
-                    size=frontier.size, root=checkpoint.root, note=note, created_at=utc_now()
-                )
-            )
-            return note
-        return existing.note
+        row = CheckpointRow(
+            size=frontier.size, root=checkpoint.root, note=note, created_at=utc_now()
+        )
+        insert_rows(session, [row])
+        return note
 
     def checkpoint(self, session: Session, signer: NoteSigner) -> str:
         """Sign the current tree head (if not yet signed) and return its note."""
-        head = session.execute(
-            select(LedgerHeadRow).where(LedgerHeadRow.id == 1).with_for_update()
-        ).scalar_one()
-        note = self._record_checkpoint(
-            session, Frontier.from_bytes(head.size, head.frontier), signer
-        )
-        session.flush()
-        return note
+        size, frontier, _ = _head(session, lock=True)
+        return self._record_checkpoint(session, Frontier.from_bytes(size, frontier), signer)
 
     # -- reading --------------------------------------------------------------------------
 
     @staticmethod
     def size(session: Session) -> int:
-        head = session.get(LedgerHeadRow, 1)
-        return 0 if head is None else head.size
+        rows = execute(session, _HEAD)
+        return int(rows[0][0]) if rows else 0
 
     @staticmethod
     def latest_checkpoint(session: Session) -> CheckpointRow | None:

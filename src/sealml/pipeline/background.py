@@ -232,10 +232,13 @@ class ProcessWriter:
             self._channel = None
             self._lock.release()
 
-    def _post(self, channel: Channel, method: str, args: tuple[Any, ...]) -> Future[Any]:
+    def _post(
+        self, channel: Channel, method: str, args: tuple[Any, ...], detached: bool = False
+    ) -> Future[Any]:
         future: Future[Any] = Future()
         number = next(self._numbers)
-        channel.failures.futures.append(future)
+        if not detached:
+            channel.failures.futures.append(future)
         # Out-of-band buffers (array and table data) are not copied here: the sender
         # thread writes them from the objects themselves, which the runner keeps
         # unchanged until the run ends (stages get copies).
@@ -247,8 +250,9 @@ class ProcessWriter:
             channel.failures.note(failure)
             future.set_exception(failure)
             return future
-        with channel.failures.lock:
-            channel.pending[number] = future
+        if not detached:
+            with channel.failures.lock:
+                channel.pending[number] = future
         if not self.alive:
             self._fail_pending(channel)
         self._outbox.put((head, [_contiguous(b) for b in buffers]))
@@ -326,6 +330,11 @@ class Channel(_Ordered):
     def call(self, method: str, *args: Any) -> Future[Any]:
         return self._writer._post(self, method, args)
 
+    def post(self, method: str, *args: Any) -> None:
+        """A call nobody waits for: run in order like the others, its answer dropped
+        (for housekeeping after a run's last result, such as closing its workspace)."""
+        self._writer._post(self, method, args, detached=True)
+
     def close(self) -> None:
         """Wait for this run's calls, then free the writer for the next run."""
         for future in list(self.failures.futures):
@@ -335,11 +344,13 @@ class Channel(_Ordered):
 
 def serve(calls: Connection, replies: Connection) -> None:
     """The child's loop (see :mod:`sealml.pipeline.writer`): build the service, then
-    call, answer, and after a failure refuse the rest of that run."""
+    call, answer, and after a failure refuse the rest of that run. A service with an
+    ``after_reply`` method has it called after each answer, for work nobody waits for."""
     factory, idle = _receive_call(calls)
     if idle:
         _run_when_idle(0)
     service = factory()
+    after_reply: Callable[[], None] = getattr(service, "after_reply", lambda: None)
     replies.send((_READY, True, None))
     failures = _Failures()
     while True:
@@ -355,6 +366,7 @@ def serve(calls: Connection, replies: Connection) -> None:
             replies.send((number, True, failures.run(getattr(service, method), *args)))
         except BaseException as error:  # every failure goes back to the parent
             replies.send((number, False, _portable(error)))
+        after_reply()
 
 
 def _run_when_idle(pid: int) -> None:

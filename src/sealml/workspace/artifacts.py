@@ -17,6 +17,7 @@ from ..clock import utc_now
 from ..crypto.signing import VerifyingKey
 from ..crypto.streaming import Readable, StreamingParams, Writable
 from ..db.models import ArtifactParentRow, ArtifactRow, DataKeyRow
+from ..db.raw import insert_rows
 from ..errors import IntegrityError, NotFoundError, SealmlError, ShreddedError, UsageError
 from ..fsutil import atomic_writer
 from ..keys.provider import rewrap_all
@@ -252,14 +253,20 @@ class ArtifactOperations(WorkspaceCore):
             for item, info in zip(sealed, infos, strict=True)
         ]
         seqs = self.append(session, [*drafts, *then])
-        for item, info, seq in zip(sealed, infos, seqs, strict=False):
-            row = item.artifact
-            row.ledger_seq = seq
-            session.add(row)
-            session.flush()
-            session.add(item.data_key)
-            for parent in info.parents:
-                session.add(ArtifactParentRow(child_id=row.id, parent_id=parent))
+        for item, seq in zip(sealed, seqs, strict=False):
+            item.artifact.ledger_seq = seq
+        # In dependency order, through the driver (see sealml.db.raw): the rows are new
+        # and nothing else in the session refers to them.
+        insert_rows(session, [item.artifact for item in sealed])
+        insert_rows(session, [item.data_key for item in sealed])
+        insert_rows(
+            session,
+            [
+                ArtifactParentRow(child_id=item.artifact.id, parent_id=parent)
+                for item, info in zip(sealed, infos, strict=True)
+                for parent in info.parents
+            ],
+        )
 
     # -- get ------------------------------------------------------------------------------
 

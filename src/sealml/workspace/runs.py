@@ -28,6 +28,7 @@ from ..crypto.signing import SigningKey
 from ..data.sources import SourcePolicy, fetch
 from ..data.tables import Limits
 from ..db.models import ArtifactRow, AttestationRow, DataKeyRow, RunRow, StageRunRow
+from ..db.raw import execute, insert_rows
 from ..errors import IntegrityError, SealmlError
 from ..ledger import EventDraft
 from ..pipeline import codecs
@@ -86,6 +87,9 @@ class RunReport:
 
 class QuarantineError(IntegrityError):
     """A stage refused its input; its outputs are sealed as quarantined; the run stopped."""
+
+
+_RUN_ENDED = "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?"
 
 
 def _sha256(data: bytes) -> str:
@@ -303,7 +307,7 @@ class RunOperations(ArtifactOperations):
             raise
         finally:
             if isinstance(writer, Channel):
-                writer.call("finish")
+                writer.post("finish")
             writer.close()
             if owned:
                 runner.close()
@@ -642,6 +646,9 @@ class _Sealer:
         self.executor = executor
         self.keep_data = keep_data
         self.outputs: dict[str, _Made] = {}
+        # In the sealing process the witness advances after the runner has its answer.
+        self.defer_witness = False
+        self.witness_due = False
 
     @staticmethod
     def warm() -> None:
@@ -659,17 +666,17 @@ class _Sealer:
         pipeline = self.pipeline
         ws = self.workspace
         with ws.db.write() as session:
-            session.add(
-                RunRow(
-                    id=self.run_id,
-                    pipeline=pipeline.name,
-                    executor=self.executor,
-                    principal=principal,
-                    params=params_json,
-                    started_at=utc_now(),
-                    status="running",
-                )
+            row = RunRow(
+                id=self.run_id,
+                pipeline=pipeline.name,
+                executor=self.executor,
+                principal=principal,
+                params=params_json,
+                started_at=utc_now(),
+                finished_at=None,
+                status="running",
             )
+            insert_rows(session, [row])
             event = ws.event(
                 "run.start", f"run:{self.run_id}", pipeline=pipeline.name, executor=self.executor
             )
@@ -683,9 +690,7 @@ class _Sealer:
     def _ended(self, session: Session, status: str, error: str | None, stages: int) -> EventDraft:
         """Mark the run ended in *session*; the event that records it."""
         ws = self.workspace
-        row = session.get(RunRow, self.run_id)
-        if row is not None:
-            row.status, row.finished_at = status, utc_now()
+        execute(session, _RUN_ENDED, (status, utc_now(), self.run_id))
         details: dict[str, Any] = {"error": error} if error else {"stages": stages}
         outcome = "ok" if status == "ok" else "failed"
         return ws.event("run.end", f"run:{self.run_id}", outcome, **details)
@@ -798,31 +803,39 @@ class _Sealer:
                 if job.ends_run is not None:
                     then.append(self._ended(session, "ok", None, job.ends_run))
                 ws.commit_sealed(session, *sealed.values(), attestation, then=then)
-                for item in sealed.values():
-                    session.add(
-                        AttestationRow(
-                            subject_id=item.artifact.id, attestation_id=attestation.artifact.id
+                attested = attestation.artifact.id
+                insert_rows(
+                    session,
+                    [
+                        AttestationRow(subject_id=s.artifact.id, attestation_id=attested)
+                        for s in sealed.values()
+                    ],
+                )
+                insert_rows(
+                    session,
+                    [
+                        StageRunRow(
+                            id=uuid.uuid4().hex,
+                            run_id=self.run_id,
+                            stage=stage.name,
+                            cache_key=key,
+                            status="ok" if job.quarantine is None else "quarantined",
+                            outputs=json.dumps(outputs, sort_keys=True),
+                            attestation_id=attestation.artifact.id,
+                            started_at=job.started,
+                            finished_at=job.finished,
                         )
-                    )
-                session.add(
-                    StageRunRow(
-                        id=uuid.uuid4().hex,
-                        run_id=self.run_id,
-                        stage=stage.name,
-                        cache_key=key,
-                        status="ok" if job.quarantine is None else "quarantined",
-                        outputs=json.dumps(outputs, sort_keys=True),
-                        attestation_id=attestation.artifact.id,
-                        started_at=job.started,
-                        finished_at=job.finished,
-                    )
+                    ],
                 )
         except BaseException:
             for item in [*sealed.values(), *([attestation] if attestation else [])]:
                 ws.blobs.delete(item.artifact.blob_name)
             raise
         if job.ends_run is not None:
-            ws.advance_witness()
+            if self.defer_witness:
+                self.witness_due = True
+            else:
+                ws.advance_witness()
         self.outputs.update(made)
         outcome = StageOutcome(
             stage.name, "executed", outputs, attestation.artifact.id, job.seconds
@@ -907,6 +920,16 @@ class _SealingService:
             workspace.close()
             raise
         self._sealer = _Sealer(workspace, spec.run_id, spec.pipeline, spec.executor, False)
+        self._sealer.defer_witness = True
+
+    def after_reply(self) -> None:
+        """Advance the witness once the runner has the answer that ended its run."""
+        sealer = self._sealer
+        if sealer is not None and sealer.witness_due:
+            sealer.witness_due = False
+            # Best effort, like every advance: a later one covers a missed one.
+            with contextlib.suppress(Exception):
+                sealer.workspace.advance_witness()
 
     def finish(self) -> None:
         if self._sealer is not None:
