@@ -232,9 +232,12 @@ class PrincipalStore:
         self, session: Session, name: str, key: SigningKey, via: str = "key-file"
     ) -> Actor:
         """Authenticate a principal (normally a service) by its private key."""
-        principal = self.get(session, name)
+        return self.act_with_key(self.get(session, name), key, via)
+
+    def act_with_key(self, principal: Principal, key: SigningKey, via: str) -> Actor:
+        """Act as *principal* (read and verified by this store) with its private *key*."""
         if key.public_key != principal.public_key:
-            raise AuthenticationError(f"the key file does not belong to {name!r}")
+            raise AuthenticationError(f"the key file does not belong to {principal.name!r}")
         return self._activate(principal, key, via)
 
     @staticmethod

@@ -117,9 +117,7 @@ def resume(session: Session, principals: PrincipalStore, ticket: SessionTicket) 
         )
     except BoxOpenError:
         raise AuthenticationError("session file is damaged; run `sealml login`") from None
-    actor = principals.authenticate_key(
-        session, principal.name, SigningKey.from_pkcs8(der), via="session"
-    )
+    actor = principals.act_with_key(principal, SigningKey.from_pkcs8(der), via="session")
     return Resumed(actor, keystore_key)
 
 

@@ -20,7 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError, UsageError
@@ -134,6 +134,14 @@ class Database:
 
     def current_revision(self) -> str | None:
         with self._guard(), self.engine.connect() as connection:
+            connection = connection.execution_options(sealml_read=True)
+            try:  # the one version row, read directly (Alembic's context costs more)
+                rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+            except DBAPIError:  # no version table yet
+                rows = []
+            if len(rows) == 1:
+                return str(rows[0][0])
+            connection.rollback()
             return MigrationContext.configure(connection).get_current_revision()
 
     def upgrade(self) -> None:

@@ -84,6 +84,10 @@ class WorkspaceCore:
             self.verifier.key, self._workspace_signing_key, self.kdf_params
         )
         self.witness = Witness(config.workspace.id, self.verifier)
+        # A process sealing for another (see sealml.workspace.runs) advances the witness
+        # after answering, not before.
+        self.witness_deferred = False
+        self._witness_due = False
         self._passphrase = passphrase
         self._keystore: LocalKeystore | None = None
         self._note_signer: NoteSigner | None = None
@@ -339,10 +343,25 @@ class WorkspaceCore:
         return seqs
 
     def advance_witness(self) -> None:
+        """Record the latest checkpoint in the local witness (later, when
+        :attr:`witness_deferred`: see :meth:`advance_deferred_witness`)."""
+        if self.witness_deferred:
+            self._witness_due = True
+            return
         with self.db.read() as session:
             latest = Ledger.latest_checkpoint(session)
         if latest is not None:
             self.witness.advance(latest.note)
+
+    def advance_deferred_witness(self) -> None:
+        """Do the advance :meth:`advance_witness` put off, if any."""
+        if self._witness_due:
+            self._witness_due = False
+            self.witness_deferred = False
+            try:
+                self.advance_witness()
+            finally:
+                self.witness_deferred = True
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:

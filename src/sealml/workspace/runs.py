@@ -90,6 +90,9 @@ class QuarantineError(IntegrityError):
 
 
 _RUN_ENDED = "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?"
+_SAME_SOURCE = (
+    "SELECT id FROM artifacts WHERE name = ? AND digest = ? AND shredded_at IS NULL LIMIT 1"
+)
 
 
 def _sha256(data: bytes) -> str:
@@ -378,15 +381,11 @@ class RunOperations(ArtifactOperations):
         artifact_name = f"{pipeline.name}/{name}"
         digest = hash_bytes(fetched.data, ARTIFACT_DIGEST)
         with self.db.read() as session:
-            existing = session.execute(
-                select(ArtifactRow.id).where(
-                    ArtifactRow.name == artifact_name,
-                    ArtifactRow.digest == f"{ARTIFACT_DIGEST}:{digest}",
-                    ArtifactRow.shredded_at.is_(None),
-                )
-            ).first()
-        if existing is not None:  # read and verified like any stored input when used
-            run.available[name] = _Stored(str(existing[0]))
+            existing = execute(
+                session, _SAME_SOURCE, (artifact_name, f"{ARTIFACT_DIGEST}:{digest}")
+            )
+        if existing:  # read and verified like any stored input when used
+            run.available[name] = _Stored(str(existing[0][0]))
             return
         notes = {
             "source": fetched.location,
@@ -646,9 +645,6 @@ class _Sealer:
         self.executor = executor
         self.keep_data = keep_data
         self.outputs: dict[str, _Made] = {}
-        # In the sealing process the witness advances after the runner has its answer.
-        self.defer_witness = False
-        self.witness_due = False
 
     @staticmethod
     def warm() -> None:
@@ -832,10 +828,7 @@ class _Sealer:
                 ws.blobs.delete(item.artifact.blob_name)
             raise
         if job.ends_run is not None:
-            if self.defer_witness:
-                self.witness_due = True
-            else:
-                ws.advance_witness()
+            ws.advance_witness()
         self.outputs.update(made)
         outcome = StageOutcome(
             stage.name, "executed", outputs, attestation.artifact.id, job.seconds
@@ -919,17 +912,15 @@ class _SealingService:
         except BaseException:
             workspace.close()
             raise
+        workspace.witness_deferred = True
         self._sealer = _Sealer(workspace, spec.run_id, spec.pipeline, spec.executor, False)
-        self._sealer.defer_witness = True
 
     def after_reply(self) -> None:
-        """Advance the witness once the runner has the answer that ended its run."""
-        sealer = self._sealer
-        if sealer is not None and sealer.witness_due:
-            sealer.witness_due = False
+        """Advance the witness once the runner has its answer."""
+        if self._sealer is not None:
             # Best effort, like every advance: a later one covers a missed one.
             with contextlib.suppress(Exception):
-                sealer.workspace.advance_witness()
+                self._sealer.workspace.advance_deferred_witness()
 
     def finish(self) -> None:
         if self._sealer is not None:
