@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Protocol
 from ..errors import SealmlError
 
 _PIPE_BYTES = 1 << 20
+_IN_BAND_BYTES = 64 << 10
 _READY = -1
 
 
@@ -239,12 +240,21 @@ class ProcessWriter:
         number = next(self._numbers)
         if not detached:
             channel.failures.futures.append(future)
-        # Out-of-band buffers (array and table data) are not copied here: the sender
+        # Large out-of-band buffers (array and table data) are not copied here: the sender
         # thread writes them from the objects themselves, which the runner keeps
-        # unchanged until the run ends (stages get copies).
+        # unchanged until the run ends (stages get copies). Small ones travel inside the
+        # pickle: a model holds hundreds of small arrays, and a write each would make the
+        # sender take the interpreter lock from the next stage hundreds of times.
         buffers: list[pickle.PickleBuffer] = []
+
+        def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+            if memoryview(buffer).nbytes < _IN_BAND_BYTES:
+                return True
+            buffers.append(buffer)
+            return False
+
         try:
-            head = pickle.dumps((number, method, args), protocol=5, buffer_callback=buffers.append)
+            head = pickle.dumps((number, method, args), protocol=5, buffer_callback=out_of_band)
         except Exception as error:  # an argument that cannot cross to the child
             failure = TypeError(f"{method}: {error}".splitlines()[0])
             channel.failures.note(failure)
