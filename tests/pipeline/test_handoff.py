@@ -16,7 +16,7 @@ import pytest
 from sealml import Workspace
 from sealml.errors import UsageError
 from sealml.pipeline import codecs
-from sealml.pipeline.background import WriterStoppedError
+from sealml.pipeline.background import ProcessWriter, WriterStoppedError
 from sealml.pipeline.loader import load_pipeline
 from sealml.workspace.runs import start_sealing_process
 
@@ -240,3 +240,53 @@ def test_the_sealing_process_advances_the_witness_after_answering(
     witnessed = workspace.witness.load()
     assert witnessed is not None and witnessed.size == latest.size
     assert workspace.audit_verify().ok
+
+
+SHARED = """
+from pathlib import Path
+from sealml.pipeline import Pipeline, Source, stage
+
+SEEN = {}
+
+
+@stage(inputs={"raw": "file"}, outputs={"meta": "report"})
+def make(raw):
+    SEEN["made"] = {"n": len(raw.split())}
+    return {"meta": SEEN["made"]}
+
+
+@stage(inputs={"meta": "report"}, outputs={"first": "report"})
+def first(meta):
+    SEEN["first"] = meta
+    return {"first": dict(meta)}
+
+
+@stage(inputs={"meta": "report", "first": "report"}, outputs={"last": "report"})
+def last(meta, first):
+    SEEN["last"] = meta
+    meta["n"] = -1  # the last reader may change it: nobody reads it after
+    return {"last": dict(meta)}
+
+
+pipeline = Pipeline(
+    "shared",
+    stages=[make, first, last],
+    sources={"raw": Source(Path("numbers.txt"))},
+)
+"""
+
+
+@pytest.mark.parametrize("sealing_process", [False, True])
+def test_only_the_last_consumer_gets_the_producers_object(
+    workspace: Workspace, tmp_path: Path, sealing_process: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if sealing_process:
+        assert start_sealing_process().wait_ready(120)
+    else:  # sealing inline, in this process
+        monkeypatch.setattr(ProcessWriter, "ready", classmethod(lambda *_, **__: None))
+    loaded = load_pipeline(_write(tmp_path, SHARED))
+    seen = loaded.pipeline.stages[0].function.__globals__["SEEN"]
+    report = workspace.run_pipeline(loaded, "local")
+    assert seen["first"] is not seen["made"]
+    assert seen["last"] is seen["made"]
+    assert codecs.decode("report", workspace.read_bytes(report.artifacts["meta"])) == {"n": 3}

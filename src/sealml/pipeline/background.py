@@ -51,6 +51,11 @@ class WriterStoppedError(SealmlError):
 class Writer(Protocol):
     def call(self, method: str, *args: Any) -> Future[Any]: ...
 
+    def borrows(self, call: Future[Any]) -> bool:
+        """True while the writer may still read the arguments of *call* (whoever holds
+        them must not change them until then)."""
+        ...
+
     def raise_failure(self) -> None: ...
 
     def drain(self) -> None: ...
@@ -119,6 +124,9 @@ class ThreadWriter(_Ordered):
         self.failures.futures.append(future)
         return future
 
+    def borrows(self, call: Future[Any]) -> bool:
+        return not call.done()
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
@@ -137,6 +145,9 @@ class InlineWriter(_Ordered):
         except BaseException as error:
             future.set_exception(error)
         return future
+
+    def borrows(self, call: Future[Any]) -> bool:
+        return False
 
     def close(self) -> None:
         return None
@@ -182,14 +193,16 @@ class ProcessWriter:
         self._ready = threading.Event()
         self._channel: Channel | None = None
         self._numbers = itertools.count()
-        self._outbox: queue.SimpleQueue[tuple[bytes, list[memoryview]] | None] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[
+            tuple[bytes, list[memoryview], threading.Event | None] | None
+        ] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send, name="sealml-writer-calls", daemon=True)
         self._receiver = threading.Thread(
             target=self._receive, name="sealml-writer-replies", daemon=True
         )
         self._sender.start()
         self._receiver.start()
-        self._outbox.put((pickle.dumps((factory, idle), protocol=5), []))
+        self._outbox.put((pickle.dumps((factory, idle), protocol=5), [], None))
 
     @classmethod
     def shared(cls, factory: Callable[[], object], idle: bool = False) -> ProcessWriter:
@@ -265,7 +278,10 @@ class ProcessWriter:
                 channel.pending[number] = future
         if not self.alive:
             self._fail_pending(channel)
-        self._outbox.put((head, [_contiguous(b) for b in buffers]))
+        sent = threading.Event() if buffers else None
+        if sent is not None:
+            channel.borrowed[future] = sent
+        self._outbox.put((head, [_contiguous(b) for b in buffers], sent))
         return future
 
     def _send(self) -> None:
@@ -273,14 +289,17 @@ class ProcessWriter:
             message = self._outbox.get()
             if message is None:
                 return
-            head, buffers = message
+            head, buffers, sent = message
             try:
                 self._calls.send_bytes(len(buffers).to_bytes(4, "big"))
                 self._calls.send_bytes(head)
                 for buffer in buffers:
                     self._calls.send_bytes(buffer)
             except (OSError, ValueError):
-                return  # the receiver fails what is still pending
+                return  # the receiver fails what is still pending (and nothing is read)
+            finally:
+                if sent is not None:
+                    sent.set()
 
     def _receive(self) -> None:
         while True:
@@ -335,10 +354,18 @@ class Channel(_Ordered):
         super().__init__()
         self._writer = writer
         self.pending: dict[int, Future[Any]] = {}
+        # calls whose out-of-band buffers (read from the caller's objects) are not yet sent
+        self.borrowed: dict[Future[Any], threading.Event] = {}
         writer._post(self, "__reset__", ())
 
     def call(self, method: str, *args: Any) -> Future[Any]:
         return self._writer._post(self, method, args)
+
+    def borrows(self, call: Future[Any]) -> bool:
+        """The arguments of a call are pickled when it is made, except buffers large
+        enough to go out of band, which the sender reads until it has written them."""
+        sent = self.borrowed.get(call)
+        return sent is not None and not sent.is_set()
 
     def post(self, method: str, *args: Any) -> None:
         """A call nobody waits for: run in order like the others, its answer dropped

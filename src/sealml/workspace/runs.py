@@ -9,6 +9,7 @@ import json
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -281,6 +282,7 @@ class RunOperations(ArtifactOperations):
         spec = _PipelineSpec.of(loaded)
         writer = self._writer(report.run_id, spec, runner, actor)
         run = _Run(report, loaded, runner, overrides, writer)
+        run.consumers.update(name for item in stages for name in item.inputs)
         params_json = json.dumps(overrides, sort_keys=True, default=str)
         writer.call("run_start", actor.name, params_json)
         try:
@@ -413,12 +415,23 @@ class RunOperations(ArtifactOperations):
     def _local_arguments(
         run: _Run, stage: Stage, refs: Mapping[str, _Ref], made: Mapping[str, _Made]
     ) -> dict[str, Any]:
-        """A local stage's arguments: private copies of what earlier stages of this run
-        returned, and decoded verified bytes for everything else."""
+        """A local stage's arguments: what earlier stages of this run returned, and
+        decoded verified bytes for everything else.
+
+        A stage gets a private copy of an earlier stage's output, so what it changes
+        reaches neither the sealing (which may still be reading the object) nor the other
+        consumers; the last consumer gets the object itself once the writer no longer
+        reads it."""
         arguments: dict[str, Any] = {}
         for name, ref in refs.items():
             if name in run.memory:
-                arguments[name] = private_copy(run.memory[name])
+                run.consumers[name] -= 1
+                value = run.memory[name]
+                if run.consumers[name] == 0 and not _borrowed(run, ref):
+                    arguments[name] = value
+                    del run.memory[name]
+                else:
+                    arguments[name] = private_copy(value)
             else:
                 arguments.update(decode_inputs(stage, {name: run.data(name, ref, made)}))
         return arguments
@@ -593,6 +606,7 @@ class _Run:
     ended: bool = False  # the last stage's commit records the run's end
     available: dict[str, _Ref] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
+    consumers: Counter[str] = field(default_factory=Counter)  # stages still to read each
     fetched: dict[str, bytes] = field(default_factory=dict)
     outcomes: list[Future[Any] | StageOutcome] = field(default_factory=list)
     failure: EventDraft | None = None
@@ -847,6 +861,11 @@ def start_sealing_process() -> ProcessWriter:
 
 def _not_called(**_: Any) -> dict[str, Any]:
     raise AssertionError("the sealing side never calls a stage")
+
+
+def _borrowed(run: _Run, ref: _Ref) -> bool:
+    """Whether the run's writer may still read the object behind *ref*."""
+    return isinstance(ref, _Pending) and run.writer.borrows(ref.committed)
 
 
 @dataclass(frozen=True)
