@@ -18,6 +18,7 @@ the calls behind it are not run (they depend on it), and the first error is what
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import itertools
@@ -211,6 +212,7 @@ class ProcessWriter:
             writer = cls._shared.get((factory, idle))
             if writer is None or not writer.alive:
                 writer = cls._shared[(factory, idle)] = cls(factory, idle)
+                atexit.register(writer.stop)  # the child finishes what it was given
             return writer
 
     @classmethod
@@ -381,19 +383,20 @@ class Channel(_Ordered):
 
 def serve(calls: Connection, replies: Connection) -> None:
     """The child's loop (see :mod:`sealml.pipeline.writer`): build the service, then
-    call, answer, and after a failure refuse the rest of that run. A service with an
-    ``after_reply`` method has it called after each answer, for work nobody waits for."""
+    call, answer, and after a failure refuse the rest of that run; when the parent
+    closes the calls pipe, the service's ``close`` (if it has one) ends its work."""
     factory, idle = _receive_call(calls)
     if idle:
         _run_when_idle(0)
     service = factory()
-    after_reply: Callable[[], None] = getattr(service, "after_reply", lambda: None)
     replies.send((_READY, True, None))
     failures = _Failures()
     while True:
         try:
             number, method, args = _receive_call(calls)
         except EOFError:
+            close: Callable[[], None] = getattr(service, "close", lambda: None)
+            close()
             break
         if method == "__reset__":  # a new run: earlier failures no longer apply
             failures = _Failures()
@@ -403,7 +406,6 @@ def serve(calls: Connection, replies: Connection) -> None:
             replies.send((number, True, failures.run(getattr(service, method), *args)))
         except BaseException as error:  # every failure goes back to the parent
             replies.send((number, False, _portable(error)))
-        after_reply()
 
 
 def _run_when_idle(pid: int) -> None:

@@ -934,17 +934,20 @@ class _SealingService:
         workspace.witness_deferred = True
         self._sealer = _Sealer(workspace, spec.run_id, spec.pipeline, spec.executor, False)
 
-    def after_reply(self) -> None:
-        """Advance the witness once the runner has its answer."""
-        if self._sealer is not None:
-            # Best effort, like every advance: a later one covers a missed one.
-            with contextlib.suppress(Exception):
-                self._sealer.workspace.advance_deferred_witness()
-
     def finish(self) -> None:
+        """End the run: advance the witness once (the runner does not wait for this),
+        close the workspace."""
         if self._sealer is not None:
-            self._sealer.workspace.close()
+            workspace = self._sealer.workspace
             self._sealer = None
+            try:
+                # Best effort, like every advance: a later one covers a missed one.
+                with contextlib.suppress(Exception):
+                    workspace.advance_deferred_witness()
+            finally:
+                workspace.close()
+
+    close = finish  # when the runner's process ends
 
     def _current(self) -> _Sealer:
         if self._sealer is None:
