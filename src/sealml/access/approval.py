@@ -21,6 +21,7 @@ from ..config import RegistrySection
 from ..crypto.canonical import canonical_json, parse_json
 from ..crypto.signing import SigningKey, VerifyingKey
 from ..db.models import MetaEntry
+from ..db.raw import select_rows
 from ..errors import IntegrityError
 from .policy import Policy
 
@@ -82,8 +83,11 @@ def approve(
 
 def load(session: Session, verifier: VerifyingKey) -> ApprovedPolicy:
     """The approved policy; raises IntegrityError if it is missing or was altered."""
-    record = session.get(MetaEntry, _RECORD)
-    signature = session.get(MetaEntry, _SIGNATURE)
+    entries = {
+        entry.key: entry
+        for entry in select_rows(session, MetaEntry, "key IN (?, ?)", (_RECORD, _SIGNATURE))
+    }
+    record, signature = entries.get(_RECORD), entries.get(_SIGNATURE)
     if record is None or signature is None:
         raise IntegrityError("the workspace has no approved role policy")
     try:

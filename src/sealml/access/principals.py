@@ -23,6 +23,7 @@ from ..crypto.kdf import Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
 from ..crypto.signing import KeyFormatError, SigningKey, VerifyingKey
 from ..db.models import PrincipalRow
+from ..db.raw import select_rows
 from ..errors import AuthenticationError, IntegrityError, NotFoundError, UsageError
 
 Kind = Literal["human", "service"]
@@ -142,13 +143,16 @@ class PrincipalStore:
         return row
 
     def get(self, session: Session, name: str) -> Principal:
-        return self._verified(self._row(session, name))
+        found = select_rows(session, PrincipalRow, "name = ?", (name,))
+        if not found:
+            raise NotFoundError(f"no principal named {name!r}")
+        return self._verified(found[0])
 
     def get_by_id(self, session: Session, principal_id: str) -> Principal:
-        row = session.get(PrincipalRow, principal_id)
-        if row is None:
+        found = select_rows(session, PrincipalRow, "id = ?", (principal_id,))
+        if not found:
             raise NotFoundError(f"no principal with id {principal_id}")
-        return self._verified(row)
+        return self._verified(found[0])
 
     def all(self, session: Session) -> list[Principal]:
         rows = session.execute(select(PrincipalRow).order_by(PrincipalRow.name)).scalars()

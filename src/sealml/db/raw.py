@@ -9,12 +9,13 @@ placeholders are translated to the driver's own style.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Table, inspect, text
 from sqlalchemy.orm import Mapper, Session
 
 _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+T = TypeVar("T")
 
 
 def driver_sql(connection: Connection, statement: str) -> str | None:
@@ -36,6 +37,8 @@ def execute(
 ) -> list[tuple[Any, ...]]:
     """Run *statement* in *session*'s transaction with *params* (a sequence of parameter
     tuples when *many*); the rows it returns, if any."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()  # as the ORM's autoflush would: the statement sees pending changes
     connection = session.connection()
     sql = driver_sql(connection, statement)
     if sql is None:  # a driver with named or numeric placeholders: through SQLAlchemy
@@ -91,3 +94,45 @@ def _insert_of(mapped: type) -> tuple[str, tuple[str, ...]]:
         f"INSERT INTO {table} ({names}) VALUES ({marks})",  # noqa: S608 - names from our models
         tuple(attribute.key for attribute in attributes),
     )
+
+
+def select_rows(session: Session, mapped: type[T], where: str, params: Sequence[Any]) -> list[T]:
+    """Rows of *mapped*'s table matching *where* (SQL with ``?`` placeholders), as new
+    objects outside the session: for reading only (a change to them is never saved)."""
+    connection = session.connection()
+    reader = _READERS.get((mapped, connection.dialect.name))
+    if reader is None:
+        reader = _READERS[(mapped, connection.dialect.name)] = _reader_of(mapped, connection)
+    select, keys, processors = reader
+    rows = execute(session, select + where, params)
+    found = []
+    for row in rows:
+        values = {
+            key: value if process is None else process(value)
+            for key, value, process in zip(keys, row, processors, strict=True)
+        }
+        found.append(mapped(**values))
+    return found
+
+
+_READERS: dict[tuple[type, str], tuple[str, tuple[str, ...], tuple[Any, ...]]] = {}
+
+
+def _reader_of(
+    mapped: type, connection: Connection
+) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+    """The statement's head (every column, from our own models), the attribute each
+    column fills, and the conversion each needs on this database (a SQLite boolean is
+    stored as an integer)."""
+    mapper: Mapper[Any] = inspect(mapped)
+    attributes = list(mapper.column_attrs)
+    names = ", ".join(attribute.columns[0].name for attribute in attributes)
+    table = cast(Table, mapper.local_table).name
+    processors = tuple(
+        attribute.columns[0]
+        .type.dialect_impl(connection.dialect)
+        .result_processor(connection.dialect, None)
+        for attribute in attributes
+    )
+    select = f"SELECT {names} FROM {table} WHERE "  # noqa: S608 - names from our models
+    return select, tuple(a.key for a in attributes), processors

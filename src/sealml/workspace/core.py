@@ -33,6 +33,7 @@ from ..crypto.secret import Secret
 from ..crypto.signing import SigningKey
 from ..db import Database
 from ..db.models import MetaEntry
+from ..db.raw import select_rows
 from ..errors import (
     AuthenticationError,
     ConfigError,
@@ -190,7 +191,8 @@ class WorkspaceCore:
         if revision != workspace.db.head_revision():
             workspace.db.upgrade()
         with workspace.db.read() as session:
-            entry = session.get(MetaEntry, "workspace_id")
+            found = select_rows(session, MetaEntry, "key = ?", ("workspace_id",))
+            entry = found[0] if found else None
             if entry is None or entry.value != workspace.config.workspace.id:
                 raise IntegrityError("the database belongs to another workspace than sealml.toml")
             workspace.approved = approval.load(session, workspace.verifier.key)
