@@ -15,6 +15,7 @@ import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,8 +43,12 @@ class Fetched:
 
     data: bytes
     location: str
-    sha256: str
     fetched_at: str
+
+    @cached_property
+    def sha256(self) -> str:
+        """The SHA-256 of the bytes (computed when first asked: whoever records it)."""
+        return hashlib.sha256(self.data).hexdigest()
 
 
 def redact(location: str) -> str:
@@ -73,7 +78,7 @@ def _pin(fetched: Fetched, sha256: str | None) -> Fetched:
 
 
 def _fetched(data: bytes, location: str) -> Fetched:
-    return Fetched(data, redact(location), hashlib.sha256(data).hexdigest(), utc_now())
+    return Fetched(data, redact(location), utc_now())
 
 
 def _https(location: str, policy: SourcePolicy) -> bytes:

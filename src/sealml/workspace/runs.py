@@ -26,7 +26,7 @@ from ..config import resolve
 from ..crypto.canonical import canonical_json
 from ..crypto.digest import ARTIFACT_DIGEST, hash_bytes
 from ..crypto.signing import SigningKey
-from ..data.sources import SourcePolicy, fetch
+from ..data.sources import Fetched, SourcePolicy, fetch
 from ..data.tables import Limits
 from ..db.models import ArtifactRow, AttestationRow, DataKeyRow, RunRow, StageRunRow
 from ..db.raw import execute, insert_rows
@@ -389,16 +389,9 @@ class RunOperations(ArtifactOperations):
         if existing:  # read and verified like any stored input when used
             run.available[name] = _Stored(str(existing[0][0]))
             return
-        notes = {
-            "source": fetched.location,
-            "sha256": fetched.sha256,
-            "fetched_at": fetched.fetched_at,
-        }
-        digests = {"sha256": fetched.sha256, ARTIFACT_DIGEST: digest}
         kind = CODECS[source.kind].artifact_kind
-        future = run.writer.call(
-            "seal_source", name, kind, artifact_name, notes, digests, fetched.data
-        )
+        # the writer records the SHA-256 (computed here only to check a pin)
+        future = run.writer.call("seal_source", name, kind, artifact_name, fetched, digest)
         run.available[name] = _Pending(future, name)
         run.fetched[name] = fetched.data
 
@@ -713,11 +706,18 @@ class _Sealer:
         name: str,
         kind: str,
         artifact_name: str,
-        notes: dict[str, str],
-        digests: dict[str, str],
-        data: bytes,
+        fetched: Fetched,
+        digest: str,
     ) -> dict[str, _Made]:
+        """Seal a fetched source, recording where it came from, when, and its SHA-256."""
+        notes = {
+            "source": fetched.location,
+            "sha256": fetched.sha256,
+            "fetched_at": fetched.fetched_at,
+        }
+        data = fetched.data
         info = self.workspace.put(io.BytesIO(data), kind, artifact_name, annotations=notes)
+        digests = {"sha256": fetched.sha256, ARTIFACT_DIGEST: digest}
         self.outputs[name] = _Made(info.id, digests, data)
         return {name: self._kept(self.outputs[name])}
 
