@@ -288,9 +288,10 @@ class RunOperations(ArtifactOperations):
         try:
             for name, source in pipeline.sources.items():
                 self._add_source(run, name, source)
-            with self.db.read() as session:
-                for name, ref in pipeline.artifacts.items():
-                    run.available[name] = _Stored(self._find(session, ref).id)
+            if pipeline.artifacts:
+                with self.db.read() as session:
+                    for name, ref in pipeline.artifacts.items():
+                        run.available[name] = _Stored(self._find(session, ref).id)
             for item in stages:
                 writer.raise_failure()
                 if on_stage is not None:
