@@ -256,10 +256,10 @@ class ProcessWriter:
         if not detached:
             channel.failures.futures.append(future)
         # Large out-of-band buffers (array and table data) are not copied here: the sender
-        # thread writes them from the objects themselves, which the runner keeps
-        # unchanged until the run ends (stages get copies). Small ones travel inside the
-        # pickle: a model holds hundreds of small arrays, and a write each would make the
-        # sender take the interpreter lock from the next stage hundreds of times.
+        # thread writes them from the objects themselves, which nobody may change until
+        # they are sent (see Channel.borrows). Small ones travel inside the pickle: a
+        # model holds hundreds of small arrays, and a write each would make the sender
+        # take the interpreter lock from the next stage hundreds of times.
         buffers: list[pickle.PickleBuffer] = []
 
         def out_of_band(buffer: pickle.PickleBuffer) -> bool:
