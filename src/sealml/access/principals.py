@@ -23,7 +23,7 @@ from ..crypto.kdf import Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
 from ..crypto.signing import KeyFormatError, SigningKey, VerifyingKey
 from ..db.models import PrincipalRow
-from ..db.raw import select_rows
+from ..db.raw import select_one
 from ..errors import AuthenticationError, IntegrityError, NotFoundError, UsageError
 
 Kind = Literal["human", "service"]
@@ -143,16 +143,16 @@ class PrincipalStore:
         return row
 
     def get(self, session: Session, name: str) -> Principal:
-        found = select_rows(session, PrincipalRow, "name = ?", (name,))
-        if not found:
+        row = select_one(session, PrincipalRow, "name = ?", (name,))
+        if row is None:
             raise NotFoundError(f"no principal named {name!r}")
-        return self._verified(found[0])
+        return self._verified(row)
 
     def get_by_id(self, session: Session, principal_id: str) -> Principal:
-        found = select_rows(session, PrincipalRow, "id = ?", (principal_id,))
-        if not found:
+        row = select_one(session, PrincipalRow, "id = ?", (principal_id,))
+        if row is None:
             raise NotFoundError(f"no principal with id {principal_id}")
-        return self._verified(found[0])
+        return self._verified(row)
 
     def all(self, session: Session) -> list[Principal]:
         rows = session.execute(select(PrincipalRow).order_by(PrincipalRow.name)).scalars()

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from ..crypto.box import BoxOpenError, open_box, seal_box
 from ..crypto.signing import SigningKey
 from ..db.models import SessionRow
-from ..db.raw import select_rows
+from ..db.raw import select_one
 from ..errors import AuthenticationError
 from .principals import Actor, PrincipalStore
 
@@ -100,8 +100,7 @@ def issue(
 def resume(session: Session, principals: PrincipalStore, ticket: SessionTicket) -> Resumed:
     """Turn a stored ticket back into an actor (and the keystore key it may hold),
     refusing expired or revoked sessions."""
-    found = select_rows(session, SessionRow, "token_hash = ?", (_token_hash(ticket.token),))
-    row = found[0] if found else None
+    row = select_one(session, SessionRow, "token_hash = ?", (_token_hash(ticket.token),))
     if row is None:
         raise AuthenticationError("session expired or revoked; run `sealml login`")
     if row.expires_at <= int(time.time()):

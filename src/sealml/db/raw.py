@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Table, inspect, text
-from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm import ColumnProperty, Mapper, Session
 
 _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 T = TypeVar("T")
@@ -80,20 +80,30 @@ def insert_rows(session: Session, rows: Sequence[object]) -> None:
 _INSERTS: dict[type, tuple[str, tuple[str, ...]]] = {}
 
 
-def _insert_of(mapped: type) -> tuple[str, tuple[str, ...]]:
+def _columns(mapped: type) -> tuple[str, list[ColumnProperty[Any]]]:
+    """*mapped*'s table name and its column attributes, in table order."""
     mapper: Mapper[Any] = inspect(mapped)
-    attributes = list(mapper.column_attrs)
+    return cast(Table, mapper.local_table).name, list(mapper.column_attrs)
+
+
+def _insert_of(mapped: type) -> tuple[str, tuple[str, ...]]:
+    table, attributes = _columns(mapped)
     for attribute in attributes:
         column = attribute.columns[0]
         if column.default is not None or column.server_default is not None:
             raise TypeError(f"{mapped.__name__}.{attribute.key} has a default: use the ORM")
     names = ", ".join(attribute.columns[0].name for attribute in attributes)
     marks = ", ".join("?" for _ in attributes)
-    table = cast(Table, mapper.local_table).name
     return (
         f"INSERT INTO {table} ({names}) VALUES ({marks})",  # noqa: S608 - names from our models
         tuple(attribute.key for attribute in attributes),
     )
+
+
+def select_one(session: Session, mapped: type[T], where: str, params: Sequence[Any]) -> T | None:
+    """The first row :func:`select_rows` finds, or None."""
+    found = select_rows(session, mapped, where, params)
+    return found[0] if found else None
 
 
 def select_rows(session: Session, mapped: type[T], where: str, params: Sequence[Any]) -> list[T]:
@@ -124,10 +134,8 @@ def _reader_of(
     """The statement's head (every column, from our own models), the attribute each
     column fills, and the conversion each needs on this database (a SQLite boolean is
     stored as an integer)."""
-    mapper: Mapper[Any] = inspect(mapped)
-    attributes = list(mapper.column_attrs)
+    table, attributes = _columns(mapped)
     names = ", ".join(attribute.columns[0].name for attribute in attributes)
-    table = cast(Table, mapper.local_table).name
     processors = tuple(
         attribute.columns[0]
         .type.dialect_impl(connection.dialect)

@@ -162,10 +162,10 @@ class Ledger:
         return seqs
 
     def _record_checkpoint(self, session: Session, frontier: Frontier, signer: NoteSigner) -> str:
-        checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
         existing = execute(session, _CHECKPOINT_NOTE, (frontier.size,))
         if existing:
             return str(existing[0][0])
+        checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
         note = checkpoint.sign(signer)
         row = CheckpointRow(
             size=frontier.size, root=checkpoint.root, note=note, created_at=utc_now()

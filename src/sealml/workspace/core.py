@@ -33,7 +33,7 @@ from ..crypto.secret import Secret
 from ..crypto.signing import SigningKey
 from ..db import Database
 from ..db.models import MetaEntry
-from ..db.raw import select_rows
+from ..db.raw import select_one
 from ..errors import (
     AuthenticationError,
     ConfigError,
@@ -191,8 +191,7 @@ class WorkspaceCore:
         if revision != workspace.db.head_revision():
             workspace.db.upgrade()
         with workspace.db.read() as session:
-            found = select_rows(session, MetaEntry, "key = ?", ("workspace_id",))
-            entry = found[0] if found else None
+            entry = select_one(session, MetaEntry, "key = ?", ("workspace_id",))
             if entry is None or entry.value != workspace.config.workspace.id:
                 raise IntegrityError("the database belongs to another workspace than sealml.toml")
             workspace.approved = approval.load(session, workspace.verifier.key)
@@ -349,21 +348,20 @@ class WorkspaceCore:
         :attr:`witness_deferred`: see :meth:`advance_deferred_witness`)."""
         if self.witness_deferred:
             self._witness_due = True
-            return
-        with self.db.read() as session:
-            latest = Ledger.latest_checkpoint(session)
-        if latest is not None:
-            self.witness.advance(latest.note)
+        else:
+            self._record_witness()
 
     def advance_deferred_witness(self) -> None:
         """Do the advance :meth:`advance_witness` put off, if any."""
         if self._witness_due:
             self._witness_due = False
-            self.witness_deferred = False
-            try:
-                self.advance_witness()
-            finally:
-                self.witness_deferred = True
+            self._record_witness()
+
+    def _record_witness(self) -> None:
+        with self.db.read() as session:
+            latest = Ledger.latest_checkpoint(session)
+        if latest is not None:
+            self.witness.advance(latest.note)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:

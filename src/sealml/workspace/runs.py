@@ -832,7 +832,7 @@ class _Sealer:
                             cache_key=key,
                             status="ok" if job.quarantine is None else "quarantined",
                             outputs=json.dumps(outputs, sort_keys=True),
-                            attestation_id=attestation.artifact.id,
+                            attestation_id=attested,
                             started_at=job.started,
                             finished_at=job.finished,
                         )
