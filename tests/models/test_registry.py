@@ -362,6 +362,34 @@ def test_tampered_model_blob_is_never_loaded(team: Path, model_pipeline: Path) -
         erin.resolve_model("credit", version)
 
 
+def test_an_open_workspace_verifies_afresh_in_each_operation(
+    team: Path, model_pipeline: Path
+) -> None:
+    """One operation verifies each artifact once; the next one verifies again, so a
+    dataset on the model's chain changed on disk between two calls on the same open
+    workspace is found."""
+    version = register(team, model_pipeline)
+    with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
+        assert erin.model_card("credit", version).chain
+        checks = {c.check: c for c in erin.gate_report("credit", version, "production")}
+        assert checks["signature, scan, provenance"].passed
+        model = erin.show_model("credit", version).artifact_id
+        dataset = next(
+            s.artifact.id for s in erin.verify_provenance(model) if s.artifact.kind == "dataset"
+        )
+        with erin.db.read() as session:
+            blob = erin.blobs.path_of(erin._find(session, dataset).blob_name)  # type: ignore[attr-defined]
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        blob.write_bytes(bytes(data))
+        checks = {c.check: c for c in erin.gate_report("credit", version, "production")}
+        assert not checks["signature, scan, provenance"].passed
+        with pytest.raises(IntegrityError):
+            erin.model_card("credit", version)
+        with pytest.raises(IntegrityError):
+            erin.verify_provenance(model)
+
+
 def test_registering_an_unsafe_pickle_is_refused(team: Path) -> None:
     from .corpus import malicious
 

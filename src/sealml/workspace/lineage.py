@@ -21,6 +21,7 @@ from ..db.models import (
 from ..errors import IntegrityError
 from ..provenance import intoto
 from ..store.artifacts import ArtifactInfo, check_row, info_of, unseal, unwrap_key
+from .once import once, verifies_once
 from .runs import RunOperations
 
 OPENLINEAGE_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
@@ -72,11 +73,15 @@ class LineageOperations(RunOperations):
 
     def _content_digests(self, session: Session, row: ArtifactRow) -> dict[str, str]:
         """SHA-256 and the artifact digest, recomputed from the sealed content."""
+        return once(self, "digests", (row.id, row.digest), lambda: self._recomputed(session, row))
+
+    def _recomputed(self, session: Session, row: ArtifactRow) -> dict[str, str]:
         sink = _Sha256Sink()
         unseal(row, unwrap_key(row, session.get(DataKeyRow, row.id), self.keys), self.blobs, sink)
         algorithm, _, value = row.digest.partition(":")
         return {"sha256": sink.hasher.hexdigest(), algorithm: value}
 
+    @verifies_once
     def verify_provenance(self, ref: str) -> list[ProvenanceStep]:
         """Walk back from an artifact to its sources, checking at every step the sealed
         content, the creator's signature, the ledger record, the DSSE envelope and its
@@ -91,6 +96,9 @@ class LineageOperations(RunOperations):
 
     def _provenance_chain(self, session: Session, start_id: str) -> list[ProvenanceStep]:
         """Every verified step from *start_id* back to its sources (no authorisation)."""
+        return list(once(self, "chain", start_id, lambda: self._walk_chain(session, start_id)))
+
+    def _walk_chain(self, session: Session, start_id: str) -> list[ProvenanceStep]:
         steps: list[ProvenanceStep] = []
         pending, seen = [start_id], set()
         while pending:

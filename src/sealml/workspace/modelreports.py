@@ -18,6 +18,7 @@ from ..models.formats import load_model
 from ..models.registry import PROFILE_REPORT, model_resource
 from ..pipeline import codecs
 from .core import WATERMARK_SECRET
+from .once import verifies_once
 from .registry import ModelVersion, RegistryOperations
 
 CARD_REPORT = "model-card"
@@ -27,6 +28,7 @@ REFERENCE_ROWS = 50_000  # training rows kept (sealed) as the drift reference
 class ModelReportOperations(RegistryOperations):
     """``sealml model card`` and ``sealml model watermark-verify``."""
 
+    @verifies_once
     def register_model(self, ref: str, name: str, *, evaluation: str | None = None) -> ModelVersion:
         """Register (see :meth:`RegistryOperations.register_model`), then seal beside the
         model the new version's feature profile (from its training data) and model card."""
@@ -108,6 +110,7 @@ class ModelReportOperations(RegistryOperations):
             annotations={"reference": f"{version.name}@{version.version}"},
         )
 
+    @verifies_once
     def model_profile(self, name: str, version: int) -> Profile | None:
         """The sealed feature profile of ``name`` v*version* (verified), if it has one."""
         described = self.show_model(name, version)
@@ -123,6 +126,7 @@ class ModelReportOperations(RegistryOperations):
             except (ValueError, KeyError, TypeError):
                 raise IntegrityError(f"the profile of {label} is malformed") from None
 
+    @verifies_once
     def watermark_verify(
         self,
         name: str,
@@ -151,6 +155,7 @@ class ModelReportOperations(RegistryOperations):
         )
         return report
 
+    @verifies_once
     def model_card(self, name: str, ref: str | int = "production") -> modelcard.CardFacts:
         """The verified facts behind a version's model card (see ``governance.modelcard``)."""
         described = self.show_model(name, ref)

@@ -55,6 +55,7 @@ from ..models.scanner import scan_bytes
 from ..store.artifacts import ArtifactDraft, info_of
 from .lineage import ProvenanceStep
 from .modelfiles import ModelFileOperations
+from .once import verifies_once
 from .totp import TotpOperations
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -106,6 +107,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
 
     # -- registration ---------------------------------------------------------------------
 
+    @verifies_once
     def register_model(self, ref: str, name: str, *, evaluation: str | None = None) -> ModelVersion:
         """Register a sealed model artifact as the next immutable version of *name*.
 
@@ -386,6 +388,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             raise NotFoundError(f"model {name} has no alias {ref!r}")
         return current
 
+    @verifies_once
     def resolve_model(self, name: str, ref: str | int = "production") -> tuple[ModelVersion, Any]:
         """The model behind ``name@ref``, loaded only after every check passed: signed
         record, ledger state, sealed content, OpenSSF signature, clean scan, provenance.
@@ -479,6 +482,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             raise
         return approval_id
 
+    @verifies_once
     def gate_report(self, name: str, version: int, alias: str) -> list[GateCheck]:
         """Every requirement between *version* and *alias*, measured now."""
         check_model_name(name)
@@ -585,6 +589,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             .limit(1)
         ).scalar_one_or_none()
 
+    @verifies_once
     def promote_model(self, name: str, version: int, alias: str) -> ModelVersion:
         """Point *alias* at *version* after the gates and, where the rules say so, a
         second principal's approval (which this promotion uses up)."""

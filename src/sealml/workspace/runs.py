@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -53,6 +54,7 @@ from ..store.artifacts import ArtifactDraft, SealedArtifact, check_row, unseal, 
 from ..witness import STATE_ENV, state_home
 from .artifacts import ArtifactOperations, resource_of
 from .core import WATERMARK_SECRET
+from .once import once
 
 
 @dataclass
@@ -139,6 +141,9 @@ class RunOperations(ArtifactOperations):
     def _plaintext_attested(self, session: Session, row: ArtifactRow) -> bytes:
         """An artifact's plaintext after its signature, ledger record, digest and (when it
         has one) provenance attestation verified; authorisation is the caller's concern."""
+        return once(self, "plaintext", (row.id, row.digest), lambda: self._attested(session, row))
+
+    def _attested(self, session: Session, row: ArtifactRow) -> bytes:
         check_row(row, self._creator_key(session, row))
         self._check_ledger_put(session, row)
         data = self._unsealed(session, row)
@@ -159,6 +164,12 @@ class RunOperations(ArtifactOperations):
     ) -> tuple[dict[str, Any], ArtifactRow]:
         """Open an attestation artifact and verify its envelope; the signer must be the
         principal who sealed the attestation."""
+        opened = functools.partial(self._open_attestation, session, attestation_id)
+        return once(self, "attestation", attestation_id, opened)
+
+    def _open_attestation(
+        self, session: Session, attestation_id: str
+    ) -> tuple[dict[str, Any], ArtifactRow]:
         row = session.get(ArtifactRow, attestation_id)
         if row is None or row.kind != "attestation":
             raise IntegrityError(f"attestation {attestation_id} is missing")
