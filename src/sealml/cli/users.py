@@ -33,6 +33,12 @@ def init(
         "--insecure-fast-kdf",
         help="Cheap Argon2id parameters, for throwaway test workspaces only.",
     ),
+    database_url: str | None = typer.Option(
+        None,
+        "--database-url",
+        help="An empty PostgreSQL database (postgresql+psycopg://user@host/db; the password "
+        "in ~/.pgpass or PGPASSWORD) instead of the workspace's own SQLite file.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Create a workspace: config, database, blob store, keystore and the first admin.
@@ -50,6 +56,7 @@ def init(
         admin_name=admin,
         name=name,
         kdf=FAST_PARAMS if insecure_fast_kdf else DEFAULT_PARAMS,
+        database_url=database_url,
     )
     workspace.close()
     result = {

@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -58,6 +58,29 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         mode = "DEFERRED" if connection.get_execution_options().get("sealml_read") else "IMMEDIATE"
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
+def check_workspace_url(url: str) -> str:
+    """*url* if it may go into ``sealml.toml`` as a new workspace's database: SQLite or
+    PostgreSQL, and no password (the file is not a secret store; PostgreSQL's client reads
+    one from ``~/.pgpass`` or ``PGPASSWORD``)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("database URL is malformed") from None
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise ConfigError(
+            f"database {parsed.get_backend_name()!r} is not supported; use SQLite or PostgreSQL"
+        )
+    if parsed.password is not None:
+        raise ConfigError(
+            "the database URL holds a password; keep it out of sealml.toml "
+            "(PostgreSQL reads it from ~/.pgpass or PGPASSWORD)"
+        )
+    return url
 
 
 @functools.cache
@@ -150,6 +173,20 @@ class Database:
             return
         with self._guard(), self.engine.begin() as connection:
             command.upgrade(self._alembic_config(connection), "head")
+
+    def table_names(self) -> list[str]:
+        """The tables the database holds now (any schema owner's, in the default schema)."""
+        with self._guard(), self.engine.connect() as connection:
+            return list(inspect(connection).get_table_names())
+
+    def drop_schema(self) -> None:
+        """Drop every table the migrations create (a failed ``init`` on a server database
+        it found empty; a SQLite file is deleted instead)."""
+        from .models import Base
+
+        with self._guard(), self.engine.begin() as connection:
+            Base.metadata.drop_all(connection)
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
 
     def truncate_journal(self) -> None:
         """Fold the SQLite write-ahead log into the database and empty it, so no copy of a

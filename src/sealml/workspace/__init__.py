@@ -39,11 +39,15 @@ class Workspace(IncidentOperations, UserOperations, AuditOperations):
         admin_name: str = "admin",
         name: str = "sealml",
         kdf: Argon2idParams = DEFAULT_PARAMS,
+        database_url: str | None = None,
     ) -> Workspace:
         """Create a workspace at *path* with its first admin, who becomes the actor.
 
-        Refuses to touch a folder that already holds a workspace; on any failure the
-        partly created workspace is removed.
+        The metadata database is a SQLite file in the workspace unless *database_url*
+        names another (PostgreSQL: ``postgresql+psycopg://user@host/db``, an empty
+        database, the password in ``~/.pgpass`` or ``PGPASSWORD``, never in the URL).
+        Refuses to touch a folder or database that already holds a workspace; on any
+        failure the partly created workspace is removed.
         """
         from ..access.principals import MIN_PASSWORD_LENGTH, check_name
         from ..errors import UsageError
@@ -52,7 +56,9 @@ class Workspace(IncidentOperations, UserOperations, AuditOperations):
         if len(admin_password.reveal()) < MIN_PASSWORD_LENGTH:
             raise UsageError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
         root = Path(path).expanduser().resolve()
-        workspace = cls._setup(root, name=name, passphrase=passphrase, kdf=kdf)
+        workspace = cls._setup(
+            root, name=name, passphrase=passphrase, kdf=kdf, database=database_url
+        )
         try:
             with workspace.transaction() as session:
                 principal, key = workspace.principals.create(
@@ -86,7 +92,7 @@ class Workspace(IncidentOperations, UserOperations, AuditOperations):
                 )
         except BaseException:
             workspace.close()
-            cls._abandon(root)
+            cls._abandon(root, workspace.db)
             raise
         workspace.actor = Actor(principal, key, "init")
         return workspace

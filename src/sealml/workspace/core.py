@@ -21,6 +21,7 @@ from ..config import (
     CONFIG_NAME,
     STATE_DIR,
     Config,
+    DatabaseSection,
     KdfSection,
     LedgerSection,
     WorkspaceSection,
@@ -32,6 +33,7 @@ from ..crypto.kdf import Argon2idParams
 from ..crypto.secret import Secret
 from ..crypto.signing import SigningKey
 from ..db import Database
+from ..db.engine import check_workspace_url
 from ..db.models import MetaEntry
 from ..db.raw import select_one
 from ..errors import (
@@ -40,6 +42,7 @@ from ..errors import (
     IntegrityError,
     NotFoundError,
     PermissionDeniedError,
+    SealmlError,
     UsageError,
     WorkspaceExistsError,
 )
@@ -107,6 +110,7 @@ class WorkspaceCore:
         name: str,
         passphrase: Secret,
         kdf: Argon2idParams,
+        database: str | None,
     ) -> tuple[Config, LocalKeystore, NoteSigner]:
         workspace_id = uuid.uuid4().hex
         state = root / STATE_DIR
@@ -120,6 +124,8 @@ class WorkspaceCore:
             ledger=LedgerSection(origin=origin, verifier_key=signer.verifier.encode()),
         )
         config.keys.kdf = KdfSection(**kdf.to_dict())
+        if database is not None:
+            config.database = DatabaseSection(url=database)
         LocalBlobStore.initialise(resolve(root, config.blobs.path))
         create_private(root / CONFIG_NAME, config.dump())
         return config, keystore, signer
@@ -140,7 +146,13 @@ class WorkspaceCore:
             ) from None
 
     @classmethod
-    def _abandon(cls, root: Path) -> None:
+    def _abandon(cls, root: Path, database: Database | None = None) -> None:
+        """Remove a partly created workspace: its files and, on a server *database*
+        (found empty by ``_setup``), the tables it created."""
+        if database is not None and not database.is_sqlite:
+            with contextlib.suppress(SealmlError):
+                database.drop_schema()
+            database.dispose()
         with contextlib.suppress(OSError):
             shutil.rmtree(root / STATE_DIR)
         with contextlib.suppress(OSError):
@@ -154,14 +166,29 @@ class WorkspaceCore:
         name: str,
         passphrase: Secret,
         kdf: Argon2idParams,
+        database: str | None = None,
     ) -> Self:
+        """Create the files and the database schema. A server database must be empty: a
+        workspace never takes over tables it did not create, and on failure drops only
+        those it created."""
+        if database is not None:
+            check_workspace_url(database)
         cls._claim(root)
+        created: Database | None = None
         try:
             config, keystore, signer = cls._create_files(
-                root, name=name, passphrase=passphrase, kdf=kdf
+                root, name=name, passphrase=passphrase, kdf=kdf, database=database
             )
             workspace = cls(root, config, passphrase, create=True)
             workspace._keystore, workspace._note_signer = keystore, signer
+            if not workspace.db.is_sqlite:
+                if workspace.db.table_names():
+                    workspace.close()
+                    raise WorkspaceExistsError(
+                        f"database {workspace.db.safe_url} is not empty; "
+                        "a workspace needs a database of its own"
+                    )
+                created = workspace.db
             workspace.db.upgrade()
             with workspace.db.write() as session:
                 session.add(MetaEntry(key="workspace_id", value=config.workspace.id))
@@ -175,7 +202,7 @@ class WorkspaceCore:
                     signer=signer.key,
                 )
         except BaseException:
-            cls._abandon(root)
+            cls._abandon(root, created)
             raise
         return workspace
 

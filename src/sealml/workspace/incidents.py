@@ -335,6 +335,10 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         result here."""
         if scenario not in DRILLS:
             raise UsageError(f"unknown scenario {scenario!r}; use {', '.join(DRILLS)}")
+        if not self.db.is_sqlite:
+            # A copy of the folder would still point at the same server database.
+            raise UsageError("drills run on a copy of the workspace; one on a database "
+                             "server has no copy to run on (use a SQLite workspace)")  # fmt: skip
         actor = self.require_actor()
         self.authorize("audit:verify", "drill:*", action="drill.run")
         passphrase = self._passphrase_value()

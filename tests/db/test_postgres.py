@@ -1,0 +1,177 @@
+"""A workspace whose metadata database is PostgreSQL (``--database-url``), on a real
+server: the same sealing, runs, registry and ledger as on SQLite."""
+
+from __future__ import annotations
+
+import io
+import threading
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from sealml import Secret, Workspace
+from sealml.crypto.kdf import FAST_PARAMS
+from sealml.errors import ConfigError, UsageError, WorkspaceExistsError
+from sealml.pipeline.loader import load_pipeline
+
+from ..conftest import ADMIN_PASSWORD, PASSPHRASE, admin_env, reopen
+from .conftest import database_url
+
+
+def create(path: Path, url: str) -> Workspace:
+    return Workspace.init(
+        path,
+        passphrase=Secret(PASSPHRASE),
+        admin_password=Secret(ADMIN_PASSWORD),
+        kdf=FAST_PARAMS,
+        database_url=url,
+    )
+
+
+def test_a_workspace_on_postgres_seals_runs_and_verifies(
+    pg_url: str, tmp_path: Path, small_pipeline: Path
+) -> None:
+    root = tmp_path / "ws"
+    with create(root, pg_url) as ws:
+        assert not ws.db.is_sqlite
+        info = ws.put(io.BytesIO(b"rows\n1,2\n"), "dataset", "tiny.csv")
+        report = ws.run_pipeline(load_pipeline(small_pipeline))
+    config = tomllib.loads((root / "sealml.toml").read_text())
+    assert config["database"]["url"] == pg_url
+    assert not (root / ".sealml" / "sealml.db").exists()
+    with reopen(root) as ws:
+        assert ws.read_bytes(info.id) == b"rows\n1,2\n"
+        assert ws.read_bytes(report.artifacts["summary"]) == b"sum=10"
+        steps = ws.verify_provenance(report.artifacts["summary"])
+        assert [s.status for s in steps][-1] == "source"
+        ledger = ws.audit_verify()
+        assert ledger.ok, ledger.problems
+        assert ledger.events > 5
+
+
+def test_a_database_holding_a_workspace_is_never_taken_over(pg_url: str, tmp_path: Path) -> None:
+    with create(tmp_path / "first", pg_url) as ws:
+        kept = ws.put(io.BytesIO(b"kept"), "other", "kept.txt").id
+    with pytest.raises(WorkspaceExistsError, match="not empty"):
+        create(tmp_path / "second", pg_url)
+    assert not (tmp_path / "second" / "sealml.toml").exists()
+    with reopen(tmp_path / "first") as ws:
+        assert ws.read_bytes(kept) == b"kept"
+        assert ws.audit_verify().ok
+
+
+def test_a_failed_init_drops_only_the_tables_it_created(pg_url: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="password"):
+        Workspace.init(
+            tmp_path / "ws",
+            passphrase=Secret(PASSPHRASE),
+            admin_password=Secret("short"),
+            kdf=FAST_PARAMS,
+            database_url=pg_url,
+        )
+    with create(tmp_path / "ws", pg_url) as ws:  # the database is still empty
+        assert ws.audit_verify().ok
+
+
+def test_init_fails_cleanly_when_the_admin_cannot_be_created(pg_url: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        Workspace.init(
+            tmp_path / "ws",
+            passphrase=Secret(PASSPHRASE),
+            admin_password=Secret(ADMIN_PASSWORD),
+            admin_name="not a valid name!",
+            kdf=FAST_PARAMS,
+            database_url=pg_url,
+        )
+    with create(tmp_path / "ws", pg_url) as ws:
+        assert ws.audit_verify().ok
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+psycopg://sealml:hunter2-secret@/db", "holds a password"),
+        ("mysql://sealml@localhost/db", "not supported"),
+        ("postgresql+psycopg://sealml@/db?host=/nonexistent-sealml-socket", "unavailable"),
+        ("::not a url::", "malformed"),
+    ],
+)
+def test_bad_database_urls_are_refused_in_one_line(url: str, message: str, tmp_path: Path) -> None:
+    pytest.importorskip("psycopg", reason="psycopg is in the test extra")
+    root = tmp_path / "ws"
+    with pytest.raises((ConfigError, UsageError), match=message) as caught:
+        create(root, url)
+    assert "\n" not in str(caught.value)
+    assert "hunter2-secret" not in str(caught.value)
+    assert not (root / "sealml.toml").exists()
+    assert not (root / ".sealml").exists()
+
+
+def test_cli_init_takes_a_database_url(cli: object, pg_url: str, postgres_socket: Path) -> None:
+    result = cli("init", "--insecure-fast-kdf", "--database-url", pg_url, env=admin_env())  # type: ignore[operator]
+    assert result.code == 0, result.stderr
+    result = cli("audit", "verify", env=admin_env())  # type: ignore[operator]
+    assert result.code == 0, result.stderr
+    bad = database_url(postgres_socket, "x").replace("sealml@", "sealml:pw-secret@")
+    result = cli("init", "--database-url", bad, env=admin_env())  # type: ignore[operator]
+    assert result.code == 2
+    assert "holds a password" in result.stderr
+    assert "pw-secret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_concurrent_writers_keep_one_consistent_ledger(pg_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    with create(root, pg_url) as ws:
+        before = ws.audit_verify().events
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            with reopen(root) as ws:
+                for n in range(15):
+                    ws.record([ws.event("test.write", f"test:{worker}", n=n)])
+        except BaseException as error:  # reported below, with the thread's error
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with reopen(root) as ws:
+        report = ws.audit_verify()
+    assert report.ok, report.problems
+    assert report.events >= before + 45  # every event appended (logins add their own)
+
+
+def test_drills_refuse_a_server_database(pg_url: str, tmp_path: Path) -> None:
+    with create(tmp_path / "ws", pg_url) as ws, pytest.raises(UsageError, match="copy"):
+        ws.drill("tampered-model", "credit")
+
+
+def test_the_registry_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    import textwrap
+
+    import pandas as pd
+
+    from ..models.test_registry import MODEL_PIPELINE
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    rows = ["a,b,y"] + [f"{i % 7},{(i * 3) % 11},{int(i % 7 > 3)}" for i in range(60)]
+    (folder / "tiny.csv").write_text("\n".join(rows) + "\n")
+    (folder / "tiny_pipeline.py").write_text(textwrap.dedent(MODEL_PIPELINE))
+    with create(tmp_path / "ws", pg_url) as ws:
+        report = ws.run_pipeline(load_pipeline(folder / "tiny_pipeline.py"))
+        version = ws.register_model(report.artifacts["model"], "credit").version
+        described, model = ws.resolve_model("credit", version)
+        assert described.version == version == 1
+        frame = pd.read_csv(folder / "tiny.csv")
+        assert (model.predict(frame[["a", "b"]]) == frame["y"]).mean() > 0.9
+        checks = {c.check: c.passed for c in ws.gate_report("credit", version, "staging")}
+        assert checks["signature, scan, provenance"]
+        assert ws.model_card("credit", version).chain
+        assert ws.audit_verify().ok
