@@ -415,3 +415,17 @@ def test_passphrase_file_named_in_config(initialised: Any, ws_path: Path, tmp_pa
     one_line_error(
         initialised("put", str(CSV), "--kind", "dataset", env=env), 2, "readable by others"
     )
+
+
+def test_the_command_starts_without_the_data_libraries() -> None:
+    """Every `sealml` command pays the CLI's imports: pandas, scikit-learn, pyarrow, skops
+    and matplotlib load only in the commands that use them."""
+    import subprocess
+    import sys
+
+    heavy = ["pandas", "sklearn", "pyarrow", "skops", "matplotlib", "scipy"]
+    script = f"import sys, sealml.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"

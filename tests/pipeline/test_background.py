@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,5 +51,34 @@ def test_a_large_argument_is_borrowed_until_sent_and_a_small_one_never() -> None
         assert not channel.borrows(small)
         assert small.result(60) == 800
         channel.close()
+    finally:
+        writer.stop()
+
+
+class AnswersBeforeReturning(ProcessWriter):
+    """A writer whose calls return only after the child has answered them: what a busy
+    machine does when the caller's thread loses the processor right after sending."""
+
+    def _post(
+        self, channel: Any, method: str, args: tuple[Any, ...], detached: bool = False
+    ) -> Any:
+        future = super()._post(channel, method, args, detached)
+        time.sleep(0.3)
+        return future
+
+
+def test_an_answer_that_comes_back_at_once_reaches_its_run() -> None:
+    """A channel is the writer's current one before its first call goes out; an answer
+    for no current channel would be dropped and the run would wait for it forever."""
+    writer = AnswersBeforeReturning(Service)
+    try:
+        assert writer.wait_ready(120)
+        for _ in range(3):
+            channel = writer.open()
+            assert channel is not None
+            opening = channel.failures.futures[0]  # the reset that starts the run
+            assert opening.result(10) is None
+            assert channel.call("pause", 0).result(10) == "paused"
+            channel.close()
     finally:
         writer.stop()

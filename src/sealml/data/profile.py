@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMAT = "sealml/feature-profile/v1"
 MAX_CATEGORIES = 1000
@@ -65,6 +67,8 @@ class Profile:
 
 
 def _kind(column: pd.Series) -> Kind:
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(column):
         return "boolean"
     if pd.api.types.is_integer_dtype(column):

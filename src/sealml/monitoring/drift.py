@@ -23,10 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Mode = Literal["default", "evidently"]
 Kind = Literal["numeric", "categorical"]
@@ -260,6 +262,8 @@ def _benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
 
 def column_kinds(frame: pd.DataFrame) -> dict[str, Kind]:
     """Numeric dtypes (booleans excluded) are numeric; everything else is categorical."""
+    import pandas as pd
+
     kinds: dict[str, Kind] = {}
     for name in frame.columns:
         column = frame[name]

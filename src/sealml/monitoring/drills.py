@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ..config import AlertRule
 from ..errors import IntegrityError, SealmlError, UsageError
@@ -125,6 +124,8 @@ def poisoned_batch(ws: Workspace, name: str, ref: str) -> DrillResult:
 def drifted_stream(ws: Workspace, name: str, ref: str) -> DrillResult:
     """Live inputs with one numeric input shifted by a standard deviation; monitoring must
     alert and the critical rule must freeze the model."""
+    import pandas as pd
+
     described = ws.show_model(name, ref)
     stream = ws.reference_sample(name, described.version).drop(columns=["prediction"])
     numeric = [c for c in stream.columns if pd.api.types.is_numeric_dtype(stream[c])]

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ..governance import pages
 from .alerts import Alert
 from .drift import ColumnDrift, DriftReport
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 MAX_BARS = 15
 
 
 def _plot(column: ColumnDrift, reference: pd.Series, current: pd.Series) -> str:
+    import pandas as pd
+
     plt = pages.pyplot()
     figure, axis = plt.subplots(figsize=(6, 2.6))
     if column.kind == "numeric" and column.statistic == "wasserstein_norm":

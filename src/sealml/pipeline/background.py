@@ -240,8 +240,11 @@ class ProcessWriter:
         self._ready.wait()
         if not self.alive or not self._lock.acquire(blocking=False):
             return None
-        self._channel = Channel(self)
-        return self._channel
+        channel = self._channel = Channel(self)
+        # Only now the first call: the receiver drops an answer for no current channel,
+        # and the child can answer before an assignment that came after the call.
+        self._post(channel, "__reset__", ())
+        return channel
 
     def _release(self, channel: Channel) -> None:
         if self._channel is channel:
@@ -358,7 +361,6 @@ class Channel(_Ordered):
         self.pending: dict[int, Future[Any]] = {}
         # calls whose out-of-band buffers (read from the caller's objects) are not yet sent
         self.borrowed: dict[Future[Any], threading.Event] = {}
-        writer._post(self, "__reset__", ())
 
     def call(self, method: str, *args: Any) -> Future[Any]:
         return self._writer._post(self, method, args)

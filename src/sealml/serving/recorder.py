@@ -10,8 +10,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import pandas as pd
-
 from ..ledger import EventDraft
 from ..pipeline import codecs
 
@@ -69,6 +67,8 @@ class Recorder:
             self.flush(predictions=self._since_predictions >= self._predictions_every)
 
     def flush(self, *, predictions: bool = True) -> None:
+        import pandas as pd
+
         with self._lock:
             events, self._events = self._events, []
             denials, self._denials = self._denials, Counter()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -83,6 +82,8 @@ class RequestSchema:
 
     def frame(self, instances: list[Any]) -> Any:
         """The model input for validated *instances*."""
+        import pandas as pd
+
         if self.features is None:
             return np.asarray(instances, dtype="float64")
         return pd.DataFrame.from_records(instances, columns=self.features)

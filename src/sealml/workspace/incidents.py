@@ -14,9 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..config import resolve
 from ..data.profile import Profile
@@ -31,6 +29,9 @@ from ..serving.recorder import INVALID, RATE_LIMITED
 from ..serving.schema import OodScorer, numeric_features, numeric_rows
 from .apikeys import ApiKeyOperations
 from .monitoring import MonitorOperations, MonitorRun
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _log = logging.getLogger("sealml.monitor")
 
@@ -48,6 +49,8 @@ class CheckOutcome:
 
 
 def _figures(run: MonitorRun, profile: Profile | None, ood_threshold: float) -> dict[str, float]:
+    import pandas as pd
+
     report = run.report
     inputs = [c for c in report.columns if c.column != "prediction"]
     figures = {

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import select
 
 from ..db.models import ArtifactRow
@@ -17,6 +17,9 @@ from ..monitoring.drift import DriftReport, Mode, compare
 from ..pipeline import codecs
 from ..store.artifacts import info_of
 from .modelreports import ModelReportOperations
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 INPUT_PREFIX = "input."
 
@@ -53,6 +56,8 @@ class MonitorOperations(ModelReportOperations):
         """The newest *rows* predictions servers logged for *name* (only those of the last
         *within* seconds, when given), inputs under their own names plus ``prediction``,
         read from the sealed logs."""
+        import pandas as pd
+
         cutoff = (
             None if within is None else pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=within)
         )
@@ -111,6 +116,8 @@ class MonitorOperations(ModelReportOperations):
 
     def labelled_accuracy(self, name: str) -> tuple[float, int] | None:
         """Accuracy of the logged predictions that have a label, and how many have one."""
+        import pandas as pd
+
         labels = self._sealed_frames("labels", name)
         if not labels:
             return None
