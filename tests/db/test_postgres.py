@@ -175,3 +175,19 @@ def test_the_registry_on_postgres(pg_url: str, tmp_path: Path) -> None:
         assert checks["signature, scan, provenance"]
         assert ws.model_card("credit", version).chain
         assert ws.audit_verify().ok
+
+
+def test_an_unreachable_server_is_one_line_without_the_password(
+    cli: object, pg_url: str, ws_path: Path
+) -> None:
+    create(ws_path, pg_url).close()
+    config = ws_path / "sealml.toml"
+    # Edited by hand to a server that is not there, with a password in it.
+    dead = "postgresql+psycopg://sealml:pw-in-config@/db?host=/nonexistent-sealml-socket"
+    config.write_text(config.read_text().replace(pg_url, dead))
+    result = cli("audit", "verify", env=admin_env())  # type: ignore[operator]
+    assert result.code == 2
+    message = result.stderr.strip()
+    assert "unavailable" in message
+    assert "\n" not in message
+    assert "pw-in-config" not in result.stderr + result.stdout
