@@ -180,8 +180,8 @@ class Database:
             return list(inspect(connection).get_table_names())
 
     def drop_schema(self) -> None:
-        """Drop every table the migrations create (a failed ``init`` on a server database
-        it found empty; a SQLite file is deleted instead)."""
+        """Drop every table the migrations create (after a failed ``init``, in the
+        database it found empty)."""
         from .models import Base
 
         with self._guard(), self.engine.begin() as connection:

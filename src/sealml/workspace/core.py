@@ -147,9 +147,9 @@ class WorkspaceCore:
 
     @classmethod
     def _abandon(cls, root: Path, database: Database | None = None) -> None:
-        """Remove a partly created workspace: its files and, on a server *database*
-        (found empty by ``_setup``), the tables it created."""
-        if database is not None and not database.is_sqlite:
+        """Remove a partly created workspace: its files and, in *database* (found empty
+        by ``_setup``), the tables it created."""
+        if database is not None:
             with contextlib.suppress(SealmlError):
                 database.drop_schema()
             database.dispose()
@@ -181,14 +181,13 @@ class WorkspaceCore:
             )
             workspace = cls(root, config, passphrase, create=True)
             workspace._keystore, workspace._note_signer = keystore, signer
-            if not workspace.db.is_sqlite:
-                if workspace.db.table_names():
-                    workspace.close()
-                    raise WorkspaceExistsError(
-                        f"database {workspace.db.safe_url} is not empty; "
-                        "a workspace needs a database of its own"
-                    )
-                created = workspace.db
+            if workspace.db.table_names():
+                workspace.close()
+                raise WorkspaceExistsError(
+                    f"database {workspace.db.safe_url} is not empty; "
+                    "a workspace needs a database of its own"
+                )
+            created = workspace.db
             workspace.db.upgrade()
             with workspace.db.write() as session:
                 session.add(MetaEntry(key="workspace_id", value=config.workspace.id))

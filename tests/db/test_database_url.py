@@ -1,5 +1,6 @@
-"""A workspace whose metadata database is PostgreSQL (``--database-url``), on a real
-server: the same sealing, runs, registry and ledger as on SQLite."""
+"""Workspaces whose metadata database is given by URL (``init --database-url``):
+PostgreSQL on a real server, with the same sealing, runs, registry and ledger as the
+default SQLite file, or a SQLite file elsewhere."""
 
 from __future__ import annotations
 
@@ -191,3 +192,14 @@ def test_an_unreachable_server_is_one_line_without_the_password(
     assert "unavailable" in message
     assert "\n" not in message
     assert "pw-in-config" not in result.stderr + result.stdout
+
+
+def test_an_sqlite_file_holding_a_workspace_is_never_taken_over(tmp_path: Path) -> None:
+    shared = tmp_path / "shared.db"
+    with create(tmp_path / "first", f"sqlite:///{shared}") as ws:
+        kept = ws.put(io.BytesIO(b"kept"), "other", "kept.txt").id
+    with pytest.raises(WorkspaceExistsError, match="not empty"):
+        create(tmp_path / "second", f"sqlite:///{shared}")
+    with reopen(tmp_path / "first") as ws:
+        assert ws.read_bytes(kept) == b"kept"
+        assert ws.audit_verify().ok
