@@ -203,3 +203,34 @@ def test_an_sqlite_file_holding_a_workspace_is_never_taken_over(tmp_path: Path) 
     with reopen(tmp_path / "first") as ws:
         assert ws.read_bytes(kept) == b"kept"
         assert ws.audit_verify().ok
+
+
+def _sql(url: str, statement: str, *args: object) -> list[tuple[object, ...]]:
+    """A statement straight to the server, as someone with database access would run it."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    with psycopg.connect(
+        host=parsed.query["host"], port=5432, user=parsed.username, dbname=parsed.database,
+        autocommit=True,
+    ) as connection:  # fmt: skip
+        cursor = connection.execute(statement, args)
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_rows_edited_on_the_server_are_caught(pg_url: str, tmp_path: Path) -> None:
+    from sealml.errors import IntegrityError
+
+    root = tmp_path / "ws"
+    with create(root, pg_url) as ws:
+        info = ws.put(io.BytesIO(b"salary,age\n1,2\n"), "dataset", "pay.csv")
+    (body,) = _sql(pg_url, "SELECT body FROM ledger_events WHERE seq = 2")[0]
+    forged = bytes(body).replace(b'"outcome":"ok"', b'"outcome":"denied"')  # type: ignore[arg-type]
+    assert forged != bytes(body)  # type: ignore[arg-type]
+    _sql(pg_url, "UPDATE ledger_events SET body = %s WHERE seq = 2", forged)
+    _sql(pg_url, "UPDATE artifacts SET size = size + 1 WHERE id = %s", info.id)
+    with reopen(root) as ws:
+        assert any("event 2" in p for p in ws.audit_verify().problems)
+        with pytest.raises(IntegrityError):
+            ws.read_bytes(info.id)
