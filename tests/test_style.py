@@ -41,3 +41,14 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     with database.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_the_schema_head_names_the_newest_migration() -> None:
+    """Opening a workspace compares its schema with ``SCHEMA_HEAD`` instead of asking
+    Alembic: a new migration must move it."""
+    from alembic.script import ScriptDirectory
+
+    from sealml.db import engine
+
+    migrations = Path(engine.__file__).parent / "migrations"
+    assert ScriptDirectory(str(migrations)).get_current_head() == engine.SCHEMA_HEAD

@@ -418,12 +418,12 @@ def test_passphrase_file_named_in_config(initialised: Any, ws_path: Path, tmp_pa
 
 
 def test_the_command_starts_without_the_data_libraries() -> None:
-    """Every `sealml` command pays the CLI's imports: pandas, scikit-learn, pyarrow, skops
-    and matplotlib load only in the commands that use them."""
+    """Every `sealml` command pays the CLI's imports: pandas, scikit-learn, pyarrow, skops,
+    matplotlib and Alembic load only in the commands that use them."""
     import subprocess
     import sys
 
-    heavy = ["pandas", "sklearn", "pyarrow", "skops", "matplotlib", "scipy"]
+    heavy = ["pandas", "sklearn", "pyarrow", "skops", "matplotlib", "scipy", "alembic"]
     script = f"import sys, sealml.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True

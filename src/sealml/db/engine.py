@@ -8,16 +8,11 @@ row every writer updates); PostgreSQL gets the same effect from ``SELECT ... FOR
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
@@ -83,10 +78,10 @@ def check_workspace_url(url: str) -> str:
     return url
 
 
-@functools.cache
-def _head_revision() -> str | None:
-    """The newest migration shipped with this sealml (read once per process)."""
-    return ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+# The newest migration shipped with this sealml, so that opening a workspace needs no
+# Alembic (its import costs every command a sixth of a second); tests/test_style.py
+# checks it against the migrations folder.
+SCHEMA_HEAD = "0004"
 
 
 class Database:
@@ -146,14 +141,16 @@ class Database:
 
     # -- migrations -----------------------------------------------------------------------
 
-    def _alembic_config(self, connection: Any) -> Config:
+    def _alembic_config(self, connection: Any) -> Any:
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
         config.attributes["connection"] = connection
         return config
 
-    def head_revision(self) -> str | None:
-        return _head_revision()
+    def head_revision(self) -> str:
+        return SCHEMA_HEAD
 
     def current_revision(self) -> str | None:
         with self._guard(), self.engine.connect() as connection:
@@ -165,12 +162,16 @@ class Database:
             if len(rows) == 1:
                 return str(rows[0][0])
             connection.rollback()
+            from alembic.runtime.migration import MigrationContext
+
             return MigrationContext.configure(connection).get_current_revision()
 
     def upgrade(self) -> None:
         """Bring the schema to the latest migration."""
         if self.current_revision() == self.head_revision():
             return
+        from alembic import command
+
         with self._guard(), self.engine.begin() as connection:
             command.upgrade(self._alembic_config(connection), "head")
 
