@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,13 +13,12 @@ from ..db.models import (
     ArtifactParentRow,
     ArtifactRow,
     AttestationRow,
-    DataKeyRow,
     RunRow,
     StageRunRow,
 )
 from ..errors import IntegrityError
 from ..provenance import intoto
-from ..store.artifacts import ArtifactInfo, check_row, info_of, unseal, unwrap_key
+from ..store.artifacts import ArtifactInfo, check_row, info_of
 from .once import once, verifies_once
 from .runs import RunOperations
 
@@ -59,27 +57,8 @@ class LineageGraph:
         }
 
 
-class _Sha256Sink:
-    def __init__(self) -> None:
-        self.hasher = hashlib.sha256()
-
-    def write(self, data: memoryview, /) -> int:
-        self.hasher.update(data)
-        return len(data)
-
-
 class LineageOperations(RunOperations):
     """``sealml lineage`` and ``sealml provenance verify``."""
-
-    def _content_digests(self, session: Session, row: ArtifactRow) -> dict[str, str]:
-        """SHA-256 and the artifact digest, recomputed from the sealed content."""
-        return once(self, "digests", (row.id, row.digest), lambda: self._recomputed(session, row))
-
-    def _recomputed(self, session: Session, row: ArtifactRow) -> dict[str, str]:
-        sink = _Sha256Sink()
-        unseal(row, unwrap_key(row, session.get(DataKeyRow, row.id), self.keys), self.blobs, sink)
-        algorithm, _, value = row.digest.partition(":")
-        return {"sha256": sink.hasher.hexdigest(), algorithm: value}
 
     @verifies_once
     def verify_provenance(self, ref: str) -> list[ProvenanceStep]:

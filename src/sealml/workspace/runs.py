@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import json
@@ -102,6 +101,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class _Sha256Sink:
+    def __init__(self) -> None:
+        self.hasher = hashlib.sha256()
+
+    def write(self, data: memoryview, /) -> int:
+        self.hasher.update(data)
+        return len(data)
+
+
 def _digests(row: ArtifactRow, data: bytes) -> dict[str, str]:
     algorithm, _, value = row.digest.partition(":")
     return {"sha256": _sha256(data), algorithm: value}
@@ -147,10 +155,23 @@ class RunOperations(ArtifactOperations):
         check_row(row, self._creator_key(session, row))
         self._check_ledger_put(session, row)
         data = self._unsealed(session, row)
+        # remembered, so a provenance walk in the same operation does not decrypt it again
+        digests = once(self, "digests", (row.id, row.digest), lambda: _digests(row, data))
         attestation = session.get(AttestationRow, row.id)
         if attestation is not None:
-            self._check_attestation(session, row, _digests(row, data), attestation.attestation_id)
+            self._check_attestation(session, row, digests, attestation.attestation_id)
         return data
+
+    def _content_digests(self, session: Session, row: ArtifactRow) -> dict[str, str]:
+        """SHA-256 and the artifact digest, recomputed from the sealed content (streamed:
+        nothing is held in memory)."""
+        return once(self, "digests", (row.id, row.digest), lambda: self._recomputed(session, row))
+
+    def _recomputed(self, session: Session, row: ArtifactRow) -> dict[str, str]:
+        sink = _Sha256Sink()
+        unseal(row, unwrap_key(row, session.get(DataKeyRow, row.id), self.keys), self.blobs, sink)
+        algorithm, _, value = row.digest.partition(":")
+        return {"sha256": sink.hasher.hexdigest(), algorithm: value}
 
     def _unsealed(self, session: Session, row: ArtifactRow) -> bytes:
         """A checked row's content, decrypted and authenticated segment by segment."""
@@ -164,8 +185,12 @@ class RunOperations(ArtifactOperations):
     ) -> tuple[dict[str, Any], ArtifactRow]:
         """Open an attestation artifact and verify its envelope; the signer must be the
         principal who sealed the attestation."""
-        opened = functools.partial(self._open_attestation, session, attestation_id)
-        return once(self, "attestation", attestation_id, opened)
+        return once(
+            self,
+            "attestation",
+            attestation_id,
+            lambda: self._open_attestation(session, attestation_id),
+        )
 
     def _open_attestation(
         self, session: Session, attestation_id: str
