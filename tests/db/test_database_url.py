@@ -148,8 +148,12 @@ def test_concurrent_writers_keep_one_consistent_ledger(pg_url: str, tmp_path: Pa
     assert report.events >= before + 45  # every event appended (logins add their own)
 
 
-def test_drills_refuse_a_server_database(pg_url: str, tmp_path: Path) -> None:
-    with create(tmp_path / "ws", pg_url) as ws, pytest.raises(UsageError, match="copy"):
+def test_drills_refuse_a_database_outside_the_workspace(pg_url: str, tmp_path: Path) -> None:
+    """A drill runs on a copy of the folder: a database outside it would be the live one."""
+    with create(tmp_path / "ws", pg_url) as ws, pytest.raises(UsageError, match="outside"):
+        ws.drill("tampered-model", "credit")
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    with create(tmp_path / "other", elsewhere) as ws, pytest.raises(UsageError, match="outside"):
         ws.drill("tampered-model", "credit")
 
 

@@ -93,7 +93,7 @@ class Database:
         except ArgumentError:
             raise ConfigError("database URL is malformed") from None
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        sqlite_file = _sqlite_path(url)
+        sqlite_file = self.file = _sqlite_path(url)  # None on a server
         if sqlite_file is not None and not sqlite_file.exists():
             if not create:
                 raise ConfigError(f"the workspace database {sqlite_file} is missing")
