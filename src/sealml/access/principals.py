@@ -143,15 +143,16 @@ class PrincipalStore:
         return row
 
     def get(self, session: Session, name: str) -> Principal:
-        row = select_one(session, PrincipalRow, "name = ?", (name,))
-        if row is None:
-            raise NotFoundError(f"no principal named {name!r}")
-        return self._verified(row)
+        return self._read(session, "name = ?", name, f"no principal named {name!r}")
 
     def get_by_id(self, session: Session, principal_id: str) -> Principal:
-        row = select_one(session, PrincipalRow, "id = ?", (principal_id,))
+        return self._read(session, "id = ?", principal_id, f"no principal with id {principal_id}")
+
+    def _read(self, session: Session, where: str, value: str, missing: str) -> Principal:
+        """The one principal matching *where*, verified (read-only: see :meth:`_row`)."""
+        row = select_one(session, PrincipalRow, where, (value,))
         if row is None:
-            raise NotFoundError(f"no principal with id {principal_id}")
+            raise NotFoundError(missing)
         return self._verified(row)
 
     def all(self, session: Session) -> list[Principal]:

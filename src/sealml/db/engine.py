@@ -58,9 +58,9 @@ def _configure_sqlite(engine: Engine) -> None:
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 
-def check_workspace_url(url: str) -> str:
-    """*url* if it may go into ``sealml.toml`` as a new workspace's database: SQLite or
-    PostgreSQL, and no password (the file is not a secret store; PostgreSQL's client reads
+def check_workspace_url(url: str) -> None:
+    """Refuse *url* unless it may go into ``sealml.toml`` as a new workspace's database:
+    SQLite or PostgreSQL, and no password (the file is not a secret store; PostgreSQL's client reads
     one from ``~/.pgpass`` or ``PGPASSWORD``)."""
     try:
         parsed = make_url(url)
@@ -75,7 +75,6 @@ def check_workspace_url(url: str) -> str:
             "the database URL holds a password; keep it out of sealml.toml "
             "(PostgreSQL reads it from ~/.pgpass or PGPASSWORD)"
         )
-    return url
 
 
 # The newest migration shipped with this sealml, so that opening a workspace needs no
