@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -53,6 +54,23 @@ def test_observer_sees_every_plaintext_byte_in_order() -> None:
     seen = bytearray()
     encrypt_stream(KEY, AAD, io.BytesIO(plaintext), io.BytesIO(), SMALL, seen.extend)
     assert bytes(seen) == plaintext
+
+
+@pytest.mark.parametrize("size", boundary_sizes(SMALL))
+def test_decryption_observer_and_sink_see_every_byte_in_order(size: int) -> None:
+    """A one-segment stream is decrypted on the calling thread, longer ones with helper
+    threads; both hand the observer and the sink the same authenticated bytes."""
+    plaintext = os.urandom(size)
+    seen, sink, threads = bytearray(), io.BytesIO(), set()
+
+    def observe(view: memoryview) -> None:
+        threads.add(threading.current_thread())
+        seen.extend(view)
+
+    assert decrypt_stream(KEY, AAD, io.BytesIO(seal(plaintext)), sink, SMALL, observe) == size
+    assert bytes(seen) == sink.getvalue() == plaintext
+    one_segment = size <= SMALL.first_plaintext_size
+    assert (threads == {threading.current_thread()}) is one_segment
 
 
 def test_encryption_is_randomised() -> None:

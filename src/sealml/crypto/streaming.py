@@ -381,22 +381,45 @@ def decrypt_stream(
 ) -> int:
     """Decrypt *source* to *sink* (or only authenticate it when *sink* is None).
 
-    *observer* sees every authenticated plaintext byte in order, on a helper thread, as do
-    the writes to *sink*. Returns the plaintext size.
+    *observer* sees every authenticated plaintext byte in order, as does *sink*; past the
+    first segment both run on helper threads. Returns the plaintext size.
     """
     functions: list[Callable[[memoryview], object]] = []
     if observer is not None:
         functions.append(observer)
     if sink is not None:
         functions.append(sink.write)
-    plain = _Stage(params.plaintext_size, functions)
+    # The helper threads start only once a second segment exists: for a one-segment
+    # stream, starting and joining them costs more than the work itself.
+    first = bytearray(params.plaintext_size)
+    first_length: int | None = None
+    plain: _Stage | None = None
+
+    def next_buffer() -> bytearray:
+        nonlocal plain
+        if first_length is None:
+            return first
+        if plain is None:
+            plain = _Stage(params.plaintext_size, functions)
+            plain.submit(first, first_length)
+        return plain.take()
+
     total = 0
     try:
-        for segment in iter_decrypted(main_key, associated_data, source, params, plain.take):
-            plain.submit(segment.obj, len(segment))  # type: ignore[arg-type]
+        for segment in iter_decrypted(main_key, associated_data, source, params, next_buffer):
+            if first_length is None:
+                first_length = len(segment)
+            else:
+                assert plain is not None
+                plain.submit(segment.obj, len(segment))  # type: ignore[arg-type]
             total += len(segment)
+        if plain is None and first_length is not None:
+            view = memoryview(first)[:first_length]
+            for function in functions:
+                function(view)
     finally:
-        plain.close()
+        if plain is not None:
+            plain.close()
     return total
 
 
