@@ -233,6 +233,7 @@ class _Stage:
     """A buffer pool plus the workers that must all finish with a buffer before reuse."""
 
     def __init__(self, size: int, functions: list[Callable[[memoryview], object]]) -> None:
+        self._size = size
         self._pool = _BufferPool(PIPELINE_DEPTH, size)
         self._workers = [_Worker(f, "sealml-stream") for f in functions]
 
@@ -240,9 +241,10 @@ class _Stage:
         return self._pool.take()
 
     def submit(self, buffer: bytearray, length: int) -> None:
-        """Hand *buffer* to every worker; it returns to the pool when the last one is done."""
+        """Hand *buffer* to every worker; it returns to the pool when the last one is done
+        (unless it is not the pool's size: a caller's own buffer is only used)."""
         if not self._workers:
-            self._pool.give(buffer)
+            self._recycle(buffer)
             return
         remaining = [len(self._workers)]
         lock = threading.Lock()
@@ -252,11 +254,15 @@ class _Stage:
                 remaining[0] -= 1
                 done = remaining[0] == 0
             if done:
-                self._pool.give(buffer)
+                self._recycle(buffer)
 
         view = memoryview(buffer)[:length]
         for worker in self._workers:
             worker.submit(view, release)
+
+    def _recycle(self, buffer: bytearray) -> None:
+        if len(buffer) == self._size:
+            self._pool.give(buffer)
 
     def close(self) -> None:
         errors: list[BaseException] = []
@@ -337,38 +343,65 @@ def iter_decrypted(
     associated_data: bytes,
     source: Readable,
     params: StreamingParams,
-    next_buffer: Callable[[], bytearray] | None = None,
+    next_buffer: Callable[[int], bytearray] | None = None,
 ) -> Iterator[memoryview]:
     """Yield the authenticated plaintext segments of *source*, in order.
 
-    Each segment is decrypted into ``next_buffer()`` (by default one reused buffer, so a
-    yielded view is valid only until the next is requested). A segment is yielded only
-    after its tag verified; a stream that ends early raises IntegrityError.
+    Each segment is decrypted into ``next_buffer(size)``, a buffer of at least *size*
+    bytes (by default one reused buffer, so a yielded view is valid only until the next is
+    requested). A segment is yielded only after its tag verified; a stream that ends early
+    raises IntegrityError.
     """
     header = source.read(params.header_size) or b""
     if len(header) < params.header_size:
         raise IntegrityError("sealed stream is truncated in its header")
     decrypter = SegmentDecrypter(main_key, associated_data, header, params)
     if next_buffer is None:
-        shared = bytearray(params.plaintext_size)
+        shared = bytearray(0)
 
-        def next_buffer() -> bytearray:
+        def next_buffer(size: int) -> bytearray:
+            nonlocal shared
+            if len(shared) < size:
+                shared = bytearray(params.plaintext_size if shared else size)
             return shared
 
+    # Most sealed blobs are one small segment: read it at its own size and allocate the
+    # two segment-sized read buffers only when a second segment follows.
+    first = _read_up_to(source, params.segment_size - params.header_size)
+    following = _read_up_to(source, params.segment_size)
+    out = next_buffer(max(len(first) - TAG_SIZE, 0))
+    size = decrypter.decrypt_into(0, memoryview(first), not following, out)
+    yield memoryview(out)[:size]
+    if not following:
+        return
     buffers = (bytearray(params.segment_size), bytearray(params.segment_size))
     current = 0
-    length = read_full(source, memoryview(buffers[0])[: params.segment_size - params.header_size])
-    index = 0
+    buffers[0][: len(following)] = following
+    length = len(following)
+    index = 1
     while True:
-        following = 1 - current
-        next_length = read_full(source, memoryview(buffers[following]))
+        following_index = 1 - current
+        next_length = read_full(source, memoryview(buffers[following_index]))
         last = next_length == 0
-        out = next_buffer()
+        out = next_buffer(max(length - TAG_SIZE, 0))
         size = decrypter.decrypt_into(index, memoryview(buffers[current])[:length], last, out)
         yield memoryview(out)[:size]
         if last:
             return
-        current, length, index = following, next_length, index + 1
+        current, length, index = following_index, next_length, index + 1
+
+
+def _read_up_to(source: Readable, size: int) -> bytes:
+    """Up to *size* bytes of *source*, fewer only at EOF."""
+    chunk = source.read(size) or b""
+    if len(chunk) == size or not chunk:
+        return chunk
+    parts = [chunk]
+    missing = size - len(chunk)
+    while missing and (more := source.read(missing)):
+        parts.append(more)
+        missing -= len(more)
+    return b"".join(parts)
 
 
 def decrypt_stream(
@@ -391,13 +424,14 @@ def decrypt_stream(
         functions.append(sink.write)
     # The helper threads start only once a second segment exists: for a one-segment
     # stream, starting and joining them costs more than the work itself.
-    first = bytearray(params.plaintext_size)
+    first = bytearray(0)
     first_length: int | None = None
     plain: _Stage | None = None
 
-    def next_buffer() -> bytearray:
-        nonlocal plain
+    def next_buffer(size: int) -> bytearray:
+        nonlocal plain, first
         if first_length is None:
+            first = bytearray(size)
             return first
         if plain is None:
             plain = _Stage(params.plaintext_size, functions)
