@@ -82,3 +82,21 @@ def test_direct_reader_can_be_closed_early(tmp_path: Path) -> None:
     assert len(reader.read(100)) == 100
     reader.close()
     assert reader.closed
+
+
+@pytest.mark.parametrize("size", [0, 4096, 200_000])
+def test_small_files_are_read_through_the_page_cache_large_ones_directly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    from sealml.diskio import DirectReader, open_for_reading
+
+    path = tmp_path / "blob"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    with open_for_reading(path) as reader:
+        assert not isinstance(reader, DirectReader)
+        assert reader.read() == data
+    monkeypatch.setattr(durable, "DIRECT_READ_FROM", size)
+    with open_for_reading(path) as reader:
+        assert isinstance(reader, DirectReader)
+        assert reader.read() == data

@@ -25,6 +25,9 @@ _ALIGN = 4096
 _STAGE = 4 << 20
 _WRITEBACK_STEP = 64 << 20
 _READ_AHEAD = 3
+# Below this size a file is read through the page cache: for it, direct I/O and the
+# read-ahead thread cost more than they save, and a file read again is served from memory.
+DIRECT_READ_FROM = 16 << 20
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -212,3 +215,17 @@ class DirectReader(io.RawIOBase):
             for buffer in self._buffers:
                 buffer.close()
         super().close()
+
+
+def open_for_reading(path: Path) -> io.RawIOBase:
+    """A sequential reader of *path*: a :class:`DirectReader` for a large file, the plain
+    file for a small one."""
+    handle = open(path, "rb", buffering=0)  # noqa: SIM115 (returned to the caller)
+    try:
+        if os.fstat(handle.fileno()).st_size < DIRECT_READ_FROM:
+            return handle
+    except BaseException:
+        handle.close()
+        raise
+    handle.close()
+    return DirectReader(path)

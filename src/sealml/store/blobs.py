@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from ..diskio import DirectReader, DurableAppender
+from ..diskio import DurableAppender, open_for_reading
 from ..errors import IntegrityError, UsageError
 from ..fsutil import FILE_MODE, fsync_dir, make_private_dir
 
@@ -112,7 +112,7 @@ class LocalBlobStore:
 
     def open(self, name: str) -> io.RawIOBase:
         try:
-            return DirectReader(self.path_of(name))
+            return open_for_reading(self.path_of(name))
         except FileNotFoundError:
             raise IntegrityError(f"blob {name} is missing from the store") from None
 
