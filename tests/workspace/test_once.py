@@ -85,3 +85,16 @@ def test_two_workspaces_and_two_threads_never_share() -> None:
     both(None)
     assert first.runs == ["a", "a"]  # once here, once in the thread
     assert second.runs == ["a"]
+
+
+def test_one_operation_block_joins_the_calls_inside_it_only() -> None:
+    from sealml.workspace.once import one_operation
+
+    item = Counting()
+    with one_operation():
+        item.operation("a")
+        item.operation("a", "b")
+        item.check("b")
+    assert item.runs == ["a", "b"]
+    item.operation("a")
+    assert item.runs == ["a", "b", "a"]

@@ -32,6 +32,7 @@ from ..crypto.secret import Secret
 from ..errors import IntegrityError, SealmlError
 from ..pipeline.loader import load_pipeline
 from ..workspace import Workspace
+from ..workspace.once import one_operation
 from ..workspace.runs import StageOutcome
 from .walkthrough import run_walkthrough
 
@@ -149,10 +150,13 @@ def run_steps(base: Path, console: Console) -> DemoRun:
         progress.advance(overall)
 
         start = step(AFTER[2])
-        checks = erin.gate_report(MODEL, version, "production")
-        promoted = all(c.passed for c in checks)
-        if promoted:
-            erin.promote_model(MODEL, version, "production")
+        # Promotion checks the gates again; inside one operation it does not verify
+        # again what the report has just verified.
+        with one_operation():
+            checks = erin.gate_report(MODEL, version, "production")
+            promoted = all(c.passed for c in checks)
+            if promoted:
+                erin.promote_model(MODEL, version, "production")
         _timed(timings, AFTER[2], start)
         progress.advance(overall)
 

@@ -35,6 +35,7 @@ from ..store.artifacts import (
 )
 from ..store.datakeys import DatabaseDataKeys
 from .core import WorkspaceCore
+from .once import once
 
 _ID_LENGTH = 32
 _MIN_PREFIX = 6
@@ -135,7 +136,10 @@ class ArtifactOperations(WorkspaceCore):
 
     def _creator_key(self, session: Session, row: ArtifactRow) -> VerifyingKey:
         try:
-            return self.principals.get(session, row.creator).public_key
+            principal = once(
+                self, "principal", row.creator, lambda: self.principals.get(session, row.creator)
+            )
+            return principal.public_key
         except NotFoundError:
             raise IntegrityError(
                 f"artifact {row.id}: its creator {row.creator!r} is not a known principal"

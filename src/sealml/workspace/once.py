@@ -11,8 +11,9 @@ so threads and concurrent tasks never share it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
@@ -25,19 +26,29 @@ _VERIFIED: ContextVar[dict[tuple[int, str, Hashable], Any] | None] = ContextVar(
 )
 
 
+@contextlib.contextmanager
+def one_operation() -> Iterator[None]:
+    """Treat the calls inside the block as one operation: what one of them verified, the
+    next does not verify again. For a caller that reads a report and acts on it at once
+    (show the gates, then promote); a block already inside an operation joins it."""
+    if _VERIFIED.get() is not None:
+        yield
+        return
+    token = _VERIFIED.set({})
+    try:
+        yield
+    finally:
+        _VERIFIED.reset(token)
+
+
 def verifies_once(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
     """Mark a public operation: what it verifies is verified once while it runs (an
     operation called inside another shares the outer one's memory)."""
 
     @functools.wraps(method)
     def operation(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        if _VERIFIED.get() is not None:
+        with one_operation():
             return method(self, *args, **kwargs)
-        token = _VERIFIED.set({})
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            _VERIFIED.reset(token)
 
     return operation
 
