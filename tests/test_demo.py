@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,26 @@ def test_demo_runs_the_whole_secure_pipeline(cli: Any, tmp_path: Path) -> None:
     assert sorted(c.suffix for c in cards) == [".html", ".md"]
     card = (keep / "adult-income-v1-card.md").read_text()
     assert "screened_screening" in card and "## Gates" in card
+    credentials = keep / "workspace" / "demo-credentials.env"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert str(credentials) in result.stdout.replace("\n", "").replace("│", "").replace(" ", "")
+    sourced = subprocess.run(
+        ["bash", "-c", f"set -a; . '{credentials}'; set +a; env"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    env = dict(line.split("=", 1) for line in sourced if line.startswith("SEALML_"))
+    assert env["SEALML_USER"] == "admin" and env["SEALML_WORKSPACE"] == str(keep / "workspace")
+    shown = cli("model", "show", "adult-income@production", "--json", env=env)
+    assert shown.code == 0, shown.stderr
+    assert '"production"' in shown.stdout
     again = cli("demo", "--keep", str(keep))
     assert again.code == 2 and "already exists" in again.stderr
 
 
-def test_walkthrough_catches_every_tamper(cli: Any) -> None:
-    result = cli("demo", "--walkthrough")
+def test_walkthrough_catches_every_tamper(cli: Any, tmp_path: Path) -> None:
+    result = cli("demo", "--walkthrough", "--keep", str(tmp_path))
     assert result.code == 0, result.stderr[-2000:]
     assert "Every tamper was caught and every proof checked." in result.stdout
+    credentials = tmp_path / "workspace" / "demo-credentials.env"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert "SEALML_PASSPHRASE=" in credentials.read_text()

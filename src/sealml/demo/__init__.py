@@ -34,6 +34,7 @@ from ..pipeline.loader import load_pipeline
 from ..workspace import Workspace
 from ..workspace.once import one_operation
 from ..workspace.runs import StageOutcome
+from .credentials import write_credentials
 from .walkthrough import run_walkthrough
 
 MODEL = "adult-income"
@@ -69,7 +70,7 @@ def run_demo(keep: Path | None = None, walkthrough: bool = False) -> None:
     if keep is not None and (keep / "workspace").exists():
         raise SealmlError(f"{keep / 'workspace'} already exists; choose an empty folder")
     try:
-        result = run_steps(base, console)
+        result = run_steps(base, console, keep_credentials=keep is not None)
     finally:
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)
@@ -89,8 +90,10 @@ class DemoRun:
     computing: dict[str, float]  # per pipeline stage: seconds in the stage's own code
 
 
-def run_steps(base: Path, console: Console) -> DemoRun:
-    """Run every step of the demo in *base* (``bench/demo.py`` reads the timings)."""
+def run_steps(base: Path, console: Console, keep_credentials: bool = False) -> DemoRun:
+    """Run every step of the demo in *base* (``bench/demo.py`` reads the timings); with
+    *keep_credentials*, write the generated secrets beside the workspace so that it can be
+    opened afterwards."""
     timings: dict[str, float] = {}
     computing: dict[str, float] = {}
     passwords = {name: Secret(secrets.token_urlsafe(18)) for name in ("admin", "dana", "erin")}
@@ -104,6 +107,7 @@ def run_steps(base: Path, console: Console) -> DemoRun:
         workspace = Workspace.init(root, passphrase=passphrase, admin_password=passwords["admin"])
         workspace.add_user("dana", ["data-scientist", "data-steward"], password=passwords["dana"])
         workspace.add_user("erin", ["ml-engineer"], password=passwords["erin"])
+        credentials = write_credentials(root, passphrase, passwords) if keep_credentials else None
         workspace.config.registry.gates["production"] = GATES
         workspace.approve_policy()
         workspace.close()
@@ -181,7 +185,7 @@ def run_steps(base: Path, console: Console) -> DemoRun:
     if not (promoted and refused and ledger.ok):
         raise IntegrityError("the demo model did not pass its gates or a tamper went unnoticed")
     summary = _summary(
-        base, evaluation, checks, card, timings, ledger.events, len(report.artifacts)
+        base, credentials, evaluation, checks, card, timings, ledger.events, len(report.artifacts)
     )
     return DemoRun(summary, timings, computing)
 
@@ -228,6 +232,7 @@ def _tamper_refused(workspace: Workspace, version: int) -> bool:
 
 def _summary(
     base: Path,
+    credentials: Path | None,
     evaluation: dict[str, Any],
     checks: list[Any],
     card: Path,
@@ -256,11 +261,13 @@ def _summary(
         f"{metrics.get('fairness.demographic_parity_difference')}.",
         "Tampering: one flipped byte in the sealed model was refused at load time.",
         f"Model card: {card} (and .md)"
-        if base.exists()
+        if credentials is not None
         else "Model card: written "
         "(the workspace was temporary; use --keep DIR to keep everything).",
-        f"Workspace and ledger: {base / 'workspace'}" if base.exists() else "",
-        "Load the production model: Workspace.open(...).resolve_model("
-        f"{MODEL!r}, 'production'); sealml model show {MODEL}@production",
+        f"Workspace and ledger: {base / 'workspace'}" if credentials is not None else "",
+        f"Its generated secrets (demo only, 0600): {credentials}" if credentials else "",
+        f"Look around: set -a; . {credentials}; set +a; sealml model show {MODEL}@production"
+        if credentials is not None
+        else "",
     ]
     return Group(Panel("\n".join(line for line in lines if line)), gates, steps)

@@ -26,6 +26,7 @@ from ..ledger import EventFilter
 from ..ledger.proofs import check_consistency, check_inclusion
 from ..store.blobs import LocalBlobStore
 from ..workspace import Workspace
+from .credentials import write_credentials
 
 DATA_ENV = "SEALML_DATA"
 DEFAULT_DATASET = "adult_train.csv.gz"
@@ -54,8 +55,9 @@ def _sha256(path: Path) -> str:
 
 
 class _Demo:
-    def __init__(self, root: Path, data: Path, console: Console) -> None:
+    def __init__(self, root: Path, data: Path, console: Console, kept: bool) -> None:
         self.root = root
+        self.kept = kept  # the workspace outlives the walkthrough: keep its secrets
         self.data = data
         self.console = console
         self.failures: list[str] = []
@@ -114,7 +116,7 @@ def run_walkthrough(keep: Path | None = None, data: Path | None = None) -> None:
     temporary = keep is None
     base = Path(tempfile.mkdtemp(prefix="sealml-demo-")) if keep is None else keep
     try:
-        demo = _Demo(base / "workspace", dataset, console)
+        demo = _Demo(base / "workspace", dataset, console, kept=not temporary)
         _walk(demo, data_dir)
     finally:
         if temporary:
@@ -136,16 +138,12 @@ def _walk(demo: _Demo, data_dir: Path | None) -> None:
     ws = Workspace.init(demo.root, passphrase=passphrase, admin_password=admin_password)
     demo.say(f"workspace {demo.root} (id {ws.config.workspace.id})")
     demo.say("keystore sealed by an Argon2id-derived key; files 0600, folders 0700")
-    credentials = demo.root / "demo-credentials.txt"
-    fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(
-            f"SEALML_PASSPHRASE={passphrase.reveal().decode()}\n"
-            f"admin password={admin_password.reveal().decode()}\n"
-            f"dana password={dana_password.reveal().decode()}\n"
-        )
     ws.add_user("dana", ["data-scientist"], password=dana_password)
-    demo.say("added dana (data-scientist); generated secrets are in demo-credentials.txt (0600)")
+    demo.say("added dana (data-scientist)")
+    if demo.kept:
+        passwords = {"admin": admin_password, "dana": dana_password}
+        kept = write_credentials(demo.root, passphrase, passwords)
+        demo.say(f"generated secrets written to {kept} (0600, demo only)")
 
     demo.step(f"Seal a real dataset: {demo.data.name}")
     info = ws.put(demo.data, "dataset")
