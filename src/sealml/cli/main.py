@@ -77,9 +77,11 @@ def demo(
         False, "--walkthrough", help="The guided tour of sealing, tampering and proofs instead."
     ),
 ) -> None:
-    """Run the whole secure pipeline on the Adult data shipped with sealml: pinned ingest,
-    validation, PII handling, poisoning screening, watermarked training, robustness,
-    fairness and privacy evaluation, gates, signing, two-person promotion, model card."""
+    """Run the whole secure pipeline on the Adult data shipped with sealml.
+
+    Pinned ingest, validation, PII handling, poisoning screening, watermarked training,
+    robustness, fairness and privacy evaluation, gates, signing, two-person promotion,
+    model card."""
     from ..demo import run_demo
 
     run_demo(keep=keep, walkthrough=walkthrough)

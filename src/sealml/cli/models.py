@@ -205,8 +205,10 @@ def gate_command(
     alias: str = typer.Option("production", "--alias"),
     as_json: bool = JsonOption,
 ) -> None:
-    """Evaluate the gates between a version and ALIAS: each requirement with the measured
-    value next to it. Exit 1 if any fails (promotion runs the same checks)."""
+    """Evaluate the gates between a version and ALIAS. Exit 1 if any fails.
+
+    Each requirement is shown with the measured value next to it; promotion runs the same
+    checks."""
     name, selector = _split(ref)
     if version is None:
         if selector is None or not selector.lstrip("v").isdigit():
@@ -344,8 +346,9 @@ def watermark_verify_command(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Test a model against the secret trigger set; exit 1 unless the watermark is found
-    (p < 1e-6)."""
+    """Test a model against the secret trigger set. Exit 1 unless the watermark is found.
+
+    Found means a match rate with p < 1e-6 against chance."""
     import os
 
     name, selector = _split(ref)
@@ -373,8 +376,10 @@ def card_command(
     ref: str = typer.Argument(..., help="NAME@ALIAS or NAME@VERSION."),
     output: Path = typer.Option(Path(), "-o", "--output", help="Folder for the card files."),
 ) -> None:
-    """Write the model card (Markdown and self-contained HTML with plots) from verified
-    records: sources, provenance, parameters, metrics, fairness, robustness, privacy, gates."""
+    """Write the model card, Markdown and self-contained HTML with plots.
+
+    Made from verified records: sources, provenance, parameters, metrics, fairness,
+    robustness, privacy, gates."""
     from ..governance import modelcard
 
     name, selector = _split(ref)

@@ -34,8 +34,10 @@ def run(
     page: Path | None = typer.Option(None, "--html", help="Also write the HTML report here."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Compare recent inputs with the training reference, per column; the report is sealed
-    and the run is in the ledger. Exit 1 when a column drifted."""
+    """Compare recent inputs with the training reference. Exit 1 when a column drifted.
+
+    Each column is compared on its own; the report is sealed and the run is in the
+    ledger."""
     if mode not in ("default", "evidently"):
         raise UsageError("--mode is default or evidently")
     target = Target.parse(model)
@@ -94,8 +96,10 @@ def labels_command(
     model: str = typer.Argument(..., help="The model NAME the predictions came from."),
     path: Path = typer.Argument(..., help="CSV, JSONL or Parquet with request_id and label."),
 ) -> None:
-    """Add ground truth that arrived after serving; later runs measure accuracy on the
-    labelled predictions (rule figures ``accuracy`` and ``accuracy_drop``)."""
+    """Add ground truth that arrived after serving.
+
+    Later runs measure accuracy on the labelled predictions (rule figures ``accuracy`` and
+    ``accuracy_drop``)."""
     frame = _read(path)
     with open_workspace(ctx) as workspace:
         name = Target.parse(model).name
@@ -137,8 +141,10 @@ def watch_command(
     ),
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many runs."),
 ) -> None:
-    """Run the monitoring checks on a schedule (alerts, incidents and containment as in
-    ``monitor run``) and export drift scores and alert counts as Prometheus metrics."""
+    """Run the monitoring checks on a schedule and export Prometheus metrics.
+
+    Alerts, incidents and containment work as in ``monitor run``; drift scores and alert
+    counts are exported."""
     from prometheus_client import start_http_server
 
     from ..monitoring.watch import WatchMetrics, parse_every, watch
@@ -208,8 +214,10 @@ def drill(
     model: str = typer.Option(..., "--model", help="NAME[@REF] the scenario targets."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Simulate an incident against a copy of the workspace (never the workspace itself):
-    was it detected, by which control, how fast, and did containment hold. Exit 1 if not."""
+    """Simulate an incident on a copy of the workspace. Exit 1 unless detected and contained.
+
+    Never the workspace itself. Reports whether it was detected, by which control, how
+    fast, and whether containment held."""
     target = Target.parse(model)
     with open_workspace(ctx) as workspace:
         result = workspace.drill(scenario, target.name, target.ref)

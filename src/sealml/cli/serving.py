@@ -125,8 +125,10 @@ def serve(
     unfreeze: bool = typer.Option(False, "--unfreeze", help="Lift a freeze instead of serving."),
     reason: str | None = typer.Option(None, "--reason", help="Why (with --freeze/--unfreeze)."),
 ) -> None:
-    """Serve a registered model over HTTPS with authentication, rate limits, validation,
-    hardened outputs, metrics, hot swap on promotion or rollback, and a kill switch."""
+    """Serve a registered model over HTTPS.
+
+    With authentication, rate limits, validation, hardened outputs, metrics, hot swap on
+    promotion or rollback, and a kill switch."""
     from ..serving.server import Listen
     from ..serving.server import serve as run_server
     from ..serving.target import Target

@@ -1,0 +1,36 @@
+"""The command listing: each command's summary is its docstring's first line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer.main
+
+from sealml.cli.main import app
+
+
+def _commands() -> list[tuple[str, Any]]:
+    root = typer.main.get_command(app)
+    context = root.context_class(root)
+    found: list[tuple[str, Any]] = []
+
+    def walk(command: Any, path: str) -> None:
+        if hasattr(command, "list_commands"):
+            for name in command.list_commands(context):
+                walk(command.get_command(context, name), f"{path} {name}".strip())
+        else:
+            found.append((path, command))
+
+    walk(root, "")
+    return found
+
+
+def test_every_command_has_a_one_line_summary() -> None:
+    """A summary that runs onto a second line is printed with its line break in the
+    listing (``sealml --help``), cutting the sentence in two."""
+    commands = _commands()
+    assert len(commands) > 40
+    for path, command in commands:
+        summary = (command.help or "").strip().split("\n\n")[0]
+        assert summary, f"sealml {path} has no help"
+        assert "\n" not in summary, f"sealml {path}: first paragraph spans lines: {summary!r}"
