@@ -31,6 +31,7 @@ def test_demo_runs_the_whole_secure_pipeline(cli: Any, tmp_path: Path) -> None:
     shown = cli("model", "show", "adult-income@production", "--json", env=env)
     assert shown.code == 0, shown.stderr
     assert '"production"' in shown.stdout
+    assert shown.stderr == ""  # sealml.toml holds the gates the demo approved
     again = cli("demo", "--keep", str(keep))
     assert again.code == 2 and "already exists" in again.stderr
 

@@ -77,3 +77,14 @@ def test_cli_warns_and_approves(cli: Any, ws_path: Path) -> None:
     assert cli("policy", "approve", env=admin_env()).code == 0
     after = cli("policy", "show", "--json", env=admin_env())
     assert after.stderr == "" and "dataset:read" in after.stdout
+
+
+def test_cli_warns_of_proposed_registry_rules_too(cli: Any, ws_path: Path) -> None:
+    assert cli("init", "--insecure-fast-kdf", env=admin_env()).code == 0
+    path = ws_path / "sealml.toml"
+    path.write_text(path.read_text() + "\n[registry.gates.staging]\nrequire_evaluation = true\n")
+    shown = cli("policy", "show", env=admin_env())
+    assert shown.code == 0 and "registry rules" in shown.stderr
+    assert cli("policy", "approve", env=admin_env()).code == 0
+    after = cli("policy", "show", env=admin_env())
+    assert after.stderr == "" and "require_evaluation': True" in after.stdout

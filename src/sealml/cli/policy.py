@@ -37,7 +37,8 @@ def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     out.print(f"approved by {approved.approved_by} at {approved.approved_at}")
     if pending:
         err.print(
-            "sealml.toml proposes different roles; `sealml policy approve` puts them in force"
+            "sealml.toml proposes other roles or registry rules; "
+            "`sealml policy approve` puts them in force"
         )
 
 

@@ -27,9 +27,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from ..access import totp
-from ..config import GateSection
+from ..config import CONFIG_NAME, GateSection
 from ..crypto.secret import Secret
 from ..errors import IntegrityError, SealmlError
+from ..fsutil import atomic_writer
 from ..pipeline.loader import load_pipeline
 from ..workspace import Workspace
 from ..workspace.once import one_operation
@@ -108,7 +109,10 @@ def run_steps(base: Path, console: Console, keep_credentials: bool = False) -> D
         workspace.add_user("dana", ["data-scientist", "data-steward"], password=passwords["dana"])
         workspace.add_user("erin", ["ml-engineer"], password=passwords["erin"])
         credentials = write_credentials(root, passphrase, passwords) if keep_credentials else None
+        # As a person would: propose the gates in sealml.toml, then approve them.
         workspace.config.registry.gates["production"] = GATES
+        with atomic_writer(root / CONFIG_NAME) as handle:
+            handle.write(workspace.config.dump())
         workspace.approve_policy()
         workspace.close()
         _timed(timings, "create workspace, people, gates", start)
