@@ -55,7 +55,7 @@ def test_valid_dataset_passes_and_is_coerced() -> None:
         ("columns:\n  age: {dtype: integer}\n", "columns.age.dtype"),
         ("columns:\n  age: {dtype: int, minimum: 3}\n", "minimum"),
         ("columns:\n  x: {dtype: str, regex: '(['}\n", "invalid regular expression"),
-        ("- just a list\n", "(top)"),
+        ("- just a list\n", "found a list"),
     ],
 )
 def test_invalid_schema_files(tmp_path: Path, text: str, message: str) -> None:

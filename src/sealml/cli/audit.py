@@ -14,6 +14,7 @@ from ..config import CONFIG_NAME, load_config
 from ..errors import ConfigError, IntegrityError, NotFoundError, UsageError
 from ..fsutil import write_private
 from ..ledger import EventFilter, NoteVerifier
+from ..ledger.log import OUTCOMES
 from ..ledger.proofs import check_consistency, check_inclusion
 from ..workspace.core import find_root
 from .common import JsonOption, open_workspace, out, print_json, print_table, state
@@ -119,6 +120,8 @@ def _filter(
     since: str | None,
     until: str | None,
 ) -> EventFilter:
+    if outcome is not None and outcome not in OUTCOMES:
+        raise UsageError(f"--outcome is one of {', '.join(OUTCOMES)}, not {outcome[:40]!r}")
     return EventFilter(
         principal=principal,
         action=action,

@@ -42,8 +42,8 @@ def run(
         raise UsageError("--mode is default or evidently")
     target = Target.parse(model)
     frame = _read(data) if data is not None else None
+    rows, within = _window(window)
     with open_workspace(ctx) as workspace:
-        rows, within = _window(window)
         outcome = workspace.monitor_check(
             target.name,
             target.ref,
@@ -111,14 +111,23 @@ def labels_command(
     out.print(f"labels sealed as {artifact}; {summary}")
 
 
+MAX_WINDOW_ROWS = 1_000_000
+
+
 def _window(text: str) -> tuple[int, float | None]:
     """``5000`` (rows) or ``1h`` (the last hour, up to a million rows)."""
     from ..monitoring.watch import parse_every
 
     value = text.strip()
-    if value.isdigit() and int(value) > 0:
+    if value.isdigit() and 0 < int(value) <= MAX_WINDOW_ROWS:
         return int(value), None
-    return 1_000_000, parse_every(value)
+    try:
+        return MAX_WINDOW_ROWS, parse_every(value)
+    except UsageError:
+        raise UsageError(
+            f"--window takes a row count from 1 to {MAX_WINDOW_ROWS:,} or a time "
+            f"such as 30s, 15m, 1h or 1d, not {text[:40]!r}"
+        ) from None
 
 
 def _read(path: Path) -> Any:

@@ -161,6 +161,7 @@ def add_user(
     with open_workspace(ctx) as workspace:
         # Refuse (and audit) before asking for a password nobody may set.
         workspace.authorize("user:admin", f"principal:{name}", action="user.add")
+        workspace.check_new_user(name, role)
         password = (
             None
             if service

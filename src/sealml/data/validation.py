@@ -69,6 +69,11 @@ class SchemaSpec(BaseModel):
 
 def parse_schema(data: Any, what: str = "schema") -> SchemaSpec:
     """Validate a schema declaration; any problem is a one-line UsageError."""
+    if not isinstance(data, dict):
+        found = (
+            "nothing" if data is None else "a list" if isinstance(data, list) else "a single value"
+        )
+        raise UsageError(f"{what}: expected a mapping with a 'columns' section, found {found}")
     try:
         return SchemaSpec.model_validate(data)
     except ValidationError as error:

@@ -61,6 +61,7 @@ class Listen:
             for path in (self.tls.cert, self.tls.key):
                 if not path.is_file():
                     raise UsageError(f"TLS file {path} does not exist")
+            _check_tls_files(self.tls)
             options |= {"ssl_certfile": str(self.tls.cert), "ssl_keyfile": str(self.tls.key)}
             if self.tls.client_ca is not None:
                 options |= {
@@ -68,6 +69,27 @@ class Listen:
                     "ssl_cert_reqs": ssl.CERT_REQUIRED,
                 }
         return options
+
+
+def _check_tls_files(tls: TlsFiles) -> None:
+    """Load the TLS files once here, so that a bad one is a clear error before serving."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        # A password callback that gives none: an encrypted key fails instead of prompting.
+        context.load_cert_chain(tls.cert, tls.key, password=lambda: b"")
+    except ssl.SSLError as error:
+        raise UsageError(
+            f"cannot use the TLS certificate {tls.cert} with the key {tls.key}: not PEM, "
+            f"an encrypted key, or a key that does not match ({error.reason or 'unreadable'})"
+        ) from None
+    if tls.client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=tls.client_ca)
+        except (ssl.SSLError, OSError) as error:
+            raise UsageError(
+                f"cannot use {tls.client_ca} as the client CA: not a PEM certificate "
+                f"({getattr(error, 'reason', None) or error.strerror or 'unreadable'})"
+            ) from None
 
 
 @contextlib.contextmanager

@@ -11,19 +11,34 @@ from sqlalchemy.orm import Session
 from ..access import approval, sessions
 from ..access.approval import ApprovedPolicy
 from ..access.policy import Policy
-from ..access.principals import Actor, Principal
+from ..access.principals import Actor, Principal, check_name
 from ..access.sessions import SessionTicket
 from ..clock import utc_now
 from ..crypto.secret import Secret
 from ..crypto.signing import SigningKey
 from ..db.models import SessionRow
-from ..errors import AuthenticationError, UsageError
+from ..errors import AuthenticationError, NotFoundError, UsageError
 from ..ledger import EventDraft
 from .core import WorkspaceCore
 
 
 class UserOperations(WorkspaceCore):
     """Create, list and disable principals; log in by password, key file or session."""
+
+    def check_new_user(self, name: str, roles: list[str]) -> None:
+        """Raise UsageError unless a principal *name* with *roles* could be added now (so
+        that nobody is asked for a password that cannot be used)."""
+        check_name(name)
+        unknown = [r for r in roles if not self.policy.known(r)]
+        if unknown:
+            raise UsageError(
+                f"unknown role {unknown[0]!r}; roles are {', '.join(sorted(self.policy.roles))}"
+            )
+        if not roles:
+            raise UsageError("a principal needs at least one role")
+        with self.db.read() as session, contextlib.suppress(NotFoundError):
+            self.principals.get(session, name)
+            raise UsageError(f"a principal named {name!r} already exists")
 
     def add_user(
         self,
@@ -35,13 +50,7 @@ class UserOperations(WorkspaceCore):
     ) -> tuple[Principal, SigningKey | None]:
         """Create a principal. A service gets its private key back (write it to a 0600
         file); a human's key is sealed under their password and never returned."""
-        unknown = [r for r in roles if not self.policy.known(r)]
-        if unknown:
-            raise UsageError(
-                f"unknown role {unknown[0]!r}; roles are {', '.join(sorted(self.policy.roles))}"
-            )
-        if not roles:
-            raise UsageError("a principal needs at least one role")
+        self.check_new_user(name, roles)
         actor = self.authorize("user:admin", f"principal:{name}", action="user.add")
         with self.transaction() as session:
             principal, key = self.principals.create(
