@@ -3,6 +3,7 @@ or done."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,23 @@ def test_unusable_tls_files_are_one_clear_error(tmp_path: Path) -> None:
     ]:
         with pytest.raises(UsageError, match=needle):
             Listen("127.0.0.1", 1, files).uvicorn_options()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda data: data[:8192], "database disk image is malformed"),
+        (lambda data: b"garbage", "file is not a database"),
+    ],
+)
+def test_a_damaged_database_is_one_clear_error(
+    workspace: Workspace, cli: Any, damage: Any, reason: str
+) -> None:
+    workspace.put(io.BytesIO(b"rows"), "dataset", "rows")
+    workspace.close()
+    database = workspace.root / ".sealml" / "sealml.db"
+    damaged = damage(database.read_bytes())
+    database.write_bytes(damaged)
+    result = cli("ls", env=admin_env())
+    _one_line_error(result, "cannot be used", reason)
+    assert database.read_bytes() == damaged  # nothing was rewritten

@@ -15,7 +15,14 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError, UsageError
@@ -135,8 +142,14 @@ class Database:
             raise UsageError(
                 f"database {self.safe_url} is unavailable: {error.orig or error}".splitlines()[0]
             ) from None
+        except (IntegrityError, DataError) as error:
+            # The driver's text may quote row values: name the kind of error only.
+            raise UsageError(f"database {self.safe_url}: {type(error).__name__}") from None
+        except DBAPIError as error:
+            reason = str(error.orig or type(error).__name__).splitlines()[0]
+            raise UsageError(f"database {self.safe_url} cannot be used: {reason}") from None
         except SQLAlchemyError as error:
-            raise UsageError(f"database error: {type(error).__name__}") from None
+            raise UsageError(f"database {self.safe_url}: {type(error).__name__}") from None
 
     # -- migrations -----------------------------------------------------------------------
 
