@@ -15,7 +15,19 @@ import typer
 from rich.text import Text
 
 from ..errors import SealmlError
-from . import artifacts, audit, data, keys, models, monitor, pipelines, policy, serving, users
+from . import (
+    artifacts,
+    audit,
+    data,
+    doctor,
+    keys,
+    models,
+    monitor,
+    pipelines,
+    policy,
+    serving,
+    users,
+)
 from .common import State, err
 
 app = typer.Typer(
@@ -56,6 +68,7 @@ app.command()(models.scan)
 app.command(name="gate")(models.gate_command)
 app.command()(serving.serve)
 app.command()(monitor.drill)
+app.command()(doctor.doctor)
 app.add_typer(users.app, name="user")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")

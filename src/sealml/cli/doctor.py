@@ -1,0 +1,37 @@
+"""``sealml doctor``: the workspace's health at a glance."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from .common import JsonOption, open_workspace, out, print_json, print_table
+
+_STYLE = {
+    "ok": "[green]ok[/green]",
+    "warn": "[yellow]warn[/yellow]",
+    "fail": "[bold red]fail[/bold red]",
+}
+
+
+def doctor(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Check the workspace's health and say what to do. Exit 1 if a check fails.
+
+    Private files, database schema, sealed blobs present at their size, interrupted
+    writes, the audit ledger, unapproved policy, the development TLS certificate and free
+    disk space. Reads only; `sealml verify --all` decrypts and checks every artifact."""
+    from ..doctor import diagnose
+
+    with open_workspace(ctx) as workspace:
+        findings = diagnose(workspace)
+    healthy = all(f.status != "fail" for f in findings)
+    if as_json:
+        print_json({"healthy": healthy, "checks": [f.to_dict() for f in findings]})
+    else:
+        table = Table("check", "status", "detail")
+        for finding in findings:
+            table.add_row(finding.check, _STYLE[finding.status], finding.detail)
+        print_table(table)
+        out.print("healthy" if healthy else "[bold red]not healthy[/bold red]: see what failed")
+    if not healthy:
+        raise typer.Exit(1)

@@ -1,0 +1,239 @@
+"""``sealml doctor``: cheap checks of a workspace's health, each with what to do about it.
+
+Every check only reads. What it looks at: that the workspace's files are private to their
+owner, that the database schema is current, that every sealed artifact still has its blob
+at the size its record says (without decrypting anything: ``sealml verify --all`` does
+that), leftovers of interrupted writes, the ledger against its checkpoints and witness,
+roles or rules proposed but not approved, the development TLS certificate's expiry and
+free disk space.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import select
+
+from .config import CONFIG_NAME
+from .db.models import ArtifactRow
+from .errors import SealmlError
+from .store.artifacts import stream_params
+from .store.blobs import LocalBlobStore
+from .witness import state_home
+from .workspace import Workspace
+
+Status = Literal["ok", "warn", "fail"]
+
+LOW_DISK_BYTES = 1 << 30
+CERTIFICATE_WARNING = timedelta(days=14)
+_SHOWN = 3  # offenders named in one finding
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The result of one check."""
+
+    check: str
+    status: Status
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def diagnose(workspace: Workspace) -> list[Finding]:
+    """Run every check against *workspace* (the ledger check needs ``audit:verify``)."""
+    checks = (
+        _private_files,
+        _schema,
+        _blobs,
+        _partial_writes,
+        _ledger,
+        _policy,
+        _dev_certificate,
+        _disk_space,
+    )
+    return [check(workspace) for check in checks]
+
+
+def _named(paths: list[str]) -> str:
+    shown = ", ".join(paths[:_SHOWN])
+    return shown + (f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else "")
+
+
+def _private_files(workspace: Workspace) -> Finding:
+    """Nobody but the owner can reach the workspace's files or the user's sealml state
+    (session tickets, witness): a path is exposed when other users may open it and every
+    folder above it, up to the workspace or state folder, lets them through."""
+    root, state = workspace.root, state_home()
+    trees = [
+        (root, [root, root / CONFIG_NAME, root / ".sealml", *_inside(root / ".sealml")]),
+        (state, [state, *_inside(state)]),
+    ]
+    exposed = [shown for top, paths in trees for shown in _exposed(top, paths)]
+    checked = sum(len(paths) for _, paths in trees)
+    if exposed:
+        return Finding(
+            "private files",
+            "fail",
+            f"other users can reach {_named(exposed)}; chmod go= them (folders 0700, files "
+            "0600) and treat what they hold as exposed",
+        )
+    return Finding("private files", "ok", f"{checked} paths, reachable by the owner only")
+
+
+def _inside(folder: Path) -> list[Path]:
+    """Everything under *folder*, each folder before what it holds."""
+    return sorted(folder.rglob("*")) if folder.is_dir() else []
+
+
+def _exposed(top: Path, paths: list[Path]) -> list[str]:
+    """Those of *paths* (*top* first, each folder before what it holds) other users can
+    open. *top* itself may be listable, never writable: others could swap its files."""
+    exposed: list[str] = []
+    open_folders: set[Path] = set()
+    for path in paths:
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        reachable = path == top or path.parent in open_folders
+        if stat.S_ISDIR(mode) and reachable and stat.S_IMODE(mode) & 0o011:
+            open_folders.add(path)
+        unsafe = 0o022 if path == top else 0o066
+        if reachable and not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & unsafe:
+            exposed.append(f"{path} ({stat.S_IMODE(mode):04o})")
+    return exposed
+
+
+def _schema(workspace: Workspace) -> Finding:
+    current, head = workspace.db.current_revision(), workspace.db.head_revision()
+    if current == head:
+        return Finding("database schema", "ok", f"revision {current}")
+    return Finding(
+        "database schema",
+        "fail",
+        f"revision {current}, this sealml expects {head}: upgrade sealml or open the "
+        "workspace with the version that made it",
+    )
+
+
+def _blobs(workspace: Workspace) -> Finding:
+    """Every live artifact's blob is present at the exact sealed size."""
+    try:
+        workspace.authorize("artifact:verify", "artifact:*", action="artifact.verify")
+    except SealmlError as error:
+        return Finding("sealed blobs", "warn", f"not checked: {error}")
+    blobs = workspace.blobs
+    broken: list[str] = []
+    with workspace.db.read() as session:
+        rows = session.execute(
+            select(ArtifactRow).where(ArtifactRow.shredded_at.is_(None))
+        ).scalars()
+        checked = 0
+        for row in rows:
+            checked += 1
+            try:
+                expected = stream_params(row).ciphertext_size(row.size)
+                if blobs.size(row.blob_name) != expected:
+                    broken.append(f"{row.id[:12]} ({row.name}) has the wrong size")
+            except SealmlError as error:
+                broken.append(f"{row.id[:12]} ({row.name}): {error}")
+    if broken:
+        return Finding(
+            "sealed blobs",
+            "fail",
+            f"{len(broken)} of {checked}: {_named(broken)}; restore them from a backup of "
+            "the blob store, or `sealml verify` them for details",
+        )
+    return Finding("sealed blobs", "ok", f"{checked} present at their sealed size")
+
+
+def _partial_writes(workspace: Workspace) -> Finding:
+    blobs = workspace.blobs
+    if not isinstance(blobs, LocalBlobStore) or not blobs.tmp.is_dir():
+        return Finding("interrupted writes", "ok", "none")
+    day_ago = datetime.now(UTC).timestamp() - 86400
+    stale = [p.name for p in blobs.tmp.iterdir() if p.stat().st_mtime < day_ago]
+    if stale:
+        return Finding(
+            "interrupted writes",
+            "warn",
+            f"{len(stale)} partial blob(s) older than a day in {blobs.tmp}; they hold "
+            "ciphertext only and can be deleted",
+        )
+    return Finding("interrupted writes", "ok", "none older than a day")
+
+
+def _ledger(workspace: Workspace) -> Finding:
+    try:
+        report = workspace.audit_verify()
+    except SealmlError as error:
+        return Finding("audit ledger", "warn", f"not checked: {error}")
+    if not report.ok:
+        return Finding(
+            "audit ledger",
+            "fail",
+            f"{report.problems[0]}; investigate with `sealml audit verify` before trusting "
+            "the workspace",
+        )
+    return Finding(
+        "audit ledger",
+        "ok",
+        f"{report.events} events, {report.checkpoints} checkpoints, witness consistent",
+    )
+
+
+def _policy(workspace: Workspace) -> Finding:
+    if workspace.policy_pending:
+        return Finding(
+            "policy",
+            "warn",
+            f"{CONFIG_NAME} proposes roles or registry rules that are not in force; an admin "
+            "can review them with `sealml policy show` and run `sealml policy approve`",
+        )
+    return Finding("policy", "ok", "what is in force is what sealml.toml says")
+
+
+def _dev_certificate(workspace: Workspace) -> Finding:
+    from cryptography import x509
+
+    path = workspace.root / ".sealml" / "serve-tls" / "server.pem"
+    if not path.is_file():
+        return Finding("serving certificate", "ok", "no development certificate")
+    try:
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError:
+        return Finding("serving certificate", "fail", f"{path} is not a PEM certificate")
+    left = certificate.not_valid_after_utc - datetime.now(UTC)
+    if left < CERTIFICATE_WARNING:
+        when = "expired" if left.total_seconds() < 0 else f"expires in {left.days} day(s)"
+        return Finding(
+            "serving certificate",
+            "warn",
+            f"the development certificate {when}; `sealml serve --dev-tls` makes a new one "
+            "once it has expired (clients must trust the new CA)",
+        )
+    return Finding("serving certificate", "ok", f"valid for {left.days} more days")
+
+
+def _disk_space(workspace: Workspace) -> Finding:
+    free = shutil.disk_usage(_existing(workspace.root / ".sealml")).free
+    if free < LOW_DISK_BYTES:
+        return Finding(
+            "disk space",
+            "warn",
+            f"{free / 2**20:.0f} MiB free; sealing and the ledger need room to write",
+        )
+    return Finding("disk space", "ok", f"{free / 2**30:.1f} GiB free")
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path

@@ -1,0 +1,122 @@
+"""`sealml doctor`: each check finds what it is for, on real files, and says what to do."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from sealml import Secret, Workspace
+
+from ..conftest import admin_env
+
+
+def _doctor(cli: Any) -> tuple[int, dict[str, dict[str, str]]]:
+    result = cli("doctor", "--json", env=admin_env())
+    assert result.code in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    assert report["healthy"] is (result.code == 0)
+    return result.code, {c["check"]: c for c in report["checks"]}
+
+
+def _sealed(workspace: Workspace) -> Path:
+    workspace.put(io.BytesIO(b"age,income\n41,52000\n" * 100), "dataset", "rows")
+    workspace.close()
+    return next(p for p in (workspace.root / ".sealml" / "blobs").rglob("*") if p.is_file())
+
+
+def test_a_fresh_workspace_is_healthy(workspace: Workspace, cli: Any) -> None:
+    _sealed(workspace)
+    code, checks = _doctor(cli)
+    assert code == 0
+    assert {c["status"] for c in checks.values()} == {"ok"}
+    assert checks["sealed blobs"]["detail"].startswith("1 present")
+    shown = cli("doctor", env=admin_env())
+    assert shown.code == 0 and "healthy" in shown.stdout
+
+
+def test_files_other_users_can_reach_fail(workspace: Workspace, cli: Any) -> None:
+    _sealed(workspace)
+    keystore = workspace.root / ".sealml" / "keystore.json"
+    keystore.chmod(0o644)  # inside a 0700 folder: nobody else can reach it yet
+    assert _doctor(cli)[1]["private files"]["status"] == "ok"
+    (workspace.root / ".sealml").chmod(0o755)
+    assert _doctor(cli)[1]["private files"]["status"] == "ok"  # the workspace folder is 0700
+    workspace.root.chmod(0o755)
+    code, checks = _doctor(cli)
+    assert code == 1 and checks["private files"]["status"] == "fail"
+    assert "keystore.json (0644)" in checks["private files"]["detail"]
+    assert ".sealml (0755)" in checks["private files"]["detail"]
+    assert "sealml.db" not in checks["private files"]["detail"]  # still 0600
+
+
+def test_the_users_sealml_state_is_checked_too(workspace: Workspace, cli: Any) -> None:
+    _sealed(workspace)
+    state = Path(os.environ["SEALML_STATE_DIR"])
+    (state / "kept").mkdir(mode=0o700)
+    stray = state / "kept" / "copied-by-hand.note"
+    stray.write_text("a checkpoint note")
+    stray.chmod(0o644)
+    assert _doctor(cli)[1]["private files"]["status"] == "ok"  # kept/ is 0700
+    for folder in (state, state / "kept"):
+        folder.chmod(0o755)
+    code, checks = _doctor(cli)
+    assert code == 1 and f"{stray} (0644)" in checks["private files"]["detail"]
+
+
+def test_missing_and_truncated_blobs_fail(workspace: Workspace, cli: Any) -> None:
+    blob = _sealed(workspace)
+    with blob.open("r+b") as handle:
+        handle.truncate(blob.stat().st_size - 1)
+    code, checks = _doctor(cli)
+    assert code == 1 and "wrong size" in checks["sealed blobs"]["detail"]
+    blob.unlink()
+    code, checks = _doctor(cli)
+    assert code == 1 and "missing" in checks["sealed blobs"]["detail"]
+
+
+def test_old_partial_writes_and_unapproved_policy_warn(workspace: Workspace, cli: Any) -> None:
+    _sealed(workspace)
+    partial = workspace.root / ".sealml" / "blobs" / "tmp" / "0123.part"
+    partial.write_bytes(b"ciphertext")
+    day_and_more = time.time() - 90_000
+    os.utime(partial, (day_and_more, day_and_more))
+    config = workspace.root / "sealml.toml"
+    config.write_text(
+        config.read_text() + "\n[registry.gates.staging]\nrequire_evaluation = true\n"
+    )
+    code, checks = _doctor(cli)
+    assert code == 0  # warnings only
+    assert checks["interrupted writes"]["status"] == "warn"
+    assert checks["policy"]["status"] == "warn" and "policy approve" in checks["policy"]["detail"]
+
+
+def test_a_rolled_back_ledger_fails(workspace: Workspace, cli: Any) -> None:
+    _sealed(workspace)
+    connection = sqlite3.connect(workspace.root / ".sealml" / "sealml.db")
+    with connection:
+        connection.execute(
+            "DELETE FROM ledger_events WHERE seq = (SELECT MAX(seq) FROM ledger_events)"
+        )
+    connection.close()
+    code, checks = _doctor(cli)
+    assert code == 1 and checks["audit ledger"]["status"] == "fail"
+
+
+def test_checks_a_person_may_not_run_are_warnings(workspace: Workspace, cli: Any) -> None:
+    workspace.config.access.roles["reader"] = ["dataset:read"]
+    workspace.approve_policy()
+    workspace.add_user("rita", ["reader"], password=Secret("rita-password"))
+    _sealed(workspace)
+    result = cli(
+        "doctor", "--json", env=admin_env(SEALML_USER="rita", SEALML_PASSWORD="rita-password")
+    )
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.code == 0
+    for name in ("sealed blobs", "audit ledger"):
+        assert checks[name]["status"] == "warn" and "not checked" in checks[name]["detail"]
+    assert "rows" not in checks["sealed blobs"]["detail"]  # no artifact named to her
