@@ -212,3 +212,25 @@ def test_tink_decrypts_one_segment_sealed_from_memory(params: StreamingParams) -
         io.BytesIO(seal(plaintext, params)), AAD
     ) as stream:
         assert stream.read() == plaintext
+
+
+@pytest.mark.parametrize("size", boundary_sizes(SMALL))
+def test_writer_and_reader_speak_the_stream_format(size: int) -> None:
+    """EncryptingWriter writes what decrypt_stream reads, in pieces of any size;
+    DecryptingReader reads what encrypt_stream wrote, and refuses a cut-short stream."""
+    from sealml.crypto.streaming import DecryptingReader, EncryptingWriter
+
+    plaintext = os.urandom(size)
+    sink = io.BytesIO()
+    writer = EncryptingWriter(KEY, AAD, sink, SMALL)
+    for start in range(0, size, 97):
+        assert writer.write(plaintext[start : start + 97]) == len(plaintext[start : start + 97])
+    writer.close()
+    assert len(sink.getvalue()) == SMALL.ciphertext_size(size)
+    assert unseal(sink.getvalue()) == plaintext
+    reader = DecryptingReader(KEY, AAD, io.BytesIO(seal(plaintext)), SMALL)
+    assert reader.read(5) + reader.read() == plaintext
+    cut = seal(plaintext)[: SMALL.header_size + SMALL.segment_size - SMALL.header_size]
+    if size > SMALL.first_plaintext_size:
+        with pytest.raises(IntegrityError):
+            DecryptingReader(KEY, AAD, io.BytesIO(cut), SMALL).read()

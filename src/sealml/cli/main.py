@@ -18,6 +18,7 @@ from ..errors import SealmlError
 from . import (
     artifacts,
     audit,
+    backup,
     data,
     doctor,
     keys,
@@ -69,6 +70,8 @@ app.command(name="gate")(models.gate_command)
 app.command()(serving.serve)
 app.command()(monitor.drill)
 app.command()(doctor.doctor)
+app.command()(backup.backup)
+app.command()(backup.restore)
 app.add_typer(users.app, name="user")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")

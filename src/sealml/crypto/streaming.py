@@ -23,7 +23,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -477,3 +477,74 @@ def decrypt_bytes(
     sink = io.BytesIO()
     decrypt_stream(main_key, associated_data, io.BytesIO(ciphertext), sink, params)
     return sink.getvalue()
+
+
+class EncryptingWriter(io.RawIOBase):
+    """A writable stream whose bytes reach *sink* encrypted, in the same format as
+    :func:`encrypt_stream`: for producers that write (``tarfile``, ``json.dump``) rather
+    than offer a source to read. :meth:`close` writes the last segment."""
+
+    def __init__(
+        self, main_key: bytes, associated_data: bytes, sink: Writable, params: StreamingParams
+    ) -> None:
+        super().__init__()
+        self._encrypter = SegmentEncrypter(main_key, associated_data, params)
+        self._sink = sink
+        self._params = params
+        self._pending = bytearray()
+        self._limit = params.first_plaintext_size
+        self._index = 0
+        self._out = bytearray(params.segment_size)
+        sink.write(memoryview(self._encrypter.header))
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any, /) -> int:
+        view = memoryview(data).cast("B")
+        self._pending += view
+        # A full segment is written only once more data follows: the last one is flagged.
+        while len(self._pending) > self._limit:
+            self._emit(memoryview(self._pending)[: self._limit], last=False)
+            del self._pending[: self._limit]
+            self._limit = self._params.plaintext_size
+        return len(view)
+
+    def _emit(self, plaintext: memoryview, last: bool) -> None:
+        size = self._encrypter.encrypt_into(self._index, plaintext, last, self._out)
+        self._sink.write(memoryview(self._out)[:size])
+        self._index += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self._emit(memoryview(self._pending), last=True)
+            self._pending.clear()
+        super().close()
+
+
+class DecryptingReader(io.RawIOBase):
+    """A readable view of the plaintext of a stream sealed by :func:`encrypt_stream` or
+    :class:`EncryptingWriter`: every byte returned comes from a segment whose tag
+    verified, and a stream cut short raises IntegrityError from ``read``."""
+
+    def __init__(
+        self, main_key: bytes, associated_data: bytes, source: Readable, params: StreamingParams
+    ) -> None:
+        super().__init__()
+        self._segments = iter_decrypted(main_key, associated_data, source, params)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any, /) -> int:
+        target = memoryview(buffer).cast("B")
+        while not self._pending:
+            segment = next(self._segments, None)
+            if segment is None:
+                return 0
+            self._pending = segment
+        count = min(len(target), len(self._pending))
+        target[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count

@@ -29,6 +29,31 @@ FORMAT = "sealml-keystore/1"
 _PREFIX = "local:"
 
 
+@contextlib.contextmanager
+def _writers_held(path: Path) -> Iterator[None]:
+    """Hold the keystore's file lock: no other process changes it inside the block."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def keystore_held(path: Path) -> Iterator[bytes]:
+    """The keystore file's bytes, with its writers held off until the block ends: a copy
+    of the database made inside the block refers only to keys this copy holds (a rotation
+    adds its key and destroys the old ones under the same lock)."""
+    with _writers_held(path):
+        try:
+            content = path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"no keystore at {path}") from None
+        yield content
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -165,18 +190,12 @@ class LocalKeystore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Serialise writers across processes and reload what another writer saved."""
-        lock_path = self._path.with_name(self._path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _writers_held(self._path):
             fresh = self._load(self._path)
             reopened = LocalKeystore(self._path, fresh, self._master)
             self._data, self._keks = reopened._data, reopened._keks
             yield
             write_private(self._path, json.dumps(self._data, indent=2).encode())
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     # -- KeyProvider ----------------------------------------------------------------------
 

@@ -1,0 +1,89 @@
+"""``sealml backup`` and ``sealml restore``: encrypted copies of a whole workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..config import CONFIG_NAME, load_config
+from ..workspace.core import find_root
+from . import credentials
+from .common import JsonOption, open_workspace, out, print_json, state
+
+
+def backup(
+    ctx: typer.Context,
+    output: Path = typer.Argument(..., help="The backup file to create (0600)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write an encrypted backup of the whole workspace to OUTPUT.
+
+    Configuration, a consistent copy of the database, the keystore and every live
+    artifact, encrypted and authenticated under a key derived from the workspace
+    passphrase (needed again to restore). Needs workspace:backup (admins)."""
+    from ..workspace.backup import create_backup
+
+    root = find_root(state(ctx).workspace)
+    config = load_config(root / CONFIG_NAME)
+    passphrase = credentials.passphrase_source(root, config.keys.passphrase_file)()
+    with open_workspace(ctx) as workspace:
+        made = create_backup(workspace, output, passphrase)
+    if as_json:
+        print_json(
+            {
+                "path": str(made.path),
+                "workspace_id": made.workspace_id,
+                "created_at": made.created_at,
+                "artifacts": made.artifacts,
+                "ledger_size": made.ledger_size,
+                "bytes": made.bytes,
+            }
+        )
+        return
+    out.print(
+        f"backed up {made.artifacts} artifacts and {made.ledger_size} ledger events to "
+        f"{made.path} ({made.bytes:,} bytes, encrypted)"
+    )
+
+
+def restore(
+    archive: Path = typer.Argument(..., help="A file made by `sealml backup`."),
+    folder: Path = typer.Argument(..., help="Where to restore the workspace (a new folder)."),
+    accept_rollback: bool = typer.Option(
+        False,
+        "--accept-rollback",
+        help="Restore even though this machine saw the ledger grow after the backup.",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Restore a backup into a new FOLDER after authenticating and checking all of it.
+
+    Needs the workspace passphrase of the time of the backup (SEALML_PASSPHRASE or a
+    prompt). Nothing is put in place unless everything verified."""
+    from ..workspace.backup import restore_backup
+
+    passphrase = credentials.passphrase_source(folder, None)()
+    restored = restore_backup(archive, folder, passphrase, accept_rollback=accept_rollback)
+    if as_json:
+        print_json(
+            {
+                "root": str(restored.root),
+                "workspace_id": restored.workspace_id,
+                "backup_created_at": restored.created_at,
+                "artifacts": restored.artifacts,
+                "ledger_size": restored.ledger_size,
+                "rolled_back_events": restored.rolled_back_events,
+            }
+        )
+        return
+    out.print(
+        f"restored the workspace of {restored.created_at} into {restored.root}: "
+        f"{restored.artifacts} artifacts, {restored.ledger_size} ledger events"
+    )
+    if restored.rolled_back_events:
+        out.print(
+            f"[yellow]{restored.rolled_back_events} later ledger events were rolled back; "
+            "this machine's witness now follows the restored ledger[/yellow]"
+        )
+    out.print("next: `sealml verify --all` and `sealml audit verify` in the restored workspace")

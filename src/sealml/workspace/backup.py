@@ -1,0 +1,427 @@
+"""Encrypted backups of a whole workspace, and restoring one into a new folder.
+
+Archive format ``sealml-backup/1``::
+
+    archive = MAGIC || uint32_be(len(header)) || header || body
+    header  = JSON: format, workspace id, creation time, Argon2id parameters and salt,
+              segment size
+    body    = the streaming AEAD (sealml.crypto.streaming) of a tar stream, keyed by
+              Argon2id(passphrase, salt), with MAGIC || length || header as associated data
+
+The tar stream holds ``manifest.json`` first (what the backup holds and the ledger's
+latest signed checkpoint), then ``sealml.toml``, a consistent copy of the SQLite database
+(SQLite's online backup), the keystore (copied while its writers are held off, so it
+holds every key the database copy refers to) and every live artifact's blob. Everything
+is authenticated: a changed, cut or extended archive, or a wrong passphrase, is refused
+before the restored workspace is put in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import re
+import shutil
+import sqlite3
+import struct
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from .._version import __version__
+from ..clock import utc_now
+from ..config import CONFIG_NAME, STATE_DIR, Config, load_config
+from ..crypto.kdf import Argon2idParams, derive_key, new_salt
+from ..crypto.secret import Secret
+from ..crypto.streaming import DecryptingReader, EncryptingWriter, StreamingParams
+from ..db.engine import Database
+from ..db.models import ArtifactRow
+from ..errors import ConfigError, IntegrityError, UsageError
+from ..fsutil import FILE_MODE, make_private_dir
+from ..keys.local import keystore_held
+from ..ledger import EventDraft, Ledger, NoteVerifier
+from ..store.artifacts import stream_params
+from ..witness import Witness
+from .core import WorkspaceCore
+
+FORMAT = "sealml-backup/1"
+MAGIC = b"sealml-backup/1\n"
+MAX_HEADER = 64 * 1024
+DATABASE = f"{STATE_DIR}/sealml.db"
+KEYSTORE = f"{STATE_DIR}/keystore.json"
+BLOBS = f"{STATE_DIR}/blobs"
+_MEMBER = re.compile(
+    rf"manifest\.json|{re.escape(CONFIG_NAME)}|{re.escape(DATABASE)}|{re.escape(KEYSTORE)}"
+    rf"|{re.escape(BLOBS)}/[0-9a-f]{{2}}/[0-9a-f]{{32}}"
+)
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """What a backup holds."""
+
+    path: Path
+    workspace_id: str
+    created_at: str
+    artifacts: int
+    ledger_size: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class RestoreInfo:
+    """What a restore put in place."""
+
+    root: Path
+    workspace_id: str
+    created_at: str
+    artifacts: int
+    ledger_size: int
+    rolled_back_events: int  # events this machine's witness saw after the backup
+
+
+def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) -> BackupInfo:
+    """Write an encrypted backup of *workspace* to *output* (a new file, 0600)."""
+    _check_default_layout(workspace.root, workspace.config)
+    workspace.authorize("workspace:backup", "workspace", action="workspace.backup")
+    output = output.expanduser().resolve()
+    if output.is_relative_to(workspace.root):
+        raise UsageError("write the backup outside the workspace folder")
+    workspace.record([workspace.event("workspace.backup", "workspace", file=output.name)])
+    params, salt = workspace.kdf_params, new_salt()
+    header = _header(workspace.config.workspace.id, params, salt)
+    key = derive_key(passphrase, salt, params)
+    try:
+        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        raise UsageError(f"{output} exists; refusing to overwrite it") from None
+    try:
+        with os.fdopen(descriptor, "wb") as sink:
+            sink.write(header)
+            writer = EncryptingWriter(key, header, sink, StreamingParams())
+            with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                manifest = _write_members(workspace, tar)
+            writer.close()
+            sink.flush()
+            os.fsync(sink.fileno())
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    return BackupInfo(
+        output,
+        workspace.config.workspace.id,
+        manifest["created_at"],
+        manifest["artifacts"],
+        manifest["ledger_size"],
+        output.stat().st_size,
+    )
+
+
+def _check_default_layout(root: Path, config: Config) -> None:
+    layout = {
+        "database.url": (config.database.url, f"sqlite:///{DATABASE}"),
+        "blobs.path": (config.blobs.path, BLOBS),
+        "keys.keystore": (config.keys.keystore, KEYSTORE),
+    }
+    for name, (value, default) in layout.items():
+        if value != default:
+            raise UsageError(
+                f"backups cover workspaces with everything in their folder; {name} is "
+                f"{value!r} (back a server database up with its own tools, e.g. pg_dump)"
+            )
+    if config.keys.provider != "local":
+        raise UsageError("backups need the local keystore (keys.provider = local)")
+
+
+def _header(workspace_id: str, params: Argon2idParams, salt: bytes) -> bytes:
+    meta = {
+        "format": FORMAT,
+        "workspace_id": workspace_id,
+        "created_at": utc_now(),
+        "kdf": params.to_dict(),
+        "salt": salt.hex(),
+        "segment_size": StreamingParams().segment_size,
+    }
+    body = json.dumps(meta, sort_keys=True).encode()
+    return MAGIC + struct.pack(">I", len(body)) + body
+
+
+def _write_members(workspace: WorkspaceCore, tar: tarfile.TarFile) -> dict[str, Any]:
+    root = workspace.root
+    with tempfile.TemporaryDirectory(dir=root / STATE_DIR, prefix="backup-") as scratch:
+        copy = Path(scratch) / "sealml.db"
+        with keystore_held(root / KEYSTORE) as keystore:
+            _copy_database(root / DATABASE, copy)
+        rows, ledger_size, note = _contents(copy)
+        blobs = sorted(row.blob_name for row in rows)
+        manifest = {
+            "format": FORMAT,
+            "workspace_id": workspace.config.workspace.id,
+            "created_at": utc_now(),
+            "sealml_version": __version__,
+            "artifacts": len(blobs),
+            "ledger_size": ledger_size,
+            "checkpoint": note,
+        }
+        _add_bytes(tar, "manifest.json", json.dumps(manifest, indent=2).encode())
+        _add_bytes(tar, CONFIG_NAME, (root / CONFIG_NAME).read_bytes())
+        tar.add(copy, arcname=DATABASE, recursive=False)
+        _add_bytes(tar, KEYSTORE, keystore)
+        for name in blobs:
+            path = root / BLOBS / name[:2] / name
+            try:
+                tar.add(path, arcname=f"{BLOBS}/{name[:2]}/{name}", recursive=False)
+            except FileNotFoundError:
+                raise UsageError(
+                    f"blob {name} vanished during the backup (an artifact was shredded?); "
+                    "run the backup again"
+                ) from None
+    return manifest
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a live SQLite database (its online backup API)."""
+    with (
+        contextlib.closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as live,
+        contextlib.closing(sqlite3.connect(target)) as copy,
+    ):
+        live.backup(copy)
+    target.chmod(FILE_MODE)
+
+
+def _contents(database_file: Path) -> tuple[list[ArtifactRow], int, str | None]:
+    """The live (not shredded) artifacts in a copied database, and the size and note of
+    its ledger's latest signed checkpoint."""
+    database = Database(f"sqlite:///{database_file}")
+    try:
+        with database.read() as session:
+            rows = list(
+                session.execute(
+                    select(ArtifactRow).where(ArtifactRow.shredded_at.is_(None))
+                ).scalars()
+            )
+            session.expunge_all()
+            latest = Ledger.latest_checkpoint(session)
+            return rows, (latest.size if latest else 0), (latest.note if latest else None)
+    finally:
+        database.dispose()
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), FILE_MODE, int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+# -- restore --------------------------------------------------------------------------------
+
+
+def restore_backup(
+    archive: Path, target: Path, passphrase: Secret, *, accept_rollback: bool = False
+) -> RestoreInfo:
+    """Restore *archive* into *target*, a folder that must not exist yet.
+
+    Everything is decrypted, authenticated and checked in a private folder beside
+    *target*, which becomes *target* only when all of it verified; on any failure it is
+    removed and nothing else is touched. If this machine's witness saw the workspace's
+    ledger grow past the backup, restoring rolls those events back: refused unless
+    *accept_rollback*, and then the old witness note is kept beside the new one.
+    """
+    target = target.expanduser().resolve()
+    if target.exists():
+        raise UsageError(f"{target} exists; restore into a new folder")
+    if not target.parent.is_dir():
+        raise UsageError(f"{target.parent} is not a folder")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.restoring-", dir=target.parent))
+    try:
+        with _open_archive(archive) as source:
+            header = _read_header(source)
+            meta = _parse_header(header)
+            key = derive_key(passphrase, bytes.fromhex(meta["salt"]), meta["kdf"])
+            reader = _ArchiveReader(key, header, source, meta["params"])
+            manifest = _extract(reader, staging, meta["workspace_id"])
+        restored = _check_restored(staging, manifest, accept_rollback)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _witness_restored(load_config(target / CONFIG_NAME), manifest, restored.rolled_back_events)
+    _record_restore(target, passphrase, archive, manifest, restored.rolled_back_events)
+    return dataclasses.replace(restored, root=target)
+
+
+@contextlib.contextmanager
+def _open_archive(archive: Path) -> Iterator[io.BufferedReader]:
+    try:
+        with archive.expanduser().open("rb") as source:
+            yield source
+    except (FileNotFoundError, IsADirectoryError):
+        raise UsageError(f"backup {archive} does not exist") from None
+
+
+def _read_header(source: io.BufferedReader) -> bytes:
+    magic = source.read(len(MAGIC))
+    if magic != MAGIC:
+        raise UsageError("not a sealml backup (or a newer format than this sealml reads)")
+    length_bytes = source.read(4)
+    length = struct.unpack(">I", length_bytes)[0] if len(length_bytes) == 4 else 0
+    if not 0 < length <= MAX_HEADER:
+        raise IntegrityError("the backup's header is damaged")
+    body = source.read(length)
+    if len(body) != length:
+        raise IntegrityError("the backup is cut short in its header")
+    return magic + length_bytes + body
+
+
+def _parse_header(header: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(header[len(MAGIC) + 4 :])
+        if meta["format"] != FORMAT:
+            raise UsageError(f"backup format {meta['format']!r} is not {FORMAT}")
+        return {
+            "workspace_id": str(meta["workspace_id"]),
+            "salt": str(meta["salt"]),
+            "kdf": Argon2idParams.from_dict(meta["kdf"]),
+            "params": StreamingParams(segment_size=int(meta["segment_size"])),
+        }
+    except (ValueError, KeyError, TypeError, ConfigError):
+        raise IntegrityError("the backup's header is damaged") from None
+
+
+class _ArchiveReader(DecryptingReader):
+    """The archive's plaintext; a failed segment says what it means for a backup."""
+
+    def readinto(self, buffer: Any, /) -> int:
+        try:
+            return super().readinto(buffer)
+        except IntegrityError:
+            raise IntegrityError(
+                "the backup failed authentication: a wrong passphrase, or the file was "
+                "changed or cut short"
+            ) from None
+
+
+def _extract(reader: DecryptingReader, staging: Path, workspace_id: str) -> dict[str, Any]:
+    """Write the archive's members under *staging*: only the names a backup holds, only
+    regular files, each created 0600 in 0700 folders; the manifest comes first."""
+    manifest: dict[str, Any] | None = None
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile() or not _MEMBER.fullmatch(member.name):
+                    raise IntegrityError(f"the backup holds an unexpected entry {member.name!r}")
+                content = tar.extractfile(member)
+                assert content is not None  # a regular file
+                if manifest is None:
+                    if member.name != "manifest.json":
+                        raise IntegrityError("the backup does not start with its manifest")
+                    manifest = _manifest(content.read(MAX_HEADER + 1), workspace_id)
+                    continue
+                path = staging / member.name
+                make_private_dir(path.parent)
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                with os.fdopen(descriptor, "wb") as out:
+                    shutil.copyfileobj(content, out, 1 << 20)
+    except tarfile.TarError:
+        raise IntegrityError("the backup's content is damaged") from None
+    except FileExistsError:
+        raise IntegrityError("the backup holds an entry twice") from None
+    if manifest is None:
+        raise IntegrityError("the backup is empty")
+    return manifest
+
+
+def _manifest(data: bytes, workspace_id: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(data)
+        if manifest["format"] != FORMAT or manifest["workspace_id"] != workspace_id:
+            raise ValueError
+        int(manifest["ledger_size"]), int(manifest["artifacts"])
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError("the backup's manifest is damaged") from None
+    return dict(manifest)
+
+
+def _check_restored(staging: Path, manifest: dict[str, Any], accept_rollback: bool) -> RestoreInfo:
+    """What the restored files hold agrees with the manifest: config, every live blob at
+    its sealed size, the ledger's latest checkpoint; and the rollback the restore is."""
+    for needed in (CONFIG_NAME, DATABASE, KEYSTORE):
+        if not (staging / needed).is_file():
+            raise IntegrityError(f"the backup lacks {needed}")
+    config = load_config(staging / CONFIG_NAME)
+    if config.workspace.id != manifest["workspace_id"]:
+        raise IntegrityError("the backup's configuration belongs to another workspace")
+    rows, size, note = _contents(staging / DATABASE)
+    for row in rows:
+        blob = staging / BLOBS / row.blob_name[:2] / row.blob_name
+        sealed = stream_params(row).ciphertext_size(row.size)
+        if not blob.is_file() or blob.stat().st_size != sealed:
+            raise IntegrityError(f"the backup lacks the blob of artifact {row.id}")
+    if size != manifest["ledger_size"] or note != manifest["checkpoint"]:
+        raise IntegrityError("the backup's ledger does not match its manifest")
+    seen = _witness(config).load()
+    rolled_back = max(0, seen.size - size) if seen is not None else 0
+    if rolled_back and not accept_rollback:
+        raise UsageError(
+            f"this machine saw the workspace's ledger reach {size + rolled_back} events and "
+            f"the backup holds {size}: restoring rolls {rolled_back} back. Re-run with "
+            "--accept-rollback to restore it anyway"
+        )
+    return RestoreInfo(
+        staging,
+        manifest["workspace_id"],
+        manifest["created_at"],
+        int(manifest["artifacts"]),
+        size,
+        rolled_back,
+    )
+
+
+def _witness(config: Config) -> Witness:
+    try:
+        return Witness(config.workspace.id, NoteVerifier.decode(config.ledger.verifier_key))
+    except UsageError:
+        raise IntegrityError("the backup's configuration holds a malformed verifier key") from None
+
+
+def _witness_restored(config: Config, manifest: dict[str, Any], rolled_back: int) -> None:
+    """Point this machine's witness at the restored ledger; after an accepted rollback,
+    the note it held is kept beside it."""
+    witness = _witness(config)
+    if rolled_back and witness.path.exists():
+        kept = f"{witness.path.name}.before-restore-{int(time.time())}"
+        witness.path.rename(witness.path.with_name(kept))
+    if manifest["checkpoint"]:
+        witness.advance(manifest["checkpoint"])
+
+
+def _record_restore(
+    root: Path, passphrase: Secret, archive: Path, manifest: dict[str, Any], rolled_back: int
+) -> None:
+    from . import Workspace
+
+    with Workspace.open(root, passphrase=passphrase) as restored:
+        _ = restored.keys  # unlocked, so the event is anchored by a signed checkpoint
+        restored.record(
+            [
+                EventDraft(
+                    principal="-",
+                    action="workspace.restore",
+                    resource="workspace",
+                    details={
+                        "file": archive.name,
+                        "backup_created_at": manifest["created_at"],
+                        "rolled_back_events": rolled_back,
+                    },
+                )
+            ]
+        )

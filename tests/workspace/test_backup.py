@@ -1,0 +1,162 @@
+"""`sealml backup` / `sealml restore`: a whole workspace round-trips, and a backup that is
+changed, cut, forged, decrypted with the wrong passphrase or would roll the ledger back
+is refused without leaving anything behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealml import Secret, Workspace
+from sealml.crypto.kdf import FAST_PARAMS, derive_key, new_salt
+from sealml.crypto.streaming import EncryptingWriter, StreamingParams
+from sealml.workspace import backup as backups
+
+from ..conftest import PASSPHRASE, admin_env
+
+BIG = os.urandom(3 * (1 << 20) + 123)  # several stream segments
+
+
+@pytest.fixture
+def archive(workspace: Workspace, tmp_path: Path, cli: Any) -> Path:
+    workspace.put(io.BytesIO(BIG), "dataset", "big")
+    workspace.put(io.BytesIO(b"age,income\n41,52000\n"), "dataset", "small")
+    workspace.close()
+    path = tmp_path / "ws.backup"
+    made = cli("backup", str(path), "--json", env=admin_env())
+    assert made.code == 0, made.stderr
+    assert json.loads(made.stdout)["artifacts"] == 2
+    return path
+
+
+def _restore(cli: Any, archive: Path, folder: Path, *extra: str, **env: str) -> Any:
+    return cli("restore", str(archive), str(folder), *extra, env=admin_env(**env))
+
+
+def _nothing_left(folder: Path) -> None:
+    assert not folder.exists()
+    assert not [p for p in folder.parent.iterdir() if ".restoring-" in p.name]
+
+
+def test_round_trip(archive: Path, tmp_path: Path, cli: Any) -> None:
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert BIG[:64] not in archive.read_bytes()  # encrypted
+    target = tmp_path / "restored"
+    result = _restore(cli, archive, target, "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["rolled_back_events"] == 0
+    for path in [target, *target.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, (path, oct(mode))
+    env = admin_env(SEALML_WORKSPACE=str(target))
+    assert cli("verify", "--all", env=env).code == 0
+    assert cli("audit", "verify", env=env).code == 0
+    assert cli("get", "big", "-o", str(tmp_path / "big"), env=env).code == 0
+    assert (tmp_path / "big").read_bytes() == BIG
+    shown = cli("audit", "show", "--action", "workspace.*", "--json", env=env).stdout
+    assert "workspace.backup" in shown and "workspace.restore" in shown
+
+
+def test_backup_refusals(archive: Path, workspace: Workspace, cli: Any) -> None:
+    again = cli("backup", str(archive), env=admin_env())
+    assert again.code == 2 and "exists" in again.stderr
+    inside = cli("backup", str(workspace.root / "copy.backup"), env=admin_env())
+    assert inside.code == 2 and "outside the workspace" in inside.stderr
+    ws = Workspace.open(workspace.root, passphrase=Secret(PASSPHRASE))
+    ws.login("admin", Secret("admin-password-1"))
+    ws.add_user("dana", ["data-scientist"], password=Secret("dana-password"))
+    ws.close()
+    denied = cli(
+        "backup",
+        str(archive.with_name("dana.backup")),
+        env=admin_env(SEALML_USER="dana", SEALML_PASSWORD="dana-password"),
+    )
+    assert denied.code == 2 and "workspace:backup" in denied.stderr
+    assert not archive.with_name("dana.backup").exists()
+
+
+def test_wrong_passphrase_and_existing_target(archive: Path, tmp_path: Path, cli: Any) -> None:
+    target = tmp_path / "restored"
+    wrong = _restore(cli, archive, target, SEALML_PASSPHRASE="not the passphrase")
+    assert wrong.code == 1 and "failed authentication" in wrong.stderr
+    _nothing_left(target)
+    target.mkdir()
+    exists = _restore(cli, archive, target)
+    assert exists.code == 2 and "exists" in exists.stderr
+
+
+@pytest.mark.parametrize("where", ["header", "body", "end", "cut"])
+def test_changed_or_cut_archives_are_refused(
+    archive: Path, tmp_path: Path, cli: Any, where: str
+) -> None:
+    data = bytearray(archive.read_bytes())
+    if where == "cut":
+        del data[-5000:]
+    else:
+        at = {"header": len(backups.MAGIC) + 20, "body": len(data) // 2, "end": len(data) - 3}
+        data[at[where]] ^= 0x01
+    archive.write_bytes(bytes(data))
+    target = tmp_path / "restored"
+    result = _restore(cli, archive, target)
+    assert result.code in (1, 2) and result.stderr.startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    _nothing_left(target)
+
+
+def test_not_a_backup(tmp_path: Path, cli: Any) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    result = _restore(cli, other, tmp_path / "restored")
+    assert result.code == 2 and "not a sealml backup" in result.stderr
+    missing = _restore(cli, tmp_path / "none.backup", tmp_path / "restored")
+    assert missing.code == 2 and "does not exist" in missing.stderr
+
+
+def test_a_restore_that_rolls_the_ledger_back_needs_consent(
+    archive: Path, workspace: Workspace, tmp_path: Path, cli: Any
+) -> None:
+    assert cli("ls", env=admin_env()).code == 0  # a login: the ledger grows past the backup
+    target = tmp_path / "restored"
+    refused = _restore(cli, archive, target)
+    assert refused.code == 2 and "--accept-rollback" in refused.stderr
+    _nothing_left(target)
+    accepted = _restore(cli, archive, target, "--accept-rollback", "--json")
+    assert accepted.code == 0, accepted.stderr
+    assert json.loads(accepted.stdout)["rolled_back_events"] >= 1
+    witness = Path(os.environ["SEALML_STATE_DIR"]) / "witness"
+    assert list(witness.glob("*.note.before-restore-*"))
+    env = admin_env(SEALML_WORKSPACE=str(target))
+    assert cli("audit", "verify", env=env).code == 0
+
+
+def test_a_forged_archive_cannot_write_outside_its_folder(
+    archive: Path, tmp_path: Path, cli: Any
+) -> None:
+    """Even with the right passphrase, only the names a backup holds are extracted."""
+    header = backups._header("0" * 32, FAST_PARAMS, salt := new_salt())
+    key = derive_key(Secret(PASSPHRASE), salt, FAST_PARAMS)
+    forged = tmp_path / "forged.backup"
+    with forged.open("wb") as sink:
+        sink.write(header)
+        writer = EncryptingWriter(key, header, sink, StreamingParams())
+        with tarfile.open(fileobj=writer, mode="w|") as tar:
+            manifest = {"format": backups.FORMAT, "workspace_id": "0" * 32,
+                        "ledger_size": 0, "artifacts": 0}  # fmt: skip
+            for name, data in [("manifest.json", json.dumps(manifest).encode()),
+                               ("../escaped.txt", b"owned")]:  # fmt: skip
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        writer.close()
+    target = tmp_path / "restored"
+    result = _restore(cli, forged, target)
+    assert result.code == 1 and "unexpected entry" in result.stderr
+    assert not (tmp_path / "escaped.txt").exists()
+    _nothing_left(target)
