@@ -160,3 +160,12 @@ def test_a_forged_archive_cannot_write_outside_its_folder(
     assert result.code == 1 and "unexpected entry" in result.stderr
     assert not (tmp_path / "escaped.txt").exists()
     _nothing_left(target)
+
+
+def test_only_self_contained_workspaces_are_backed_up(workspace: Workspace, tmp_path: Path) -> None:
+    from sealml.errors import UsageError
+
+    workspace.config.database.url = "postgresql+psycopg://sealml@/sealml"
+    with pytest.raises(UsageError, match="pg_dump"):
+        backups.create_backup(workspace, tmp_path / "ws.backup", Secret(PASSPHRASE))
+    assert not (tmp_path / "ws.backup").exists()
