@@ -60,8 +60,8 @@ def test_round_trip(archive: Path, tmp_path: Path, cli: Any) -> None:
     assert cli("audit", "verify", env=env).code == 0
     assert cli("get", "big", "-o", str(tmp_path / "big"), env=env).code == 0
     assert (tmp_path / "big").read_bytes() == BIG
-    shown = cli("audit", "show", "--action", "workspace.*", "--json", env=env).stdout
-    assert "workspace.backup" in shown and "workspace.restore" in shown
+    restored = cli("audit", "show", "--action", "workspace.*", "--json", env=env).stdout
+    assert "workspace.backup" in restored and "workspace.restore" in restored
 
 
 def test_backup_refusals(archive: Path, workspace: Workspace, cli: Any) -> None:

@@ -91,11 +91,13 @@ class RestoreInfo:
 
 def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) -> BackupInfo:
     """Write an encrypted backup of *workspace* to *output* (a new file, 0600)."""
-    _check_default_layout(workspace.root, workspace.config)
+    _check_default_layout(workspace.config)
     workspace.authorize("workspace:backup", "workspace", action="workspace.backup")
     output = output.expanduser().resolve()
     if output.is_relative_to(workspace.root):
         raise UsageError("write the backup outside the workspace folder")
+    # Recorded first, so that the backup holds its own event and a restore on this
+    # machine rolls nothing back; a failure is recorded after it.
     workspace.record([workspace.event("workspace.backup", "workspace", file=output.name)])
     params, salt = workspace.kdf_params, new_salt()
     header = _header(workspace.config.workspace.id, params, salt)
@@ -113,8 +115,13 @@ def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) ->
             writer.close()
             sink.flush()
             os.fsync(sink.fileno())
-    except BaseException:
+    except BaseException as error:
         output.unlink(missing_ok=True)
+        failed = workspace.event(
+            "workspace.backup", "workspace", "failed", file=output.name, error=type(error).__name__
+        )
+        with contextlib.suppress(Exception):  # best effort: the original error matters
+            workspace.record([failed])
         raise
     return BackupInfo(
         output,
@@ -126,7 +133,7 @@ def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) ->
     )
 
 
-def _check_default_layout(root: Path, config: Config) -> None:
+def _check_default_layout(config: Config) -> None:
     layout = {
         "database.url": (config.database.url, f"sqlite:///{DATABASE}"),
         "blobs.path": (config.blobs.path, BLOBS),
@@ -191,7 +198,7 @@ def _write_members(workspace: WorkspaceCore, tar: tarfile.TarFile) -> dict[str, 
 def _copy_database(source: Path, target: Path) -> None:
     """A consistent copy of a live SQLite database (its online backup API)."""
     with (
-        contextlib.closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as live,
+        contextlib.closing(sqlite3.connect(source)) as live,
         contextlib.closing(sqlite3.connect(target)) as copy,
     ):
         live.backup(copy)
