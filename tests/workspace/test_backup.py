@@ -69,6 +69,10 @@ def test_backup_refusals(archive: Path, workspace: Workspace, cli: Any) -> None:
     assert again.code == 2 and "exists" in again.stderr
     inside = cli("backup", str(workspace.root / "copy.backup"), env=admin_env())
     assert inside.code == 2 and "outside the workspace" in inside.stderr
+    nowhere = cli("backup", str(archive.parent / "none" / "x.backup"), env=admin_env())
+    assert nowhere.code == 2 and "is not a folder" in nowhere.stderr
+    events = cli("audit", "show", "--action", "workspace.backup", "--json", env=admin_env())
+    assert events.stdout.count('"workspace.backup"') == 1  # only the backup that was made
     ws = Workspace.open(workspace.root, passphrase=Secret(PASSPHRASE))
     ws.login("admin", Secret("admin-password-1"))
     ws.add_user("dana", ["data-scientist"], password=Secret("dana-password"))

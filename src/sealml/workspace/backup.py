@@ -96,16 +96,23 @@ def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) ->
     output = output.expanduser().resolve()
     if output.is_relative_to(workspace.root):
         raise UsageError("write the backup outside the workspace folder")
-    # Recorded first, so that the backup holds its own event and a restore on this
-    # machine rolls nothing back; a failure is recorded after it.
-    workspace.record([workspace.event("workspace.backup", "workspace", file=output.name)])
-    params, salt = workspace.kdf_params, new_salt()
-    header = _header(workspace.config.workspace.id, params, salt)
-    key = derive_key(passphrase, salt, params)
     try:
         descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
         raise UsageError(f"{output} exists; refusing to overwrite it") from None
+    except FileNotFoundError:
+        raise UsageError(f"{output.parent} is not a folder") from None
+    # Recorded first, so that the backup holds its own event and a restore on this
+    # machine rolls nothing back; a failure is recorded after it.
+    try:
+        workspace.record([workspace.event("workspace.backup", "workspace", file=output.name)])
+        params, salt = workspace.kdf_params, new_salt()
+        header = _header(workspace.config.workspace.id, params, salt)
+        key = derive_key(passphrase, salt, params)
+    except BaseException:
+        os.close(descriptor)
+        output.unlink(missing_ok=True)
+        raise
     try:
         with os.fdopen(descriptor, "wb") as sink:
             sink.write(header)
