@@ -173,3 +173,20 @@ def test_only_self_contained_workspaces_are_backed_up(workspace: Workspace, tmp_
     with pytest.raises(UsageError, match="pg_dump"):
         backups.create_backup(workspace, tmp_path / "ws.backup", Secret(PASSPHRASE))
     assert not (tmp_path / "ws.backup").exists()
+
+
+def test_check_verifies_without_restoring(archive: Path, tmp_path: Path, cli: Any) -> None:
+    before = sorted(tmp_path.iterdir())
+    checked = cli("restore", str(archive), "--check", "--json", env=admin_env())
+    assert checked.code == 0, checked.stderr
+    assert json.loads(checked.stdout)["artifacts"] == 2
+    assert sorted(tmp_path.iterdir()) == before
+    usage = cli("restore", str(archive), env=admin_env())
+    assert usage.code == 2 and "--check" in usage.stderr
+    both = cli("restore", str(archive), str(tmp_path / "x"), "--check", env=admin_env())
+    assert both.code == 2
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 3] ^= 0x80
+    archive.write_bytes(bytes(data))
+    damaged = cli("restore", str(archive), "--check", env=admin_env())
+    assert damaged.code == 1 and "failed authentication" in damaged.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..config import CONFIG_NAME, load_config
+from ..errors import UsageError
 from ..workspace.core import find_root
 from . import credentials
 from .common import JsonOption, open_workspace, out, print_json, state
@@ -49,7 +50,12 @@ def backup(
 
 def restore(
     archive: Path = typer.Argument(..., help="A file made by `sealml backup`."),
-    folder: Path = typer.Argument(..., help="Where to restore the workspace (a new folder)."),
+    folder: Path | None = typer.Argument(
+        None, help="Where to restore the workspace (a new folder; not with --check)."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Only authenticate and check the backup; restore nothing."
+    ),
     accept_rollback: bool = typer.Option(
         False,
         "--accept-rollback",
@@ -60,15 +66,21 @@ def restore(
     """Restore a backup into a new FOLDER after authenticating and checking all of it.
 
     Needs the workspace passphrase of the time of the backup (SEALML_PASSPHRASE or a
-    prompt). Nothing is put in place unless everything verified."""
-    from ..workspace.backup import restore_backup
+    prompt). Nothing is put in place unless everything verified; with --check, nothing is
+    put in place at all."""
+    from ..workspace.backup import check_backup, restore_backup
 
-    passphrase = credentials.passphrase_source(folder, None)()
-    restored = restore_backup(archive, folder, passphrase, accept_rollback=accept_rollback)
+    if (folder is None) != check:
+        raise UsageError("give a FOLDER to restore into, or --check without one")
+    passphrase = credentials.passphrase_source(folder or archive.parent, None)()
+    if folder is None:
+        restored = check_backup(archive, passphrase)
+    else:
+        restored = restore_backup(archive, folder, passphrase, accept_rollback=accept_rollback)
     if as_json:
         print_json(
             {
-                "root": str(restored.root),
+                "root": None if check else str(restored.root),
                 "workspace_id": restored.workspace_id,
                 "backup_created_at": restored.created_at,
                 "artifacts": restored.artifacts,
@@ -77,13 +89,16 @@ def restore(
             }
         )
         return
-    out.print(
-        f"restored the workspace of {restored.created_at} into {restored.root}: "
-        f"{restored.artifacts} artifacts, {restored.ledger_size} ledger events"
-    )
+    what = f"{restored.artifacts} artifacts, {restored.ledger_size} ledger events"
+    if check:
+        out.print(f"the backup of {restored.created_at} verified: {what}")
+    else:
+        out.print(f"restored the workspace of {restored.created_at} into {restored.root}: {what}")
     if restored.rolled_back_events:
+        done = "would roll back" if check else "rolled back"
         out.print(
-            f"[yellow]{restored.rolled_back_events} later ledger events were rolled back; "
-            "this machine's witness now follows the restored ledger[/yellow]"
+            f"[yellow]restoring {done} {restored.rolled_back_events} later ledger events "
+            "this machine saw[/yellow]"
         )
-    out.print("next: `sealml verify --all` and `sealml audit verify` in the restored workspace")
+    if not check:
+        out.print("next: `sealml verify --all` and `sealml audit verify` in the restored workspace")

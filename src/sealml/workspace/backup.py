@@ -257,12 +257,7 @@ def restore_backup(
         raise UsageError(f"{target.parent} is not a folder")
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.restoring-", dir=target.parent))
     try:
-        with _open_archive(archive) as source:
-            header = _read_header(source)
-            meta = _parse_header(header)
-            key = derive_key(passphrase, bytes.fromhex(meta["salt"]), meta["kdf"])
-            reader = _ArchiveReader(key, header, source, meta["params"])
-            manifest = _extract(reader, staging, meta["workspace_id"])
+        manifest = _unpack(archive, staging, passphrase)
         restored = _check_restored(staging, manifest, accept_rollback)
         staging.rename(target)
     except BaseException:
@@ -271,6 +266,28 @@ def restore_backup(
     _witness_restored(load_config(target / CONFIG_NAME), manifest, restored.rolled_back_events)
     _record_restore(target, passphrase, archive, manifest, restored.rolled_back_events)
     return dataclasses.replace(restored, root=target)
+
+
+def check_backup(archive: Path, passphrase: Secret) -> RestoreInfo:
+    """Everything :func:`restore_backup` checks, in a private temporary folder removed
+    afterwards: a backup that passes can be restored. Its ``root`` no longer exists;
+    ``rolled_back_events`` says what restoring it on this machine would roll back."""
+    staging = Path(tempfile.mkdtemp(prefix="sealml-backup-check-"))
+    try:
+        manifest = _unpack(archive, staging, passphrase)
+        return _check_restored(staging, manifest, accept_rollback=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _unpack(archive: Path, staging: Path, passphrase: Secret) -> dict[str, Any]:
+    """Authenticate *archive* and extract it into *staging*; returns its manifest."""
+    with _open_archive(archive) as source:
+        header = _read_header(source)
+        meta = _parse_header(header)
+        key = derive_key(passphrase, bytes.fromhex(meta["salt"]), meta["kdf"])
+        reader = _ArchiveReader(key, header, source, meta["params"])
+        return _extract(reader, staging, meta["workspace_id"])
 
 
 @contextlib.contextmanager
