@@ -47,9 +47,14 @@ class KdfSection(_Section):
 
 
 class KeysSection(_Section):
-    provider: Literal["local"] = "local"
+    # KEKs: "local" in the keystore file, "pkcs11" in a PKCS#11 token (the keystore then
+    # keeps only the workspace's signing key and named secrets).
+    provider: Literal["local", "pkcs11"] = "local"
     keystore: str = f"{STATE_DIR}/keystore.json"
     passphrase_file: str | None = None
+    hsm_module: str | None = None
+    hsm_token: str | None = None
+    hsm_pin_file: str | None = None
     kdf: KdfSection = Field(default_factory=KdfSection)
 
 

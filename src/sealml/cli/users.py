@@ -12,8 +12,9 @@ from ..crypto.kdf import DEFAULT_PARAMS, FAST_PARAMS
 from ..crypto.secret import Secret
 from ..errors import UsageError
 from ..fsutil import create_private
+from ..keys.pkcs11 import TokenSettings
 from ..workspace import Workspace
-from ..workspace.core import find_root
+from ..workspace.core import HSM_PIN_ENV, find_root
 from . import credentials
 from .common import JsonOption, open_workspace, out, print_json, print_table, state
 
@@ -39,13 +40,23 @@ def init(
         help="An empty PostgreSQL database (postgresql+psycopg://user@host/db; the password "
         "in ~/.pgpass or PGPASSWORD) instead of the workspace's own SQLite file.",
     ),
+    hsm_module: Path | None = typer.Option(
+        None,
+        "--hsm-module",
+        help="A PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so): keep the "
+        "key-encryption keys in its token (--hsm-token), PIN from SEALML_HSM_PIN.",
+    ),
+    hsm_token: str | None = typer.Option(None, "--hsm-token", help="The token's label."),
     as_json: bool = JsonOption,
 ) -> None:
     """Create a workspace: config, database, blob store, keystore and the first admin.
 
     The keystore passphrase comes from SEALML_PASSPHRASE (or a prompt), the admin's password
-    from SEALML_PASSWORD (or a prompt).
+    from SEALML_PASSWORD (or a prompt), an HSM token's PIN from SEALML_HSM_PIN (or a
+    prompt).
     """
+    if (hsm_module is None) != (hsm_token is None):
+        raise UsageError("give --hsm-module and --hsm-token together")
     root = find_root(directory if directory is not None else state(ctx).workspace)
     passphrase = credentials.new_secret_from_env(credentials.PASSPHRASE_ENV, "Keystore passphrase")
     password = credentials.new_secret_from_env(credentials.PASSWORD_ENV, f"Password for {admin}")
@@ -57,6 +68,10 @@ def init(
         name=name,
         kdf=FAST_PARAMS if insecure_fast_kdf else DEFAULT_PARAMS,
         database_url=database_url,
+        hsm=TokenSettings(str(hsm_module), hsm_token) if hsm_module and hsm_token else None,
+        hsm_pin=credentials.new_secret_from_env(HSM_PIN_ENV, "HSM token PIN")
+        if hsm_module
+        else None,
     )
     workspace.close()
     result = {

@@ -8,6 +8,7 @@ from ..access.principals import Actor
 from ..clock import utc_now
 from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams
 from ..crypto.secret import Secret
+from ..keys.pkcs11 import TokenSettings
 from ..ledger import EventDraft
 from .artifacts import ArtifactCheck, StoreReport
 from .audit import AuditOperations
@@ -40,14 +41,18 @@ class Workspace(IncidentOperations, UserOperations, AuditOperations):
         name: str = "sealml",
         kdf: Argon2idParams = DEFAULT_PARAMS,
         database_url: str | None = None,
+        hsm: TokenSettings | None = None,
+        hsm_pin: Secret | None = None,
     ) -> Workspace:
         """Create a workspace at *path* with its first admin, who becomes the actor.
 
         The metadata database is a SQLite file in the workspace unless *database_url*
         names another (PostgreSQL: ``postgresql+psycopg://user@host/db``, an empty
         database, the password in ``~/.pgpass`` or ``PGPASSWORD``, never in the URL).
-        Refuses to touch a folder or database that already holds a workspace; on any
-        failure the partly created workspace is removed.
+        Its key-encryption keys live in the keystore file unless *hsm* names a PKCS#11
+        token (opened with *hsm_pin*) to generate and keep them in. Refuses to touch a
+        folder or database that already holds a workspace; on any failure the partly
+        created workspace is removed.
         """
         from ..access.principals import MIN_PASSWORD_LENGTH, check_name
         from ..errors import UsageError
@@ -57,7 +62,13 @@ class Workspace(IncidentOperations, UserOperations, AuditOperations):
             raise UsageError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
         root = Path(path).expanduser().resolve()
         workspace = cls._setup(
-            root, name=name, passphrase=passphrase, kdf=kdf, database=database_url
+            root,
+            name=name,
+            passphrase=passphrase,
+            kdf=kdf,
+            database=database_url,
+            token=hsm,
+            token_pin=hsm_pin,
         )
         try:
             with workspace.transaction() as session:
@@ -91,8 +102,10 @@ class Workspace(IncidentOperations, UserOperations, AuditOperations):
                     ],
                 )
         except BaseException:
+            token = workspace._token
+            workspace._token = None
             workspace.close()
-            cls._abandon(root, workspace.db)
+            cls._abandon(root, workspace.db, token)
             raise
         workspace.actor = Actor(principal, key, "init")
         return workspace

@@ -452,16 +452,16 @@ class ArtifactOperations(WorkspaceCore):
         Sealed bodies are not touched: only the small wrapped keys change.
         """
         self.authorize("keys:admin", "keys", action="keys.rotate")
-        keystore = self.keystore
-        old = keystore.kek_ids()
-        new = keystore.rotate()
+        provider = self.keys
+        old = provider.kek_ids()
+        new = provider.rotate()
         with self.transaction() as session:
-            count = rewrap_all(keystore, DatabaseDataKeys(session))
+            count = rewrap_all(provider, DatabaseDataKeys(session))
             self.append(
                 session,
                 [self.event("keys.rotate", "keys", kek=new, rewrapped=count, destroyed=old)],
             )
-        keystore.destroy(old)
+        provider.destroy(old)
         self.db.truncate_journal()
         return {"kek": new, "rewrapped": count, "destroyed": old}
 

@@ -152,8 +152,6 @@ def _check_default_layout(config: Config) -> None:
                 f"backups cover workspaces with everything in their folder; {name} is "
                 f"{value!r} (back a server database up with its own tools, e.g. pg_dump)"
             )
-    if config.keys.provider != "local":
-        raise UsageError("backups need the local keystore (keys.provider = local)")
 
 
 def _header(workspace_id: str, params: Argon2idParams, salt: bytes) -> bytes:

@@ -48,11 +48,13 @@ from ..errors import (
 )
 from ..fsutil import create_private
 from ..keys.local import LocalKeystore
+from ..keys.pkcs11 import Pkcs11Provider, TokenSettings
 from ..keys.provider import KeyProvider
 from ..ledger import EventDraft, Ledger, NoteSigner, NoteVerifier
 from ..store.blobs import BlobStore, LocalBlobStore
 from ..witness import Witness
 
+HSM_PIN_ENV = "SEALML_HSM_PIN"
 SIGNING_SECRET = "workspace-signing-key"  # noqa: S105 (a keystore entry name)
 PSEUDONYM_SECRET = "pii-pseudonym-key"  # noqa: S105
 TOKEN_SECRET = "pii-token-key"  # noqa: S105
@@ -94,6 +96,7 @@ class WorkspaceCore:
         self._witness_due = False
         self._passphrase = passphrase
         self._keystore: LocalKeystore | None = None
+        self._token: Pkcs11Provider | None = None
         self._note_signer: NoteSigner | None = None
         self.actor: Actor | None = None
 
@@ -111,6 +114,7 @@ class WorkspaceCore:
         passphrase: Secret,
         kdf: Argon2idParams,
         database: str | None,
+        token: TokenSettings | None,
     ) -> tuple[Config, LocalKeystore, NoteSigner]:
         workspace_id = uuid.uuid4().hex
         state = root / STATE_DIR
@@ -126,6 +130,9 @@ class WorkspaceCore:
         config.keys.kdf = KdfSection(**kdf.to_dict())
         if database is not None:
             config.database = DatabaseSection(url=database)
+        if token is not None:
+            config.keys.provider = "pkcs11"
+            config.keys.hsm_module, config.keys.hsm_token = token.module, token.token
         LocalBlobStore.initialise(resolve(root, config.blobs.path))
         create_private(root / CONFIG_NAME, config.dump())
         return config, keystore, signer
@@ -146,9 +153,14 @@ class WorkspaceCore:
             ) from None
 
     @classmethod
-    def _abandon(cls, root: Path, database: Database | None = None) -> None:
-        """Remove a partly created workspace: its files and, in *database* (found empty
-        by ``_setup``), the tables it created."""
+    def _abandon(
+        cls, root: Path, database: Database | None = None, token: Pkcs11Provider | None = None
+    ) -> None:
+        """Remove a partly created workspace: its files, in *database* (found empty by
+        ``_setup``) the tables it created, and in *token* the KEKs it generated."""
+        if token is not None:
+            with contextlib.suppress(Exception):
+                token.discard()
         if database is not None:
             with contextlib.suppress(SealmlError):
                 database.drop_schema()
@@ -167,20 +179,29 @@ class WorkspaceCore:
         passphrase: Secret,
         kdf: Argon2idParams,
         database: str | None = None,
+        token: TokenSettings | None = None,
+        token_pin: Secret | None = None,
     ) -> Self:
         """Create the files and the database schema. A server database must be empty: a
         workspace never takes over tables it did not create, and on failure drops only
-        those it created."""
+        those it created. With *token*, the first KEK is generated in that PKCS#11 token
+        (and deleted again if the workspace cannot be created)."""
         if database is not None:
             check_workspace_url(database)
         cls._claim(root)
         created: Database | None = None
+        made_token: Pkcs11Provider | None = None
         try:
             config, keystore, signer = cls._create_files(
-                root, name=name, passphrase=passphrase, kdf=kdf, database=database
+                root, name=name, passphrase=passphrase, kdf=kdf, database=database, token=token
             )
             workspace = cls(root, config, passphrase, create=True)
             workspace._keystore, workspace._note_signer = keystore, signer
+            if token is not None:
+                if token_pin is None:
+                    raise UsageError("a PKCS#11 token needs its PIN")
+                made_token = Pkcs11Provider.initialise(token, token_pin, config.workspace.id)
+                workspace._token = made_token
             if workspace.db.table_names():
                 workspace.close()
                 raise WorkspaceExistsError(
@@ -201,7 +222,7 @@ class WorkspaceCore:
                     signer=signer.key,
                 )
         except BaseException:
-            cls._abandon(root, created)
+            cls._abandon(root, created, made_token)
             raise
         return workspace
 
@@ -239,6 +260,9 @@ class WorkspaceCore:
 
     def close(self) -> None:
         self.db.dispose()
+        if self._token is not None:
+            self._token.close()
+            self._token = None
 
     def __enter__(self) -> Self:
         return self
@@ -268,7 +292,31 @@ class WorkspaceCore:
     @property
     def keys(self) -> KeyProvider:
         """The key provider, unlocked on first use."""
-        return self.keystore
+        if self.config.keys.provider == "local":
+            return self.keystore
+        if self._token is None:
+            self._token = Pkcs11Provider(
+                self.token_settings(), self._hsm_pin(), self.config.workspace.id
+            )
+        return self._token
+
+    def token_settings(self) -> TokenSettings:
+        keys = self.config.keys
+        if not keys.hsm_module or not keys.hsm_token:
+            raise ConfigError(f"{CONFIG_NAME}: keys.provider pkcs11 needs hsm_module and hsm_token")
+        return TokenSettings(keys.hsm_module, keys.hsm_token)
+
+    def _hsm_pin(self) -> Secret:
+        value = os.environ.get(HSM_PIN_ENV)
+        if value:
+            return Secret(value)
+        if self.config.keys.hsm_pin_file:
+            path = resolve(self.root, self.config.keys.hsm_pin_file)
+            try:
+                return Secret(path.read_bytes().rstrip(b"\r\n"))
+            except OSError:
+                raise ConfigError(f"cannot read the HSM PIN file {path}") from None
+        raise AuthenticationError(f"the HSM PIN is needed: set {HSM_PIN_ENV} or keys.hsm_pin_file")
 
     @property
     def keystore(self) -> LocalKeystore:

@@ -1,0 +1,234 @@
+"""Key-encryption keys in a PKCS#11 token (an HSM, or SoftHSM for tests and development).
+
+Each KEK version is an AES-256 secret key object generated inside the token, marked
+sensitive and not extractable, labelled ``sealml:<workspace id>:kek:<n>``. Data keys are
+wrapped and unwrapped by the token itself (CKM_AES_GCM, a fresh 96-bit nonce, the KEK id and
+the artifact's context as associated data): the KEK never leaves the token, and a wrapped
+key moved to another artifact or KEK fails to unwrap. Destroying a KEK deletes its object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ..crypto.secret import Secret
+from ..errors import AuthenticationError, ConfigError, IntegrityError, UsageError
+from .provider import DEK_SIZE, WrappedKey
+
+_PREFIX = "hsm:"
+NONCE_SIZE = 12
+TAG_BITS = 128
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """Which PKCS#11 module and token hold a workspace's KEKs."""
+
+    module: str
+    token: str
+
+
+def _wrap_context(kek_id: str, context: bytes) -> bytes:
+    return b"sealml/pkcs11/v1\x00" + kek_id.encode("ascii") + b"\x00" + context
+
+
+class Pkcs11Provider:
+    """A :class:`~sealml.keys.provider.KeyProvider` whose KEKs live in a PKCS#11 token."""
+
+    name = "pkcs11"
+
+    def __init__(self, settings: TokenSettings, pin: Secret, workspace_id: str) -> None:
+        self._settings = settings
+        self._shared: _Shared | None = _acquire(settings, pin)
+        self._session = self._shared.session
+        self._label = f"sealml:{workspace_id}:kek:"
+        self._keys: dict[str, Any] = {}
+        self._load()
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Provider({len(self._keys)} KEKs)"
+
+    def close(self) -> None:
+        if self._shared is not None:
+            _release(self._settings)
+            self._shared = None
+
+    def discard(self) -> None:
+        """Delete every KEK of this workspace from the token (a failed ``init`` only)."""
+        with self._shared_lock():
+            for key in self._keys.values():
+                key.destroy()
+        self._keys.clear()
+        self.close()
+
+    def _shared_lock(self) -> threading.Lock:
+        if self._shared is None:
+            raise UsageError("the PKCS#11 provider is closed")
+        return self._shared.lock
+
+    def _load(self) -> None:
+        from pkcs11 import Attribute, ObjectClass
+
+        found: dict[str, Any] = {}
+        with self._shared_lock():
+            for key in self._session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}):
+                label = str(key[Attribute.LABEL])
+                number = label.removeprefix(self._label)
+                if label.startswith(self._label) and number.isdigit():
+                    found[f"{_PREFIX}{int(number)}"] = key
+        self._keys = dict(sorted(found.items(), key=lambda item: _number(item[0])))
+
+    @classmethod
+    def initialise(cls, settings: TokenSettings, pin: Secret, workspace_id: str) -> Pkcs11Provider:
+        """Open the token for a new workspace and generate its first KEK there."""
+        provider = cls(settings, pin, workspace_id)
+        if provider._keys:
+            raise UsageError(f"the token already holds KEKs of workspace {workspace_id}")
+        provider.rotate()
+        return provider
+
+    # -- KeyProvider ----------------------------------------------------------------------
+
+    def current_kek_id(self) -> str:
+        if not self._keys:
+            raise IntegrityError("the token holds no key-encryption key of this workspace")
+        return next(reversed(self._keys))
+
+    def kek_ids(self) -> list[str]:
+        return list(self._keys)
+
+    def wrap(self, dek: bytes, context: bytes) -> WrappedKey:
+        from pkcs11 import Mechanism
+        from pkcs11.mechanisms import GCMParams
+
+        if len(dek) != DEK_SIZE:
+            raise ValueError("data keys are 32 bytes")
+        kek_id = self.current_kek_id()
+        nonce = os.urandom(NONCE_SIZE)
+        params = GCMParams(nonce, _wrap_context(kek_id, context), TAG_BITS)
+        sealed = self._keys[kek_id].encrypt(
+            dek, mechanism=Mechanism.AES_GCM, mechanism_param=params
+        )
+        return WrappedKey(kek_id, nonce + bytes(sealed))
+
+    def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
+        from pkcs11 import Mechanism, exceptions
+        from pkcs11.mechanisms import GCMParams
+
+        key = self._keys.get(wrapped.kek_id)
+        if key is None:
+            raise IntegrityError(f"key-encryption key {wrapped.kek_id} is no longer held")
+        nonce, sealed = wrapped.blob[:NONCE_SIZE], wrapped.blob[NONCE_SIZE:]
+        params = GCMParams(nonce, _wrap_context(wrapped.kek_id, context), TAG_BITS)
+        try:
+            with self._shared_lock():
+                dek = bytes(
+                    key.decrypt(sealed, mechanism=Mechanism.AES_GCM, mechanism_param=params)
+                )
+        except exceptions.PKCS11Error:
+            raise IntegrityError("a wrapped data key failed authentication") from None
+        if len(dek) != DEK_SIZE:
+            raise IntegrityError("a wrapped data key has the wrong size")
+        return dek
+
+    def rotate(self) -> str:
+        self._load()
+        number = max((_number(k) for k in self._keys), default=0) + 1
+        with self._shared_lock():
+            self._generate(number)
+        self._load()
+        return f"{_PREFIX}{number}"
+
+    def _generate(self, number: int) -> None:
+        from pkcs11 import Attribute, KeyType
+
+        self._session.generate_key(
+            KeyType.AES,
+            256,
+            label=f"{self._label}{number}",
+            store=True,
+            template={
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.ENCRYPT: True,
+                Attribute.DECRYPT: True,
+                Attribute.WRAP: False,
+                Attribute.UNWRAP: False,
+            },
+        )
+
+    def destroy(self, kek_ids: list[str]) -> None:
+        if self.current_kek_id() in kek_ids:
+            raise UsageError("the current key-encryption key cannot be destroyed")
+        for kek_id in kek_ids:
+            key = self._keys.pop(kek_id, None)
+            if key is not None:
+                with self._shared_lock():
+                    key.destroy()
+
+
+@dataclass
+class _Shared:
+    """One logged-in session per token and process: PKCS#11 logs an application in, not
+    a session, so a second login would fail; its users share it under a lock."""
+
+    session: Any
+    pin_digest: bytes
+    lock: threading.Lock
+    users: int = 1
+
+
+_OPEN: dict[TokenSettings, _Shared] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _acquire(settings: TokenSettings, pin: Secret) -> _Shared:
+    digest = hashlib.sha256(pin.reveal()).digest()
+    with _OPEN_LOCK:
+        shared = _OPEN.get(settings)
+        if shared is not None:
+            if not hmac.compare_digest(shared.pin_digest, digest):
+                raise AuthenticationError(f"wrong PIN for the token {settings.token!r}")
+            shared.users += 1
+            return shared
+        shared = _Shared(_login(settings, pin), digest, threading.Lock())
+        _OPEN[settings] = shared
+        return shared
+
+
+def _release(settings: TokenSettings) -> None:
+    with _OPEN_LOCK:
+        shared = _OPEN[settings]
+        shared.users -= 1
+        if shared.users == 0:
+            del _OPEN[settings]
+            shared.session.close()
+
+
+def _login(settings: TokenSettings, pin: Secret) -> Any:
+    import pkcs11
+    from pkcs11 import exceptions
+
+    try:
+        library = pkcs11.lib(settings.module)
+    except (RuntimeError, OSError, exceptions.PKCS11Error):
+        raise ConfigError(f"cannot load the PKCS#11 module {settings.module}") from None
+    try:
+        token = library.get_token(token_label=settings.token)
+    except exceptions.NoSuchToken:
+        raise ConfigError(f"no PKCS#11 token labelled {settings.token!r}") from None
+    try:
+        return token.open(user_pin=pin.reveal().decode(), rw=True)
+    except (exceptions.PinIncorrect, exceptions.PinLenRange, exceptions.ArgumentsBad):
+        raise AuthenticationError(f"wrong PIN for the token {settings.token!r}") from None
+    except exceptions.PinLocked:
+        raise AuthenticationError(f"the token {settings.token!r} is locked") from None
+
+
+def _number(kek_id: str) -> int:
+    return int(kek_id.removeprefix(_PREFIX))

@@ -1,0 +1,177 @@
+"""KEKs in a PKCS#11 token: wrapping inside the token, rotation, destruction, refusals,
+and a workspace whose KEKs never leave the token."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealml import Secret, Workspace
+from sealml.crypto.kdf import FAST_PARAMS
+from sealml.errors import AuthenticationError, ConfigError, IntegrityError, UsageError
+from sealml.keys.pkcs11 import Pkcs11Provider, TokenSettings
+from sealml.keys.provider import dek_context
+
+from ..conftest import ADMIN_PASSWORD, PASSPHRASE, admin_env
+
+Token = tuple[TokenSettings, Secret]
+DEK = bytes(range(32))
+
+
+def _provider(softhsm: Token) -> Pkcs11Provider:
+    return Pkcs11Provider.initialise(*softhsm, uuid.uuid4().hex)
+
+
+def test_wrapping_happens_in_the_token_and_binds_the_context(softhsm: Token) -> None:
+    from pkcs11 import Attribute
+
+    provider = _provider(softhsm)
+    wrapped = provider.wrap(DEK, dek_context("a1"))
+    assert wrapped.kek_id == "hsm:1" and DEK not in wrapped.blob
+    assert provider.unwrap(wrapped, dek_context("a1")) == DEK
+    with pytest.raises(IntegrityError):
+        provider.unwrap(wrapped, dek_context("a2"))
+    flipped = bytearray(wrapped.blob)
+    flipped[-1] ^= 1
+    with pytest.raises(IntegrityError):
+        provider.unwrap(type(wrapped)(wrapped.kek_id, bytes(flipped)), dek_context("a1"))
+    key = provider._keys["hsm:1"]
+    assert key[Attribute.SENSITIVE] and not key[Attribute.EXTRACTABLE]
+    provider.close()
+
+
+def test_rotation_and_destruction(softhsm: Token) -> None:
+    provider = _provider(softhsm)
+    old = provider.wrap(DEK, b"ctx")
+    assert provider.rotate() == "hsm:2" and provider.current_kek_id() == "hsm:2"
+    assert provider.unwrap(old, b"ctx") == DEK  # still held until destroyed
+    with pytest.raises(UsageError):
+        provider.destroy(["hsm:2"])
+    provider.destroy(["hsm:1"])
+    assert provider.kek_ids() == ["hsm:2"]
+    with pytest.raises(IntegrityError, match="no longer held"):
+        provider.unwrap(old, b"ctx")
+    settings, pin = softhsm
+    reopened = Pkcs11Provider(settings, pin, provider._label.split(":")[1])
+    assert reopened.kek_ids() == ["hsm:2"]  # the destruction is on the token
+    provider.close()
+    reopened.close()
+
+
+def test_refusals(softhsm: Token, tmp_path: Path) -> None:
+    settings, _ = softhsm
+    with pytest.raises(AuthenticationError, match="wrong PIN"):
+        Pkcs11Provider(settings, Secret("0000-0000"), "ws")
+    with pytest.raises(ConfigError, match="no PKCS#11 token"):
+        Pkcs11Provider(TokenSettings(settings.module, "no-such-token"), softhsm[1], "ws")
+    not_a_module = tmp_path / "libnothing.so"
+    not_a_module.write_bytes(b"not a library")
+    with pytest.raises(ConfigError, match="cannot load"):
+        Pkcs11Provider(TokenSettings(str(not_a_module), settings.token), softhsm[1], "ws")
+
+
+def test_a_workspace_keeps_its_keks_in_the_token(
+    softhsm: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, pin = softhsm
+    root = tmp_path / "ws"
+    ws = Workspace.init(
+        root,
+        passphrase=Secret(PASSPHRASE),
+        admin_password=Secret(ADMIN_PASSWORD),
+        kdf=FAST_PARAMS,
+        hsm=settings,
+        hsm_pin=pin,
+    )
+    info = ws.put(io.BytesIO(b"age,income\n41,52000\n"), "dataset", "rows")
+    assert ws.rotate_keys()["kek"] == "hsm:2"
+    ws.close()
+    keystore = json.loads((root / ".sealml" / "keystore.json").read_text())
+    assert all(not k["id"].startswith("hsm:") for k in keystore["keks"])
+    monkeypatch.setenv("SEALML_HSM_PIN", pin.reveal().decode())
+    again = Workspace.open(root, passphrase=Secret(PASSPHRASE))
+    again.login("admin", Secret(ADMIN_PASSWORD))
+    again.get(info.id, tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_bytes() == b"age,income\n41,52000\n"
+    assert again.verify_store().ok
+    again.close()
+    monkeypatch.setenv("SEALML_HSM_PIN", "0000-0000")
+    wrong = Workspace.open(root, passphrase=Secret(PASSPHRASE))
+    wrong.login("admin", Secret(ADMIN_PASSWORD))
+    with pytest.raises(AuthenticationError, match="wrong PIN"):
+        wrong.get(info.id, tmp_path / "never.csv")
+    wrong.close()
+
+
+def _keks_on(softhsm: Token) -> int:
+    from pkcs11 import Attribute, ObjectClass
+
+    probe = Pkcs11Provider(*softhsm, "probe")
+    count = len(list(probe._session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})))
+    probe.close()
+    return count
+
+
+def test_a_failed_init_leaves_no_key_on_the_token(
+    softhsm: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sealml.workspace.core as core
+
+    def broken(session: Any) -> None:
+        raise RuntimeError("disk full")
+
+    before = _keks_on(softhsm)
+    monkeypatch.setattr(core.Ledger, "initialise", staticmethod(broken))
+    settings, pin = softhsm
+    with pytest.raises(RuntimeError):
+        Workspace.init(
+            tmp_path / "ws",
+            passphrase=Secret(PASSPHRASE),
+            admin_password=Secret(ADMIN_PASSWORD),
+            kdf=FAST_PARAMS,
+            hsm=settings,
+            hsm_pin=pin,
+        )
+    assert not (tmp_path / "ws" / "sealml.toml").exists()
+    assert _keks_on(softhsm) == before
+
+
+def test_cli_init_with_a_token(softhsm: Token, cli: Any, ws_path: Path) -> None:
+    settings, pin = softhsm
+    half = cli("init", "--insecure-fast-kdf", "--hsm-module", settings.module, env=admin_env())
+    assert half.code == 2 and "together" in half.stderr
+    env = admin_env(SEALML_HSM_PIN=pin.reveal().decode())
+    made = cli("init", "--insecure-fast-kdf", "--hsm-module", settings.module,
+               "--hsm-token", settings.token, env=env)  # fmt: skip
+    assert made.code == 0, made.stderr
+    data = ws_path.parent / "rows.csv"
+    data.write_text("a,b\n1,2\n")
+    assert cli("put", str(data), "--kind", "dataset", env=env).code == 0
+    wrong = cli("get", "rows.csv", "-o", str(ws_path.parent / "out.csv"),
+                env=admin_env(SEALML_HSM_PIN="0000-0000"))  # fmt: skip
+    assert wrong.code == 2 and wrong.stderr.startswith("error: wrong PIN")
+    assert not (ws_path.parent / "out.csv").exists()
+
+
+def test_a_pipeline_seals_its_outputs_under_the_tokens_keks(
+    softhsm: Token, cli: Any, ws_path: Path, small_pipeline: Path
+) -> None:
+    """The sealing process opens the token itself (the PIN from the environment)."""
+    settings, pin = softhsm
+    env = admin_env(SEALML_HSM_PIN=pin.reveal().decode())
+    made = cli("init", "--insecure-fast-kdf", "--hsm-module", settings.module,
+               "--hsm-token", settings.token, env=env)  # fmt: skip
+    assert made.code == 0, made.stderr
+    run = cli("run", str(small_pipeline), "--json", env=env)
+    assert run.code == 0, run.stderr
+    assert cli("verify", "--all", env=env).code == 0
+    import sqlite3
+
+    with sqlite3.connect(ws_path / ".sealml" / "sealml.db") as connection:
+        keks = {kek for (kek,) in connection.execute("SELECT DISTINCT kek_id FROM data_keys")}
+    assert keks == {"hsm:1"}
