@@ -3,7 +3,8 @@
 Every check only reads. What it looks at: that the workspace's files are private to their
 owner, that the database schema is current, that every sealed artifact still has its blob
 at the size its record says (without decrypting anything: ``sealml verify --all`` does
-that), leftovers of interrupted writes, the ledger against its checkpoints and witness,
+that), that the key provider (keystore or PKCS#11 token) holds every KEK a data key needs,
+leftovers of interrupted writes, the ledger against its checkpoints and witness,
 roles or rules proposed but not approved, the development TLS certificate's expiry and
 free disk space.
 """
@@ -20,8 +21,8 @@ from typing import Literal
 from sqlalchemy import select
 
 from .config import CONFIG_NAME
-from .db.models import ArtifactRow
-from .errors import SealmlError
+from .db.models import ArtifactRow, DataKeyRow
+from .errors import AuthenticationError, SealmlError
 from .store.artifacts import stream_params
 from .store.blobs import LocalBlobStore
 from .witness import state_home
@@ -52,6 +53,7 @@ def diagnose(workspace: Workspace) -> list[Finding]:
         _private_files,
         _schema,
         _blobs,
+        _keys,
         _partial_writes,
         _ledger,
         _policy,
@@ -152,6 +154,33 @@ def _blobs(workspace: Workspace) -> Finding:
             "the blob store, or `sealml verify` them for details",
         )
     return Finding("sealed blobs", "ok", f"{checked} present at their sealed size")
+
+
+def _keys(workspace: Workspace) -> Finding:
+    """The key provider opens, and holds every KEK a stored data key was wrapped with."""
+    try:
+        provider = workspace.keys
+        held = set(provider.kek_ids())
+    except AuthenticationError as error:
+        return Finding("key-encryption keys", "warn", f"not checked: {error}")
+    except SealmlError as error:
+        return Finding("key-encryption keys", "fail", str(error))
+    with workspace.db.read() as session:
+        used = set(session.execute(select(DataKeyRow.kek_id).distinct()).scalars())
+    missing = sorted(used - held)
+    if missing:
+        return Finding(
+            "key-encryption keys",
+            "fail",
+            f"data keys are wrapped under {_named(missing)}, which the {provider.name} "
+            "provider no longer holds: those artifacts cannot be decrypted",
+        )
+    return Finding(
+        "key-encryption keys",
+        "ok",
+        f"{provider.name} provider, current {provider.current_kek_id()}, "
+        f"{len(held)} held, {len(used)} in use",
+    )
 
 
 def _partial_writes(workspace: Workspace) -> Finding:

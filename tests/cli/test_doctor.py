@@ -120,3 +120,14 @@ def test_checks_a_person_may_not_run_are_warnings(workspace: Workspace, cli: Any
     for name in ("sealed blobs", "audit ledger"):
         assert checks[name]["status"] == "warn" and "not checked" in checks[name]["detail"]
     assert "rows" not in checks["sealed blobs"]["detail"]  # no artifact named to her
+
+
+def test_data_keys_under_a_kek_no_longer_held_fail(workspace: Workspace, cli: Any) -> None:
+    _sealed(workspace)
+    assert _doctor(cli)[1]["key-encryption keys"]["status"] == "ok"
+    connection = sqlite3.connect(workspace.root / ".sealml" / "sealml.db")
+    with connection:
+        connection.execute("UPDATE data_keys SET kek_id = 'local:99'")
+    connection.close()
+    code, checks = _doctor(cli)
+    assert code == 1 and "local:99" in checks["key-encryption keys"]["detail"]

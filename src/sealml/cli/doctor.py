@@ -17,9 +17,10 @@ _STYLE = {
 def doctor(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Check the workspace's health and say what to do. Exit 1 if a check fails.
 
-    Private files, database schema, sealed blobs present at their size, interrupted
-    writes, the audit ledger, unapproved policy, the development TLS certificate and free
-    disk space. Reads only; `sealml verify --all` decrypts and checks every artifact."""
+    Private files, database schema, sealed blobs present at their size, the key
+    provider holding every KEK in use, interrupted writes, the audit ledger, unapproved
+    policy, the development TLS certificate and free disk space. Reads only; `sealml
+    verify --all` decrypts and checks every artifact."""
     from ..doctor import diagnose
 
     with open_workspace(ctx) as workspace:
