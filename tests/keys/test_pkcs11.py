@@ -175,3 +175,26 @@ def test_a_pipeline_seals_its_outputs_under_the_tokens_keks(
     with sqlite3.connect(ws_path / ".sealml" / "sealml.db") as connection:
         keks = {kek for (kek,) in connection.execute("SELECT DISTINCT kek_id FROM data_keys")}
     assert keks == {"hsm:1"}
+
+
+def test_a_backup_restores_against_the_same_token(
+    softhsm: Token, cli: Any, ws_path: Path, tmp_path: Path
+) -> None:
+    """The backup holds no KEK (they never leave the token): the restored workspace reads
+    its artifacts through the same token, and restoring itself needs no PIN."""
+    settings, pin = softhsm
+    env = admin_env(SEALML_HSM_PIN=pin.reveal().decode())
+    made = cli("init", "--insecure-fast-kdf", "--hsm-module", settings.module,
+               "--hsm-token", settings.token, env=env)  # fmt: skip
+    assert made.code == 0, made.stderr
+    data = tmp_path / "rows.csv"
+    data.write_text("a,b\n1,2\n")
+    assert cli("put", str(data), "--kind", "dataset", env=env).code == 0
+    archive = tmp_path / "ws.backup"
+    assert cli("backup", str(archive), env=env).code == 0, "backup"
+    restored = tmp_path / "restored"
+    result = cli("restore", str(archive), str(restored), env=admin_env())
+    assert result.code == 0, result.stderr
+    there = admin_env(SEALML_WORKSPACE=str(restored), SEALML_HSM_PIN=pin.reveal().decode())
+    assert cli("get", "rows.csv", "-o", str(tmp_path / "out.csv"), env=there).code == 0
+    assert (tmp_path / "out.csv").read_text() == "a,b\n1,2\n"

@@ -439,7 +439,7 @@ def _record_restore(
     from . import Workspace
 
     with Workspace.open(root, passphrase=passphrase) as restored:
-        _ = restored.keys  # unlocked, so the event is anchored by a signed checkpoint
+        _ = restored.keystore  # unlocked, so the event is anchored by a signed checkpoint
         restored.record(
             [
                 EventDraft(
