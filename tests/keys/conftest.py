@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,19 +21,25 @@ SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 PIN = "4286-1131"
 
 
+# Set while collecting, before any test starts a process: a sealing process started by an
+# earlier test inherits it, and SoftHSM2 reads it once, when its module is loaded.
+_FOLDER = Path(tempfile.mkdtemp(prefix="sealml-softhsm-"))
+atexit.register(shutil.rmtree, _FOLDER, True)
+os.environ["SOFTHSM2_CONF"] = str(_FOLDER / "softhsm2.conf")
+
+
 @pytest.fixture(scope="session")
-def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TokenSettings, Secret]]:
+def softhsm() -> Iterator[tuple[TokenSettings, Secret]]:
     """A fresh token in a private SoftHSM2 token folder, for this test process."""
     if importlib.util.find_spec("pkcs11") is None:
         pytest.skip("python-pkcs11 is not installed (pip install 'sealml[hsm]')")
     if not SOFTHSM_MODULE.is_file() or shutil.which("softhsm2-util") is None:
         pytest.skip("SoftHSM2 is not installed (apt-get install softhsm2)")
-    folder = tmp_path_factory.mktemp("softhsm")
-    (folder / "tokens").mkdir()
-    conf = folder / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {folder / 'tokens'}\nobjectstore.backend = file\n")
-    previous = os.environ.get("SOFTHSM2_CONF")
-    os.environ["SOFTHSM2_CONF"] = str(conf)  # read when the module is first loaded
+    tokens = _FOLDER / "tokens"
+    tokens.mkdir(exist_ok=True)
+    Path(os.environ["SOFTHSM2_CONF"]).write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
+    )
     label = f"sealml-{secrets.token_hex(4)}"
     subprocess.run(
         ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", PIN,
@@ -39,7 +47,3 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TokenSet
         check=True, capture_output=True,
     )  # fmt: skip
     yield TokenSettings(str(SOFTHSM_MODULE), label), Secret(PIN)
-    if previous is None:
-        os.environ.pop("SOFTHSM2_CONF", None)
-    else:
-        os.environ["SOFTHSM2_CONF"] = previous

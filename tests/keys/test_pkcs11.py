@@ -161,7 +161,11 @@ def test_cli_init_with_a_token(softhsm: Token, cli: Any, ws_path: Path) -> None:
 def test_a_pipeline_seals_its_outputs_under_the_tokens_keks(
     softhsm: Token, cli: Any, ws_path: Path, small_pipeline: Path
 ) -> None:
-    """The sealing process opens the token itself (the PIN from the environment)."""
+    """The sealing process opens the token itself, with the PIN its parent used (it may
+    have been started before that PIN was in any environment)."""
+    from sealml.workspace.runs import start_sealing_process
+
+    assert start_sealing_process().wait_ready(120)  # started with no PIN in its environment
     settings, pin = softhsm
     env = admin_env(SEALML_HSM_PIN=pin.reveal().decode())
     made = cli("init", "--insecure-fast-kdf", "--hsm-module", settings.module,

@@ -97,6 +97,7 @@ class WorkspaceCore:
         self._passphrase = passphrase
         self._keystore: LocalKeystore | None = None
         self._token: Pkcs11Provider | None = None
+        self._token_pin: Secret | None = None
         self._note_signer: NoteSigner | None = None
         self.actor: Actor | None = None
 
@@ -295,10 +296,20 @@ class WorkspaceCore:
         if self.config.keys.provider == "local":
             return self.keystore
         if self._token is None:
-            self._token = Pkcs11Provider(
-                self.token_settings(), self._hsm_pin(), self.config.workspace.id
-            )
+            pin = self._token_pin or self._hsm_pin()
+            self._token = Pkcs11Provider(self.token_settings(), pin, self.config.workspace.id)
+            self._token_pin = pin
         return self._token
+
+    @property
+    def token_pin(self) -> Secret | None:
+        """The PIN the PKCS#11 token was opened with (None until it is)."""
+        return self._token_pin
+
+    def use_token_pin(self, pin: Secret) -> None:
+        """Open the token with *pin* rather than one from the environment (a sealing
+        process gets its parent's)."""
+        self._token_pin = pin
 
     def token_settings(self) -> TokenSettings:
         keys = self.config.keys

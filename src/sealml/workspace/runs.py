@@ -25,6 +25,7 @@ from ..clock import utc_now
 from ..config import resolve
 from ..crypto.canonical import canonical_json
 from ..crypto.digest import ARTIFACT_DIGEST, hash_bytes
+from ..crypto.secret import Secret
 from ..crypto.signing import SigningKey
 from ..data.sources import Fetched, SourcePolicy, fetch
 from ..data.tables import Limits
@@ -386,6 +387,7 @@ class RunOperations(ArtifactOperations):
                         actor.via,
                         actor.signing_key.pkcs8_der(),
                         self.keystore.session_key,
+                        self.token_pin.reveal() if self.token_pin is not None else None,
                     ),
                 )
                 return channel
@@ -929,8 +931,8 @@ class _PipelineSpec:
 @dataclass(frozen=True)
 class _RunSpec:
     """What the sealing process needs to act for one run: the workspace, the acting
-    principal with its key, and the keystore's key (they cross a private pipe to our own
-    child process, never a disk)."""
+    principal with its key, the keystore's key and any HSM token's PIN (they cross a
+    private pipe to our own child process, never a disk)."""
 
     root: Path
     state_dir: str
@@ -941,6 +943,7 @@ class _RunSpec:
     via: str
     signing_key: bytes
     keystore_key: bytes
+    token_pin: bytes | None
 
     def __repr__(self) -> str:
         return f"_RunSpec({self.run_id}, {self.principal}, ***)"
@@ -961,6 +964,8 @@ class _SealingService:
         workspace = Workspace.open(spec.root)
         try:
             workspace.unlock_with_key(spec.keystore_key)
+            if spec.token_pin is not None:
+                workspace.use_token_pin(Secret(spec.token_pin))
             with workspace.db.read() as session:
                 workspace.actor = workspace.principals.authenticate_key(
                     session, spec.principal, SigningKey.from_pkcs8(spec.signing_key), spec.via
