@@ -77,6 +77,11 @@ def database_url(socket: Path, name: str) -> str:
 @pytest.fixture
 def pg_url(postgres_socket: Path) -> str:
     """The URL of a new, empty database on the test cluster."""
+    return new_database(postgres_socket)
+
+
+def new_database(postgres_socket: Path) -> str:
+    """Create a new, empty database on the test cluster; its URL."""
     import psycopg
 
     name = f"test_{uuid.uuid4().hex[:12]}"

@@ -238,3 +238,23 @@ def test_rows_edited_on_the_server_are_caught(pg_url: str, tmp_path: Path) -> No
         assert any("event 2" in p for p in ws.audit_verify().problems)
         with pytest.raises(IntegrityError):
             ws.read_bytes(info.id)
+
+
+def test_on_postgres_a_new_database_gets_the_schema_the_migrations_build(
+    postgres_socket: Path,
+) -> None:
+    from sealml.db import Database
+
+    from ..test_style import schema_of
+    from .conftest import new_database
+
+    migrated = Database(new_database(postgres_socket), create=True)
+    migrated.migrate()
+    created = Database(new_database(postgres_socket), create=True)
+    created.upgrade()
+    try:
+        assert created.current_revision() == migrated.current_revision()
+        assert schema_of(created) == schema_of(migrated)
+    finally:
+        migrated.dispose()
+        created.dispose()

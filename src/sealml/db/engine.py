@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -165,27 +165,51 @@ class Database:
         return SCHEMA_HEAD
 
     def current_revision(self) -> str | None:
+        """The schema's revision, None for a database without one (new)."""
         with self._guard(), self.engine.connect() as connection:
             connection = connection.execution_options(sealml_read=True)
             try:  # the one version row, read directly (Alembic's context costs more)
                 rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
             except DBAPIError:  # no version table yet
-                rows = []
+                return None
             if len(rows) == 1:
                 return str(rows[0][0])
-            connection.rollback()
             from alembic.runtime.migration import MigrationContext
 
             return MigrationContext.configure(connection).get_current_revision()
 
     def upgrade(self) -> None:
-        """Bring the schema to the latest migration."""
-        if self.current_revision() == self.head_revision():
+        """Bring the schema to the latest revision. A new, empty database gets the models'
+        schema in one step, stamped ``SCHEMA_HEAD`` (the migrations build the same schema:
+        a test compares the two); one with an older schema is migrated."""
+        current = self.current_revision()
+        if current == self.head_revision():
             return
+        if current is None and not self.table_names():
+            self._create_schema()
+            return
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Run the Alembic migrations from the database's revision to the newest."""
         from alembic import command
 
         with self._guard(), self.engine.begin() as connection:
             command.upgrade(self._alembic_config(connection), "head")
+
+    def _create_schema(self) -> None:
+        from .models import Base
+
+        with self._guard(), self.engine.begin() as connection:
+            Base.metadata.create_all(connection)
+            connection.exec_driver_sql(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+            )
+            connection.execute(
+                text("INSERT INTO alembic_version (version_num) VALUES (:head)"),
+                {"head": SCHEMA_HEAD},
+            )
 
     def table_names(self) -> list[str]:
         """The tables the database holds now (any schema owner's, in the default schema)."""
