@@ -47,8 +47,9 @@ class Finding:
         return asdict(self)
 
 
-def diagnose(workspace: Workspace) -> list[Finding]:
-    """Run every check against *workspace* (the ledger check needs ``audit:verify``)."""
+def diagnose(workspace: Workspace, *, packages: bool = False) -> list[Finding]:
+    """Run every check against *workspace* (the ledger check needs ``audit:verify``);
+    with *packages*, also hash every installed package's files against its RECORD."""
     checks = (
         _private_files,
         _schema,
@@ -60,7 +61,30 @@ def diagnose(workspace: Workspace) -> list[Finding]:
         _dev_certificate,
         _disk_space,
     )
-    return [check(workspace) for check in checks]
+    findings = [check(workspace) for check in checks]
+    if packages:
+        findings.append(_installed_packages())
+    return findings
+
+
+def _installed_packages() -> Finding:
+    from .provenance.installed import verify_installed
+
+    report = verify_installed()
+    if report.ok:
+        return Finding(
+            "installed packages",
+            "ok",
+            f"{report.files:,} files of {report.distributions} distributions match the "
+            "hashes recorded when they were installed",
+        )
+    problems = [f"{p} changed" for p in report.changed] + [f"{p} missing" for p in report.missing]
+    return Finding(
+        "installed packages",
+        "fail",
+        f"{len(problems)} file(s) differ from what was installed: {_named(problems)}; "
+        "reinstall those packages from a trusted index and find out who changed them",
+    )
 
 
 def _named(paths: list[str]) -> str:

@@ -14,7 +14,16 @@ _STYLE = {
 }
 
 
-def doctor(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+def doctor(
+    ctx: typer.Context,
+    packages: bool = typer.Option(
+        False,
+        "--packages",
+        help="Also hash every installed package's files against the RECORD its installer "
+        "wrote (a supply-chain check; seconds per GiB installed).",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
     """Check the workspace's health and say what to do. Exit 1 if a check fails.
 
     Private files, database schema, sealed blobs present at their size, the key
@@ -24,7 +33,7 @@ def doctor(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     from ..doctor import diagnose
 
     with open_workspace(ctx) as workspace:
-        findings = diagnose(workspace)
+        findings = diagnose(workspace, packages=packages)
     healthy = all(f.status != "fail" for f in findings)
     if as_json:
         print_json({"healthy": healthy, "checks": [f.to_dict() for f in findings]})
