@@ -202,3 +202,16 @@ def test_a_backup_restores_against_the_same_token(
     there = admin_env(SEALML_WORKSPACE=str(restored), SEALML_HSM_PIN=pin.reveal().decode())
     assert cli("get", "rows.csv", "-o", str(tmp_path / "out.csv"), env=there).code == 0
     assert (tmp_path / "out.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_no_pin_or_its_hash_in_reprs(softhsm: Token) -> None:
+    import hashlib
+
+    from sealml.keys import pkcs11 as module
+
+    provider = _provider(softhsm)
+    pin = softhsm[1].reveal()
+    shown = repr(provider) + repr(module._OPEN) + repr(softhsm[0])
+    assert pin.decode() not in shown and hashlib.sha256(pin).hexdigest() not in shown
+    assert repr(hashlib.sha256(pin).digest()) not in shown
+    provider.close()

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..crypto.secret import Secret
@@ -178,8 +178,8 @@ class _Shared:
     a session, so a second login would fail; its users share it under a lock."""
 
     session: Any
-    pin_digest: bytes
-    lock: threading.Lock
+    pin_digest: bytes = field(repr=False)  # a PIN is short: its hash is a secret too
+    lock: threading.Lock = field(default_factory=threading.Lock)
     users: int = 1
 
 
@@ -196,7 +196,7 @@ def _acquire(settings: TokenSettings, pin: Secret) -> _Shared:
                 raise AuthenticationError(f"wrong PIN for the token {settings.token!r}")
             shared.users += 1
             return shared
-        shared = _Shared(_login(settings, pin), digest, threading.Lock())
+        shared = _Shared(_login(settings, pin), digest)
         _OPEN[settings] = shared
         return shared
 
