@@ -525,7 +525,8 @@ class EncryptingWriter(io.RawIOBase):
 class DecryptingReader(io.RawIOBase):
     """A readable view of the plaintext of a stream sealed by :func:`encrypt_stream` or
     :class:`EncryptingWriter`: every byte returned comes from a segment whose tag
-    verified, and a stream cut short raises IntegrityError from ``read``."""
+    verified, and a stream cut short raises IntegrityError from ``read``. Subclasses see
+    each segment (:meth:`_observe`) and the end (:meth:`_at_end`)."""
 
     def __init__(
         self, main_key: bytes, associated_data: bytes, source: Readable, params: StreamingParams
@@ -533,18 +534,28 @@ class DecryptingReader(io.RawIOBase):
         super().__init__()
         self._segments = iter_decrypted(main_key, associated_data, source, params)
         self._pending = memoryview(b"")
+        self._done = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any, /) -> int:
         target = memoryview(buffer).cast("B")
-        while not self._pending:
+        while not self._pending and not self._done:
             segment = next(self._segments, None)
             if segment is None:
-                return 0
+                self._done = True
+                self._at_end()
+                break
+            self._observe(segment)
             self._pending = segment
         count = min(len(target), len(self._pending))
         target[:count] = self._pending[:count]
         self._pending = self._pending[count:]
         return count
+
+    def _observe(self, segment: memoryview) -> None:
+        """Called with each authenticated segment, in order."""
+
+    def _at_end(self) -> None:
+        """Called once, after the last segment authenticated."""

@@ -15,7 +15,6 @@ segment while decrypting and compares the digest at the end.
 from __future__ import annotations
 
 import hmac
-import io
 import json
 import os
 import uuid
@@ -27,12 +26,12 @@ from ..crypto.canonical import canonical_json
 from ..crypto.digest import ARTIFACT_DIGEST, new_hasher
 from ..crypto.signing import SigningKey, VerifyingKey
 from ..crypto.streaming import (
+    DecryptingReader,
     Readable,
     StreamingParams,
     Writable,
     decrypt_stream,
     encrypt_stream,
-    iter_decrypted,
 )
 from ..db.models import ArtifactRow, DataKeyRow
 from ..errors import IntegrityError, UsageError
@@ -268,7 +267,7 @@ def unseal(
         raise IntegrityError(f"artifact {row.id}: content digest does not match its signature")
 
 
-class VerifyingReader(io.RawIOBase):
+class VerifyingReader(DecryptingReader):
     """A file-like view of an artifact's plaintext.
 
     Every byte it returns comes from a segment whose tag verified. The whole-content digest
@@ -277,40 +276,18 @@ class VerifyingReader(io.RawIOBase):
     """
 
     def __init__(self, row: ArtifactRow, dek: bytes, blobs: BlobStore) -> None:
-        super().__init__()
         self._row = row
         self._source = blobs.open(row.blob_name)
-        algorithm = row.digest.split(":", 1)[0]
-        self._algorithm = algorithm
-        self._hasher = new_hasher(algorithm)
-        self._segments = iter_decrypted(
-            dek, associated_data(row.id), self._source, stream_params(row)
-        )
-        self._pending = memoryview(b"")
+        self._algorithm = row.digest.split(":", 1)[0]
+        self._hasher = new_hasher(self._algorithm)
         self._size = 0
-        self._done = False
+        super().__init__(dek, associated_data(row.id), self._source, stream_params(row))
 
-    def readable(self) -> bool:
-        return True
+    def _observe(self, segment: memoryview) -> None:
+        self._hasher.update(segment)
+        self._size += len(segment)
 
-    def readinto(self, buffer: Any) -> int:
-        target = memoryview(buffer).cast("B")
-        while not self._pending and not self._done:
-            try:
-                segment = next(self._segments)
-            except StopIteration:
-                self._finish()
-                break
-            self._hasher.update(segment)
-            self._size += len(segment)
-            self._pending = segment
-        count = min(len(target), len(self._pending))
-        target[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
-        return count
-
-    def _finish(self) -> None:
-        self._done = True
+    def _at_end(self) -> None:
         actual = f"{self._algorithm}:{self._hasher.hexdigest()}"
         if self._size != self._row.size or not _digest_matches(self._row.digest, actual):
             raise IntegrityError(
