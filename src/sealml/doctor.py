@@ -21,9 +21,9 @@ from typing import Literal
 from sqlalchemy import select
 
 from .config import CONFIG_NAME
-from .db.models import ArtifactRow, DataKeyRow
+from .db.models import DataKeyRow
 from .errors import AuthenticationError, SealmlError
-from .store.artifacts import stream_params
+from .store.artifacts import live_artifacts, sealed_size
 from .store.blobs import LocalBlobStore
 from .witness import state_home
 from .workspace import Workspace
@@ -158,18 +158,14 @@ def _blobs(workspace: Workspace) -> Finding:
     blobs = workspace.blobs
     broken: list[str] = []
     with workspace.db.read() as session:
-        rows = session.execute(
-            select(ArtifactRow).where(ArtifactRow.shredded_at.is_(None))
-        ).scalars()
-        checked = 0
-        for row in rows:
-            checked += 1
-            try:
-                expected = stream_params(row).ciphertext_size(row.size)
-                if blobs.size(row.blob_name) != expected:
-                    broken.append(f"{row.id[:12]} ({row.name}) has the wrong size")
-            except SealmlError as error:
-                broken.append(f"{row.id[:12]} ({row.name}): {error}")
+        rows = live_artifacts(session)
+    for row in rows:
+        try:
+            if blobs.size(row.blob_name) != sealed_size(row):
+                broken.append(f"{row.id[:12]} ({row.name}) has the wrong size")
+        except SealmlError as error:
+            broken.append(f"{row.id[:12]} ({row.name}): {error}")
+    checked = len(rows)
     if broken:
         return Finding(
             "sealed blobs",

@@ -21,6 +21,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from ..access.policy import ARTIFACT_KINDS
 from ..crypto.canonical import canonical_json
 from ..crypto.digest import ARTIFACT_DIGEST, new_hasher
@@ -237,6 +240,17 @@ def stream_params(row: ArtifactRow) -> StreamingParams:
         return StreamingParams(segment_size=row.segment_size)
     except ValueError:
         raise IntegrityError(f"artifact {row.id}: invalid segment size") from None
+
+
+def sealed_size(row: ArtifactRow) -> int:
+    """The exact size of *row*'s blob: what any intact copy of it measures."""
+    return stream_params(row).ciphertext_size(row.size)
+
+
+def live_artifacts(session: Session) -> list[ArtifactRow]:
+    """Every artifact not crypto-shredded (each has a blob)."""
+    query = select(ArtifactRow).where(ArtifactRow.shredded_at.is_(None))
+    return list(session.execute(query).scalars())
 
 
 def unwrap_key(row: ArtifactRow, key_row: DataKeyRow | None, keys: KeyProvider) -> bytes:

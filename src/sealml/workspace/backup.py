@@ -35,8 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from .._version import __version__
 from ..clock import utc_now
 from ..config import CONFIG_NAME, STATE_DIR, Config, load_config
@@ -49,7 +47,7 @@ from ..errors import ConfigError, IntegrityError, UsageError
 from ..fsutil import FILE_MODE, make_private_dir
 from ..keys.local import keystore_held
 from ..ledger import EventDraft, Ledger, NoteVerifier
-from ..store.artifacts import stream_params
+from ..store.artifacts import live_artifacts, sealed_size
 from ..witness import Witness
 from .core import WorkspaceCore
 
@@ -216,12 +214,7 @@ def _contents(database_file: Path) -> tuple[list[ArtifactRow], int, str | None]:
     database = Database(f"sqlite:///{database_file}")
     try:
         with database.read() as session:
-            rows = list(
-                session.execute(
-                    select(ArtifactRow).where(ArtifactRow.shredded_at.is_(None))
-                ).scalars()
-            )
-            session.expunge_all()
+            rows = live_artifacts(session)
             latest = Ledger.latest_checkpoint(session)
             return rows, (latest.size if latest else 0), (latest.note if latest else None)
     finally:
@@ -392,8 +385,7 @@ def _check_restored(staging: Path, manifest: dict[str, Any], accept_rollback: bo
     rows, size, note = _contents(staging / DATABASE)
     for row in rows:
         blob = staging / BLOBS / row.blob_name[:2] / row.blob_name
-        sealed = stream_params(row).ciphertext_size(row.size)
-        if not blob.is_file() or blob.stat().st_size != sealed:
+        if not blob.is_file() or blob.stat().st_size != sealed_size(row):
             raise IntegrityError(f"the backup lacks the blob of artifact {row.id}")
     if size != manifest["ledger_size"] or note != manifest["checkpoint"]:
         raise IntegrityError("the backup's ledger does not match its manifest")
