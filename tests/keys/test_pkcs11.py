@@ -215,3 +215,29 @@ def test_no_pin_or_its_hash_in_reprs(softhsm: Token) -> None:
     assert pin.decode() not in shown and hashlib.sha256(pin).hexdigest() not in shown
     assert repr(hashlib.sha256(pin).digest()) not in shown
     provider.close()
+
+
+def test_a_pin_file_must_be_private(
+    softhsm: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, pin = softhsm
+    root = tmp_path / "ws"
+    ws = Workspace.init(
+        root, passphrase=Secret(PASSPHRASE), admin_password=Secret(ADMIN_PASSWORD),
+        kdf=FAST_PARAMS, hsm=settings, hsm_pin=pin,
+    )  # fmt: skip
+    ws.close()
+    pin_file = tmp_path / "pin"
+    pin_file.write_bytes(pin.reveal() + b"\n")
+    config = root / "sealml.toml"
+    config.write_text(
+        config.read_text().replace("[keys]\n", f'[keys]\nhsm_pin_file = "{pin_file}"\n')
+    )
+    monkeypatch.delenv("SEALML_HSM_PIN", raising=False)
+    pin_file.chmod(0o644)
+    with pytest.raises(UsageError, match="readable by others"):
+        _ = Workspace.open(root, passphrase=Secret(PASSPHRASE)).keys
+    pin_file.chmod(0o600)
+    opened = Workspace.open(root, passphrase=Secret(PASSPHRASE))
+    assert opened.keys.current_kek_id() == "hsm:1"
+    opened.close()

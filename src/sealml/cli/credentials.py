@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from ..crypto.canonical import parse_json
 from ..crypto.secret import Secret
 from ..crypto.signing import KeyFormatError, SigningKey
 from ..errors import AuthenticationError, UsageError
-from ..fsutil import make_private_dir, write_private
+from ..fsutil import make_private_dir, read_private_file, write_private
 from ..witness import state_home
 from ..workspace import Workspace
 
@@ -44,20 +43,6 @@ def interactive() -> bool:
 def prompt_secret(label: str, confirm: bool = False) -> Secret:
     value = typer.prompt(label, hide_input=True, confirmation_prompt=confirm, err=True)
     return Secret(value)
-
-
-def read_private_file(path: Path, what: str) -> bytes:
-    """Read a secret file, refusing one that others can read."""
-    try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path} does not exist") from None
-    except OSError as error:
-        raise UsageError(f"cannot read {what} {path}: {error.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise UsageError(f"{what} {path} is readable by others; run chmod 600 on it")
-    return data
 
 
 def new_secret_from_env(env: str, label: str) -> Secret:

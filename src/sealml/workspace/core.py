@@ -46,7 +46,7 @@ from ..errors import (
     UsageError,
     WorkspaceExistsError,
 )
-from ..fsutil import create_private
+from ..fsutil import create_private, read_private_file
 from ..keys.local import LocalKeystore
 from ..keys.pkcs11 import Pkcs11Provider, TokenSettings
 from ..keys.provider import KeyProvider
@@ -323,10 +323,7 @@ class WorkspaceCore:
             return Secret(value)
         if self.config.keys.hsm_pin_file:
             path = resolve(self.root, self.config.keys.hsm_pin_file)
-            try:
-                return Secret(path.read_bytes().rstrip(b"\r\n"))
-            except OSError:
-                raise ConfigError(f"cannot read the HSM PIN file {path}") from None
+            return Secret(read_private_file(path, "HSM PIN file").rstrip(b"\r\n"))
         raise AuthenticationError(f"the HSM PIN is needed: set {HSM_PIN_ENV} or keys.hsm_pin_file")
 
     @property
