@@ -12,10 +12,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .access.policy import DEFAULT_ROLES
 from .errors import ConfigError
+from .store.s3 import S3Location
 
 CONFIG_NAME = "sealml.toml"
 STATE_DIR = ".sealml"
@@ -36,8 +44,33 @@ class DatabaseSection(_Section):
 
 
 class BlobsSection(_Section):
-    backend: Literal["local"] = "local"
+    # "local": files under *path*; "s3": objects under *prefix* in *bucket* of an
+    # S3-compatible service (credentials from the AWS chain, never from this file).
+    backend: Literal["local", "s3"] = "local"
     path: str = f"{STATE_DIR}/blobs"
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    ca_bundle: str | None = None
+
+    @model_validator(mode="after")
+    def _check_s3(self) -> BlobsSection:
+        if self.backend == "s3":
+            self.s3_location()
+        return self
+
+    def s3_location(self) -> S3Location:
+        """The bucket and prefix of an ``s3`` backend (a ConfigError when incomplete)."""
+        if not self.bucket:
+            raise ConfigError("blobs.backend = 's3' needs blobs.bucket")
+        return S3Location(
+            bucket=self.bucket,
+            prefix=self.prefix,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            ca_bundle=self.ca_bundle,
+        )
 
 
 class KdfSection(_Section):
@@ -238,6 +271,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path} is not valid TOML: nested too deeply") from None
     try:
         return Config.model_validate(raw)
+    except ConfigError as error:  # raised by a section's own check
+        raise ConfigError(f"{path}: {error.message}") from None
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -248,6 +283,27 @@ def resolve(root: Path, value: str) -> Path:
     """A config path made absolute against the workspace folder."""
     path = Path(value).expanduser()
     return path if path.is_absolute() else root / path
+
+
+def shared_outside(root: Path, config: Config) -> str | None:
+    """What a copy of the workspace folder would still share with the original (a server
+    database, a bucket, files elsewhere), or None when the folder holds everything."""
+    root = root.resolve()
+
+    def inside(path: Path) -> bool:
+        return path.resolve().is_relative_to(root)
+
+    url = database_url(root, config.database.url)
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or not inside(Path(url[len(prefix) :])):
+        return f"its database is {config.database.url!r}"
+    if config.blobs.backend != "local":
+        return f"its blobs are in {config.blobs.s3_location()}"
+    if not inside(resolve(root, config.blobs.path)):
+        return f"its blobs are in {config.blobs.path!r}"
+    if not inside(resolve(root, config.keys.keystore)):
+        return f"its keystore is {config.keys.keystore!r}"
+    return None
 
 
 def database_url(root: Path, url: str) -> str:

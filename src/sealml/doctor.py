@@ -24,7 +24,6 @@ from .config import CONFIG_NAME
 from .db.models import DataKeyRow
 from .errors import AuthenticationError, SealmlError
 from .store.artifacts import live_artifacts, sealed_size
-from .store.blobs import LocalBlobStore
 from .witness import state_home
 from .workspace import Workspace
 
@@ -204,17 +203,16 @@ def _keys(workspace: Workspace) -> Finding:
 
 
 def _partial_writes(workspace: Workspace) -> Finding:
-    blobs = workspace.blobs
-    if not isinstance(blobs, LocalBlobStore) or not blobs.tmp.is_dir():
-        return Finding("interrupted writes", "ok", "none")
-    day_ago = datetime.now(UTC).timestamp() - 86400
-    stale = [p.name for p in blobs.tmp.iterdir() if p.stat().st_mtime < day_ago]
+    try:
+        stale = workspace.blobs.stale_partials(86400)
+    except SealmlError as error:
+        return Finding("interrupted writes", "warn", f"not checked: {error}")
     if stale:
         return Finding(
             "interrupted writes",
             "warn",
-            f"{len(stale)} partial blob(s) older than a day in {blobs.tmp}; they hold "
-            "ciphertext only and can be deleted",
+            f"{stale} partial blob(s) older than a day in {workspace.blobs}; they hold "
+            "ciphertext only and can be discarded",
         )
     return Finding("interrupted writes", "ok", "none older than a day")
 

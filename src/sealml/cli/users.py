@@ -13,6 +13,7 @@ from ..crypto.secret import Secret
 from ..errors import UsageError
 from ..fsutil import create_private
 from ..keys.pkcs11 import TokenSettings
+from ..store.s3 import S3Location
 from ..workspace import Workspace
 from ..workspace.core import HSM_PIN_ENV, find_root
 from . import credentials
@@ -47,6 +48,19 @@ def init(
         "key-encryption keys in its token (--hsm-token), PIN from SEALML_HSM_PIN.",
     ),
     hsm_token: str | None = typer.Option(None, "--hsm-token", help="The token's label."),
+    blob_store: str | None = typer.Option(
+        None,
+        "--blob-store",
+        help="s3://bucket[/prefix/]: keep sealed blobs in an S3-compatible bucket "
+        "(credentials from the AWS chain; default prefix sealml/<workspace id>/).",
+    ),
+    s3_endpoint: str | None = typer.Option(
+        None, "--s3-endpoint", help="The S3 service's https URL when it is not AWS (MinIO...)."
+    ),
+    s3_region: str | None = typer.Option(None, "--s3-region", help="The bucket's region."),
+    s3_ca_bundle: Path | None = typer.Option(
+        None, "--s3-ca-bundle", help="A private CA's certificates for the S3 endpoint."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Create a workspace: config, database, blob store, keystore and the first admin.
@@ -57,6 +71,18 @@ def init(
     """
     if (hsm_module is None) != (hsm_token is None):
         raise UsageError("give --hsm-module and --hsm-token together")
+    if blob_store is None and (s3_endpoint or s3_region or s3_ca_bundle):
+        raise UsageError("--s3-endpoint, --s3-region and --s3-ca-bundle need --blob-store")
+    bucket = (
+        S3Location.from_url(
+            blob_store,
+            endpoint_url=s3_endpoint,
+            region=s3_region,
+            ca_bundle=str(s3_ca_bundle.resolve()) if s3_ca_bundle else None,
+        )
+        if blob_store
+        else None
+    )
     root = find_root(directory if directory is not None else state(ctx).workspace)
     passphrase = credentials.new_secret_from_env(credentials.PASSPHRASE_ENV, "Keystore passphrase")
     password = credentials.new_secret_from_env(credentials.PASSWORD_ENV, f"Password for {admin}")
@@ -72,6 +98,7 @@ def init(
         hsm_pin=credentials.new_secret_from_env(HSM_PIN_ENV, "HSM token PIN")
         if hsm_module
         else None,
+        bucket=bucket,
     )
     workspace.close()
     result = {

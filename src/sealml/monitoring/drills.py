@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import AlertRule
+from ..config import CONFIG_NAME, AlertRule, load_config, shared_outside
 from ..errors import IntegrityError, SealmlError, UsageError
+from ..store.blobs import LocalBlobStore
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -51,7 +52,13 @@ class DrillResult:
 
 @contextlib.contextmanager
 def workspace_copy(root: Path, open_copy: Callable[[Path], Workspace]) -> Iterator[Workspace]:
-    """A throw-away copy of the workspace at *root*, opened, with its own state folder."""
+    """A throw-away copy of the workspace at *root*, opened, with its own state folder.
+
+    Refused when the folder does not hold the whole workspace: a drill on the copy would
+    then tamper with the original's database or blobs.
+    """
+    if (shared := shared_outside(root, load_config(root / CONFIG_NAME))) is not None:
+        raise UsageError(f"drills run on a copy of the workspace folder; {shared}, outside it")
     with tempfile.TemporaryDirectory(prefix="sealml-drill-") as folder:
         copy = Path(folder) / "workspace"
         shutil.copytree(root, copy, ignore=shutil.ignore_patterns("serve-tls"))
@@ -79,8 +86,9 @@ def _timed(check: Callable[[], Any]) -> tuple[Any, float]:
 def tampered_model(ws: Workspace, name: str, ref: str) -> DrillResult:
     """Flip one byte of the served model's blob; loading it must fail."""
     described = ws.show_model(name, ref)
+    assert isinstance(ws.blobs, LocalBlobStore)  # workspace_copy refuses any other
     with ws.db.read() as session:
-        blob = ws.blobs.path_of(ws._find(session, described.artifact_id).blob_name)  # type: ignore[attr-defined]
+        blob = ws.blobs.path_of(ws._find(session, described.artifact_id).blob_name)
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0x01
     blob.write_bytes(bytes(data))

@@ -19,7 +19,7 @@ from ..diskio import DurableAppender, open_for_reading
 from ..errors import IntegrityError, UsageError
 from ..fsutil import FILE_MODE, fsync_dir, make_private_dir
 
-_NAME_BYTES = 16
+NAME_BYTES = 16
 
 
 class BlobWriter(Protocol):
@@ -52,18 +52,21 @@ class BlobStore(Protocol):
 
     def names(self) -> Iterator[str]: ...
 
+    def stale_partials(self, older_than_seconds: float) -> int: ...
+
     def discard_partial(self, older_than_seconds: float) -> int: ...
 
 
-def _check_name(name: str) -> None:
-    if len(name) != 2 * _NAME_BYTES or not all(c in "0123456789abcdef" for c in name):
+def check_name(name: str) -> None:
+    """Refuse anything but a blob name this module makes (no paths, no traversal)."""
+    if len(name) != 2 * NAME_BYTES or not all(c in "0123456789abcdef" for c in name):
         raise UsageError("malformed blob name")
 
 
 class _LocalWriter:
     def __init__(self, store: LocalBlobStore) -> None:
         self._store = store
-        self.name = secrets.token_hex(_NAME_BYTES)
+        self.name = secrets.token_hex(NAME_BYTES)
         store.tmp.mkdir(exist_ok=True, mode=0o700)
         self._tmp = store.tmp / f"{self.name}.part"
         self._file = DurableAppender(self._tmp, FILE_MODE)
@@ -97,6 +100,12 @@ class LocalBlobStore:
         self.root = root
         self.tmp = root / "tmp"
 
+    def __repr__(self) -> str:
+        return f"LocalBlobStore({self.root})"
+
+    def __str__(self) -> str:
+        return str(self.root)
+
     @classmethod
     def initialise(cls, root: Path) -> LocalBlobStore:
         make_private_dir(root)
@@ -104,7 +113,7 @@ class LocalBlobStore:
         return cls(root)
 
     def path_of(self, name: str) -> Path:
-        _check_name(name)
+        check_name(name)
         return self.root / name[:2] / name
 
     def writer(self) -> _LocalWriter:
@@ -134,14 +143,22 @@ class LocalBlobStore:
                 for blob in sorted(folder.iterdir()):
                     yield blob.name
 
-    def discard_partial(self, older_than_seconds: float) -> int:
-        """Remove temporary files of interrupted writes older than the given age."""
-        removed = 0
+    def _partials(self, older_than_seconds: float) -> Iterator[Path]:
         cutoff = time.time() - older_than_seconds
         if self.tmp.is_dir():
             for part in self.tmp.iterdir():
                 with contextlib.suppress(FileNotFoundError):
                     if part.stat().st_mtime < cutoff:
-                        part.unlink()
-                        removed += 1
+                        yield part
+
+    def stale_partials(self, older_than_seconds: float) -> int:
+        """How many interrupted writes are older than the given age."""
+        return sum(1 for _ in self._partials(older_than_seconds))
+
+    def discard_partial(self, older_than_seconds: float) -> int:
+        """Remove temporary files of interrupted writes older than the given age."""
+        removed = 0
+        for part in list(self._partials(older_than_seconds)):
+            part.unlink(missing_ok=True)
+            removed += 1
         return removed

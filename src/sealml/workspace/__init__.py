@@ -10,6 +10,7 @@ from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams
 from ..crypto.secret import Secret
 from ..keys.pkcs11 import TokenSettings
 from ..ledger import EventDraft
+from ..store.s3 import S3Location
 from .artifacts import ArtifactCheck, StoreReport
 from .audit import AuditOperations
 from .core import PassphraseSource
@@ -43,6 +44,7 @@ class Workspace(IncidentOperations, UserOperations, AuditOperations):
         database_url: str | None = None,
         hsm: TokenSettings | None = None,
         hsm_pin: Secret | None = None,
+        bucket: S3Location | None = None,
     ) -> Workspace:
         """Create a workspace at *path* with its first admin, who becomes the actor.
 
@@ -50,7 +52,9 @@ class Workspace(IncidentOperations, UserOperations, AuditOperations):
         names another (PostgreSQL: ``postgresql+psycopg://user@host/db``, an empty
         database, the password in ``~/.pgpass`` or ``PGPASSWORD``, never in the URL).
         Its key-encryption keys live in the keystore file unless *hsm* names a PKCS#11
-        token (opened with *hsm_pin*) to generate and keep them in. Refuses to touch a
+        token (opened with *hsm_pin*) to generate and keep them in. Its sealed blobs are
+        files in the workspace unless *bucket* names an S3-compatible bucket (and prefix,
+        by default ``sealml/<workspace id>/``; it must hold nothing yet). Refuses to touch a
         folder or database that already holds a workspace; on any failure the partly
         created workspace is removed.
         """
@@ -69,6 +73,7 @@ class Workspace(IncidentOperations, UserOperations, AuditOperations):
             database=database_url,
             token=hsm,
             token_pin=hsm_pin,
+            bucket=bucket,
         )
         try:
             with workspace.transaction() as session:

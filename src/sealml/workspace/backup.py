@@ -37,7 +37,7 @@ from typing import Any
 
 from .._version import __version__
 from ..clock import utc_now
-from ..config import CONFIG_NAME, STATE_DIR, Config, load_config
+from ..config import CONFIG_NAME, STATE_DIR, Config, load_config, shared_outside
 from ..crypto.kdf import Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
 from ..crypto.streaming import DecryptingReader, EncryptingWriter, StreamingParams
@@ -89,7 +89,7 @@ class RestoreInfo:
 
 def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) -> BackupInfo:
     """Write an encrypted backup of *workspace* to *output* (a new file, 0600)."""
-    _check_default_layout(workspace.config)
+    _check_default_layout(workspace.root, workspace.config)
     workspace.authorize("workspace:backup", "workspace", action="workspace.backup")
     output = output.expanduser().resolve()
     if output.is_relative_to(workspace.root):
@@ -138,7 +138,12 @@ def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) ->
     )
 
 
-def _check_default_layout(config: Config) -> None:
+def _check_default_layout(root: Path, config: Config) -> None:
+    if (shared := shared_outside(root, config)) is not None:
+        raise UsageError(
+            f"backups cover workspaces with everything in their folder; {shared} (back "
+            "a server database up with its own tools, e.g. pg_dump; keep a bucket versioned)"
+        )
     layout = {
         "database.url": (config.database.url, f"sqlite:///{DATABASE}"),
         "blobs.path": (config.blobs.path, BLOBS),
@@ -147,8 +152,7 @@ def _check_default_layout(config: Config) -> None:
     for name, (value, default) in layout.items():
         if value != default:
             raise UsageError(
-                f"backups cover workspaces with everything in their folder; {name} is "
-                f"{value!r} (back a server database up with its own tools, e.g. pg_dump)"
+                f"backups cover workspaces with the default layout; {name} is {value!r}"
             )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import uuid
@@ -20,6 +21,7 @@ from ..clock import utc_now
 from ..config import (
     CONFIG_NAME,
     STATE_DIR,
+    BlobsSection,
     Config,
     DatabaseSection,
     KdfSection,
@@ -52,6 +54,7 @@ from ..keys.pkcs11 import Pkcs11Provider, TokenSettings
 from ..keys.provider import KeyProvider
 from ..ledger import EventDraft, Ledger, NoteSigner, NoteVerifier
 from ..store.blobs import BlobStore, LocalBlobStore
+from ..store.s3 import S3BlobStore, S3Location
 from ..witness import Witness
 
 HSM_PIN_ENV = "SEALML_HSM_PIN"
@@ -61,6 +64,13 @@ TOKEN_SECRET = "pii-token-key"  # noqa: S105
 WATERMARK_SECRET = "watermark-key"  # noqa: S105
 WORKSPACE_ENV = "SEALML_WORKSPACE"
 PassphraseSource = Secret | Callable[[], Secret] | None
+
+
+def blob_store(root: Path, section: BlobsSection) -> BlobStore:
+    """The blob backend ``sealml.toml`` names: a local folder or an S3-compatible bucket."""
+    if section.backend == "s3":
+        return S3BlobStore(section.s3_location())
+    return LocalBlobStore(resolve(root, section.path))
 
 
 def find_root(path: Path | str | None) -> Path:
@@ -79,7 +89,7 @@ class WorkspaceCore:
         self.root = root
         self.config = config
         self.db = Database(database_url(root, config.database.url), create=create)
-        self.blobs: BlobStore = LocalBlobStore(resolve(root, config.blobs.path))
+        self.blobs = blob_store(root, config.blobs)
         self.approved: ApprovedPolicy | None = None
         self.ledger = Ledger(config.ledger.origin)
         try:
@@ -116,6 +126,7 @@ class WorkspaceCore:
         kdf: Argon2idParams,
         database: str | None,
         token: TokenSettings | None,
+        bucket: S3Location | None,
     ) -> tuple[Config, LocalKeystore, NoteSigner]:
         workspace_id = uuid.uuid4().hex
         state = root / STATE_DIR
@@ -134,7 +145,21 @@ class WorkspaceCore:
         if token is not None:
             config.keys.provider = "pkcs11"
             config.keys.hsm_module, config.keys.hsm_token = token.module, token.token
-        LocalBlobStore.initialise(resolve(root, config.blobs.path))
+        if bucket is None:
+            LocalBlobStore.initialise(resolve(root, config.blobs.path))
+        else:
+            # Each workspace gets a prefix of its own unless told otherwise.
+            prefix = bucket.prefix or f"sealml/{workspace_id}/"
+            location = dataclasses.replace(bucket, prefix=prefix)
+            S3BlobStore.initialise(location)
+            config.blobs = BlobsSection(
+                backend="s3",
+                bucket=location.bucket,
+                prefix=location.prefix,
+                endpoint_url=location.endpoint_url,
+                region=location.region,
+                ca_bundle=location.ca_bundle,
+            )
         create_private(root / CONFIG_NAME, config.dump())
         return config, keystore, signer
 
@@ -182,6 +207,7 @@ class WorkspaceCore:
         database: str | None = None,
         token: TokenSettings | None = None,
         token_pin: Secret | None = None,
+        bucket: S3Location | None = None,
     ) -> Self:
         """Create the files and the database schema. A server database must be empty: a
         workspace never takes over tables it did not create, and on failure drops only
@@ -194,7 +220,13 @@ class WorkspaceCore:
         made_token: Pkcs11Provider | None = None
         try:
             config, keystore, signer = cls._create_files(
-                root, name=name, passphrase=passphrase, kdf=kdf, database=database, token=token
+                root,
+                name=name,
+                passphrase=passphrase,
+                kdf=kdf,
+                database=database,
+                token=token,
+                bucket=bucket,
             )
             workspace = cls(root, config, passphrase, create=True)
             workspace._keystore, workspace._note_signer = keystore, signer
