@@ -17,7 +17,9 @@ import ipaddress
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +31,8 @@ from .blobs import NAME_BYTES, check_name
 # holding much in memory.
 PART_SIZE = 8 << 20
 _MIN_PART_SIZE = 5 << 20
+# Parts uploading at once while the next is encrypted (each holds one part in memory).
+_PARTS_IN_FLIGHT = 4
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _REFUSED = {
@@ -200,7 +204,8 @@ class _ObjectReader(io.RawIOBase):
 
 
 class _S3Writer:
-    """A blob uploaded in parts as it is written; nothing is visible before ``commit``."""
+    """A blob uploaded in parts as it is written, a few parts in flight while encryption
+    goes on; nothing is visible before ``commit``."""
 
     def __init__(self, store: S3BlobStore) -> None:
         self._store = store
@@ -208,31 +213,42 @@ class _S3Writer:
         self._key = store.key_of(self.name)
         self._buffer = bytearray()
         self._upload_id: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: deque[Future[dict[str, Any]]] = deque()
         self._parts: list[dict[str, Any]] = []
         self._committed = False
 
     def write(self, data: memoryview, /) -> int:
         self._buffer += data
         while len(self._buffer) >= self._store.part_size:
-            self._upload_part(bytes(self._buffer[: self._store.part_size]))
+            self._send_part(bytes(self._buffer[: self._store.part_size]))
             del self._buffer[: self._store.part_size]
         return len(data)
 
-    def _upload_part(self, chunk: bytes) -> None:
-        client, bucket = self._store.client, self._store.location.bucket
+    def _send_part(self, chunk: bytes) -> None:
+        if self._upload_id is None:
+            with _translated(self._store.location):
+                started = self._store.client.create_multipart_upload(
+                    Bucket=self._store.location.bucket, Key=self._key
+                )
+            self._upload_id = str(started["UploadId"])
+            self._pool = ThreadPoolExecutor(_PARTS_IN_FLIGHT, thread_name_prefix="sealml-s3")
+        assert self._pool is not None
+        if len(self._in_flight) >= _PARTS_IN_FLIGHT:
+            self._parts.append(self._in_flight.popleft().result())
+        number = len(self._parts) + len(self._in_flight) + 1
+        self._in_flight.append(self._pool.submit(self._upload_part, number, chunk))
+
+    def _upload_part(self, number: int, chunk: bytes) -> dict[str, Any]:
         with _translated(self._store.location):
-            if self._upload_id is None:
-                started = client.create_multipart_upload(Bucket=bucket, Key=self._key)
-                self._upload_id = str(started["UploadId"])
-            number = len(self._parts) + 1
-            sent = client.upload_part(
-                Bucket=bucket,
+            sent = self._store.client.upload_part(
+                Bucket=self._store.location.bucket,
                 Key=self._key,
                 UploadId=self._upload_id,
                 PartNumber=number,
                 Body=chunk,
             )
-        self._parts.append({"ETag": sent["ETag"], "PartNumber": number})
+        return {"ETag": sent["ETag"], "PartNumber": number}
 
     def commit(self) -> None:
         client, bucket = self._store.client, self._store.location.bucket
@@ -241,7 +257,9 @@ class _S3Writer:
                 client.put_object(Bucket=bucket, Key=self._key, Body=bytes(self._buffer))
         else:
             if self._buffer:
-                self._upload_part(bytes(self._buffer))
+                self._send_part(bytes(self._buffer))
+            while self._in_flight:
+                self._parts.append(self._in_flight.popleft().result())
             with _translated(self._store.location):
                 client.complete_multipart_upload(
                     Bucket=bucket,
@@ -256,6 +274,10 @@ class _S3Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            for pending in self._in_flight:
+                pending.cancel()
+            self._pool.shutdown(wait=True)
         if not self._committed and self._upload_id is not None:
             # Best effort: an upload left behind is invisible and `discard_partial`
             # (or the bucket's lifecycle rule) removes it later.
