@@ -81,10 +81,12 @@ def test_names_that_are_not_blob_names_are_refused(store: BlobStore, name: str) 
 
 def test_a_large_blob_goes_up_in_parts(s3_env: str, bucket: str) -> None:
     store = S3BlobStore(S3Location(bucket, endpoint_url=s3_env), part_size=5 * MIB)
-    data = os.urandom(11 * MIB + 12345)  # two full parts and a short last one
+    data = os.urandom(26 * MIB + 12345)  # five full parts (more than are ever in flight)
     name = write(store, data, chunk=MIB)
     assert read(store, name) == data
     assert store.size(name) == len(data)
+    parts = s3_client(s3_env).head_object(Bucket=bucket, Key=name, PartNumber=1)
+    assert parts["PartsCount"] == 6
 
 
 def test_an_abandoned_multipart_upload_is_aborted(s3_env: str, bucket: str) -> None:
