@@ -24,6 +24,7 @@ from .config import CONFIG_NAME
 from .db.models import DataKeyRow
 from .errors import AuthenticationError, SealmlError
 from .store.artifacts import live_artifacts, sealed_size
+from .store.s3 import S3BlobStore
 from .witness import state_home
 from .workspace import Workspace
 
@@ -53,6 +54,7 @@ def diagnose(workspace: Workspace, *, packages: bool = False) -> list[Finding]:
         _private_files,
         _schema,
         _blobs,
+        _bucket,
         _keys,
         _partial_writes,
         _ledger,
@@ -200,6 +202,25 @@ def _keys(workspace: Workspace) -> Finding:
         f"{provider.name} provider, current {provider.current_kek_id()}, "
         f"{len(held)} held, {len(used)} in use",
     )
+
+
+def _bucket(workspace: Workspace) -> Finding:
+    blobs = workspace.blobs
+    if not isinstance(blobs, S3BlobStore):
+        return Finding("blob bucket", "ok", "none: blobs are local files")
+    try:
+        versioned = blobs.versioned()
+    except SealmlError as error:
+        return Finding("blob bucket", "fail", str(error))
+    if not versioned:
+        return Finding(
+            "blob bucket",
+            "warn",
+            f"{blobs.location.bucket} does not keep object versions: a blob deleted or "
+            "overwritten there is lost (workspace backups do not cover a bucket); enable "
+            "versioning",
+        )
+    return Finding("blob bucket", "ok", f"{blobs.location.bucket} is reachable and versioned")
 
 
 def _partial_writes(workspace: Workspace) -> Finding:

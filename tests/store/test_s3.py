@@ -3,6 +3,7 @@ and a workspace whose sealed blobs live in a bucket refuses every altered object
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -342,15 +343,38 @@ def test_config_refuses_s3_settings_it_cannot_use(workspace: Workspace) -> None:
         assert str(path) in str(caught.value)
 
 
-def test_cli_init_on_s3(cli: Any, s3_env: str, bucket: str) -> None:
+def test_cli_init_on_s3_and_doctor(cli: Any, s3_env: str, bucket: str, tmp_path: Path) -> None:
     result = cli(  # type: ignore[operator]
         "init", "--blob-store", f"s3://{bucket}/team-a", "--s3-endpoint", s3_env,
         "--insecure-fast-kdf", env=admin_env(),
     )  # fmt: skip
-    assert result.code == 0, result.stdout + result.stderr
-    assert list(s3_client(s3_env).list_objects_v2(Bucket=bucket).get("Contents", [])) == []
-    doctor = cli("doctor", "--json", env=admin_env())  # type: ignore[operator]
-    assert doctor.code == 0, doctor.stdout + doctor.stderr
+    assert result.code == 0, result.stderr
+    client = s3_client(s3_env)
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+    def doctor() -> tuple[int, dict[str, dict[str, str]]]:
+        answer = cli("doctor", "--json", env=admin_env())  # type: ignore[operator]
+        checks = {c["check"]: c for c in json.loads(answer.stdout)["checks"]}
+        return answer.code, checks
+
+    code, checks = doctor()
+    assert code == 0
+    assert checks["blob bucket"]["status"] == "warn"
+    assert "versioning" in checks["blob bucket"]["detail"]
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    (tmp_path / "rows.csv").write_text("age,income\n41,52000\n")
+    put = cli("put", str(tmp_path / "rows.csv"), "--kind", "dataset", env=admin_env())  # type: ignore[operator]
+    assert put.code == 0, put.stderr
+    code, checks = doctor()
+    assert (code, checks["blob bucket"]["status"]) == (0, "ok")
+    assert checks["sealed blobs"]["detail"].startswith("1 present")
+    (key,) = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert key.startswith("team-a/")
+    client.delete_object(Bucket=bucket, Key=key)
+    code, checks = doctor()
+    assert code == 1
+    assert checks["sealed blobs"]["status"] == "fail"
+    assert "missing" in checks["sealed blobs"]["detail"]
 
 
 @pytest.mark.parametrize(

@@ -329,6 +329,13 @@ class S3BlobStore:
             )
         return store
 
+    def versioned(self) -> bool:
+        """Whether the bucket keeps older versions of objects (what lets a deleted or
+        overwritten blob be recovered, since workspace backups do not cover a bucket)."""
+        with _translated(self.location):
+            answer = self.client.get_bucket_versioning(Bucket=self.location.bucket)
+        return bool(answer.get("Status") == "Enabled")
+
     def key_of(self, name: str) -> str:
         check_name(name)
         return self.location.prefix + name
