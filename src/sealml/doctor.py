@@ -156,16 +156,19 @@ def _blobs(workspace: Workspace) -> Finding:
         workspace.authorize("artifact:verify", "artifact:*", action="artifact.verify")
     except SealmlError as error:
         return Finding("sealed blobs", "warn", f"not checked: {error}")
-    blobs = workspace.blobs
     broken: list[str] = []
     with workspace.db.read() as session:
         rows = live_artifacts(session)
+    try:
+        stored = dict(workspace.blobs.listing())
+    except SealmlError as error:
+        return Finding("sealed blobs", "fail", f"the blob store cannot be listed: {error}")
     for row in rows:
-        try:
-            if blobs.size(row.blob_name) != sealed_size(row):
-                broken.append(f"{row.id[:12]} ({row.name}) has the wrong size")
-        except SealmlError as error:
-            broken.append(f"{row.id[:12]} ({row.name}): {error}")
+        size = stored.get(row.blob_name)
+        if size is None:
+            broken.append(f"{row.id[:12]} ({row.name}) is missing")
+        elif size != sealed_size(row):
+            broken.append(f"{row.id[:12]} ({row.name}) has the wrong size")
     checked = len(rows)
     if broken:
         return Finding(

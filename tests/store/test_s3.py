@@ -55,10 +55,10 @@ def test_the_blob_contract(store: BlobStore) -> None:
     assert read(store, name) == data
     assert store.size(name) == len(data)
     assert store.exists(name)
-    assert list(store.names()) == [name]
+    assert list(store.listing()) == [(name, len(data))]
     store.delete(name)
     assert not store.exists(name)
-    assert list(store.names()) == []
+    assert list(store.listing()) == []
     with pytest.raises(IntegrityError, match="missing"):
         store.open(name)
     with pytest.raises(IntegrityError, match="missing"):
@@ -69,7 +69,7 @@ def test_an_uncommitted_blob_never_appears(store: BlobStore) -> None:
     with store.writer() as writer:
         writer.write(memoryview(b"half a blob"))
     assert not store.exists(writer.name)
-    assert list(store.names()) == []
+    assert list(store.listing()) == []
     assert store.stale_partials(0) == 0
 
 
@@ -293,7 +293,7 @@ def test_a_pipeline_seals_its_outputs_into_the_bucket(
     with s3_workspace.db.read() as session:
         sealed = {row.blob_name for row in live_artifacts(session)}
     assert len(sealed) >= 3  # the source, two stage outputs, the run's own records
-    assert set(s3_workspace.blobs.names()) == sealed
+    assert {name for name, _ in s3_workspace.blobs.listing()} == sealed
     assert s3_workspace.verify_store().ok
 
 

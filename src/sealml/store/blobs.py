@@ -50,7 +50,9 @@ class BlobStore(Protocol):
 
     def exists(self, name: str) -> bool: ...
 
-    def names(self) -> Iterator[str]: ...
+    def listing(self) -> Iterator[tuple[str, int]]:
+        """Every stored blob's name and size."""
+        ...
 
     def stale_partials(self, older_than_seconds: float) -> int: ...
 
@@ -137,11 +139,12 @@ class LocalBlobStore:
     def exists(self, name: str) -> bool:
         return self.path_of(name).is_file()
 
-    def names(self) -> Iterator[str]:
+    def listing(self) -> Iterator[tuple[str, int]]:
         for folder in sorted(self.root.iterdir()):
             if folder.is_dir() and len(folder.name) == 2:
                 for blob in sorted(folder.iterdir()):
-                    yield blob.name
+                    with contextlib.suppress(FileNotFoundError):
+                        yield blob.name, blob.stat().st_size
 
     def _partials(self, older_than_seconds: float) -> Iterator[Path]:
         cutoff = time.time() - older_than_seconds

@@ -364,7 +364,8 @@ class S3BlobStore:
             return False
         return True
 
-    def names(self) -> Iterator[str]:
+    def listing(self) -> Iterator[tuple[str, int]]:
+        """Every blob under the prefix with its size, a thousand per request."""
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.location.bucket, Prefix=self.location.prefix
         )
@@ -373,7 +374,7 @@ class S3BlobStore:
                 for entry in page.get("Contents", ()):
                     name = str(entry["Key"])[len(self.location.prefix) :]
                     if _is_blob_name(name):
-                        yield name
+                        yield name, int(entry["Size"])
 
     def _uploads(self, older_than_seconds: float) -> Iterator[dict[str, Any]]:
         cutoff = time.time() - older_than_seconds

@@ -385,7 +385,7 @@ class ArtifactOperations(WorkspaceCore):
                 referenced.add(row.blob_name)
                 report.checks.append(self._verify_row(session, row))
             report.problems.extend(_ledger_only(session, {row.id for row in rows}))
-        stored = set(self.blobs.names())
+        stored = {name for name, _ in self.blobs.listing()}
         report.orphan_blobs = len(stored - referenced)
         self.record(
             [
