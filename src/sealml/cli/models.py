@@ -6,6 +6,7 @@ A model reference is ``NAME``, ``NAME@ALIAS`` or ``NAME@VERSION`` (``NAME@3``, `
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -85,6 +86,7 @@ def _show_version(version: ModelVersion, as_json: bool) -> None:
         ("artifact", f"{version.artifact_id} ({version.artifact_digest})"),
         ("signature", version.signature_id),
         ("scan report", version.scan_id),
+        ("sbom", version.sbom_id or "none"),
         ("provenance", version.provenance_id or "none"),
         ("evaluation", version.evaluation_id or "none"),
         ("trained by", version.trained_by),
@@ -332,6 +334,33 @@ def history_command(
             str(details.get("alias", "")),
         )
     print_table(table)
+
+
+@app.command("sbom")
+def sbom_command(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME@ALIAS or NAME@VERSION."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="A new file for it (default: standard output)."
+    ),
+) -> None:
+    """The version's CycloneDX SBOM: the packages its model was built with, checked."""
+    name, selector = _split(ref)
+    if output is not None and output.exists():
+        raise UsageError(f"{output} already exists; refusing to overwrite it")
+    with open_workspace(ctx) as workspace:
+        if selector is None:
+            selector = str(workspace.versions(name)[0].version)
+        document = workspace.model_sbom(name, selector)
+    if output is None:
+        sys.stdout.write(document.decode() + "\n")
+        return
+    try:
+        with output.open("xb") as handle:
+            handle.write(document)
+    except OSError as error:
+        raise UsageError(f"cannot write {output}: {error.strerror}") from None
+    out.print(f"wrote {output}")
 
 
 @app.command("watermark-verify")

@@ -194,6 +194,7 @@ class ModelVersionRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     status_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sbom_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # added in 0005
 
 
 class ModelAliasMoveRow(Base):

@@ -256,7 +256,7 @@ def _summary(
     metrics = evaluation.get("metrics", {})
     lines = [
         f"[bold green]{MODEL} is in production[/bold green], signed, scanned, watermarked and "
-        "approved by a second person.",
+        "approved by a second person, with a CycloneDX SBOM of what it was built with.",
         f"Protected: {artifacts} pipeline outputs sealed (AES-256-GCM, one key each), signed "
         f"and attested back to the pinned source; {events} ledger events, verified.",
         f"Measured: accuracy {metrics.get('accuracy')}, robust accuracy at 0.1 std "

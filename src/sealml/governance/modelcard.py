@@ -72,6 +72,7 @@ def markdown(facts: CardFacts) -> str:
                 ["registered by", f"{version['registered_by']} at {version['registered_at']}"],
                 ["signature", f"OpenSSF model signing bundle {version['signature_id']}"],
                 ["scan", f"report {version['scan_id']}: safe"],
+                ["SBOM", f"CycloneDX {version['sbom_id']}" if version.get("sbom_id") else "none"],
             ],
         ),
         "",

@@ -20,7 +20,8 @@ SCAN_REPORT = "model-scan"
 PROFILE_REPORT = "feature-profile"
 DRIFT_REPORT = "drift"
 # Reports sealml writes about a version; never taken for its evaluation report.
-OWN_REPORTS = (SCAN_REPORT, PROFILE_REPORT, DRIFT_REPORT)
+SBOM_REPORT = "sbom"
+OWN_REPORTS = (SCAN_REPORT, PROFILE_REPORT, DRIFT_REPORT, SBOM_REPORT)
 
 
 def model_resource(name: str) -> str:
@@ -57,14 +58,22 @@ class VersionFacts:
     trained_by: str
     registered_by: str
     registered_at: str
+    # Added after the first release: statements signed before it do not name one.
+    sbom_id: str | None = None
 
     def statement(self) -> bytes:
         return canonical_json({"type": "sealml/model-version/v1", **vars(self)})
 
     @classmethod
     def from_statement(cls, data: Mapping[str, Any]) -> VersionFacts:
-        fields = {key: data[key] for key in cls.__dataclass_fields__}
+        fields: dict[str, Any] = {
+            key: data.get(key) if key in _OPTIONAL_FACTS else data[key]
+            for key in VersionFacts.__dataclass_fields__
+        }
         return cls(**fields)
+
+
+_OPTIONAL_FACTS = ("sbom_id",)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import platform
 import sys
+from email.message import Message
 from email.parser import HeaderParser
 from importlib import metadata
 
@@ -25,13 +26,19 @@ def environment() -> dict[str, object]:
     }
 
 
-def _name_and_version(dist: metadata.Distribution) -> tuple[str, str] | None:
-    """Name and version from the metadata's header block only: ``dist.metadata`` parses
-    the whole file, long description included, which for a few hundred packages costs a
+def metadata_headers(dist: metadata.Distribution) -> Message | None:
+    """The header block of a distribution's metadata only: ``dist.metadata`` parses the
+    whole file, long description included, which for a few hundred packages costs a
     second."""
     text = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
     if not text:
         return None
-    headers = HeaderParser().parsestr(text.split("\n\n", 1)[0])
+    return HeaderParser().parsestr(text.split("\n\n", 1)[0])
+
+
+def _name_and_version(dist: metadata.Distribution) -> tuple[str, str] | None:
+    headers = metadata_headers(dist)
+    if headers is None:
+        return None
     name, version = headers["Name"], headers["Version"]
     return (str(name), str(version)) if name and version else None

@@ -149,6 +149,15 @@ def subjects(document: dict[str, Any]) -> list[Material]:
     ]
 
 
+def build_environment(document: dict[str, Any]) -> dict[str, Any]:
+    """The environment the statement says the stage ran in (empty when it names none)."""
+    try:
+        found = document["predicate"]["buildDefinition"]["internalParameters"]["environment"]
+    except (KeyError, TypeError):
+        return {}
+    return dict(found) if isinstance(found, dict) else {}
+
+
 def dependencies(document: dict[str, Any]) -> list[Material]:
     """Input artifacts named by the statement (not the code entry)."""
     found = []

@@ -35,6 +35,7 @@ class ProvenanceStep:
     attestation: str | None = None
     signer: str | None = None
     inputs: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)  # as its provenance states
 
 
 @dataclass
@@ -121,7 +122,12 @@ class LineageOperations(RunOperations):
         if sorted(str(i.artifact_id) for i in inputs) != sorted(info.parents):
             raise IntegrityError(f"artifact {row.id}: signed parents differ from its provenance")
         return ProvenanceStep(
-            info, "attested", link.attestation_id, row.creator, [str(i.artifact_id) for i in inputs]
+            info,
+            "attested",
+            link.attestation_id,
+            row.creator,
+            [str(i.artifact_id) for i in inputs],
+            intoto.build_environment(document),
         )
 
     def lineage(self, ref: str) -> LineageGraph:

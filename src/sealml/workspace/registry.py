@@ -41,6 +41,7 @@ from ..models.formats import load_model
 from ..models.manifest import Manifest, Resource
 from ..models.registry import (
     OWN_REPORTS,
+    SBOM_REPORT,
     SIGNATURE_ANNOTATION,
     GateCheck,
     RegistryState,
@@ -52,7 +53,10 @@ from ..models.registry import (
     replay,
 )
 from ..models.scanner import scan_bytes
-from ..store.artifacts import ArtifactDraft, info_of
+from ..provenance.environment import environment
+from ..provenance.sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE
+from ..provenance.sbom import SbomSubject, environment_sbom, model_sha256
+from ..store.artifacts import ArtifactDraft, SealedArtifact, info_of
 from .lineage import ProvenanceStep
 from .modelfiles import ModelFileOperations
 from .once import verifies_once
@@ -127,6 +131,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             data = self._plaintext_attested(session, row)
             provenance_id = self._provenance_of(session, row)
             evaluation_id = self._evaluation_of(session, row, evaluation)
+            built_in = self._build_environment(session, row, provenance_id)
         result = scan_bytes(data, row.name)
         if result.verdict != "safe":
             self.record(
@@ -139,9 +144,11 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             raise IntegrityError(
                 f"{row.name} is {result.verdict}; only clean models are registered"
             )
-        manifest = Manifest((Resource(".", hashlib.sha256(data).hexdigest()),), ())
+        sha256 = hashlib.sha256(data).hexdigest()
+        manifest = Manifest((Resource(".", sha256),), ())
         bundle = openssf.sign_manifest(manifest, row.name, actor.signing_key)
         scan = self._seal_scan_report(row, result)
+        sbom = self._seal_sbom(row, SbomSubject(name, row.id, sha256, built_in[1]), built_in[0])
         signature = self.seal_draft(
             io.BytesIO(bundle),
             ArtifactDraft(
@@ -174,8 +181,9 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                     trained_by=row.creator,
                     registered_by=actor.name,
                     registered_at=utc_now(),
+                    sbom_id=sbom.artifact.id,
                 )
-                self.commit_sealed(session, scan, signature)
+                self.commit_sealed(session, scan, signature, sbom)
                 statement = facts.statement()
                 (seq,) = self.append(
                     session,
@@ -200,10 +208,44 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                     )
                 )
         except BaseException:
-            for sealed in (scan, signature):
+            for sealed in (scan, signature, sbom):
                 self.blobs.delete(sealed.artifact.blob_name)
             raise
         return self.show_model(name, version)
+
+    def _check_sbom(self, session: Session, sbom_id: str, sha256: str, where: str) -> bytes:
+        """The SBOM's verified content, which must describe the model with *sha256*."""
+        sbom = session.get(ArtifactRow, sbom_id)
+        if sbom is None:
+            raise IntegrityError(f"{where}: its SBOM is missing")
+        document = self._plaintext_attested(session, sbom)
+        if model_sha256(document) != sha256:
+            raise IntegrityError(f"{where}: its SBOM describes another model")
+        return document
+
+    def _build_environment(
+        self, session: Session, row: ArtifactRow, provenance_id: str | None
+    ) -> tuple[dict[str, Any], str]:
+        """The packages the model was built with, as its training stage's signed provenance
+        records them; for a model without provenance, those of this process."""
+        if provenance_id is not None:
+            recorded = self._provenance_chain(session, row.id)[0].environment
+            if recorded.get("packages"):
+                return recorded, f"provenance {provenance_id}"
+        return environment(), "registering process"
+
+    def _seal_sbom(
+        self, row: ArtifactRow, subject: SbomSubject, built_in: dict[str, Any]
+    ) -> SealedArtifact:
+        document = environment_sbom(subject, built_in)
+        draft = ArtifactDraft(
+            "report",
+            f"{row.name}.cdx.json",
+            SBOM_MEDIA_TYPE,
+            (row.id,),
+            {"report": SBOM_REPORT, "packages": str(len(built_in.get("packages") or {}))},
+        )
+        return self.seal_draft(io.BytesIO(document), draft)
 
     def _provenance_of(self, session: Session, row: ArtifactRow) -> str | None:
         link = session.get(AttestationRow, row.id)
@@ -306,6 +348,8 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
         report = json.loads(self._plaintext_attested(session, scan))
         if report.get("verdict") != "safe":
             raise IntegrityError(f"{where}: its scan verdict is {report.get('verdict')!r}")
+        if facts.sbom_id is not None:
+            self._check_sbom(session, facts.sbom_id, actual.resources[0].digest, where)
         if facts.provenance_id is not None:
             link = session.get(AttestationRow, row.id)
             if link is None or link.attestation_id != facts.provenance_id:
@@ -366,6 +410,24 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             row = self._version_row(session, name, self._version_number(state, name, ref))
             self._facts(session, row, state)
         return self._describe(row, state)
+
+    def model_sbom(self, name: str, ref: str | int) -> bytes:
+        """The CycloneDX SBOM of a registered version (JSON), after its sealed content,
+        its creator's signature and its subject's SHA-256 verified."""
+        check_model_name(name)
+        self.authorize("registry:read", model_resource(name), action="model.sbom")
+        with self.db.read() as session:
+            state = self._state(session, name)
+            row = self._version_row(session, name, self._version_number(state, name, ref))
+            facts = self._facts(session, row, state)
+            where = f"model {name} v{facts.version}"
+            if facts.sbom_id is None:
+                raise NotFoundError(f"{where} was registered before sealml made SBOMs")
+            model = session.get(ArtifactRow, facts.artifact_id)
+            if model is None or model.digest != facts.artifact_digest:
+                raise IntegrityError(f"{where}: its model artifact is missing or replaced")
+            sha256 = hashlib.sha256(self._plaintext_attested(session, model)).hexdigest()
+            return self._check_sbom(session, facts.sbom_id, sha256, where)
 
     def history(self, name: str) -> list[dict[str, Any]]:
         """Every registry event of *name*, oldest first (including refusals)."""
