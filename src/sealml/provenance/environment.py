@@ -13,11 +13,7 @@ from importlib import metadata
 @functools.cache
 def environment() -> dict[str, object]:
     """Interpreter, platform and every installed distribution with its version."""
-    packages = {}
-    for dist in metadata.distributions():
-        found = _name_and_version(dist)
-        if found is not None:
-            packages[found[0].lower()] = found[1]
+    packages = {str(h["Name"]).lower(): str(h["Version"]) for h in installed_headers()}
     return {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
@@ -26,7 +22,19 @@ def environment() -> dict[str, object]:
     }
 
 
-def metadata_headers(dist: metadata.Distribution) -> Message | None:
+@functools.cache
+def installed_headers() -> tuple[Message, ...]:
+    """The metadata headers of every installed distribution with a name and version, in
+    ``sys.path`` order (read once per process)."""
+    found = []
+    for dist in metadata.distributions():
+        headers = _metadata_headers(dist)
+        if headers is not None and headers["Name"] and headers["Version"]:
+            found.append(headers)
+    return tuple(found)
+
+
+def _metadata_headers(dist: metadata.Distribution) -> Message | None:
     """The header block of a distribution's metadata only: ``dist.metadata`` parses the
     whole file, long description included, which for a few hundred packages costs a
     second."""
@@ -34,11 +42,3 @@ def metadata_headers(dist: metadata.Distribution) -> Message | None:
     if not text:
         return None
     return HeaderParser().parsestr(text.split("\n\n", 1)[0])
-
-
-def _name_and_version(dist: metadata.Distribution) -> tuple[str, str] | None:
-    headers = metadata_headers(dist)
-    if headers is None:
-        return None
-    name, version = headers["Name"], headers["Version"]
-    return (str(name), str(version)) if name and version else None

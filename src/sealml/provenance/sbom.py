@@ -29,7 +29,7 @@ from cyclonedx.schema import OutputFormat, SchemaVersion
 from packageurl import PackageURL
 from packaging.requirements import InvalidRequirement, Requirement
 
-from .environment import metadata_headers
+from .environment import installed_headers
 
 try:  # its home since cyclonedx-python-lib 11; the old path warns there
     from cyclonedx.contrib.license.factories import LicenseFactory
@@ -125,10 +125,7 @@ def _version_of(name: str) -> str:
 def _installed(packages: Mapping[str, str]) -> dict[str, Any]:
     """Installed metadata headers of the listed packages, where the same version is here."""
     found: dict[str, Any] = {}
-    for dist in metadata.distributions():
-        headers = metadata_headers(dist)
-        if headers is None or not headers["Name"]:
-            continue
+    for headers in installed_headers():
         name = normalised(str(headers["Name"]))
         if packages.get(name) == str(headers["Version"]) and name not in found:
             found[name] = headers

@@ -54,8 +54,6 @@ from ..models.registry import (
 )
 from ..models.scanner import scan_bytes
 from ..provenance.environment import environment
-from ..provenance.sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE
-from ..provenance.sbom import SbomSubject, environment_sbom, model_sha256
 from ..store.artifacts import ArtifactDraft, SealedArtifact, info_of
 from .lineage import ProvenanceStep
 from .modelfiles import ModelFileOperations
@@ -148,7 +146,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
         manifest = Manifest((Resource(".", sha256),), ())
         bundle = openssf.sign_manifest(manifest, row.name, actor.signing_key)
         scan = self._seal_scan_report(row, result)
-        sbom = self._seal_sbom(row, SbomSubject(name, row.id, sha256, built_in[1]), built_in[0])
+        sbom = self._seal_sbom(row, name, sha256, built_in)
         signature = self.seal_draft(
             io.BytesIO(bundle),
             ArtifactDraft(
@@ -215,6 +213,8 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
 
     def _check_sbom(self, session: Session, sbom_id: str, sha256: str, where: str) -> bytes:
         """The SBOM's verified content, which must describe the model with *sha256*."""
+        from ..provenance.sbom import model_sha256  # cyclonedx costs every command 0.2 s
+
         sbom = session.get(ArtifactRow, sbom_id)
         if sbom is None:
             raise IntegrityError(f"{where}: its SBOM is missing")
@@ -235,15 +235,19 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
         return environment(), "registering process"
 
     def _seal_sbom(
-        self, row: ArtifactRow, subject: SbomSubject, built_in: dict[str, Any]
+        self, row: ArtifactRow, name: str, sha256: str, built_in: tuple[dict[str, Any], str]
     ) -> SealedArtifact:
-        document = environment_sbom(subject, built_in)
+        from ..provenance import sbom  # cyclonedx costs every command 0.2 s
+
+        recorded, source = built_in
+        subject = sbom.SbomSubject(name, row.id, sha256, source)
+        document = sbom.environment_sbom(subject, recorded)
         draft = ArtifactDraft(
             "report",
             f"{row.name}.cdx.json",
-            SBOM_MEDIA_TYPE,
+            sbom.MEDIA_TYPE,
             (row.id,),
-            {"report": SBOM_REPORT, "packages": str(len(built_in.get("packages") or {}))},
+            {"report": SBOM_REPORT, "packages": str(len(recorded.get("packages") or {}))},
         )
         return self.seal_draft(io.BytesIO(document), draft)
 
