@@ -57,7 +57,7 @@ STAGE_TITLES = {
     "train": "train (watermarked)",
     "evaluate_model": "evaluate robustness, fairness, privacy",
 }
-AFTER = ["register (scan, sign)", "approve (second person, TOTP)", "promote through the gates",
+AFTER = ["register (scan, sign, SBOM)", "approve (second person, TOTP)", "promote through the gates",
          "write the model card", "tamper with the model", "verify the ledger"]  # fmt: skip
 
 
