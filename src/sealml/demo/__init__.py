@@ -57,8 +57,9 @@ STAGE_TITLES = {
     "train": "train (watermarked)",
     "evaluate_model": "evaluate robustness, fairness, privacy",
 }
-AFTER = ["register (scan, sign, SBOM)", "approve (second person, TOTP)", "promote through the gates",
-         "write the model card", "tamper with the model", "verify the ledger"]  # fmt: skip
+AFTER = ["register (scan, sign, SBOM)", "approve (second person, TOTP)",
+         "promote through the gates", "write the model card", "tamper with the model",
+         "verify the ledger"]  # fmt: skip
 
 
 def run_demo(keep: Path | None = None, walkthrough: bool = False) -> None:
