@@ -82,6 +82,39 @@ def test_sign_and_verify_with_principal_keys(ready: Any, tmp_path: Path) -> None
     one_line_error(ready("model", "verify", str(folder), "--signature", str(tmp_path / "x.sig")), 2)
 
 
+def test_exported_public_key_verifies_with_the_reference_tool(ready: Any, tmp_path: Path) -> None:
+    """`keys export` gives outsiders what `model_signing verify key` needs."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("model_signing", reason="model-signing is in the test extra")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.safetensors").write_bytes(b"\x00" * 64)
+    assert ready("model", "sign", str(folder), env=admin_env()).code == 0
+    public = tmp_path / "admin.pub"
+    exported = ready("keys", "export", "-o", str(public), env=admin_env())
+    assert exported.code == 0, exported.stderr
+    assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    shown = ready("keys", "export", env=admin_env())
+    assert shown.stdout == public.read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "model_signing", "verify", "key", str(folder),
+         "--signature", str(tmp_path / "model.sig"), "--public_key", str(public)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    one_line_error(ready("keys", "export", "-o", str(public), env=admin_env()), 2, "exists")
+    one_line_error(ready("keys", "export", "--user", "nobody", env=admin_env()), 2, "nobody")
+    assert ready("user", "add", "erin", "--role", "ml-engineer",
+                 env={**admin_env(), "SEALML_NEW_PASSWORD": ERIN}).code == 0  # fmt: skip
+    own = ready("keys", "export", env=erin_env())
+    assert own.code == 0 and own.stdout.startswith("-----BEGIN PUBLIC KEY-----")
+    assert own.stdout != public.read_text()
+    # another principal's key needs user:read, which an ML engineer lacks
+    one_line_error(ready("keys", "export", "--user", "admin", env=erin_env()), 2, "user:read")
+
+
 def test_import_refuses_unsafe_files(ready: Any, tmp_path: Path) -> None:
     _, payload = next(iter(malicious().items()))
     bad = tmp_path / "evil.pkl"

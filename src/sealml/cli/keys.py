@@ -1,6 +1,8 @@
-"""``sealml keys rotate | shred``."""
+"""``sealml keys rotate | shred | export``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -49,3 +51,34 @@ def shred(
         print_json(info.to_dict())
     else:
         out.print(f"shredded {info.kind} {info.name} ({info.id}) at {info.shredded_at}")
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    user: str | None = typer.Option(None, "--user", help="Whose key (default: yours)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="A new file for it (default: standard output)."
+    ),
+) -> None:
+    """Export a principal's public signing key (PEM) to verify its signatures elsewhere.
+
+    For model signatures (`model_signing verify key`) and provenance envelopes checked
+    outside sealml."""
+    if output is not None and output.exists():
+        raise UsageError(f"{output} already exists; refusing to overwrite it")
+    with open_workspace(ctx) as workspace:
+        principal = workspace.public_key(user)
+    pem = principal.public_key.pem()
+    if output is None:
+        typer.echo(pem, nl=False)
+        return
+    try:
+        with output.open("x", encoding="ascii") as handle:
+            handle.write(pem)
+    except OSError as error:
+        raise UsageError(f"cannot write {output}: {error.strerror}") from None
+    out.print(
+        f"wrote {principal.name}'s public key to {output} "
+        f"(fingerprint {principal.public_key.fingerprint()})"
+    )

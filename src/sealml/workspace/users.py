@@ -82,6 +82,16 @@ class UserOperations(WorkspaceCore):
         with self.db.read() as session:
             return self.principals.all(session)
 
+    def public_key(self, name: str | None = None) -> Principal:
+        """A principal's record with its public signing key, as the workspace key attests
+        it: your own, or anyone's with ``user:read``."""
+        actor = self.require_actor()
+        if name is None or name == actor.name:
+            return actor.principal
+        self.authorize("user:read", f"principal:{name}", action="user.public-key")
+        with self.db.read() as session:
+            return self.principals.get(session, name)
+
     def set_user_disabled(self, name: str, disabled: bool) -> Principal:
         """Disable (or re-enable) a principal; disabling also ends its sessions."""
         action = "user.disable" if disabled else "user.enable"
