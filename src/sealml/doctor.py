@@ -220,7 +220,7 @@ def _bucket(workspace: Workspace) -> Finding:
             "blob bucket",
             "warn",
             f"{blobs.location.bucket} does not keep object versions: a blob deleted or "
-            "overwritten there is lost (workspace backups do not cover a bucket); enable "
+            "overwritten there is lost until restored from a `sealml backup`; enable "
             "versioning",
         )
     return Finding("blob bucket", "ok", f"{blobs.location.bucket} is reachable and versioned")

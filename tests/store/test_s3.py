@@ -20,7 +20,7 @@ from sealml.store.blobs import BlobStore, LocalBlobStore
 from sealml.store.s3 import S3BlobStore, S3Location
 from sealml.workspace.backup import create_backup
 
-from ..conftest import ADMIN_PASSWORD, PASSPHRASE, admin_env
+from ..conftest import ADMIN_PASSWORD, PASSPHRASE, admin_env, reopen
 from .conftest import s3_client
 
 MIB = 1 << 20
@@ -297,13 +297,53 @@ def test_a_pipeline_seals_its_outputs_into_the_bucket(
     assert s3_workspace.verify_store().ok
 
 
-def test_backups_and_drills_refuse_a_workspace_on_s3(
-    s3_workspace: Workspace, tmp_path: Path
-) -> None:
-    with pytest.raises(UsageError, match="blobs are in s3://"):
-        create_backup(s3_workspace, tmp_path / "ws.backup", Secret(PASSPHRASE))
+def test_drills_refuse_a_workspace_on_s3(s3_workspace: Workspace) -> None:
+    """A drill alters a copy of the folder; the copy would share the live bucket."""
     with pytest.raises(UsageError, match=r"copy of the workspace folder.*s3://"):
         s3_workspace.drill("tampered-model", "credit")
+
+
+def test_a_backup_takes_the_blobs_out_of_the_bucket(
+    s3_workspace: Workspace, tmp_path: Path
+) -> None:
+    from sealml.workspace.backup import restore_backup
+
+    first = os.urandom(300_000)
+    (tmp_path / "a.bin").write_bytes(first)
+    (tmp_path / "b.csv").write_text("x,y\n1,2\n")
+    a = s3_workspace.put(tmp_path / "a.bin", kind="dataset")
+    b = s3_workspace.put(tmp_path / "b.csv", kind="dataset")
+    made = create_backup(s3_workspace, tmp_path / "ws.backup", Secret(PASSPHRASE))
+    assert made.artifacts == 2
+    location = s3_workspace.config.blobs.s3_location()
+    client, bucket = s3_client(str(location.endpoint_url)), location.bucket
+    before = client.list_objects_v2(Bucket=bucket)["KeyCount"]
+
+    restored = restore_backup(tmp_path / "ws.backup", tmp_path / "copy", Secret(PASSPHRASE))
+    config = load_config(restored.root / "sealml.toml")
+    assert config.blobs.backend == "local" and config.blobs.bucket is None
+    with reopen(restored.root) as copy:
+        assert isinstance(copy.blobs, LocalBlobStore)
+        copy.get(a.id, tmp_path / "a.out")
+        assert (tmp_path / "a.out").read_bytes() == first
+        copy.get(b.id, tmp_path / "b.out")
+        assert copy.verify_store().ok
+    assert client.list_objects_v2(Bucket=bucket)["KeyCount"] == before  # bucket untouched
+
+
+def test_a_backup_refuses_an_altered_object(s3_workspace: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(os.urandom(50_000))
+    s3_workspace.put(tmp_path / "a.bin", kind="dataset")
+    client, bucket, key = only_object(s3_workspace)
+    stored = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=key, Body=stored[:-1])
+    with pytest.raises(IntegrityError, match="wrong size"):
+        create_backup(s3_workspace, tmp_path / "ws.backup", Secret(PASSPHRASE))
+    assert not (tmp_path / "ws.backup").exists()
+    client.delete_object(Bucket=bucket, Key=key)
+    with pytest.raises(IntegrityError, match="missing"):
+        create_backup(s3_workspace, tmp_path / "ws.backup", Secret(PASSPHRASE))
+    assert not (tmp_path / "ws.backup").exists()
 
 
 def test_init_on_a_used_prefix_leaves_nothing_behind(

@@ -37,7 +37,7 @@ from typing import Any
 
 from .._version import __version__
 from ..clock import utc_now
-from ..config import CONFIG_NAME, STATE_DIR, Config, load_config, shared_outside
+from ..config import CONFIG_NAME, STATE_DIR, BlobsSection, Config, load_config
 from ..crypto.kdf import Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
 from ..crypto.streaming import DecryptingReader, EncryptingWriter, StreamingParams
@@ -48,6 +48,7 @@ from ..fsutil import FILE_MODE, make_private_dir
 from ..keys.local import keystore_held
 from ..ledger import EventDraft, Ledger, NoteVerifier
 from ..store.artifacts import live_artifacts, sealed_size
+from ..store.blobs import LocalBlobStore
 from ..witness import Witness
 from .core import WorkspaceCore
 
@@ -89,7 +90,7 @@ class RestoreInfo:
 
 def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) -> BackupInfo:
     """Write an encrypted backup of *workspace* to *output* (a new file, 0600)."""
-    _check_default_layout(workspace.root, workspace.config)
+    _check_default_layout(workspace.config)
     workspace.authorize("workspace:backup", "workspace", action="workspace.backup")
     output = output.expanduser().resolve()
     if output.is_relative_to(workspace.root):
@@ -138,21 +139,21 @@ def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) ->
     )
 
 
-def _check_default_layout(root: Path, config: Config) -> None:
-    if (shared := shared_outside(root, config)) is not None:
-        raise UsageError(
-            f"backups cover workspaces with everything in their folder; {shared} (back "
-            "a server database up with its own tools, e.g. pg_dump; keep a bucket versioned)"
-        )
+def _check_default_layout(config: Config) -> None:
+    """Database and keystore in their default places in the folder; blobs there too, or
+    in a bucket (read from it into the backup)."""
     layout = {
         "database.url": (config.database.url, f"sqlite:///{DATABASE}"),
-        "blobs.path": (config.blobs.path, BLOBS),
         "keys.keystore": (config.keys.keystore, KEYSTORE),
     }
+    if config.blobs.backend == "local":
+        layout["blobs.path"] = (config.blobs.path, BLOBS)
     for name, (value, default) in layout.items():
         if value != default:
+            hint = " (back a server database up with its own tools, e.g. pg_dump)"
             raise UsageError(
                 f"backups cover workspaces with the default layout; {name} is {value!r}"
+                + (hint if name == "database.url" else "")
             )
 
 
@@ -176,13 +177,13 @@ def _write_members(workspace: WorkspaceCore, tar: tarfile.TarFile) -> dict[str, 
         with keystore_held(root / KEYSTORE) as keystore:
             _copy_database(root / DATABASE, copy)
         rows, ledger_size, note = _contents(copy)
-        blobs = sorted(row.blob_name for row in rows)
         manifest = {
             "format": FORMAT,
             "workspace_id": workspace.config.workspace.id,
             "created_at": utc_now(),
             "sealml_version": __version__,
-            "artifacts": len(blobs),
+            "artifacts": len(rows),
+            "blobs_from": str(workspace.blobs),
             "ledger_size": ledger_size,
             "checkpoint": note,
         }
@@ -190,16 +191,26 @@ def _write_members(workspace: WorkspaceCore, tar: tarfile.TarFile) -> dict[str, 
         _add_bytes(tar, CONFIG_NAME, (root / CONFIG_NAME).read_bytes())
         tar.add(copy, arcname=DATABASE, recursive=False)
         _add_bytes(tar, KEYSTORE, keystore)
-        for name in blobs:
-            path = root / BLOBS / name[:2] / name
-            try:
-                tar.add(path, arcname=f"{BLOBS}/{name[:2]}/{name}", recursive=False)
-            except FileNotFoundError:
-                raise UsageError(
-                    f"blob {name} vanished during the backup (an artifact was shredded?); "
-                    "run the backup again"
-                ) from None
+        for row in sorted(rows, key=lambda r: r.blob_name):
+            _add_blob(workspace, tar, row)
     return manifest
+
+
+def _add_blob(workspace: WorkspaceCore, tar: tarfile.TarFile, row: ArtifactRow) -> None:
+    """One sealed blob, as stored (it stays encrypted under its data key), from the local
+    folder or the bucket; it must have exactly its sealed size."""
+    name = row.blob_name
+    info = tarfile.TarInfo(f"{BLOBS}/{name[:2]}/{name}")
+    info.size, info.mode, info.mtime = sealed_size(row), FILE_MODE, int(time.time())
+    if workspace.blobs.size(name) != info.size:
+        raise IntegrityError(
+            f"the blob of artifact {row.id} has the wrong size (see `sealml doctor`)"
+        )
+    try:
+        with workspace.blobs.open(name) as source:
+            tar.addfile(info, source)
+    except OSError:  # cut short while it was read
+        raise UsageError(f"blob {name} changed during the backup; run it again") from None
 
 
 def _copy_database(source: Path, target: Path) -> None:
@@ -386,6 +397,12 @@ def _check_restored(staging: Path, manifest: dict[str, Any], accept_rollback: bo
     config = load_config(staging / CONFIG_NAME)
     if config.workspace.id != manifest["workspace_id"]:
         raise IntegrityError("the backup's configuration belongs to another workspace")
+    if config.blobs.backend != "local":
+        # The blobs came out of a bucket into the archive: the copy keeps them as files,
+        # and never writes to the original's bucket.
+        config.blobs = BlobsSection()
+        (staging / CONFIG_NAME).write_bytes(config.dump())
+    LocalBlobStore.initialise(staging / BLOBS)  # the tar stream holds no empty folders
     rows, size, note = _contents(staging / DATABASE)
     for row in rows:
         blob = staging / BLOBS / row.blob_name[:2] / row.blob_name
