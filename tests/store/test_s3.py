@@ -297,6 +297,31 @@ def test_a_pipeline_seals_its_outputs_into_the_bucket(
     assert s3_workspace.verify_store().ok
 
 
+@pytest.mark.parametrize("versioned", [True, False])
+def test_shredding_removes_every_version_of_the_object(
+    s3_workspace: Workspace, tmp_path: Path, versioned: bool
+) -> None:
+    location = s3_workspace.config.blobs.s3_location()
+    client = s3_client(str(location.endpoint_url))
+    if versioned:
+        client.put_bucket_versioning(
+            Bucket=location.bucket, VersioningConfiguration={"Status": "Enabled"}
+        )
+    (tmp_path / "a.csv").write_text("name,diagnosis\nalice,flu\n")
+    info = s3_workspace.put(tmp_path / "a.csv", kind="dataset")
+    _, bucket, key = only_object(s3_workspace)
+    stored = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=key, Body=stored)  # a second version, if kept
+    client.delete_object(Bucket=bucket, Key=key)  # and a delete marker
+    client.put_object(Bucket=bucket, Key=key, Body=stored)
+    kept = client.list_object_versions(Bucket=bucket, Prefix=key)
+    assert len(kept.get("Versions", [])) == (3 if versioned else 1)
+    s3_workspace.shred(info.id, "erasure request")
+    left = client.list_object_versions(Bucket=bucket, Prefix=key)
+    assert not left.get("Versions") and not left.get("DeleteMarkers")
+    assert not s3_workspace.blobs.exists(key[len(location.prefix) :])
+
+
 def test_drills_refuse_a_workspace_on_s3(s3_workspace: Workspace) -> None:
     """A drill alters a copy of the folder; the copy would share the live bucket."""
     with pytest.raises(UsageError, match=r"copy of the workspace folder.*s3://"):

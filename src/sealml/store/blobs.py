@@ -48,6 +48,10 @@ class BlobStore(Protocol):
 
     def delete(self, name: str) -> None: ...
 
+    def purge(self, name: str) -> None:
+        """Delete every stored copy of the blob the store keeps (older versions too)."""
+        ...
+
     def exists(self, name: str) -> bool: ...
 
     def listing(self) -> Iterator[tuple[str, int]]:
@@ -135,6 +139,9 @@ class LocalBlobStore:
 
     def delete(self, name: str) -> None:
         self.path_of(name).unlink(missing_ok=True)
+
+    def purge(self, name: str) -> None:
+        self.delete(name)  # a folder keeps no versions
 
     def exists(self, name: str) -> bool:
         return self.path_of(name).is_file()

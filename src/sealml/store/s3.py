@@ -357,6 +357,32 @@ class S3BlobStore:
         with _translated(self.location, name):
             self.client.delete_object(Bucket=self.location.bucket, Key=self.key_of(name))
 
+    def purge(self, name: str) -> None:
+        """Delete the object and, in a versioned bucket, every older version and delete
+        marker of it (needs s3:DeleteObjectVersion; Object Lock retention still wins)."""
+        key = self.key_of(name)
+        pages = self.client.get_paginator("list_object_versions").paginate(
+            Bucket=self.location.bucket, Prefix=key
+        )
+        with _translated(self.location):
+            found = [
+                {"Key": key, "VersionId": str(entry["VersionId"])}
+                for page in pages
+                for group in ("Versions", "DeleteMarkers")
+                for entry in page.get(group, ())
+                if entry["Key"] == key
+            ]
+            for start in range(0, len(found), 1000):  # DeleteObjects takes 1000 at most
+                answer = self.client.delete_objects(
+                    Bucket=self.location.bucket,
+                    Delete={"Objects": found[start : start + 1000], "Quiet": True},
+                )
+                if answer.get("Errors"):
+                    code = answer["Errors"][0].get("Code", "unknown")
+                    raise UsageError(f"blob store {self.location}: {code} deleting {name}")
+            if not found:
+                self.client.delete_object(Bucket=self.location.bucket, Key=key)
+
     def exists(self, name: str) -> bool:
         try:
             self.size(name)

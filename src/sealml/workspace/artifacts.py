@@ -442,7 +442,7 @@ class ArtifactOperations(WorkspaceCore):
                 session.delete(key_row)
             row.shredded_at = utc_now()
             self.append(session, [self.event("artifact.shred", resource_of(row), reason=reason)])
-        self.blobs.delete(row.blob_name)
+        self.blobs.purge(row.blob_name)
         self.db.truncate_journal()
         return _fallback_info(row)
 
