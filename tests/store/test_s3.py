@@ -131,6 +131,17 @@ def test_missing_credentials_are_a_config_error(s3_env: str, bucket: str, monkey
         S3BlobStore(S3Location(bucket, endpoint_url=s3_env)).exists("ab" * 16)
 
 
+def test_without_boto3_a_bucket_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    for module in ("boto3", "botocore", "botocore.exceptions", "botocore.config"):
+        monkeypatch.setitem(sys.modules, module, None)  # makes importing it fail
+    store = S3BlobStore(S3Location("ok-bucket", endpoint_url="http://127.0.0.1:9"))
+    for operation in (store.exists, store.open):
+        with pytest.raises(ConfigError, match=r"needs boto3: pip install 'sealml\[s3\]'"):
+            operation("ab" * 16)
+
+
 def test_an_unreachable_service_is_one_clear_error(s3_env: str) -> None:
     store = S3BlobStore(S3Location("bucket", endpoint_url="http://127.0.0.1:9"))
     with pytest.raises(UsageError, match="unavailable: EndpointConnectionError") as caught:

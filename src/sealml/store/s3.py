@@ -35,6 +35,7 @@ _MIN_PART_SIZE = 5 << 20
 _PARTS_IN_FLIGHT = 4
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+_NEEDS_BOTO3 = "blobs.backend = 's3' needs boto3: pip install 'sealml[s3]'"
 _REFUSED = {
     "AccessDenied",
     "InvalidAccessKeyId",
@@ -125,12 +126,15 @@ class S3Location:
 @contextlib.contextmanager
 def _translated(location: S3Location, blob: str | None = None) -> Iterator[None]:
     """botocore's errors as sealml's one-line errors (their texts hold no credentials)."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        NoCredentialsError,
-        PartialCredentialsError,
-    )
+    try:
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+    except ImportError:
+        raise ConfigError(_NEEDS_BOTO3) from None
 
     try:
         yield
@@ -160,7 +164,7 @@ def _client(location: S3Location) -> Any:
         import boto3
         from botocore.config import Config
     except ImportError:
-        raise ConfigError("blobs.backend = 's3' needs boto3: pip install 'sealml[s3]'") from None
+        raise ConfigError(_NEEDS_BOTO3) from None
     settings = Config(
         retries={"max_attempts": 5, "mode": "standard"},
         connect_timeout=10,
