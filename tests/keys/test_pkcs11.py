@@ -13,7 +13,13 @@ import pytest
 
 from sealml import Secret, Workspace
 from sealml.crypto.kdf import FAST_PARAMS
-from sealml.errors import AuthenticationError, ConfigError, IntegrityError, UsageError
+from sealml.errors import (
+    AuthenticationError,
+    ConfigError,
+    IntegrityError,
+    NotFoundError,
+    UsageError,
+)
 from sealml.keys.pkcs11 import Pkcs11Provider, TokenSettings
 from sealml.keys.provider import dek_context
 
@@ -73,6 +79,47 @@ def test_refusals(softhsm: Token, tmp_path: Path) -> None:
     not_a_module.write_bytes(b"not a library")
     with pytest.raises(ConfigError, match="cannot load"):
         Pkcs11Provider(TokenSettings(str(not_a_module), settings.token), softhsm[1], "ws")
+
+
+def test_the_token_signs_with_a_key_it_never_releases(softhsm: Token) -> None:
+    from pkcs11 import Attribute, ObjectClass
+
+    provider = _provider(softhsm)
+    assert provider.signing_key() is None
+    signer = provider.create_signing_key()
+    signature = signer.sign(b"checkpoint body")
+    assert signer.public_key.algorithm == "ed25519"
+    assert signer.public_key.verify(signature, b"checkpoint body")
+    assert not signer.public_key.verify(signature, b"another body")
+    with pytest.raises(UsageError, match="already holds"):
+        provider.create_signing_key()
+    (private,) = provider._session.get_objects(
+        {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: provider._signing_label}
+    )
+    assert private[Attribute.SENSITIVE] and not private[Attribute.EXTRACTABLE]
+    assert "in the PKCS#11 token" in repr(signer)
+    provider.discard()  # a failed init removes the signing key with the KEKs
+    again = Pkcs11Provider(softhsm[0], softhsm[1], provider._label.split(":")[1])
+    assert again.signing_key() is None and again.kek_ids() == []
+    again.close()
+
+
+def test_a_workspace_signs_its_checkpoints_in_the_token(softhsm: Token, tmp_path: Path) -> None:
+    """The keystore holds no signing key: the passphrase alone cannot sign checkpoints."""
+    from sealml.workspace.core import SIGNING_SECRET
+
+    settings, pin = softhsm
+    ws = Workspace.init(
+        tmp_path / "ws", passphrase=Secret(PASSPHRASE), admin_password=Secret(ADMIN_PASSWORD),
+        kdf=FAST_PARAMS, hsm=settings, hsm_pin=pin,
+    )  # fmt: skip
+    with pytest.raises(NotFoundError, match="no secret named"):
+        ws.keystore.load_secret(SIGNING_SECRET)
+    ws.put(io.BytesIO(b"a,b\n1,2\n"), "dataset", "rows.csv")
+    report = ws.audit_verify()
+    assert report.ok and report.checkpoints >= 1
+    assert ws.note_signer.verifier.encode() == ws.config.ledger.verifier_key
+    ws.close()
 
 
 def test_a_workspace_keeps_its_keks_in_the_token(
@@ -184,8 +231,9 @@ def test_a_pipeline_seals_its_outputs_under_the_tokens_keks(
 def test_a_backup_restores_against_the_same_token(
     softhsm: Token, cli: Any, ws_path: Path, tmp_path: Path
 ) -> None:
-    """The backup holds no KEK (they never leave the token): the restored workspace reads
-    its artifacts through the same token, and restoring itself needs no PIN."""
+    """The backup holds no KEK and no signing key (they never leave the token): the
+    restored workspace reads its artifacts through the same token, and restoring needs the
+    PIN (the token signs the restore's ledger event), checked before anything is placed."""
     settings, pin = softhsm
     env = admin_env(SEALML_HSM_PIN=pin.reveal().decode())
     made = cli("init", "--insecure-fast-kdf", "--hsm-module", settings.module,
@@ -197,7 +245,11 @@ def test_a_backup_restores_against_the_same_token(
     archive = tmp_path / "ws.backup"
     assert cli("backup", str(archive), env=env).code == 0, "backup"
     restored = tmp_path / "restored"
-    result = cli("restore", str(archive), str(restored), env=admin_env())
+    without_pin = cli("restore", str(archive), str(restored), env=admin_env())
+    assert without_pin.code == 2 and "HSM PIN is needed" in without_pin.stderr
+    assert not restored.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv", "ws", "ws.backup"]
+    result = cli("restore", str(archive), str(restored), env=env)
     assert result.code == 0, result.stderr
     there = admin_env(SEALML_WORKSPACE=str(restored), SEALML_HSM_PIN=pin.reveal().decode())
     assert cli("get", "rows.csv", "-o", str(tmp_path / "out.csv"), env=there).code == 0

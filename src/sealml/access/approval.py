@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..config import RegistrySection
 from ..crypto.canonical import canonical_json, parse_json
-from ..crypto.signing import SigningKey, VerifyingKey
+from ..crypto.signing import Signer, VerifyingKey
 from ..db.models import MetaEntry
 from ..db.raw import select_rows
 from ..errors import IntegrityError
@@ -58,7 +58,7 @@ def approve(
     *,
     approved_by: str,
     approved_at: str,
-    signer: SigningKey,
+    signer: Signer,
 ) -> ApprovedPolicy:
     """Sign *roles* as the policy in force."""
     record = canonical_json(

@@ -21,7 +21,7 @@ from ..crypto.box import BoxOpenError, open_box, seal_box
 from ..crypto.canonical import canonical_json
 from ..crypto.kdf import Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
-from ..crypto.signing import KeyFormatError, SigningKey, VerifyingKey
+from ..crypto.signing import KeyFormatError, Signer, SigningKey, VerifyingKey
 from ..db.models import PrincipalRow
 from ..db.raw import select_one
 from ..errors import AuthenticationError, IntegrityError, NotFoundError, UsageError
@@ -81,7 +81,7 @@ class PrincipalStore:
     def __init__(
         self,
         verifier: VerifyingKey,
-        attestor: Callable[[], SigningKey],
+        attestor: Callable[[], Signer],
         kdf_params: Argon2idParams,
     ) -> None:
         self._verifier = verifier

@@ -6,7 +6,7 @@ Signatures are DER-encoded for ECDSA (SHA-256 digest) and raw 64 bytes for Ed255
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Literal, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -90,6 +90,16 @@ class VerifyingKey:
 
     def __repr__(self) -> str:
         return f"VerifyingKey({self.algorithm}, {self.fingerprint()[:16]})"
+
+
+class Signer(Protocol):
+    """Anything that signs with a private key it may never reveal: a :class:`SigningKey`
+    in memory, or a key inside a PKCS#11 token."""
+
+    @property
+    def public_key(self) -> VerifyingKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
 
 
 class SigningKey:

@@ -5,6 +5,10 @@ sensitive and not extractable, labelled ``sealml:<workspace id>:kek:<n>``. Data 
 wrapped and unwrapped by the token itself (CKM_AES_GCM, a fresh 96-bit nonce, the KEK id and
 the artifact's context as associated data): the KEK never leaves the token, and a wrapped
 key moved to another artifact or KEK fails to unwrap. Destroying a KEK deletes its object.
+
+The workspace's Ed25519 signing key (checkpoints, principal records, the approved policy)
+is generated in the token too, labelled ``sealml:<workspace id>:signing``, its private half
+sensitive and not extractable; the token signs (CKM_EDDSA).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..crypto.secret import Secret
+from ..crypto.signing import VerifyingKey
 from ..errors import AuthenticationError, ConfigError, IntegrityError, UsageError
 from .provider import DEK_SIZE, WrappedKey
 
@@ -47,6 +52,7 @@ class Pkcs11Provider:
         self._shared: _Shared | None = _acquire(settings, pin)
         self._session = self._shared.session
         self._label = f"sealml:{workspace_id}:kek:"
+        self._signing_label = f"sealml:{workspace_id}:signing"
         self._keys: dict[str, Any] = {}
         self._load()
 
@@ -59,12 +65,69 @@ class Pkcs11Provider:
             self._shared = None
 
     def discard(self) -> None:
-        """Delete every KEK of this workspace from the token (a failed ``init`` only)."""
+        """Delete every key of this workspace from the token (a failed ``init`` only)."""
+        from pkcs11 import Attribute
+
         with self._shared_lock():
             for key in self._keys.values():
                 key.destroy()
+            for half in list(self._session.get_objects({Attribute.LABEL: self._signing_label})):
+                half.destroy()
         self._keys.clear()
         self.close()
+
+    # -- the workspace signing key --------------------------------------------------------
+
+    def create_signing_key(self) -> TokenSigningKey:
+        """Generate the workspace's Ed25519 signing key in the token (a new workspace)."""
+        from pkcs11 import Attribute, KeyType, Mechanism
+        from pkcs11.util.ec import encode_named_curve_parameters
+
+        if self.signing_key() is not None:
+            raise UsageError("the token already holds this workspace's signing key")
+        ed25519_oid = "1.3.101.112"
+        with self._shared_lock():
+            parameters = self._session.create_domain_parameters(
+                KeyType.EC_EDWARDS,
+                {Attribute.EC_PARAMS: encode_named_curve_parameters(ed25519_oid)},
+                local=True,
+            )
+            parameters.generate_keypair(
+                mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
+                store=True,
+                label=self._signing_label,
+                private_template={
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.SIGN: True,
+                },
+            )
+        made = self.signing_key()
+        if made is None:
+            raise IntegrityError("the token did not keep the signing key it generated")
+        return made
+
+    def signing_key(self) -> TokenSigningKey | None:
+        """The workspace's signing key in the token, or None when the token holds none (a
+        workspace created before signing keys moved into tokens keeps its key in the
+        keystore)."""
+        from pkcs11 import Attribute, ObjectClass
+
+        with self._shared_lock():
+            private = list(
+                self._session.get_objects(
+                    {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: self._signing_label}
+                )
+            )
+            public = list(
+                self._session.get_objects(
+                    {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: self._signing_label}
+                )
+            )
+            if not private or not public:
+                return None
+            point = bytes(public[0][Attribute.EC_POINT])
+        return TokenSigningKey(self, private[0], _ed25519_public_key(point))
 
     def _shared_lock(self) -> threading.Lock:
         if self._shared is None:
@@ -170,6 +233,40 @@ class Pkcs11Provider:
             if key is not None:
                 with self._shared_lock():
                     key.destroy()
+
+
+class TokenSigningKey:
+    """A :class:`~sealml.crypto.signing.Signer` whose Ed25519 private key stays in the
+    token: every signature is made there."""
+
+    def __init__(self, provider: Pkcs11Provider, private: Any, public: VerifyingKey) -> None:
+        self._provider = provider
+        self._private = private
+        self._public = public
+
+    def __repr__(self) -> str:
+        return "TokenSigningKey(ed25519, in the PKCS#11 token)"
+
+    @property
+    def public_key(self) -> VerifyingKey:
+        return self._public
+
+    def sign(self, data: bytes) -> bytes:
+        from pkcs11 import Mechanism
+
+        with self._provider._shared_lock():
+            return bytes(self._private.sign(data, mechanism=Mechanism.EDDSA))
+
+
+def _ed25519_public_key(point: bytes) -> VerifyingKey:
+    """CKA_EC_POINT of an Ed25519 key: the 32-byte key, DER-wrapped as an OCTET STRING by
+    most tokens, bare by some."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    raw = point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point
+    if len(raw) != 32:
+        raise IntegrityError("the token's signing key is not an Ed25519 key")
+    return VerifyingKey(ed25519.Ed25519PublicKey.from_public_bytes(raw))
 
 
 @dataclass

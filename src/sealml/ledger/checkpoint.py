@@ -20,7 +20,7 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
-from ..crypto.signing import KeyFormatError, SigningKey, VerifyingKey
+from ..crypto.signing import KeyFormatError, Signer, VerifyingKey
 from ..errors import IntegrityError, UsageError
 
 _ED25519 = b"\x01"
@@ -76,7 +76,7 @@ class NoteSigner:
     """The workspace's checkpoint signing key and its note key name."""
 
     name: str
-    key: SigningKey
+    key: Signer
 
     def __post_init__(self) -> None:
         _check_name(self.name)

@@ -265,6 +265,7 @@ def restore_backup(
     try:
         manifest = _unpack(archive, staging, passphrase)
         restored = _check_restored(staging, manifest, accept_rollback)
+        _check_token(staging, passphrase)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -426,6 +427,17 @@ def _check_restored(staging: Path, manifest: dict[str, Any], accept_rollback: bo
         size,
         rolled_back,
     )
+
+
+def _check_token(staging: Path, passphrase: Secret) -> None:
+    """A workspace whose keys live in a PKCS#11 token signs the restore's ledger event
+    there: the token and its PIN must answer before anything is put in place."""
+    from . import Workspace
+
+    if load_config(staging / CONFIG_NAME).keys.provider != "pkcs11":
+        return
+    with Workspace.open(staging, passphrase=passphrase) as restored:
+        _ = restored.keys
 
 
 def _witness(config: Config) -> Witness:

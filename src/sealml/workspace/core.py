@@ -33,7 +33,7 @@ from ..config import (
 )
 from ..crypto.kdf import Argon2idParams
 from ..crypto.secret import Secret
-from ..crypto.signing import SigningKey
+from ..crypto.signing import Signer, SigningKey
 from ..db import Database
 from ..db.engine import check_workspace_url
 from ..db.models import MetaEntry
@@ -127,12 +127,17 @@ class WorkspaceCore:
         database: str | None,
         token: TokenSettings | None,
         bucket: S3Location | None,
+        workspace_id: str,
+        signing: Signer | None,
     ) -> tuple[Config, LocalKeystore, NoteSigner]:
-        workspace_id = uuid.uuid4().hex
+        """The configuration, keystore and blob store of a new workspace. Its signing key is
+        *signing* (in a token) or, when None, a new one kept in the keystore."""
         state = root / STATE_DIR
         keystore = LocalKeystore.create(state / "keystore.json", workspace_id, passphrase, kdf)
-        signing = SigningKey.generate("ed25519")
-        keystore.store_secret(SIGNING_SECRET, signing.pkcs8_der())
+        if signing is None:
+            generated = SigningKey.generate("ed25519")
+            keystore.store_secret(SIGNING_SECRET, generated.pkcs8_der())
+            signing = generated
         origin = f"sealml/{workspace_id}"
         signer = NoteSigner(origin, signing)
         config = Config(
@@ -211,14 +216,22 @@ class WorkspaceCore:
     ) -> Self:
         """Create the files and the database schema. A server database must be empty: a
         workspace never takes over tables it did not create, and on failure drops only
-        those it created. With *token*, the first KEK is generated in that PKCS#11 token
-        (and deleted again if the workspace cannot be created)."""
+        those it created. With *token*, the first KEK and the workspace's signing key are
+        generated in that PKCS#11 token (and deleted again if the workspace cannot be
+        created)."""
         if database is not None:
             check_workspace_url(database)
         cls._claim(root)
         created: Database | None = None
         made_token: Pkcs11Provider | None = None
+        workspace_id = uuid.uuid4().hex
         try:
+            signing: Signer | None = None
+            if token is not None:
+                if token_pin is None:
+                    raise UsageError("a PKCS#11 token needs its PIN")
+                made_token = Pkcs11Provider.initialise(token, token_pin, workspace_id)
+                signing = made_token.create_signing_key()
             config, keystore, signer = cls._create_files(
                 root,
                 name=name,
@@ -227,14 +240,12 @@ class WorkspaceCore:
                 database=database,
                 token=token,
                 bucket=bucket,
+                workspace_id=workspace_id,
+                signing=signing,
             )
             workspace = cls(root, config, passphrase, create=True)
             workspace._keystore, workspace._note_signer = keystore, signer
-            if token is not None:
-                if token_pin is None:
-                    raise UsageError("a PKCS#11 token needs its PIN")
-                made_token = Pkcs11Provider.initialise(token, token_pin, config.workspace.id)
-                workspace._token = made_token
+            workspace._token = made_token
             if workspace.db.table_names():
                 workspace.close()
                 raise WorkspaceExistsError(
@@ -372,17 +383,29 @@ class WorkspaceCore:
         self._adopt_keystore(LocalKeystore.open_with_key(path, master))
 
     def _adopt_keystore(self, keystore: LocalKeystore) -> None:
-        signer = NoteSigner(
-            self.config.ledger.origin,
-            SigningKey.from_pkcs8(keystore.load_secret(SIGNING_SECRET)),
-        )
+        signer = NoteSigner(self.config.ledger.origin, self._signing_key_in(keystore))
         if signer.verifier.encode() != self.verifier.encode():
             raise IntegrityError(
                 f"{CONFIG_NAME}: ledger.verifier_key does not match the keystore's signing key"
             )
         self._keystore, self._note_signer = keystore, signer
 
-    def _workspace_signing_key(self) -> SigningKey:
+    def _signing_key_in(self, keystore: LocalKeystore) -> Signer:
+        """The workspace's signing key: in the keystore, or (for a workspace created with a
+        PKCS#11 token) in the token."""
+        try:
+            return SigningKey.from_pkcs8(keystore.load_secret(SIGNING_SECRET))
+        except NotFoundError:
+            if self.config.keys.provider != "pkcs11":
+                raise IntegrityError("the keystore holds no workspace signing key") from None
+        provider = self.keys
+        assert isinstance(provider, Pkcs11Provider)
+        in_token = provider.signing_key()
+        if in_token is None:
+            raise IntegrityError("neither the keystore nor the token holds the signing key")
+        return in_token
+
+    def _workspace_signing_key(self) -> Signer:
         return self.note_signer.key
 
     def pii_keys(self) -> tuple[bytes, bytes]:

@@ -963,9 +963,9 @@ class _SealingService:
         os.environ[STATE_ENV] = spec.state_dir
         workspace = Workspace.open(spec.root)
         try:
-            workspace.unlock_with_key(spec.keystore_key)
-            if spec.token_pin is not None:
+            if spec.token_pin is not None:  # first: unlocking may need the token's signing key
                 workspace.use_token_pin(Secret(spec.token_pin))
+            workspace.unlock_with_key(spec.keystore_key)
             with workspace.db.read() as session:
                 workspace.actor = workspace.principals.authenticate_key(
                     session, spec.principal, SigningKey.from_pkcs8(spec.signing_key), spec.via
