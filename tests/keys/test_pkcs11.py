@@ -122,6 +122,36 @@ def test_a_workspace_signs_its_checkpoints_in_the_token(softhsm: Token, tmp_path
     ws.close()
 
 
+def test_a_token_workspace_with_its_signing_key_in_the_keystore_still_opens(
+    softhsm: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workspaces made before the signing key moved into tokens keep it in the keystore,
+    which is read first; their KEKs are in the token all the same."""
+    settings, pin = softhsm
+    root = tmp_path / "ws"
+    made = Workspace.init(root, passphrase=Secret(PASSPHRASE),
+                          admin_password=Secret(ADMIN_PASSWORD), kdf=FAST_PARAMS)  # fmt: skip
+    verifier = made.config.ledger.verifier_key
+    provider = Pkcs11Provider.initialise(settings, pin, made.config.workspace.id)
+    made.close()
+    config = root / "sealml.toml"
+    config.write_text(config.read_text().replace(
+        "[keys]\n",
+        f'[keys]\nprovider = "pkcs11"\nhsm_module = "{settings.module}"\n'
+        f'hsm_token = "{settings.token}"\n',
+    ).replace('provider = "local"\n', ""))  # fmt: skip
+    monkeypatch.setenv("SEALML_HSM_PIN", pin.reveal().decode())
+    with Workspace.open(root, passphrase=Secret(PASSPHRASE)) as ws:
+        ws.login("admin", Secret(ADMIN_PASSWORD))
+        assert provider.signing_key() is None  # the token holds KEKs only
+        assert ws.note_signer.verifier.encode() == verifier
+        info = ws.put(io.BytesIO(b"a,b\n1,2\n"), "dataset", "rows.csv")
+        assert ws.read_bytes(info.id) == b"a,b\n1,2\n"
+        assert ws.audit_verify().ok
+        assert ws.keys.current_kek_id() == "hsm:1"  # the new data key is the token's
+    provider.close()
+
+
 def test_a_workspace_keeps_its_keks_in_the_token(
     softhsm: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
