@@ -33,6 +33,15 @@ def _provider(softhsm: Token) -> Pkcs11Provider:
     return Pkcs11Provider.initialise(*softhsm, uuid.uuid4().hex)
 
 
+def _token_workspace(root: Path, softhsm: Token) -> Workspace:
+    """A new workspace whose keys live in the test token."""
+    settings, pin = softhsm
+    return Workspace.init(
+        root, passphrase=Secret(PASSPHRASE), admin_password=Secret(ADMIN_PASSWORD),
+        kdf=FAST_PARAMS, hsm=settings, hsm_pin=pin,
+    )  # fmt: skip
+
+
 def test_wrapping_happens_in_the_token_and_binds_the_context(softhsm: Token) -> None:
     from pkcs11 import Attribute
 
@@ -108,11 +117,7 @@ def test_a_workspace_signs_its_checkpoints_in_the_token(softhsm: Token, tmp_path
     """The keystore holds no signing key: the passphrase alone cannot sign checkpoints."""
     from sealml.workspace.core import SIGNING_SECRET
 
-    settings, pin = softhsm
-    ws = Workspace.init(
-        tmp_path / "ws", passphrase=Secret(PASSPHRASE), admin_password=Secret(ADMIN_PASSWORD),
-        kdf=FAST_PARAMS, hsm=settings, hsm_pin=pin,
-    )  # fmt: skip
+    ws = _token_workspace(tmp_path / "ws", softhsm)
     with pytest.raises(NotFoundError, match="no secret named"):
         ws.keystore.load_secret(SIGNING_SECRET)
     ws.put(io.BytesIO(b"a,b\n1,2\n"), "dataset", "rows.csv")
@@ -155,16 +160,9 @@ def test_a_token_workspace_with_its_signing_key_in_the_keystore_still_opens(
 def test_a_workspace_keeps_its_keks_in_the_token(
     softhsm: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, pin = softhsm
+    pin = softhsm[1]
     root = tmp_path / "ws"
-    ws = Workspace.init(
-        root,
-        passphrase=Secret(PASSPHRASE),
-        admin_password=Secret(ADMIN_PASSWORD),
-        kdf=FAST_PARAMS,
-        hsm=settings,
-        hsm_pin=pin,
-    )
+    ws = _token_workspace(root, softhsm)
     info = ws.put(io.BytesIO(b"age,income\n41,52000\n"), "dataset", "rows")
     assert ws.rotate_keys()["kek"] == "hsm:2"
     ws.close()
@@ -204,16 +202,8 @@ def test_a_failed_init_leaves_no_key_on_the_token(
 
     before = _keks_on(softhsm)
     monkeypatch.setattr(core.Ledger, "initialise", staticmethod(broken))
-    settings, pin = softhsm
     with pytest.raises(RuntimeError):
-        Workspace.init(
-            tmp_path / "ws",
-            passphrase=Secret(PASSPHRASE),
-            admin_password=Secret(ADMIN_PASSWORD),
-            kdf=FAST_PARAMS,
-            hsm=settings,
-            hsm_pin=pin,
-        )
+        _token_workspace(tmp_path / "ws", softhsm)
     assert not (tmp_path / "ws" / "sealml.toml").exists()
     assert _keks_on(softhsm) == before
 
@@ -302,12 +292,9 @@ def test_no_pin_or_its_hash_in_reprs(softhsm: Token) -> None:
 def test_a_pin_file_must_be_private(
     softhsm: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, pin = softhsm
+    pin = softhsm[1]
     root = tmp_path / "ws"
-    ws = Workspace.init(
-        root, passphrase=Secret(PASSPHRASE), admin_password=Secret(ADMIN_PASSWORD),
-        kdf=FAST_PARAMS, hsm=settings, hsm_pin=pin,
-    )  # fmt: skip
+    ws = _token_workspace(root, softhsm)
     ws.close()
     pin_file = tmp_path / "pin"
     pin_file.write_bytes(pin.reveal() + b"\n")

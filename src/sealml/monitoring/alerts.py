@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import smtplib
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from ..config import AlertRule
 from ..crypto.canonical import canonical_json
 from ..errors import UsageError
+from ..urls import transport_is_protected
 
 SIGNATURE_HEADER = "X-Sealml-Signature"
 TIMEOUT_SECONDS = 10.0
@@ -66,16 +65,8 @@ def verify(secret: bytes, body: bytes, header: str) -> bool:
 
 def check_webhook_url(url: str) -> str:
     """HTTPS, or plain HTTP to a loopback address (a local relay or a test)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
+    if transport_is_protected(url):
         return url
-    if parts.scheme == "http" and parts.hostname:
-        try:
-            if ipaddress.ip_address(parts.hostname).is_loopback:
-                return url
-        except ValueError:
-            if parts.hostname == "localhost":
-                return url
     raise UsageError("monitor.webhook_url must be https:// (http:// only on loopback)")
 
 

@@ -167,8 +167,7 @@ class LocalBlobStore:
 
     def discard_partial(self, older_than_seconds: float) -> int:
         """Remove temporary files of interrupted writes older than the given age."""
-        removed = 0
-        for part in list(self._partials(older_than_seconds)):
+        parts = list(self._partials(older_than_seconds))
+        for part in parts:
             part.unlink(missing_ok=True)
-            removed += 1
-        return removed
+        return len(parts)

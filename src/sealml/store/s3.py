@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import ipaddress
 import re
 import secrets
 import time
@@ -25,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import AuthenticationError, ConfigError, IntegrityError, UsageError
+from ..urls import transport_is_protected
 from .blobs import NAME_BYTES, check_name
 
 # S3's smallest part but the last is 5 MiB; 8 MiB keeps request counts low without
@@ -44,15 +44,6 @@ _REFUSED = {
     "InvalidToken",
     "403",
 }
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -81,14 +72,12 @@ class S3Location:
         if prefix and not prefix.endswith("/"):
             raise ConfigError("blobs.prefix must end with '/'")
         if self.endpoint_url is not None:
-            parts = urlsplit(self.endpoint_url)
-            host = parts.hostname or ""
-            if parts.scheme not in ("https", "http") or not host:
-                raise ConfigError("blobs.endpoint_url must be an https:// URL")
-            if parts.scheme == "http" and not _is_loopback(host):
+            if not transport_is_protected(self.endpoint_url):
                 raise ConfigError(
-                    "blobs.endpoint_url must use https (plain http only to a loopback address)"
+                    "blobs.endpoint_url must be an https:// URL (plain http only to a "
+                    "loopback address)"
                 )
+            parts = urlsplit(self.endpoint_url)
             if parts.username or parts.password:
                 raise ConfigError(
                     "blobs.endpoint_url must not carry credentials; use the AWS credential "
@@ -422,14 +411,13 @@ class S3BlobStore:
 
     def discard_partial(self, older_than_seconds: float) -> int:
         """Abort multipart uploads under the prefix started longer ago than the given age."""
-        removed = 0
-        for upload in list(self._uploads(older_than_seconds)):
-            with _translated(self.location):
+        uploads = list(self._uploads(older_than_seconds))
+        with _translated(self.location):
+            for upload in uploads:
                 self.client.abort_multipart_upload(
                     Bucket=self.location.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
-            removed += 1
-        return removed
+        return len(uploads)
 
 
 def _is_blob_name(name: str) -> bool:
