@@ -60,6 +60,18 @@ class BlobsSection(_Section):
             self.s3_location()
         return self
 
+    @classmethod
+    def in_bucket(cls, location: S3Location) -> BlobsSection:
+        """The section naming *location* (the inverse of :meth:`s3_location`)."""
+        return cls(
+            backend="s3",
+            bucket=location.bucket,
+            prefix=location.prefix,
+            endpoint_url=location.endpoint_url,
+            region=location.region,
+            ca_bundle=location.ca_bundle,
+        )
+
     def s3_location(self) -> S3Location:
         """The bucket and prefix of an ``s3`` backend (a ConfigError when incomplete)."""
         if not self.bucket:

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from sealml.errors import IntegrityError
 from sealml.models.formats import dump_skops
 from sealml.provenance.environment import environment
-from sealml.provenance.sbom import SbomSubject, environment_sbom, model_sha256, normalised
+from sealml.provenance.sbom import SbomSubject, environment_sbom, model_sha256
 
 from ..conftest import reopen
 from ..models.test_registry import ENGINEER_PASSWORD, SCIENTIST_PASSWORD, model_pipeline, team
@@ -86,7 +87,7 @@ def test_a_registered_version_carries_the_sbom_of_its_training_run(
     with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
         document = validate(erin.model_sbom("credit", version.version))
     assert model_sha256(json.dumps(document).encode()) == hashlib.sha256(model).hexdigest()
-    recorded = {normalised(name) for name in trained_in["packages"]}
+    recorded = {canonicalize_name(name) for name in trained_in["packages"]}
     assert {c["name"] for c in document["components"]} == recorded
     properties = {p["name"]: p["value"] for p in document["metadata"]["properties"]}
     assert properties["sealml:environment-source"] == f"provenance {version.provenance_id}"

@@ -12,12 +12,11 @@ from rich.table import Table
 
 from ..config import CONFIG_NAME, load_config
 from ..errors import ConfigError, IntegrityError, NotFoundError, UsageError
-from ..fsutil import write_private
 from ..ledger import EventFilter, NoteVerifier
 from ..ledger.log import OUTCOMES
 from ..ledger.proofs import check_consistency, check_inclusion
 from ..workspace.core import find_root
-from .common import JsonOption, open_workspace, out, print_json, print_table, state
+from .common import JsonOption, open_workspace, out, print_json, print_table, state, write_or_print
 
 app = typer.Typer(help="The tamper-evident audit ledger.", no_args_is_help=True)
 
@@ -49,13 +48,6 @@ def _timestamp(value: str | None, option: str) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _write_or_print(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    else:
-        write_private(output, text.encode("utf-8"))
 
 
 def _verifier(ctx: typer.Context, vkey: str | None, vkey_file: Path | None) -> NoteVerifier:
@@ -210,7 +202,7 @@ def checkpoint(
     """Print the latest signed checkpoint. Keep copies elsewhere to detect rollbacks."""
     with open_workspace(ctx) as workspace:
         note = workspace.audit_checkpoint()
-    _write_or_print(note, output)
+    write_or_print(note, output)
 
 
 @app.command("prove")
@@ -222,7 +214,7 @@ def prove(
     """Print an inclusion proof of one event; check it offline with `audit verify-proof`."""
     with open_workspace(ctx) as workspace:
         proof = workspace.audit_prove(seq)
-    _write_or_print(proof, output)
+    write_or_print(proof, output)
 
 
 @app.command("verify-proof")
@@ -256,7 +248,7 @@ def consistency(
     note = _read_text(old, "checkpoint file")
     with open_workspace(ctx) as workspace:
         proof = workspace.audit_consistency(note)
-    _write_or_print(proof, output)
+    write_or_print(proof, output)
 
 
 @app.command("verify-consistency")

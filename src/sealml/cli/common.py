@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import CONFIG_NAME, load_config
+from ..errors import UsageError
+from ..fsutil import create_private, write_private
 from ..workspace import Workspace
 from ..workspace.core import find_root
 from . import credentials
@@ -77,6 +79,19 @@ def print_table(table: Table) -> None:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_or_print(text: str, output: Path | None, *, replace: bool = True) -> None:
+    """Print *text*, or write it to *output* (0600): replacing the file, or, unless
+    *replace*, refusing one that exists."""
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    elif replace:
+        write_private(output, text.encode("utf-8"))
+    elif output.exists():
+        raise UsageError(f"{output} already exists; refusing to overwrite it")
+    else:
+        create_private(output, text.encode("utf-8"))
 
 
 def human_size(size: int) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from .common import JsonOption, open_workspace, out, print_json
+from .common import JsonOption, open_workspace, out, print_json, write_or_print
 from .credentials import interactive
 
 app = typer.Typer(help="Key-encryption keys and data keys.", no_args_is_help=True)
@@ -65,20 +65,11 @@ def export(
 
     For model signatures (`model_signing verify key`) and provenance envelopes checked
     outside sealml."""
-    if output is not None and output.exists():
-        raise UsageError(f"{output} already exists; refusing to overwrite it")
     with open_workspace(ctx) as workspace:
         principal = workspace.public_key(user)
-    pem = principal.public_key.pem()
-    if output is None:
-        typer.echo(pem, nl=False)
-        return
-    try:
-        with output.open("x", encoding="ascii") as handle:
-            handle.write(pem)
-    except OSError as error:
-        raise UsageError(f"cannot write {output}: {error.strerror}") from None
-    out.print(
-        f"wrote {principal.name}'s public key to {output} "
-        f"(fingerprint {principal.public_key.fingerprint()})"
-    )
+    write_or_print(principal.public_key.pem(), output, replace=False)
+    if output is not None:
+        out.print(
+            f"wrote {principal.name}'s public key to {output} "
+            f"(fingerprint {principal.public_key.fingerprint()})"
+        )

@@ -6,7 +6,6 @@ A model reference is ``NAME``, ``NAME@ALIAS`` or ``NAME@VERSION`` (``NAME@3``, `
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -16,7 +15,7 @@ from ..errors import UsageError
 from ..models import openssf
 from ..models.scanner import ScanResult, report_json, scan_path
 from ..workspace import ModelVersion
-from .common import JsonOption, open_workspace, out, print_json, print_table
+from .common import JsonOption, open_workspace, out, print_json, print_table, write_or_print
 
 app = typer.Typer(help="Model supply chain: scan, sign, register, promote.", no_args_is_help=True)
 
@@ -346,21 +345,13 @@ def sbom_command(
 ) -> None:
     """The version's CycloneDX SBOM: the packages its model was built with, checked."""
     name, selector = _split(ref)
-    if output is not None and output.exists():
-        raise UsageError(f"{output} already exists; refusing to overwrite it")
     with open_workspace(ctx) as workspace:
         if selector is None:
             selector = str(workspace.versions(name)[0].version)
         document = workspace.model_sbom(name, selector)
-    if output is None:
-        sys.stdout.write(document.decode() + "\n")
-        return
-    try:
-        with output.open("xb") as handle:
-            handle.write(document)
-    except OSError as error:
-        raise UsageError(f"cannot write {output}: {error.strerror}") from None
-    out.print(f"wrote {output}")
+    write_or_print(document.decode(), output, replace=False)
+    if output is not None:
+        out.print(f"wrote {output}")
 
 
 @app.command("watermark-verify")

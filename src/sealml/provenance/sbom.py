@@ -16,7 +16,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from typing import Any
 
 from cyclonedx.model import HashAlgorithm, HashType, Property
@@ -28,7 +27,9 @@ from cyclonedx.output import make_outputter
 from cyclonedx.schema import OutputFormat, SchemaVersion
 from packageurl import PackageURL
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
+from .._version import __version__
 from .environment import installed_headers
 
 try:  # its home since cyclonedx-python-lib 11; the old path warns there
@@ -38,16 +39,11 @@ except ImportError:  # pragma: no cover - older releases
 
 MEDIA_TYPE = "application/vnd.cyclonedx+json"
 SCHEMA = SchemaVersion.V1_6
-_NORMALISE = re.compile(r"[-_.]+")
-_LEADING_NAME = re.compile(r"\s*[A-Za-z0-9._-]*")
+# Where a requirement's distribution name ends (PEP 508 names are [A-Za-z0-9._-]).
+_NAME_END = re.compile(r"[^A-Za-z0-9._-]")
 # A `License:` header longer than this is the licence's text, not its name.
 _MAX_LICENSE_NAME = 80
 _LICENSES = LicenseFactory()
-
-
-def normalised(name: str) -> str:
-    """A distribution name as PEP 503 compares names."""
-    return _NORMALISE.sub("-", name).lower()
 
 
 @dataclass(frozen=True)
@@ -63,12 +59,12 @@ class SbomSubject:
 def environment_sbom(subject: SbomSubject, environment: Mapping[str, Any]) -> bytes:
     """The CycloneDX 1.6 JSON document for *subject* built in *environment* (the mapping
     provenance records: ``python``, ``platform``, ``packages`` name → version)."""
-    packages = {
-        normalised(str(name)): str(version)
+    packages: dict[str, str] = {
+        canonicalize_name(str(name)): str(version)
         for name, version in dict(environment.get("packages") or {}).items()
     }
     installed = _installed(packages)
-    components = {
+    components: dict[str, Component] = {
         name: _component(name, version, installed.get(name))
         for name, version in sorted(packages.items())
     }
@@ -79,7 +75,7 @@ def environment_sbom(subject: SbomSubject, environment: Mapping[str, Any]) -> by
         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=subject.sha256)],
         properties=[Property(name="sealml:artifact", value=subject.artifact_id)],
     )
-    sealml_version = packages.get("sealml") or _version_of("sealml")
+    sealml_version = packages.get("sealml") or __version__
     bom = Bom(
         components=components.values(),
         metadata=BomMetaData(
@@ -115,18 +111,11 @@ def model_sha256(document: bytes) -> str | None:
         return None
 
 
-def _version_of(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _installed(packages: Mapping[str, str]) -> dict[str, Any]:
     """Installed metadata headers of the listed packages, where the same version is here."""
     found: dict[str, Any] = {}
     for headers in installed_headers():
-        name = normalised(str(headers["Name"]))
+        name = canonicalize_name(str(headers["Name"]))
         if packages.get(name) == str(headers["Version"]) and name not in found:
             found[name] = headers
     return found
@@ -167,7 +156,8 @@ def _requires(headers: Any, listed: Mapping[str, Component]) -> list[str]:
     needed: list[str] = []
     for line in headers.get_all("Requires-Dist") or []:
         # Only requirements naming a listed package are worth parsing in full.
-        if normalised(_LEADING_NAME.match(str(line)).group()) not in listed:  # type: ignore[union-attr]
+        named = _NAME_END.split(str(line).lstrip(), maxsplit=1)[0]
+        if canonicalize_name(named) not in listed:
             continue
         try:
             requirement = Requirement(str(line))
@@ -175,7 +165,7 @@ def _requires(headers: Any, listed: Mapping[str, Component]) -> list[str]:
             continue
         if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
             continue
-        name = normalised(requirement.name)
+        name = canonicalize_name(requirement.name)
         if name not in needed:
             needed.append(name)
     return needed

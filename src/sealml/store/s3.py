@@ -213,9 +213,12 @@ class _S3Writer:
 
     def write(self, data: memoryview, /) -> int:
         self._buffer += data
-        while len(self._buffer) >= self._store.part_size:
-            self._send_part(bytes(self._buffer[: self._store.part_size]))
-            del self._buffer[: self._store.part_size]
+        size = self._store.part_size
+        while len(self._buffer) >= size:
+            with memoryview(self._buffer) as view:  # one copy of the part, not two
+                part = bytes(view[:size])
+            del self._buffer[:size]
+            self._send_part(part)
         return len(data)
 
     def _send_part(self, chunk: bytes) -> None:
@@ -324,7 +327,7 @@ class S3BlobStore:
 
     def versioned(self) -> bool:
         """Whether the bucket keeps older versions of objects (what lets a deleted or
-        overwritten blob be recovered, since workspace backups do not cover a bucket)."""
+        overwritten blob be recovered without a workspace backup)."""
         with _translated(self.location):
             answer = self.client.get_bucket_versioning(Bucket=self.location.bucket)
         return bool(answer.get("Status") == "Enabled")
@@ -373,8 +376,6 @@ class S3BlobStore:
                 if answer.get("Errors"):
                     code = answer["Errors"][0].get("Code", "unknown")
                     raise UsageError(f"blob store {self.location}: {code} deleting {name}")
-            if not found:
-                self.client.delete_object(Bucket=self.location.bucket, Key=key)
 
     def exists(self, name: str) -> bool:
         try:

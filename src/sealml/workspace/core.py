@@ -157,14 +157,7 @@ class WorkspaceCore:
             prefix = bucket.prefix or f"sealml/{workspace_id}/"
             location = dataclasses.replace(bucket, prefix=prefix)
             S3BlobStore.initialise(location)
-            config.blobs = BlobsSection(
-                backend="s3",
-                bucket=location.bucket,
-                prefix=location.prefix,
-                endpoint_url=location.endpoint_url,
-                region=location.region,
-                ca_bundle=location.ca_bundle,
-            )
+            config.blobs = BlobsSection.in_bucket(location)
         create_private(root / CONFIG_NAME, config.dump())
         return config, keystore, signer
 

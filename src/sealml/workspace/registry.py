@@ -334,10 +334,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
         """The model's artifact, plaintext and provenance chain after all of it verified:
         sealed content, OpenSSF signature by the registrant, clean scan, provenance."""
         where = f"model {facts.name} v{facts.version}"
-        row = session.get(ArtifactRow, facts.artifact_id)
-        if row is None or row.digest != facts.artifact_digest:
-            raise IntegrityError(f"{where}: its model artifact is missing or replaced")
-        data = self._plaintext_attested(session, row)
+        row, data = self._model_artifact(session, facts)
         signature = session.get(ArtifactRow, facts.signature_id)
         if signature is None:
             raise IntegrityError(f"{where}: its signature is missing")
@@ -360,6 +357,16 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 raise IntegrityError(f"{where}: its provenance attestation changed")
             return row, data, self._provenance_chain(session, row.id)
         return row, data, []
+
+    def _model_artifact(self, session: Session, facts: VersionFacts) -> tuple[ArtifactRow, bytes]:
+        """The version's model artifact, the one its statement names, and its verified
+        plaintext."""
+        row = session.get(ArtifactRow, facts.artifact_id)
+        if row is None or row.digest != facts.artifact_digest:
+            raise IntegrityError(
+                f"model {facts.name} v{facts.version}: its model artifact is missing or replaced"
+            )
+        return row, self._plaintext_attested(session, row)
 
     def _describe(self, row: ModelVersionRow, state: RegistryState) -> ModelVersion:
         return ModelVersion(
@@ -427,10 +434,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             where = f"model {name} v{facts.version}"
             if facts.sbom_id is None:
                 raise NotFoundError(f"{where} was registered before sealml made SBOMs")
-            model = session.get(ArtifactRow, facts.artifact_id)
-            if model is None or model.digest != facts.artifact_digest:
-                raise IntegrityError(f"{where}: its model artifact is missing or replaced")
-            sha256 = hashlib.sha256(self._plaintext_attested(session, model)).hexdigest()
+            sha256 = hashlib.sha256(self._model_artifact(session, facts)[1]).hexdigest()
             return self._check_sbom(session, facts.sbom_id, sha256, where)
 
     def history(self, name: str) -> list[dict[str, Any]]:
