@@ -15,11 +15,14 @@ def transport_is_protected(url: str) -> bool:
         return False
     if parts.scheme == "https":
         return True
-    if parts.scheme != "http":
-        return False
+    return parts.scheme == "http" and is_loopback_host(host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether *host* names this machine's loopback interface (``localhost``, 127/8, ::1)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False

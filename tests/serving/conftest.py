@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import ssl
+import subprocess
 import textwrap
 import threading
 import time
@@ -164,8 +166,6 @@ def live_server(
     client_ca: Path | None = None,
     **settings: Any,
 ) -> Iterator[LiveServer]:
-    import uvicorn
-
     ws = reopen(path, "svc", SERVICE_PASSWORD)
     options = {"poll_seconds": 0.2, "port": free_port(), "log_sample": 1.0} | settings
     chosen = ws.config.serve.model_copy(update=options)
@@ -174,25 +174,36 @@ def live_server(
         made = dev_tls(path / ".sealml" / "serve-tls", "127.0.0.1")
         files = TlsFiles(made.cert, made.key, client_ca, made.ca)
     listen = Listen("127.0.0.1", chosen.port, files, insecure=not tls)
-    with running(ws, Target.parse(target), chosen, insecure=not tls) as (runtime, app):
-        server = uvicorn.Server(uvicorn.Config(app, **listen.uvicorn_options()))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-
-        def stop() -> None:
-            server.should_exit = True
-            thread.join(timeout=20)
-
-        try:
-            yield LiveServer(listen.url, runtime, files.ca if files else None, stop)
-        finally:
-            stop()
+    with (
+        running(ws, Target.parse(target), chosen, insecure=not tls) as (runtime, app),
+        uvicorn_thread(app, listen) as stop,
+    ):
+        yield LiveServer(listen.url, runtime, files.ca if files else None, stop)
     ws.close()
+
+
+@contextlib.contextmanager
+def uvicorn_thread(app: Any, listen: Listen) -> Iterator[Callable[[], None]]:
+    """*app* served by uvicorn in a thread of the test process; yields its stop function."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, **listen.uvicorn_options()))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+    try:
+        yield stop
+    finally:
+        stop()
 
 
 def wait_until(check: Callable[[], bool], seconds: float = 10.0) -> bool:
@@ -202,6 +213,36 @@ def wait_until(check: Callable[[], bool], seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return check()
+
+
+@contextlib.contextmanager
+def running_process(
+    command: list[str], env: dict[str, str], ready: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A sealml server process, once *ready* answers 200; stopped with SIGINT after."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[0]} exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                # A readiness probe only (the dev CA is made by the process); requests verify.
+                if httpx.get(ready, verify=False, timeout=1).status_code == 200:  # noqa: S501
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{command} did not become ready")
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 GOOD = {"age": 40, "income": 55.5, "colour": "red"}

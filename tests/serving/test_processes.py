@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 import tomli_w
 
 from ..conftest import PASSPHRASE
-from .conftest import GOOD, SERVICE_PASSWORD, Template, free_port
+from .conftest import GOOD, SERVICE_PASSWORD, Template, free_port, running_process
 
 PREDICT = "/v1/models/credit/predict"
 
@@ -34,35 +33,6 @@ def _env(path: Path) -> dict[str, str]:
         "SEALML_USER": "svc",
         "SEALML_PASSWORD": SERVICE_PASSWORD,
     }
-
-
-@contextlib.contextmanager
-def _process(
-    command: list[str], env: dict[str, str], ready: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command[0]} exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                # A readiness probe only (the dev CA is made by the process); requests verify.
-                if httpx.get(ready, verify=False, timeout=1).status_code == 200:  # noqa: S501
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{command} did not become ready")
-            time.sleep(0.2)
-        yield process
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _serve(path: Path, port: int, *extra: str) -> list[str]:
@@ -111,7 +81,7 @@ def test_two_replicas_share_one_limit(ws_copy: Path, template: Template, redis_u
     with contextlib.ExitStack() as stack:
         for port in ports:
             stack.enter_context(
-                _process(_serve(ws_copy, port, "--insecure-http", "--redis", redis_url), env,
+                running_process(_serve(ws_copy, port, "--insecure-http", "--redis", redis_url), env,
                          f"http://127.0.0.1:{port}/readyz")
             )  # fmt: skip
 
@@ -139,7 +109,7 @@ def test_two_replicas_share_one_limit(ws_copy: Path, template: Template, redis_u
 def test_several_workers(ws_copy: Path, template: Template) -> None:
     port = free_port()
     command = _serve(ws_copy, port, "--dev-tls", "--workers", "2")
-    with _process(command, _env(ws_copy), f"https://127.0.0.1:{port}/readyz"):
+    with running_process(command, _env(ws_copy), f"https://127.0.0.1:{port}/readyz"):
         ca = ws_copy / ".sealml" / "serve-tls" / "ca.pem"
         import ssl
 

@@ -7,6 +7,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -84,6 +85,26 @@ def test_wrong_password_is_refused_and_audited(workspace: Workspace) -> None:
         ws.login("nobody", Secret("whatever-pw"))
     denied = workspace.audit_events(EventFilter(action="auth.login", outcome="denied"))
     assert [e.fields()["principal"] for e in denied] == ["admin", "nobody"]
+
+
+def test_an_unknown_user_costs_the_same_key_derivation(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So the time a refusal takes does not tell which user names exist."""
+    from sealml.access import principals
+
+    calls: list[int] = []
+    real = principals.derive_key
+
+    def counted(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(principals, "derive_key", counted)
+    for name in ("admin", "nobody"):
+        with pytest.raises(AuthenticationError):
+            workspace.login(name, Secret("not the password"))
+    assert len(calls) == 2
 
 
 @settings(

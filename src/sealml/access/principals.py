@@ -217,6 +217,9 @@ class PrincipalStore:
         try:
             row = self._row(session, name)
         except NotFoundError:
+            # Spend what a real check spends, so the time taken does not tell which
+            # user names exist.
+            derive_key(password, new_salt(), self._kdf)
             raise AuthenticationError("unknown user or wrong password") from None
         principal = self._verified(row)
         if principal.kind != "human" or row.key_box is None or row.kdf is None:

@@ -27,6 +27,7 @@ from . import (
     pipelines,
     policy,
     serving,
+    ui,
     users,
 )
 from .common import State, err
@@ -68,6 +69,7 @@ app.command()(pipelines.lineage)
 app.command()(models.scan)
 app.command(name="gate")(models.gate_command)
 app.command()(serving.serve)
+app.command()(ui.ui)
 app.command()(monitor.drill)
 app.command()(doctor.doctor)
 app.command()(backup.backup)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -14,6 +15,9 @@ from ..config import resolve
 from ..errors import UsageError
 from ..serving.apikeys import ApiKey
 from .common import JsonOption, err, open_workspace, out, print_json, print_table
+
+if TYPE_CHECKING:
+    from ..serving.tls import TlsFiles
 
 app = typer.Typer(help="API keys for served models.", no_args_is_help=True)
 
@@ -132,8 +136,6 @@ def serve(
     from ..serving.server import Listen
     from ..serving.server import serve as run_server
     from ..serving.target import Target
-    from ..serving.tls import TlsFiles
-    from ..serving.tls import dev_tls as make_dev_tls
 
     target = Target.parse(model)
     if freeze or unfreeze:
@@ -147,29 +149,57 @@ def serve(
             f"{target.name} {'frozen' if freeze else 'unfrozen'}: servers follow within seconds"
         )
         return
-    if sum((dev_tls, insecure_http, cert is not None or key is not None)) > 1:
-        raise UsageError("choose one of --cert/--key, --dev-tls and --insecure-http")
     with open_workspace(ctx) as workspace:
         settings = workspace.config.serve
         given = {"host": host, "port": port, "workers": workers, "redis_url": redis}
         updates = {k: v for k, v in given.items() if v is not None}
         settings = settings.model_copy(update=updates)
         root = workspace.root
-        tls: TlsFiles | None = None
         ca = client_ca or (resolve(root, settings.client_ca) if settings.client_ca else None)
-        if dev_tls:
-            made = make_dev_tls(root / ".sealml" / "serve-tls", settings.host)
-            tls = TlsFiles(made.cert, made.key, ca, made.ca)
-            err.print(f"development TLS: clients trust {made.ca}")
-        elif cert is not None or key is not None:
-            if cert is None or key is None:
-                raise UsageError("--cert and --key go together")
-            tls = TlsFiles(cert, key, ca)
-        elif settings.tls_cert and settings.tls_key and not insecure_http:
-            tls = TlsFiles(resolve(root, settings.tls_cert), resolve(root, settings.tls_key), ca)
-        if insecure_http and ca is not None:
-            raise UsageError("mutual TLS needs TLS; drop --insecure-http")
+        configured = (
+            (resolve(root, settings.tls_cert), resolve(root, settings.tls_key))
+            if settings.tls_cert and settings.tls_key
+            else None
+        )
+        tls = choose_tls(
+            root, settings.host, cert=cert, key=key, dev_tls=dev_tls,
+            insecure_http=insecure_http, configured=configured, client_ca=ca,
+        )  # fmt: skip
         listen = Listen(settings.host, settings.port, tls, insecure_http, settings.workers)
-        if insecure_http:
-            err.print("warning: serving plain HTTP without TLS (--insecure-http)")
         run_server(workspace, target, settings, listen)
+
+
+def choose_tls(
+    root: Path,
+    host: str,
+    *,
+    cert: Path | None,
+    key: Path | None,
+    dev_tls: bool,
+    insecure_http: bool,
+    configured: tuple[Path, Path] | None = None,
+    client_ca: Path | None = None,
+) -> TlsFiles | None:
+    """The TLS files a server uses, from its options: --cert/--key, --dev-tls, files set in
+    sealml.toml, or none with --insecure-http (said aloud)."""
+    from ..serving.tls import TlsFiles
+    from ..serving.tls import dev_tls as make_dev_tls
+
+    if sum((dev_tls, insecure_http, cert is not None or key is not None)) > 1:
+        raise UsageError("choose one of --cert/--key, --dev-tls and --insecure-http")
+    if insecure_http and client_ca is not None:
+        raise UsageError("mutual TLS needs TLS; drop --insecure-http")
+    tls: TlsFiles | None = None
+    if dev_tls:
+        made = make_dev_tls(root / ".sealml" / "serve-tls", host)
+        tls = TlsFiles(made.cert, made.key, client_ca, made.ca)
+        err.print(f"development TLS: clients trust {made.ca}")
+    elif cert is not None or key is not None:
+        if cert is None or key is None:
+            raise UsageError("--cert and --key go together")
+        tls = TlsFiles(cert, key, client_ca)
+    elif configured is not None and not insecure_http:
+        tls = TlsFiles(*configured, client_ca)
+    if insecure_http:
+        err.print("warning: serving plain HTTP without TLS (--insecure-http)")
+    return tls

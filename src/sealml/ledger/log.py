@@ -66,6 +66,7 @@ class EventFilter:
     since: str | None = None
     until: str | None = None
     outcome: str | None = None
+    before_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,14 @@ class Ledger:
         return Event(row.seq, row.body, row.leaf_hash)
 
     @staticmethod
-    def events(session: Session, where: EventFilter, limit: int | None = None) -> Iterator[Event]:
-        """Events matching *where*, oldest first."""
+    def events(
+        session: Session,
+        where: EventFilter,
+        limit: int | None = None,
+        *,
+        newest_first: bool = False,
+    ) -> Iterator[Event]:
+        """Events matching *where*, oldest first (or newest first)."""
         query = select(LedgerEventRow.seq, LedgerEventRow.body, LedgerEventRow.leaf_hash)
         if where.principal is not None:
             query = query.where(LedgerEventRow.principal == where.principal)
@@ -217,7 +224,10 @@ class Ledger:
             query = query.where(LedgerEventRow.ts >= where.since)
         if where.until is not None:
             query = query.where(LedgerEventRow.ts < where.until)
-        query = query.order_by(LedgerEventRow.seq)
+        if where.before_seq is not None:
+            query = query.where(LedgerEventRow.seq < where.before_seq)
+        order = LedgerEventRow.seq.desc() if newest_first else LedgerEventRow.seq
+        query = query.order_by(order)
         if limit is not None:
             query = query.limit(limit)
         for seq, body, leaf in session.execute(query.execution_options(yield_per=5000)):

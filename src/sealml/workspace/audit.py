@@ -38,11 +38,13 @@ class AuditOperations(WorkspaceCore):
         )
         return report
 
-    def audit_events(self, where: EventFilter, limit: int | None = None) -> list[Event]:
-        """Events matching *where*, oldest first."""
+    def audit_events(
+        self, where: EventFilter, limit: int | None = None, *, newest_first: bool = False
+    ) -> list[Event]:
+        """Events matching *where*, oldest first (or newest first)."""
         self.authorize("audit:read", "ledger", action="audit.show")
         with self.db.read() as session:
-            events = list(Ledger.events(session, where, limit))
+            events = list(Ledger.events(session, where, limit, newest_first=newest_first))
         self.record([self.event("audit.show", "ledger", count=len(events))])
         return events
 

@@ -9,7 +9,7 @@ from ..access import totp
 from ..clock import utc_now
 from ..crypto.box import BoxOpenError, open_box, seal_box
 from ..db.models import TotpRow
-from ..errors import IntegrityError, UsageError
+from ..errors import AuthenticationError, IntegrityError, UsageError
 from .core import WorkspaceCore
 
 TOTP_SECRET = "totp-key"  # noqa: S105 (a keystore entry name)
@@ -55,6 +55,27 @@ class TotpOperations(WorkspaceCore):
             self.append(session, [self.event("user.totp-enroll", f"principal:{actor.name}")])
         issuer = f"sealml {self.config.workspace.name}"
         return TotpEnrolment(secret, totp.provisioning_uri(secret, actor.name, issuer))
+
+    def totp_enrolled(self) -> bool:
+        """Whether the acting principal has a TOTP secret."""
+        actor = self.require_actor()
+        with self.db.read() as session:
+            return session.get(TotpRow, actor.principal.id) is not None
+
+    def totp_check(self, code: str) -> None:
+        """Accept *code* from the acting principal's TOTP secret, once (its time step is
+        burnt), or raise AuthenticationError; the refusal is written to the ledger."""
+        actor = self.require_actor()
+        try:
+            with self.transaction() as session:
+                row = session.get(TotpRow, actor.principal.id)
+                if row is None:
+                    raise AuthenticationError(f"{actor.name} has no TOTP secret")
+                self._accept_code(row, code)
+        except AuthenticationError:
+            resource = f"principal:{actor.name}"
+            self.record([self.event("auth.totp", resource, "denied")])
+            raise
 
     def _accept_code(self, row: TotpRow, code: str) -> None:
         """Check *code* against a principal's secret and burn its time step."""

@@ -1,0 +1,1 @@
+"""The dashboard: a read-only web view of a workspace behind sign-in (``sealml ui``)."""

@@ -1,0 +1,113 @@
+"""What each dashboard page shows, gathered through the workspace's public API.
+
+Every function runs as the signed-in principal: the workspace decides what they may see
+(and writes denials to the ledger), so the dashboard cannot show more than the CLI would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..ledger import EventFilter
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
+
+PAGE_SIZE = 50
+RECENT_EVENTS = 10
+
+
+@dataclass(frozen=True)
+class Rights:
+    """Which parts of the dashboard the principal's roles open."""
+
+    registry: bool
+    audit: bool
+    verify: bool
+
+    @classmethod
+    def of(cls, workspace: Workspace) -> Rights:
+        roles = workspace.require_actor().principal.roles
+        allows = workspace.policy.allows
+        return cls(
+            registry=allows(roles, "registry:read"),
+            audit=allows(roles, "audit:read"),
+            verify=allows(roles, "audit:verify"),
+        )
+
+
+def _event_row(fields: dict[str, Any]) -> dict[str, Any]:
+    return {**fields, "details": fields.get("details") or {}}
+
+
+def overview(workspace: Workspace) -> dict[str, Any]:
+    """The front page: models and their aliases, open incidents, the latest events."""
+    rights = Rights.of(workspace)
+    page: dict[str, Any] = {"rights": rights, "models": [], "incidents": [], "events": []}
+    if rights.registry:
+        page["models"] = workspace.models()
+    if rights.audit:
+        page["incidents"] = [i for i in workspace.incidents() if i["closed"] is None]
+        recent = workspace.audit_events(EventFilter(), RECENT_EVENTS, newest_first=True)
+        page["events"] = [_event_row(e.fields()) for e in recent]
+    return page
+
+
+def model(workspace: Workspace, name: str) -> dict[str, Any]:
+    """One model: every version with its state, the registry history, and the gates its
+    newest active version faces for each alias the registry rules name."""
+    versions = workspace.versions(name)
+    history = workspace.history(name)
+    rules = workspace.registry_rules
+    newest = next((v for v in versions if v.status == "active"), None)
+    gates: dict[str, list[Any]] = {}
+    if newest is not None:
+        for alias in sorted(rules.gates):
+            gates[alias] = workspace.gate_report(name, newest.version, alias)
+    return {
+        "name": name,
+        "versions": versions,
+        "history": list(reversed(history)),
+        "gated_version": newest.version if newest else None,
+        "gates": gates,
+    }
+
+
+def card(workspace: Workspace, name: str, version: int) -> str:
+    """A version's model card as a self-contained HTML page, built from verified facts."""
+    from ..governance import modelcard
+
+    return modelcard.to_html(workspace.model_card(name, version))
+
+
+def audit(workspace: Workspace, where: EventFilter) -> dict[str, Any]:
+    """A page of ledger events, newest first, with the cursor of the next page."""
+    events = workspace.audit_events(where, PAGE_SIZE + 1, newest_first=True)
+    shown = events[:PAGE_SIZE]
+    more = len(events) > PAGE_SIZE
+    return {
+        "events": [{"seq": e.seq, **_event_row(e.fields())} for e in shown],
+        "next_before": shown[-1].seq if more and shown else None,
+        "where": where,
+        "rights": Rights.of(workspace),
+    }
+
+
+def verification(workspace: Workspace) -> dict[str, Any]:
+    """Recompute the whole ledger against its checkpoints and the local witness."""
+    report = workspace.audit_verify()
+    return {
+        "ok": report.ok,
+        "events": report.events,
+        "checkpoints": report.checkpoints,
+        "latest_checkpoint": report.latest_checkpoint,
+        "root": report.root.hex(),
+        "unanchored": report.unanchored,
+        "problems": report.problems,
+    }
+
+
+def incidents(workspace: Workspace) -> list[dict[str, Any]]:
+    """Every incident, newest first."""
+    return workspace.incidents()
