@@ -143,6 +143,9 @@ class GateSection(_Section):
 
     require_provenance: bool = False
     require_evaluation: bool = False
+    # Where an evaluation is required: its signed provenance must show it evaluated this
+    # very model on data that is not among the model's training inputs.
+    require_held_out_test: bool = True
     min_metrics: dict[str, float] = Field(default_factory=dict)
     max_metrics: dict[str, float] = Field(default_factory=dict)
 

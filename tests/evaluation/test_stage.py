@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
@@ -80,6 +81,40 @@ def test_evaluation_report_feeds_the_gate(workspace: Workspace, tmp_path: Path) 
     assert float(checks["privacy.membership_auc"].measured) > 0.6
     assert checks["fairness.demographic_parity_difference"].passed
     assert checks["provenance"].passed and checks["evaluation"].passed
+    assert checks["held-out test data"].passed
+    body = json.loads(evaluation)
+    assert body["data"] == {"test": "test", "members": "train"}
+    assert body["metrics"]["leakage.test_rows_in_train"] == 0.0  # a clean split
+
+
+def test_the_gate_refuses_an_evaluation_on_the_training_set(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    folder = tmp_path / "credit"
+    folder.mkdir()
+    shutil.copy(DATA / "german_credit.csv", folder / "german_credit.csv")
+    source = textwrap.dedent(PIPELINE).replace('"model", "test", "evaluation"',
+                                               '"model", "train", "evaluation"')  # fmt: skip
+    (folder / "credit_pipeline.py").write_text(source)
+    report = workspace.run_pipeline(load_pipeline(folder / "credit_pipeline.py"))
+    body = json.loads(workspace.read_bytes(report.artifacts["evaluation"]))
+    assert body["data"]["test"] == "train"
+    assert body["metrics"]["leakage.test_rows_in_train"] == 1.0
+    version = workspace.register_model(report.artifacts["model"], "credit").version
+    checks = {c.check: c for c in workspace.gate_report("credit", version, "production")}
+    assert checks["held-out test data"].measured == "used in training"
+    assert not checks["held-out test data"].passed
+
+
+def test_shared_rows_are_counted_with_their_labels() -> None:
+    import pandas as pd
+
+    from sealml.evaluation.stages import _shared_share
+
+    train = pd.DataFrame({"a": [1, 2, 3], "y": [0, 1, 0]})
+    test = pd.DataFrame({"a": [1, 2, 4, 5], "y": [0, 0, 0, 1]})  # only (1, 0) is shared
+    assert _shared_share(test, train) == 0.25
+    assert _shared_share(test.iloc[:0], train) == 0.0
 
 
 def test_model_card_from_verified_records(workspace: Workspace, tmp_path: Path, cli: Any) -> None:

@@ -40,22 +40,27 @@ def ingest(csv):
     return {"raw": pd.read_csv(io.BytesIO(csv))}
 
 
-@stage(inputs={"raw": "dataset"}, outputs={"model": "model"})
-def train(raw, trees=5):
+@stage(inputs={"raw": "dataset"}, outputs={"rows": "dataset", "held": "dataset"})
+def split(raw):
+    return {"rows": raw.iloc[::2], "held": raw.iloc[1::2]}
+
+
+@stage(inputs={"rows": "dataset"}, outputs={"model": "model"})
+def train(rows, trees=5):
     model = RandomForestClassifier(n_estimators=int(trees), random_state=0)
-    model.fit(raw[["a", "b"]], raw["y"])
+    model.fit(rows[["a", "b"]], rows["y"])
     return {"model": model}
 
 
-@stage(inputs={"model": "model", "raw": "dataset"}, outputs={"metrics": "report"})
-def evaluate(model, raw):
-    accuracy = float((model.predict(raw[["a", "b"]]) == raw["y"]).mean())
+@stage(inputs={"model": "model", "held": "dataset"}, outputs={"metrics": "report"})
+def evaluate(model, held):
+    accuracy = float((model.predict(held[["a", "b"]]) == held["y"]).mean())
     return {"metrics": {"accuracy": accuracy}}
 
 
 pipeline = Pipeline(
     "tiny",
-    stages=[ingest, train, evaluate],
+    stages=[ingest, split, train, evaluate],
     sources={"csv": Source(Path("tiny.csv"))},
 )
 """
@@ -203,6 +208,56 @@ def test_metric_gate_thresholds_are_enforced(
         erin.approve_model("credit", version, "production", clock.code(erin_secret))
         with pytest.raises(PermissionDeniedError, match=r"accuracy = .* is below 1.01"):
             erin.promote_model("credit", version, "production")
+
+
+def _evaluated_on_training_rows(pipeline: Path) -> None:
+    """The tiny pipeline, changed to evaluate the model on the rows it was trained on."""
+    text = pipeline.read_text()
+    text = text.replace('inputs={"model": "model", "held": "dataset"}',
+                        'inputs={"model": "model", "rows": "dataset"}')  # fmt: skip
+    text = text.replace("def evaluate(model, held):", "def evaluate(model, rows):\n    held = rows")
+    pipeline.write_text(text)
+
+
+def test_an_evaluation_on_training_data_cannot_open_the_production_gate(
+    team: Path, model_pipeline: Path, erin_secret: str, clock: Clock
+) -> None:
+    _evaluated_on_training_rows(model_pipeline)
+    version = register(team, model_pipeline)
+    with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
+        checks = {c.check: c for c in erin.gate_report("credit", version, "production")}
+        held_out = checks["held-out test data"]
+        assert not held_out.passed and held_out.measured == "used in training"
+        assert "among the model's own inputs" in held_out.reason
+        erin.approve_model("credit", version, "production", clock.code(erin_secret))
+        with pytest.raises(PermissionDeniedError, match="among the model's own inputs"):
+            erin.promote_model("credit", version, "production")
+    with reopen(team) as admin:  # an explicit, approved decision turns the check off
+        admin.config.registry.gates["production"].require_held_out_test = False
+        admin.approve_policy()
+    with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
+        checks = {c.check: c for c in erin.gate_report("credit", version, "production")}
+        assert "held-out test data" not in checks
+        assert erin.promote_model("credit", version, "production").aliases == ("production",)
+
+
+def test_a_held_out_evaluation_passes_and_another_models_report_does_not(
+    team: Path, model_pipeline: Path
+) -> None:
+    version = register(team, model_pipeline)
+    other = train(team, model_pipeline, trees=7)
+    with reopen(team, "sam", SCIENTIST_PASSWORD) as sam:
+        borrowed = sam.register_model(
+            train(team, model_pipeline, trees=9)["model"], "credit", evaluation=other["metrics"]
+        ).version
+    with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
+        good = {c.check: c for c in erin.gate_report("credit", version, "production")}
+        assert (
+            good["held-out test data"].passed and good["held-out test data"].measured == "held out"
+        )
+        bad = {c.check: c for c in erin.gate_report("credit", borrowed, "production")}
+        assert bad["held-out test data"].measured == "another model"
+        assert not bad["held-out test data"].passed
 
 
 def test_self_approval_fails_under_the_two_person_rule(

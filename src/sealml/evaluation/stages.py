@@ -11,9 +11,12 @@
     ], ...)
 
 The report holds ``metrics`` (``accuracy``, ``roc_auc`` when the model gives
-probabilities, ``fairness.*``, ``privacy.*`` and ``robustness.*``) and the detailed
-results. Registering the model picks it up as the version's evaluation, and the registry's
-gates (``[registry.gates.<alias>] min_metrics / max_metrics``) read those metrics.
+probabilities, ``fairness.*``, ``privacy.*``, ``robustness.*`` and, with *members*,
+``leakage.test_rows_in_train``), the names of its test and members inputs (``data``), and
+the detailed results. Registering the model picks it up as the version's evaluation, and
+the registry's gates (``[registry.gates.<alias>] min_metrics / max_metrics``) read those
+metrics; ``require_held_out_test`` (on by default) checks through the report's signed
+provenance that it evaluated this model on data outside the model's own inputs.
 """
 
 from __future__ import annotations
@@ -66,7 +69,9 @@ def evaluate(
             "rows": len(frame),
             "accuracy": round(float(accuracy_score(truth, predicted)), 6),
         }
-        report: dict[str, Any] = {"metrics": metrics}
+        # Names of the inputs, which the stage's provenance maps to artifacts: the registry
+        # checks that the test input is not among the model's own inputs.
+        report: dict[str, Any] = {"metrics": metrics, "data": {"test": test, "members": members}}
         if hasattr(fitted, "predict_proba") and len(getattr(fitted, "classes_", [])) == 2:
             scores = fitted.predict_proba(features)[:, list(fitted.classes_).index(positive)]
             metrics["roc_auc"] = round(float(roc_auc_score(truth == positive, scores)), 6)
@@ -82,6 +87,10 @@ def evaluate(
         if members is not None:
             trained = given[members]
             member_x, member_y = _inputs(fitted, trained, label), trained[label]
+            metrics["leakage.test_rows_in_train"] = round(
+                _shared_share(features.assign(**{label: truth}),
+                              member_x.assign(**{label: member_y})), 6,
+            )  # fmt: skip
             risk = privacy.assess(
                 fitted,
                 (member_x, member_y),
@@ -104,6 +113,18 @@ def evaluate(
         return {output: report}
 
     return declare(run, name or f"evaluate_{model}", inputs, {output: "report"})
+
+
+def _shared_share(test: Any, train: Any) -> float:
+    """The share of *test* rows (features and label) that also occur in *train*: rows the
+    model may have memorised, on which its test figures overstate it."""
+    import pandas as pd
+
+    if len(test) == 0:
+        return 0.0
+    seen = set(pd.util.hash_pandas_object(train, index=False).to_numpy().tolist())
+    hashed = pd.util.hash_pandas_object(test, index=False).to_numpy()
+    return sum(1 for value in hashed.tolist() if value in seen) / len(test)
 
 
 def _inputs(fitted: Any, frame: Any, label: str) -> Any:

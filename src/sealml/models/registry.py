@@ -111,8 +111,7 @@ def gate_checks(
                 has_provenance, "no verified provenance attestation",
             )
         )  # fmt: skip
-    needs_metrics = gate.require_evaluation or gate.min_metrics or gate.max_metrics
-    if needs_metrics:
+    if evaluation_required(gate):
         checks.append(
             GateCheck(
                 "evaluation", "report", "yes" if evaluated else "none",
@@ -136,6 +135,11 @@ def gate_checks(
             )
         )
     return checks
+
+
+def evaluation_required(gate: GateSection) -> bool:
+    """Whether *gate* needs an evaluation report (asked for, or metrics to read)."""
+    return bool(gate.require_evaluation or gate.min_metrics or gate.max_metrics)
 
 
 def gate_failures(

@@ -48,12 +48,14 @@ from ..models.registry import (
     VersionFacts,
     check_alias,
     check_model_name,
+    evaluation_required,
     gate_checks,
     model_resource,
     replay,
 )
 from ..models.scanner import scan_bytes
 from ..provenance.environment import environment
+from ..provenance.intoto import dependencies
 from ..store.artifacts import ArtifactDraft, SealedArtifact, info_of
 from .lineage import ProvenanceStep
 from .modelfiles import ModelFileOperations
@@ -589,12 +591,20 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 evaluated = found is not None
                 metrics.update(found or {})
         metrics.update(self._pipeline_metrics(session, steps, facts.evaluation_id))
+        gate = self.registry_rules.gates.get(alias)
         checks += gate_checks(
-            self.registry_rules.gates.get(alias),
+            gate,
             has_provenance=facts.provenance_id is not None,
             metrics=metrics,
             has_evaluation=evaluated,
         )
+        if (
+            gate is not None
+            and gate.require_held_out_test
+            and evaluation_required(gate)
+            and facts.evaluation_id is not None
+        ):
+            checks.append(self._held_out_check(session, facts, steps))
         if alias in self.registry_rules.two_person_aliases:
             approved = self._open_approval(session, row, alias) is not None
             checks.append(
@@ -604,6 +614,46 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 )
             )  # fmt: skip
         return checks
+
+    def _held_out_check(
+        self, session: Session, facts: VersionFacts, steps: list[ProvenanceStep]
+    ) -> GateCheck:
+        """Whether the evaluation's signed provenance shows it ran on this model with test
+        data that is not among the model's own inputs (the test set did not train it)."""
+        name, requirement = "held-out test data", "evaluated this model on data it never saw"
+
+        def refused(measured: str, reason: str) -> GateCheck:
+            return GateCheck(name, requirement, measured, False, reason)
+
+        report = session.get(ArtifactRow, facts.evaluation_id) if facts.evaluation_id else None
+        if report is None:
+            raise IntegrityError(f"evaluation report {facts.evaluation_id} is missing")
+        link = session.get(AttestationRow, report.id)
+        if link is None:
+            return refused("unproven", "the evaluation report has no provenance naming its data")
+        document, _ = self._attestation_statement(session, link.attestation_id)
+        inputs = {m.name: m.artifact_id for m in dependencies(document)}
+        if facts.artifact_id not in inputs.values():
+            return refused("another model", "the evaluation report is of another model")
+        # The built-in stage names its test input; otherwise every other input counts.
+        try:
+            named = json.loads(self._plaintext_attested(session, report))["data"]["test"]
+        except (ValueError, KeyError, TypeError):
+            named = None
+        if named is not None and named not in inputs:
+            return refused("unproven", f"the evaluation names a test input {named!r} it lacks")
+        tests = [inputs[named]] if named is not None else [
+            artifact for artifact in inputs.values() if artifact != facts.artifact_id
+        ]  # fmt: skip
+        if not tests:
+            return refused("unproven", "the evaluation's provenance names no test data")
+        ancestors = {step.artifact.id for step in steps}
+        used = [artifact for artifact in tests if artifact in ancestors]
+        if used:
+            return refused(
+                "used in training", f"the test data ({used[0]}) is among the model's own inputs"
+            )
+        return GateCheck(name, requirement, "held out", True)
 
     def _pipeline_metrics(
         self, session: Session, steps: list[ProvenanceStep], evaluation_id: str | None
