@@ -85,6 +85,8 @@ def test_evaluation_report_feeds_the_gate(workspace: Workspace, tmp_path: Path) 
     body = json.loads(evaluation)
     assert body["data"] == {"test": "test", "members": "train"}
     assert body["metrics"]["leakage.test_rows_in_train"] == 0.0  # a clean split
+    card = workspace.model_card("credit", version.version)
+    assert not any("also occur in the training rows" in item for item in card.limitations)
 
 
 def test_the_gate_refuses_an_evaluation_on_the_training_set(
@@ -104,6 +106,9 @@ def test_the_gate_refuses_an_evaluation_on_the_training_set(
     checks = {c.check: c for c in workspace.gate_report("credit", version, "production")}
     assert checks["held-out test data"].measured == "used in training"
     assert not checks["held-out test data"].passed
+    card = workspace.model_card("credit", version)
+    assert any("100.0% of the test rows also occur in the training rows" in item
+               for item in card.limitations)  # fmt: skip
 
 
 def test_shared_rows_are_counted_with_their_labels() -> None:

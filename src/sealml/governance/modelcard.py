@@ -24,6 +24,19 @@ LIMITATIONS = [
 ]
 
 
+def limitations(evaluation: dict[str, Any] | None) -> list[str]:
+    """The standing limitations, plus those the evaluation's own figures show."""
+    found = list(LIMITATIONS)
+    metrics = (evaluation or {}).get("metrics") or {}
+    shared = metrics.get("leakage.test_rows_in_train")
+    if isinstance(shared, int | float) and shared > 0:
+        found.append(
+            f"{shared:.1%} of the test rows also occur in the training rows (same features "
+            "and label): figures on those rows may overstate how the model does on new data."
+        )
+    return found
+
+
 @dataclass
 class CardFacts:
     """Everything a card shows, gathered (and verified) by the workspace."""

@@ -210,4 +210,5 @@ class ModelReportOperations(RegistryOperations):
             reports=reports,
             gates=gates,
             parameters=parameters,
+            limitations=modelcard.limitations(evaluation),
         )
