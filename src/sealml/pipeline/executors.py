@@ -17,9 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from ..crypto.streaming import StreamingParams, decrypt_bytes, encrypt_bytes
 from ..errors import UsageError
+from ..urls import is_loopback_host
 from .execution import QUARANTINE, StageFailedError, execute_stage
 from .stage import Stage
 
@@ -182,18 +184,39 @@ def _run_on_ray_worker(
     }
 
 
+_LOCAL_RAY = (None, "", "local", "auto")  # a new local cluster, or the one on this machine
+
+
+def remote_without_tls(address: str | None, environ: Mapping[str, str]) -> bool:
+    """Whether Ray would be reached at a host other than this one (the given address, else
+    ``RAY_ADDRESS``) while Ray's TLS is off."""
+    target = address or environ.get("RAY_ADDRESS")
+    if target in _LOCAL_RAY:
+        return False
+    if environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true"):
+        return False
+    host = urlsplit(target if "://" in str(target) else f"ray://{target}").hostname
+    return not (host and is_loopback_host(host))
+
+
 class RayExecutor:
     """Runs each stage as a Ray task (``ray.init()`` locally, or the configured address).
 
     Inputs and outputs cross Ray's object store only encrypted, under fresh keys made for
     that one task; artifact data keys never leave this process. The task arguments (which
-    carry the two task keys) travel over Ray's control connections: enable Ray's TLS for a
-    cluster beyond this machine.
+    carry the two task keys) travel over Ray's control connections, so a cluster beyond
+    this machine is used only with Ray's TLS on (``RAY_USE_TLS=1``).
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None) -> None:
+        if remote_without_tls(address, os.environ):
+            raise UsageError(
+                "the Ray cluster is not on this machine and Ray's TLS is off: task keys would "
+                "cross the network in clear; set RAY_USE_TLS=1 with RAY_TLS_SERVER_CERT, "
+                "RAY_TLS_SERVER_KEY and RAY_TLS_CA_CERT on every node"
+            )
         try:
             import ray
         except ImportError:

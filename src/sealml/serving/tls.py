@@ -83,19 +83,20 @@ def issue(
     *,
     hosts: tuple[str, ...] = (),
     client: bool = False,
+    server: bool | None = None,
     days: int = DEV_DAYS,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A leaf key and certificate signed by the CA (server or client authentication)."""
+    """A leaf key and certificate signed by the CA, for client authentication, server
+    authentication (the default unless *client*), or both (peers in mutual TLS, such as
+    the nodes of a Ray cluster)."""
     key = ec.generate_private_key(ec.SECP256R1())
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+    if server if server is not None else not client:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     builder = (
         _builder(_name(common), ca_cert.subject, key, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
     if hosts:
         builder = builder.add_extension(
