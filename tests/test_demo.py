@@ -21,7 +21,8 @@ def test_demo_runs_the_whole_secure_pipeline(cli: Any, tmp_path: Path) -> None:
     assert "screened_screening" in card and "## Gates" in card
     credentials = keep / "workspace" / "demo-credentials.env"
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
-    assert str(credentials) in result.stdout.replace("\n", "").replace("│", "").replace(" ", "")
+    flat = result.stdout.replace("\n", "").replace("│", "").replace(" ", "")
+    assert str(credentials) in flat and "sealmlui--dev-tls" in flat
     sourced = subprocess.run(
         ["bash", "-c", f"set -a; . '{credentials}'; set +a; env"],
         capture_output=True, text=True, check=True,

@@ -274,5 +274,8 @@ def _summary(
         f"Look around: set -a; . {credentials}; set +a; sealml model show {MODEL}@production"
         if credentials is not None
         else "",
+        "In a browser: sealml ui --dev-tls, then https://127.0.0.1:8600 (sign in as admin)"
+        if credentials is not None
+        else "",
     ]
     return Group(Panel("\n".join(line for line in lines if line)), gates, steps)
