@@ -278,3 +278,27 @@ def test_cli_refuses_half_a_certificate(cli: object, workspace: object, tmp_path
     cert.write_text("x")
     result = cli("ui", "--cert", str(cert), env=admin_env())  # type: ignore[operator]
     assert result.code == 2 and "--cert and --key go together" in result.stderr
+
+
+def test_cli_needs_the_passphrase_before_serving(cli: object, workspace: object) -> None:
+    result = cli("ui", "--dev-tls")  # type: ignore[operator]
+    assert result.code == 2
+    assert "passphrase" in result.stderr.lower() and "Traceback" not in result.stderr
+
+
+def test_signing_in_again_ends_the_browsers_previous_session(dashboard: Dashboard) -> None:
+    name = "__Host-sealml-session"
+    with dashboard.signed_in("ada") as ada:
+        first = ada.cookies[name]
+    with dashboard.client() as browser:
+        token = CSRF.search(browser.get("/login").text)
+        assert token is not None
+        browser.cookies.set(name, first)
+        form = {"csrf": token.group(1), "user": "aud", "password": "auditor-password-1"}
+        response = browser.post("/login", data=form)
+        assert response.status_code == 303
+        second = response.cookies[name]
+    with dashboard.client(cookies={name: second}) as fresh:
+        assert "aud (auditor)" in fresh.get("/").text
+    with dashboard.client(cookies={name: first}) as stale:
+        assert stale.get("/").status_code == 303

@@ -42,6 +42,8 @@ def ui(
             "address, or give --cert/--key or --dev-tls"
         )
     with open_workspace(ctx, act=False) as workspace:
+        # Unlocked before serving: model cards need it, and every event is then anchored.
+        _ = workspace.keys
         tls = choose_tls(
             workspace.root, host, cert=cert, key=key, dev_tls=dev_tls, insecure_http=insecure_http
         )

@@ -305,6 +305,7 @@ def create_dashboard(workspace: Workspace, settings: UiSettings) -> FastAPI:
         except AuthenticationError:
             message = "Wrong user name, password or one-time code."
             return _login_page(request, message, 401)
+        dashboard.sessions.end(request.cookies.get(settings.session_cookie))  # one per browser
         response = RedirectResponse("/", 303)
         response.set_cookie(
             settings.session_cookie, dashboard.sessions.start(actor), httponly=True,
