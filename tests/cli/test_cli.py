@@ -334,6 +334,13 @@ def test_audit_commands(initialised: Any, tmp_path: Path, ws_path: Path) -> None
         initialised("audit", "show", "--action", "artifact.*", "--json", env=admin_env()).stdout
     )
     assert [e["action"] for e in events] == ["artifact.put", "artifact.put"]
+    every = json.loads(initialised("audit", "show", "--json", env=admin_env()).stdout)
+    show_two = ["audit", "show", "--limit", "2", "--json"]
+    first = json.loads(initialised(*show_two, env=admin_env()).stdout)
+    latest = json.loads(initialised(*show_two, "--latest", env=admin_env()).stdout)
+    assert [e["seq"] for e in first] == [0, 1]
+    newest = [e["seq"] for e in latest]  # the last two, oldest first, newer than any before
+    assert newest[0] + 1 == newest[1] and newest[0] > every[-1]["seq"]
     proof = tmp_path / "proof.json"
     assert (
         initialised("audit", "prove", str(events[0]["seq"]), "-o", str(proof), env=admin_env()).code

@@ -146,12 +146,17 @@ def show(
     limit: int = typer.Option(
         200, "--limit", min=1, max=1_000_000, help="At most this many events."
     ),
+    latest: bool = typer.Option(
+        False, "--latest", help="The latest LIMIT events (still shown oldest first)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Show events, oldest first."""
     where = _filter(principal, action, resource, outcome, since, until)
     with open_workspace(ctx) as workspace:
-        events = workspace.audit_events(where, limit)
+        events = workspace.audit_events(where, limit, newest_first=latest)
+    if latest:
+        events.reverse()
     rows = [event.fields() for event in events]
     if as_json:
         print_json(rows)
