@@ -302,3 +302,23 @@ def test_signing_in_again_ends_the_browsers_previous_session(dashboard: Dashboar
         assert "aud (auditor)" in fresh.get("/").text
     with dashboard.client(cookies={name: first}) as stale:
         assert stale.get("/").status_code == 303
+
+
+def test_provenance_page_walks_back_to_the_pinned_source(dashboard: Dashboard) -> None:
+    with dashboard.signed_in("ada") as ada:
+        page = ada.get("/models/credit/1/provenance")
+        assert page.status_code == 200
+        assert "pinned source" in page.text and "attested" in page.text
+        assert "signed by" in page.text and "Every step below verified" in page.text
+    with reopen(dashboard.path) as ws:
+        model = ws.show_model("credit", 1).artifact_id
+        source = next(s for s in ws.verify_provenance(model) if s.status == "source")
+        with ws.db.read() as session:
+            blob = ws.blobs.path_of(ws._find(session, source.artifact.id).blob_name)  # type: ignore[attr-defined]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    with dashboard.signed_in("ada") as ada:
+        refused = ada.get("/models/credit/1/provenance")
+        assert refused.status_code == 409
+        assert "<h1>Refused</h1>" in refused.text and "pinned source" not in refused.text

@@ -344,6 +344,10 @@ def create_dashboard(workspace: Workspace, settings: UiSettings) -> FastAPI:
             text = views.card(acting, name, version)
         return HTMLResponse(text, headers={"content-security-policy": _CARD_POLICY})
 
+    @app.get("/models/{name}/{version}/provenance", response_class=HTMLResponse)
+    def provenance(request: Request, name: str, version: int) -> Response:
+        return page(request, "provenance.html", lambda w: views.provenance(w, name, version))
+
     @app.get("/audit", response_class=HTMLResponse)
     def audit(request: Request) -> Response:
         where = _filter(request)

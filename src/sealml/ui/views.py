@@ -81,6 +81,27 @@ def card(workspace: Workspace, name: str, version: int) -> str:
     return modelcard.to_html(workspace.model_card(name, version))
 
 
+def provenance(workspace: Workspace, name: str, version: int) -> dict[str, Any]:
+    """Which data, code and people made a version: its provenance chain back to the pinned
+    sources, every step verified (content, signatures, ledger record, envelopes)."""
+    described = workspace.show_model(name, version)
+    steps = workspace.verify_provenance(described.artifact_id)
+    names = {step.artifact.id: step.artifact.name for step in steps}
+    return {
+        "name": name,
+        "version": version,
+        "steps": [
+            {
+                "artifact": step.artifact,
+                "status": step.status,
+                "signer": step.signer or "-",
+                "inputs": [names.get(i, i) for i in step.inputs],
+            }
+            for step in steps
+        ],
+    }
+
+
 def audit(workspace: Workspace, where: EventFilter) -> dict[str, Any]:
     """A page of ledger events, newest first, with the cursor of the next page."""
     events = workspace.audit_events(where, PAGE_SIZE + 1, newest_first=True)
