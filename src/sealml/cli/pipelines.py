@@ -47,13 +47,14 @@ def run(
     if as_json:
         print_json({**report.to_dict(), "digests": names})
         return
-    table = Table("stage", "status", "seconds", "outputs", box=None)
+    table = Table("stage", "status", "seconds", "outputs", "log", box=None)
     for stage in report.stages:
         table.add_row(
             stage.stage,
             stage.status,
             f"{stage.seconds:.2f}",
             ", ".join(f"{n}={i[:12]}" for n, i in stage.outputs.items()),
+            stage.log[:12] if stage.log else "-",
         )
     print_table(table)
     out.print(f"run {report.run_id} of {report.pipeline} on {report.executor}: done")

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import SealmlError, UsageError
 from . import codecs
+from .capture import captured
 from .stage import Stage
 from .threads import limit_threads
 
@@ -18,6 +19,7 @@ class StageFailedError(UsageError):
 
 
 QUARANTINE = "__quarantine__"
+LOG = "__log__"  # what the stage printed and logged, beside its outputs
 
 
 class Quarantined(Exception):  # noqa: N818 - raised by stage code, reads as a verdict
@@ -38,6 +40,7 @@ class StageResult:
 
     values: dict[str, Any]
     quarantine: str | None = None
+    log: str = ""
 
 
 def execute_stage(
@@ -78,7 +81,7 @@ def call_stage(
     """
     quarantine: str | None = None
     try:
-        with limit_threads(threads):
+        with limit_threads(threads), captured() as sink:
             result = stage.function(**arguments, **params, **(secrets or {}))
     except Quarantined as verdict:
         result, quarantine = verdict.outputs, verdict.reason
@@ -100,7 +103,18 @@ def call_stage(
             f"stage {stage.name!r} returned outputs {sorted(result)}, "
             f"declared {sorted(stage.outputs)}"
         )
-    return StageResult({name: result[name] for name in stage.outputs}, quarantine)
+    return StageResult(
+        {name: result[name] for name in stage.outputs}, quarantine, sink.text(_texts(secrets))
+    )
+
+
+def _texts(value: Any) -> list[str]:
+    """Every string inside *value* (the secrets a stage got: strings, nested in dicts)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [text for inner in value.values() for text in _texts(inner)]
+    return []
 
 
 def private_copy(value: Any) -> Any:
@@ -127,4 +141,6 @@ def encode_outputs(stage: Stage, result: StageResult) -> dict[str, bytes]:
     }
     if result.quarantine is not None:
         encoded[QUARANTINE] = result.quarantine.encode("utf-8")
+    if result.log:
+        encoded[LOG] = result.log.encode("utf-8")
     return encoded

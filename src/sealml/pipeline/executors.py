@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from ..crypto.streaming import StreamingParams, decrypt_bytes, encrypt_bytes
 from ..errors import UsageError
 from ..urls import is_loopback_host
-from .execution import QUARANTINE, StageFailedError, execute_stage
+from .execution import LOG, QUARANTINE, StageFailedError, execute_stage
 from .stage import Stage
 
 EXECUTORS = ("local", "sandbox", "ray")
@@ -143,9 +143,9 @@ class SandboxExecutor:
                 lines = message.strip().splitlines() or [f"exit code {completed.returncode}"]
                 raise StageFailedError(lines[-1] if not error.exists() else lines[0])
             produced = {name: (scratch / "out" / name).read_bytes() for name in task.stage.outputs}
-            verdict = scratch / "out" / QUARANTINE
-            if verdict.exists():
-                produced[QUARANTINE] = verdict.read_bytes()
+            for extra in (QUARANTINE, LOG):
+                if (scratch / "out" / extra).exists():
+                    produced[extra] = (scratch / "out" / extra).read_bytes()
             return produced
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

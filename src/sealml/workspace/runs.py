@@ -38,6 +38,7 @@ from ..pipeline.background import Channel, InlineWriter, ProcessWriter, ThreadWr
 from ..pipeline.codecs import CODECS
 from ..pipeline.dag import Source
 from ..pipeline.execution import (
+    LOG,
     QUARANTINE,
     StageResult,
     call_stage,
@@ -66,6 +67,7 @@ class StageOutcome:
     outputs: dict[str, str]
     attestation: str | None
     seconds: float
+    log: str | None = None  # the sealed text the stage printed and logged, if any
 
 
 @dataclass
@@ -497,6 +499,7 @@ class RunOperations(ArtifactOperations):
             if isinstance(run.executor, LocalExecutor):
                 arguments = self._local_arguments(run, stage, refs, made)
                 result = call_stage(stage, arguments, values, threads, secrets)
+                log = result.log.encode("utf-8")
                 for name, value in result.values.items():
                     where = f"stage {stage.name!r} output {name!r}"
                     codecs.check(stage.outputs[name], value, where)
@@ -506,6 +509,7 @@ class RunOperations(ArtifactOperations):
                 task = StageTask(run.loaded.path, stage, inputs, values, threads, secrets)
                 encoded = run.executor.run(task)
                 verdict = encoded.pop(QUARANTINE, None)
+                log = encoded.pop(LOG, b"")
                 result = StageResult({}, verdict.decode("utf-8", "replace") if verdict else None)
         except SealmlError as error:
             run.failure = self.event(
@@ -520,6 +524,7 @@ class RunOperations(ArtifactOperations):
             outputs=result.values if encoded is None else {},
             encoded=encoded,
             quarantine=result.quarantine,
+            log=log,
             threads=threads,
             started=started,
             finished=utc_now(),
@@ -619,6 +624,7 @@ class _StageJob:
     outputs: dict[str, Any]  # objects to encode (local executor) ...
     encoded: dict[str, bytes] | None  # ... or the bytes the executor returned
     quarantine: str | None
+    log: bytes  # what the stage printed and logged (empty when nothing)
     threads: int
     started: str
     finished: str
@@ -782,6 +788,7 @@ class _Sealer:
         notes = {"pipeline": pipeline.name, "stage": stage.name, "run": self.run_id}
         sealed: dict[str, SealedArtifact] = {}
         attestation: SealedArtifact | None = None
+        log: SealedArtifact | None = None
         try:
             for name, data in produced.items():
                 codec = CODECS[stage.outputs[name]]
@@ -831,6 +838,15 @@ class _Sealer:
                     notes,
                 ),
             )
+            log = None
+            if job.log:
+                # Sealed beside the outputs, not among them: nothing downstream reads it, and
+                # it is not a subject of the provenance (it names the attestation instead).
+                marks = {**notes, "log": "stage", "attestation": attestation.artifact.id}
+                draft = ArtifactDraft(
+                    "report", f"{pipeline.name}/{stage.name}.log", "text/plain", (), marks
+                )
+                log = ws.seal_draft(io.BytesIO(job.log), draft)
             outputs = {name: item.artifact.id for name, item in sealed.items()}
             if job.quarantine is None:
                 done = ws.event(
@@ -851,7 +867,8 @@ class _Sealer:
                 then = [done]
                 if job.ends_run is not None:
                     then.append(self._ended(session, "ok", None, job.ends_run))
-                ws.commit_sealed(session, *sealed.values(), attestation, then=then)
+                kept = [attestation, *([log] if log else [])]
+                ws.commit_sealed(session, *sealed.values(), *kept, then=then)
                 attested = attestation.artifact.id
                 insert_rows(
                     session,
@@ -877,15 +894,17 @@ class _Sealer:
                     ],
                 )
         except BaseException:
-            for item in [*sealed.values(), *([attestation] if attestation else [])]:
+            for item in [*sealed.values(), *([attestation] if attestation else []),
+                         *([log] if log else [])]:  # fmt: skip
                 ws.blobs.delete(item.artifact.blob_name)
             raise
         if job.ends_run is not None:
             ws.advance_witness()
         self.outputs.update(made)
         outcome = StageOutcome(
-            stage.name, "executed", outputs, attestation.artifact.id, job.seconds
-        )
+            stage.name, "executed", outputs, attestation.artifact.id, job.seconds,
+            log.artifact.id if log else None,
+        )  # fmt: skip
         return _Committed(outcome, {n: self._kept(m) for n, m in made.items()})
 
 

@@ -1,0 +1,88 @@
+"""What a stage prints, warns and logs is sealed as its log, on every executor, with its
+secrets blanked; nothing downstream reads it."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sealml import Workspace
+from sealml.pipeline.capture import BoundedText, captured
+from sealml.pipeline.loader import load_pipeline
+
+PIPELINE = """
+import logging
+import warnings
+from sealml.pipeline import Pipeline, stage
+
+
+@stage(outputs={"numbers": "report"}, secrets=["watermark"])
+def make(watermark_key, count=3):
+    print("epoch 1 loss 0.50")
+    logging.getLogger("trainer").info("epoch 2 loss 0.25")
+    warnings.warn("learning rate is high")
+    print("the key is", watermark_key)
+    return {"numbers": {"values": list(range(int(count)))}}
+
+
+@stage(inputs={"numbers": "report"}, outputs={"total": "report"})
+def add(numbers):
+    return {"total": {"sum": sum(numbers["values"])}}
+
+
+pipeline = Pipeline("logged", stages=[make, add])
+"""
+
+
+def _executors() -> list[str]:
+    found = ["local"]
+    if shutil.which("bwrap"):
+        found.append("sandbox")
+    if importlib.util.find_spec("ray") is not None:
+        found.append("ray")
+    return found
+
+
+@pytest.mark.parametrize("executor", _executors())
+def test_a_stage_log_is_sealed_with_secrets_blanked(
+    workspace: Workspace, tmp_path: Path, executor: str
+) -> None:
+    path = tmp_path / "logged_pipeline.py"
+    path.write_text(textwrap.dedent(PIPELINE))
+    report = workspace.run_pipeline(load_pipeline(path), executor)
+    make, add = report.stages
+    assert make.log is not None and add.log is None  # a silent stage leaves no log
+    text = workspace.read_bytes(make.log).decode()
+    assert "epoch 1 loss 0.50" in text
+    assert "INFO trainer: epoch 2 loss 0.25" in text
+    assert "learning rate is high" in text
+    key = workspace.named_secret("watermark-key").hex()
+    assert key not in text and "the key is ***" in text
+    info = workspace.info(make.log)
+    assert info.kind == "report" and info.media_type == "text/plain"
+    assert info.annotations["log"] == "stage"
+    assert info.annotations["attestation"] == make.attestation
+    assert make.log not in report.artifacts.values()
+
+
+def test_a_long_log_is_cut_with_a_note() -> None:
+    sink = BoundedText(limit=10)
+    sink.write("0123456789abcdef")
+    sink.write("more")
+    assert sink.text() == "0123456789\n[sealml: 10 more characters were not kept]\n"
+
+
+def test_capture_restores_logging_and_streams() -> None:
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    level, handlers, stdout = root.level, list(root.handlers), sys.stdout
+    with captured() as sink:
+        print("inside")
+    assert "inside" in sink.text()
+    assert root.level == level and root.handlers == handlers and sys.stdout is stdout
