@@ -322,3 +322,51 @@ def test_provenance_page_walks_back_to_the_pinned_source(dashboard: Dashboard) -
         refused = ada.get("/models/credit/1/provenance")
         assert refused.status_code == 409
         assert "<h1>Refused</h1>" in refused.text and "pinned source" not in refused.text
+
+
+LOGGED = """
+import io
+import pandas as pd
+from pathlib import Path
+from sklearn.linear_model import LogisticRegression
+from sealml.pipeline import Pipeline, Source, stage
+
+
+@stage(inputs={"csv": "file"}, outputs={"model": "model"})
+def train(csv):
+    frame = pd.read_csv(io.BytesIO(csv))
+    print("epoch 1: loss 0.42 <b>not bold</b>")
+    model = LogisticRegression(max_iter=500).fit(frame[["age", "income"]], frame["y"])
+    return {"model": model}
+
+
+pipeline = Pipeline("logged", stages=[train], sources={"csv": Source(Path("data.csv"))})
+"""
+
+
+def test_a_versions_stage_logs_are_one_click_away(ws_copy: Path, people: str) -> None:
+    import textwrap
+
+    from sealml.pipeline.loader import load_pipeline
+
+    folder = ws_copy.parent / "logged"
+    folder.mkdir()
+    (folder / "data.csv").write_text(
+        "age,income,y\n" + "".join(f"{20 + i},{30 + i * 2},{i % 2}\n" for i in range(40))
+    )
+    (folder / "logged_pipeline.py").write_text(textwrap.dedent(LOGGED))
+    with reopen(ws_copy) as ws:
+        report = ws.run_pipeline(load_pipeline(folder / "logged_pipeline.py"))
+        ws.register_model(report.artifacts["model"], "logged")
+        log_id = report.stages[0].log
+    assert log_id is not None
+    with running_dashboard(ws_copy, people) as running, running.signed_in("ada") as ada:
+        chain = ada.get("/models/logged/1/provenance")
+        assert f'href="/logs/{log_id}"' in chain.text
+        page = ada.get(f"/logs/{log_id}")
+        assert page.status_code == 200 and "epoch 1: loss 0.42" in page.text
+        assert "&lt;b&gt;not bold&lt;/b&gt;" in page.text and "<b>not bold" not in page.text
+        assert ada.get("/logs/not-an-id").status_code == 400
+        assert ada.get(f"/logs/{'0' * 32}").status_code == 404
+        model_id = report.artifacts["model"]
+        assert ada.get(f"/logs/{model_id}").status_code == 404  # a model is not a log

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 MAX_FORM_BYTES = 8192
 MAX_FIELD = {"user": 128, "password": 1024, "code": 16, "csrf": 128}
 MAX_FILTER = 200
+_ARTIFACT_ID = re.compile(r"[0-9a-f]{32}")
 # Sign-in attempts: a burst of 5 per user name and per client, then one every 30 s.
 LOGIN_BURST, LOGIN_RATE = 5, 1 / 30
 
@@ -347,6 +349,12 @@ def create_dashboard(workspace: Workspace, settings: UiSettings) -> FastAPI:
     @app.get("/models/{name}/{version}/provenance", response_class=HTMLResponse)
     def provenance(request: Request, name: str, version: int) -> Response:
         return page(request, "provenance.html", lambda w: views.provenance(w, name, version))
+
+    @app.get("/logs/{artifact_id}", response_class=HTMLResponse)
+    def stage_log(request: Request, artifact_id: str) -> Response:
+        if not _ARTIFACT_ID.fullmatch(artifact_id):
+            raise HTTPException(400, "an artifact id is 32 hexadecimal digits")
+        return page(request, "log.html", lambda w: views.stage_log(w, artifact_id))
 
     @app.get("/audit", response_class=HTMLResponse)
     def audit(request: Request) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..errors import NotFoundError
 from ..ledger import EventFilter
 
 if TYPE_CHECKING:
@@ -87,6 +88,11 @@ def provenance(workspace: Workspace, name: str, version: int) -> dict[str, Any]:
     described = workspace.show_model(name, version)
     steps = workspace.verify_provenance(described.artifact_id)
     names = {step.artifact.id: step.artifact.name for step in steps}
+    logs = {
+        info.annotations.get("attestation"): info.id
+        for info in workspace.ls(kind="report")
+        if info.annotations.get("log") == "stage"
+    }
     return {
         "name": name,
         "version": version,
@@ -96,10 +102,20 @@ def provenance(workspace: Workspace, name: str, version: int) -> dict[str, Any]:
                 "status": step.status,
                 "signer": step.signer or "-",
                 "inputs": [names.get(i, i) for i in step.inputs],
+                "log": logs.get(step.attestation) if step.attestation else None,
             }
             for step in steps
         ],
     }
+
+
+def stage_log(workspace: Workspace, artifact_id: str) -> dict[str, Any]:
+    """A stage's sealed log (what it printed and logged), verified and read."""
+    info = workspace.info(artifact_id)
+    if info.annotations.get("log") != "stage" or info.media_type != "text/plain":
+        raise NotFoundError(f"artifact {artifact_id} is not a stage log")
+    text = workspace.read_bytes(artifact_id).decode("utf-8", "replace")
+    return {"info": info, "text": text}
 
 
 def audit(workspace: Workspace, where: EventFilter) -> dict[str, Any]:
