@@ -88,11 +88,12 @@ def provenance(workspace: Workspace, name: str, version: int) -> dict[str, Any]:
     described = workspace.show_model(name, version)
     steps = workspace.verify_provenance(described.artifact_id)
     names = {step.artifact.id: step.artifact.name for step in steps}
-    logs = {
-        info.annotations.get("attestation"): info.id
-        for info in workspace.ls(kind="report")
-        if info.annotations.get("log") == "stage"
-    }
+    logs: dict[str, str] = {}
+    for made in {(s.artifact.annotations.get("pipeline"), s.artifact.annotations.get("stage"))
+                 for s in steps if s.attestation}:  # fmt: skip
+        for info in workspace.ls(kind="report", name=f"{made[0]}/{made[1]}.log"):
+            if info.annotations.get("log") == "stage":
+                logs.setdefault(info.annotations.get("attestation", ""), info.id)
     return {
         "name": name,
         "version": version,
