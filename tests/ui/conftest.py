@@ -84,12 +84,15 @@ def people(ws_copy: Path) -> str:
 
 
 @contextlib.contextmanager
-def running_dashboard(path: Path, secret: str, **settings: Any) -> Iterator[Dashboard]:
+def running_dashboard(
+    path: Path, secret: str, *, tls: bool = True, **settings: Any
+) -> Iterator[Dashboard]:
     ws = Workspace.open(path, passphrase=Secret(PASSPHRASE))
     _ = ws.keys  # unlocked, as `sealml ui` does with the passphrase
     made = dev_tls(path / ".sealml" / "serve-tls", "127.0.0.1")
-    listen = Listen("127.0.0.1", free_port(), TlsFiles(made.cert, made.key, None, made.ca))
-    chosen = replace(UiSettings(secure=True, allowed_hosts=allowed_hosts("127.0.0.1")), **settings)
+    files = TlsFiles(made.cert, made.key, None, made.ca) if tls else None
+    listen = Listen("127.0.0.1", free_port(), files, insecure=not tls)
+    chosen = replace(UiSettings(secure=tls, allowed_hosts=allowed_hosts("127.0.0.1")), **settings)
     app = create_dashboard(ws, chosen)
     assert made.ca is not None
     with ws, uvicorn_thread(app, listen):

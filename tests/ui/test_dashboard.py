@@ -370,3 +370,17 @@ def test_a_versions_stage_logs_are_one_click_away(ws_copy: Path, people: str) ->
         assert ada.get(f"/logs/{'0' * 32}").status_code == 404
         model_id = report.artifacts["model"]
         assert ada.get(f"/logs/{model_id}").status_code == 404  # a model is not a log
+
+
+def test_plain_http_on_loopback_uses_unprefixed_cookies_without_hsts(
+    ws_copy: Path, people: str
+) -> None:
+    with running_dashboard(ws_copy, people, tls=False) as plain, plain.client() as client:
+        assert plain.url.startswith("http://127.0.0.1:")
+        response = plain.sign_in(client, "ada")
+        assert response.status_code == 303
+        cookie = next(c for c in response.headers.get_list("set-cookie") if "session" in c)
+        assert cookie.startswith("sealml-session=") and "secure" not in cookie.lower()
+        assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+        page = client.get("/")
+        assert page.status_code == 200 and "strict-transport-security" not in page.headers
