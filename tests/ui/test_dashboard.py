@@ -384,3 +384,14 @@ def test_plain_http_on_loopback_uses_unprefixed_cookies_without_hsts(
         assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
         page = client.get("/")
         assert page.status_code == 200 and "strict-transport-security" not in page.headers
+
+
+def test_a_newly_approved_policy_applies_without_a_restart(dashboard: Dashboard) -> None:
+    with dashboard.signed_in("ada") as ada:
+        assert ada.get("/models/credit").status_code == 200
+        with reopen(dashboard.path) as admin:
+            roles = admin.config.access.roles
+            roles["data-scientist"] = [p for p in roles["data-scientist"] if p != "registry:read"]
+            admin.approve_policy()
+        refused = ada.get("/models/credit")
+        assert refused.status_code == 403 and "lacks registry:read" in refused.text

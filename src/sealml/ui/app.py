@@ -102,10 +102,12 @@ class Dashboard:
 
     @contextlib.contextmanager
     def acting_as(self, browser: BrowserSession) -> Iterator[Workspace]:
-        """The workspace acting as the browser's principal, as it is now (roles may have
-        changed since sign-in; a disabled principal's sessions end)."""
+        """The workspace acting as the browser's principal, as it is now (roles, and the
+        approved policy that grants them, may have changed since sign-in; a disabled
+        principal's sessions end)."""
         with self._lock:
             workspace = self.workspace
+            workspace.reload_policy()
             with workspace.db.read() as session:
                 current = workspace.principals.get(session, browser.actor.name)
             if current.disabled:

@@ -281,6 +281,12 @@ class WorkspaceCore:
             workspace.approved = approval.load(session, workspace.verifier.key)
         return workspace
 
+    def reload_policy(self) -> None:
+        """Read the approved policy again (long-running processes: an admin may approve a
+        new one while they run); an altered or missing one raises IntegrityError."""
+        with self.db.read() as session:
+            self.approved = approval.load(session, self.verifier.key)
+
     @property
     def policy(self) -> Policy:
         """The role policy in force: the approved one, never sealml.toml's proposal."""
