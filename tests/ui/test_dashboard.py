@@ -395,3 +395,18 @@ def test_a_newly_approved_policy_applies_without_a_restart(dashboard: Dashboard)
             admin.approve_policy()
         refused = ada.get("/models/credit")
         assert refused.status_code == 403 and "lacks registry:read" in refused.text
+
+
+def test_people_page_is_an_access_review_for_those_allowed(dashboard: Dashboard) -> None:
+    with dashboard.signed_in("aud") as aud:  # auditors have user:read
+        assert 'href="/people"' in aud.get("/").text
+        page = aud.get("/people")
+        assert page.status_code == 200
+        for text in ("ada", "data-scientist", "otp", "ml-engineer", "svc", "service"):
+            assert text in page.text
+        assert "registry:read" in page.text and "audit:verify" in page.text
+    with dashboard.signed_in("ada") as ada:
+        front = ada.get("/").text
+        assert 'href="/people"' not in front and 'href="/audit"' not in front
+        refused = ada.get("/people")
+        assert refused.status_code == 403 and "lacks user:read" in refused.text

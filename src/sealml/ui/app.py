@@ -224,6 +224,7 @@ def create_dashboard(workspace: Workspace, settings: UiSettings) -> FastAPI:
         browser: BrowserSession | None = None,
     ) -> Response:
         base = {
+            "nav": None,
             "me": browser.actor.principal if browser else None,
             "csrf": browser.csrf if browser else "",
             "workspace_name": workspace.config.workspace.name,
@@ -260,7 +261,8 @@ def create_dashboard(workspace: Workspace, settings: UiSettings) -> FastAPI:
         browser = signed_in(request)
         with dashboard.acting_as(browser) as acting:
             context = view(acting)
-        return render(request, template, context, browser=browser)
+            nav = views.Rights.of(acting)
+        return render(request, template, {**context, "nav": nav}, browser=browser)
 
     @app.get("/static/dashboard.css", include_in_schema=False)
     def css() -> Response:
@@ -366,6 +368,10 @@ def create_dashboard(workspace: Workspace, settings: UiSettings) -> FastAPI:
     @app.get("/audit/verify", response_class=HTMLResponse)
     def verify(request: Request) -> Response:
         return page(request, "verify.html", lambda w: {"report": views.verification(w)})
+
+    @app.get("/people", response_class=HTMLResponse)
+    def people(request: Request) -> Response:
+        return page(request, "people.html", views.people)
 
     @app.get("/incidents", response_class=HTMLResponse)
     def incidents(request: Request) -> Response:

@@ -26,6 +26,7 @@ class Rights:
     registry: bool
     audit: bool
     verify: bool
+    users: bool
 
     @classmethod
     def of(cls, workspace: Workspace) -> Rights:
@@ -35,6 +36,7 @@ class Rights:
             registry=allows(roles, "registry:read"),
             audit=allows(roles, "audit:read"),
             verify=allows(roles, "audit:verify"),
+            users=allows(roles, "user:read"),
         )
 
 
@@ -144,6 +146,15 @@ def verification(workspace: Workspace) -> dict[str, Any]:
         "unanchored": report.unanchored,
         "problems": report.problems,
     }
+
+
+def people(workspace: Workspace) -> dict[str, Any]:
+    """Who may do what (an access review): every principal, its roles and the permissions
+    the approved policy gives each role."""
+    principals = workspace.users()
+    roles = sorted({role for p in principals for role in p.roles})
+    granted = {role: list(workspace.policy.roles.get(role, ())) for role in roles}
+    return {"principals": principals, "granted": granted}
 
 
 def incidents(workspace: Workspace) -> list[dict[str, Any]]:
