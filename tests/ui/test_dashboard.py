@@ -410,3 +410,32 @@ def test_people_page_is_an_access_review_for_those_allowed(dashboard: Dashboard)
         assert 'href="/people"' not in front and 'href="/audit"' not in front
         refused = ada.get("/people")
         assert refused.status_code == 403 and "lacks user:read" in refused.text
+
+
+def test_monitoring_runs_are_listed_and_their_pages_sandboxed(dashboard: Dashboard) -> None:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    shifted = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, 500),
+            "income": rng.normal(75.0, 15.0, 500).round(2),
+            "colour": rng.choice(["red", "green", "blue"], 500),
+        }
+    )
+    with reopen(dashboard.path) as admin:
+        admin.monitor_check("credit", "staging", data=shifted)
+    with dashboard.signed_in("ada") as ada:
+        model = ada.get("/models/credit")
+        assert "Monitoring runs" in model.text and "credit-v1-drift.html" in model.text
+        page_id = model.text.split('href="/drift/')[1].split('"')[0]
+        page = ada.get(f"/drift/{page_id}")
+        assert page.status_code == 200 and "income" in page.text
+        policy = page.headers["content-security-policy"]
+        assert "sandbox" in policy and "script" not in policy
+        assert ada.get("/drift/nope").status_code == 400
+    with reopen(dashboard.path) as admin:
+        model_id = admin.show_model("credit", 1).artifact_id
+    with dashboard.signed_in("ada") as ada:
+        assert ada.get(f"/drift/{model_id}").status_code == 404  # only drift pages

@@ -19,6 +19,7 @@ SIGNATURE_ANNOTATION = "openssf-model-signing"
 SCAN_REPORT = "model-scan"
 PROFILE_REPORT = "feature-profile"
 DRIFT_REPORT = "drift"
+DRIFT_PAGE = "drift-page"  # the HTML page of a monitoring run (not a registry report)
 # Reports sealml writes about a version; never taken for its evaluation report.
 SBOM_REPORT = "sbom"
 OWN_REPORTS = (SCAN_REPORT, PROFILE_REPORT, DRIFT_REPORT, SBOM_REPORT)

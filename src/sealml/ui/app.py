@@ -58,8 +58,8 @@ _PAGE_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-# Model cards are whole pages with their own inline style and embedded plots: shown in a
-# sandbox (no scripts, no forms, an opaque origin) with nothing else allowed.
+# Model cards and drift pages are whole pages with their own inline style and embedded
+# plots: shown in a sandbox (no scripts, no forms, an opaque origin), nothing else allowed.
 _CARD_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 _HEADERS = {
     "cache-control": "no-store",
@@ -359,6 +359,15 @@ def create_dashboard(workspace: Workspace, settings: UiSettings) -> FastAPI:
         if not _ARTIFACT_ID.fullmatch(artifact_id):
             raise HTTPException(400, "an artifact id is 32 hexadecimal digits")
         return page(request, "log.html", lambda w: views.stage_log(w, artifact_id))
+
+    @app.get("/drift/{artifact_id}", response_class=HTMLResponse)
+    def drift(request: Request, artifact_id: str) -> Response:
+        if not _ARTIFACT_ID.fullmatch(artifact_id):
+            raise HTTPException(400, "an artifact id is 32 hexadecimal digits")
+        browser = signed_in(request)
+        with dashboard.acting_as(browser) as acting:
+            text = views.drift_page(acting, artifact_id)
+        return HTMLResponse(text, headers={"content-security-policy": _CARD_POLICY})
 
     @app.get("/audit", response_class=HTMLResponse)
     def audit(request: Request) -> Response:

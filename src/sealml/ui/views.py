@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFoundError
 from ..ledger import EventFilter
+from ..models.registry import DRIFT_PAGE
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
 PAGE_SIZE = 50
 RECENT_EVENTS = 10
+MONITOR_RUNS = 10
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,28 @@ def model(workspace: Workspace, name: str) -> dict[str, Any]:
     if newest is not None:
         for alias in sorted(rules.gates):
             gates[alias] = workspace.gate_report(name, newest.version, alias)
+    monitoring = [
+        page
+        for version in versions
+        for page in workspace.ls(kind="report", name=f"{name}-v{version.version}-drift.html")
+        if page.annotations.get("report") == DRIFT_PAGE
+    ]
     return {
         "name": name,
         "versions": versions,
         "history": list(reversed(history)),
         "gated_version": newest.version if newest else None,
         "gates": gates,
+        "monitoring": sorted(monitoring, key=lambda p: p.created_at, reverse=True)[:MONITOR_RUNS],
     }
+
+
+def drift_page(workspace: Workspace, artifact_id: str) -> str:
+    """A monitoring run's sealed drift page (self-contained HTML), verified and read."""
+    info = workspace.info(artifact_id)
+    if info.annotations.get("report") != DRIFT_PAGE or info.media_type != "text/html":
+        raise NotFoundError(f"artifact {artifact_id} is not a drift page")
+    return workspace.read_bytes(artifact_id).decode("utf-8", "replace")
 
 
 def card(workspace: Workspace, name: str, version: int) -> str:

@@ -20,7 +20,7 @@ from ..config import resolve
 from ..data.profile import Profile
 from ..errors import NotFoundError, SealmlError, UsageError
 from ..ledger import EventFilter, Ledger
-from ..models.registry import model_resource
+from ..models.registry import DRIFT_PAGE, model_resource
 from ..monitoring import alerts as alerting
 from ..monitoring.drift import Mode
 from ..monitoring.drills import DRILLS, DrillResult, workspace_copy
@@ -136,7 +136,7 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
             f"{run.name}-v{run.version}-drift.html",
             media_type="text/html",
             parents=[run.report_id],
-            annotations={"report": "drift-page", "model": f"{run.name}@{run.version}"},
+            annotations={"report": DRIFT_PAGE, "model": f"{run.name}@{run.version}"},
         )
         return page
 
