@@ -17,21 +17,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import resolve
-from ..data.profile import Profile
 from ..errors import NotFoundError, SealmlError, UsageError
 from ..ledger import EventFilter, Ledger
 from ..models.registry import DRIFT_PAGE, model_resource
-from ..monitoring import alerts as alerting
-from ..monitoring.drift import Mode
-from ..monitoring.drills import DRILLS, DrillResult, workspace_copy
-from ..monitoring.report import to_html as drift_page
-from ..serving.recorder import INVALID, RATE_LIMITED
-from ..serving.schema import OodScorer, numeric_features, numeric_rows
 from .apikeys import ApiKeyOperations
 from .monitoring import MonitorOperations, MonitorRun
 
+# The monitoring, drift and schema modules (NumPy, httpx) load when a command uses them, so
+# every other command starts without them.
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ..data.profile import Profile
+    from ..monitoring.alerts import Alert
+    from ..monitoring.drift import Mode
+    from ..monitoring.drills import DrillResult
 
 _log = logging.getLogger("sealml.monitor")
 
@@ -42,7 +42,7 @@ class CheckOutcome:
 
     run: MonitorRun
     figures: dict[str, float]
-    alerts: list[alerting.Alert] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     suppressed: list[str] = field(default_factory=list)  # rules still cooling down
     incident: str | None = None
     page: str = ""  # the HTML report (also sealed)
@@ -50,6 +50,8 @@ class CheckOutcome:
 
 def _figures(run: MonitorRun, profile: Profile | None, ood_threshold: float) -> dict[str, float]:
     import pandas as pd
+
+    from ..serving.schema import OodScorer, numeric_features, numeric_rows
 
     report = run.report
     inputs = [c for c in report.columns if c.column != "prediction"]
@@ -89,6 +91,8 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
     ) -> CheckOutcome:
         """Run the drift comparison, evaluate the alert rules, deliver new alerts (ledger,
         webhook), and on a critical alert open an incident and take its actions."""
+        from ..monitoring import alerts as alerting
+
         settings = self.config.monitor
         abuse, flagged_keys = self._abuse_since_last_run(name)
         run = self.monitor_run(
@@ -125,9 +129,9 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         )
         return CheckOutcome(run, figures, raised, suppressed, incident, page)
 
-    def _seal_page(
-        self, run: MonitorRun, raised: list[alerting.Alert], figures: dict[str, float]
-    ) -> str:
+    def _seal_page(self, run: MonitorRun, raised: list[Alert], figures: dict[str, float]) -> str:
+        from ..monitoring.report import to_html as drift_page
+
         page = drift_page(run.name, run.version, run.report, run.reference, run.current,
                           raised, figures)  # fmt: skip
         self.put(
@@ -161,6 +165,8 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
     def _abuse_since_last_run(self, name: str) -> tuple[dict[str, float], list[str]]:
         """Serving's refusals and extraction alerts for *name* since its last monitoring
         run (or ever), and the API keys the alerts named."""
+        from ..serving.recorder import INVALID, RATE_LIMITED
+
         resource = model_resource(name)
         counts = {"denials": 0.0, "schema_violations": 0.0, "rate_limited": 0.0}
         alerts: list[str] = []
@@ -192,7 +198,7 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         return False
 
     def _deliver(
-        self, name: str, run: MonitorRun, raised: list[alerting.Alert], figures: dict[str, float]
+        self, name: str, run: MonitorRun, raised: list[Alert], figures: dict[str, float]
     ) -> None:
         settings = self.config.monitor
         if settings.smtp_host and settings.smtp_from and settings.smtp_to:
@@ -211,6 +217,8 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
             "drifted": run.report.drifted,
             "report": run.report_id,
         }
+        from ..monitoring import alerts as alerting
+
         try:
             alerting.post_webhook(settings.webhook_url, secret, payload)
         except UsageError as error:
@@ -218,7 +226,7 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
                                     error=str(error))])  # fmt: skip
 
     def _mail(
-        self, name: str, run: MonitorRun, raised: list[alerting.Alert], figures: dict[str, float]
+        self, name: str, run: MonitorRun, raised: list[Alert], figures: dict[str, float]
     ) -> None:
         settings = self.config.monitor
         assert settings.smtp_host is not None and settings.smtp_from is not None
@@ -231,6 +239,8 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
                  for a in raised]  # fmt: skip
         lines += ["", f"drifted columns: {', '.join(run.report.drifted) or 'none'}",
                   f"sealed report: {run.report_id}", f"figures: {figures}"]  # fmt: skip
+        from ..monitoring import alerts as alerting
+
         try:
             alerting.send_mail(
                 host=settings.smtp_host,
@@ -256,7 +266,7 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         name: str,
         ref: str | int,
         run: MonitorRun,
-        critical: list[alerting.Alert],
+        critical: list[Alert],
         figures: dict[str, float],
         flagged_keys: list[str],
     ) -> str:
@@ -336,6 +346,8 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
     def drill(self, scenario: str, name: str, ref: str = "production") -> DrillResult:
         """Run *scenario* against a copy of this workspace (never this one) and record the
         result here."""
+        from ..monitoring.drills import DRILLS, workspace_copy
+
         if scenario not in DRILLS:
             raise UsageError(f"unknown scenario {scenario!r}; use {', '.join(DRILLS)}")
         actor = self.require_actor()

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from ..data.profile import Profile, profile_frame
 from ..db.models import ArtifactParentRow, ArtifactRow, AttestationRow
 from ..errors import IntegrityError, SealmlError
 from ..governance import modelcard
@@ -20,6 +19,9 @@ from ..pipeline import codecs
 from .core import WATERMARK_SECRET
 from .once import verifies_once
 from .registry import ModelVersion, RegistryOperations
+
+if TYPE_CHECKING:
+    from ..data.profile import Profile
 
 CARD_REPORT = "model-card"
 REFERENCE_ROWS = 50_000  # training rows kept (sealed) as the drift reference
@@ -83,6 +85,8 @@ class ModelReportOperations(RegistryOperations):
                     break
         if training is None:
             return
+        from ..data.profile import profile_frame
+
         profile = profile_frame(training, inputs)
         self._seal_reference_sample(version, model, training)
         self.put(
@@ -122,6 +126,8 @@ class ModelReportOperations(RegistryOperations):
             if row is None:
                 return None
             try:
+                from ..data.profile import Profile
+
                 return Profile.from_dict(json.loads(self._plaintext_attested(session, row)))
             except (ValueError, KeyError, TypeError):
                 raise IntegrityError(f"the profile of {label} is malformed") from None

@@ -13,13 +13,14 @@ from sqlalchemy import select
 from ..db.models import ArtifactRow
 from ..errors import NotFoundError, UsageError
 from ..models.registry import DRIFT_REPORT, check_model_name, model_resource
-from ..monitoring.drift import DriftReport, Mode, compare
 from ..pipeline import codecs
 from ..store.artifacts import info_of
 from .modelreports import ModelReportOperations
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ..monitoring.drift import DriftReport, Mode
 
 INPUT_PREFIX = "input."
 
@@ -160,6 +161,8 @@ class MonitorOperations(ModelReportOperations):
         columns = [c for c in reference.columns if c in current.columns]
         if not [c for c in columns if c != "prediction"]:
             raise UsageError("the data shares no input column with the model's reference")
+        from ..monitoring.drift import compare
+
         report = compare(reference, current, columns=columns, mode=mode)
         body = {"model": name, "version": described.version, **report.to_dict()}
         sealed = self.put(
