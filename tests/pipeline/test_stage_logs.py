@@ -86,3 +86,47 @@ def test_capture_restores_logging_and_streams() -> None:
         print("inside")
     assert "inside" in sink.text()
     assert root.level == level and root.handlers == handlers and sys.stdout is stdout
+
+
+FAILING = """
+from sealml.pipeline import Pipeline, stage
+
+
+@stage(outputs={"numbers": "report"}, secrets=["watermark"])
+def make(watermark_key):
+    print("loaded 3 rows; key", watermark_key)
+    raise ValueError("the third row is malformed")
+
+
+pipeline = Pipeline("failing", stages=[make])
+"""
+
+
+@pytest.mark.parametrize("executor", _executors())
+def test_a_failed_stage_leaves_its_log_and_the_failure_names_it(
+    workspace: Workspace, tmp_path: Path, executor: str
+) -> None:
+    from sealml.ledger import EventFilter
+    from sealml.pipeline.execution import StageFailedError
+
+    path = tmp_path / "failing_pipeline.py"
+    path.write_text(textwrap.dedent(FAILING))
+    with pytest.raises(StageFailedError, match="the third row is malformed"):
+        workspace.run_pipeline(load_pipeline(path), executor)
+    (log,) = workspace.ls(kind="report", name="failing/make.log")
+    assert log.annotations["log"] == "failed-stage"
+    text = workspace.read_bytes(log.id).decode()
+    assert "loaded 3 rows; key ***" in text
+    assert workspace.named_secret("watermark-key").hex() not in text
+    (failed,) = workspace.audit_events(EventFilter(action="stage.run", outcome="failed"))
+    assert failed.fields()["details"]["log"] == log.id
+
+
+def test_the_error_keeps_its_log_across_processes() -> None:
+    import pickle
+
+    from sealml.pipeline.execution import StageFailedError
+
+    made = pickle.dumps(StageFailedError("stage 'x' failed", "printed"))
+    error = pickle.loads(made)  # noqa: S301 (bytes this test just made)
+    assert str(error) == "stage 'x' failed" and error.log == "printed"

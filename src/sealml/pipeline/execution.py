@@ -15,7 +15,16 @@ from .threads import limit_threads
 
 
 class StageFailedError(UsageError):
-    """The stage function raised, or returned something other than its declared outputs."""
+    """The stage function raised, or returned something other than its declared outputs;
+    *log* is what it printed and logged before (secrets blanked), kept for its run."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
+
+    def __reduce__(self) -> tuple[type[StageFailedError], tuple[str, str]]:
+        # Keeps the log when the error crosses a process (Ray).
+        return type(self), (self.message, self.log)
 
 
 QUARANTINE = "__quarantine__"
@@ -89,10 +98,11 @@ def call_stage(
         raise
     except Exception as error:
         message = f"stage {stage.name!r} failed: {type(error).__name__}: {error}"
-        raise StageFailedError(message.splitlines()[0]) from None
+        raise StageFailedError(message.splitlines()[0], sink.text(_texts(secrets))) from None
     except SystemExit as exit_:  # a stage's sys.exit() ends the stage, not sealml
         raise StageFailedError(
-            f"stage {stage.name!r} failed: it called sys.exit({exit_.code!r})"
+            f"stage {stage.name!r} failed: it called sys.exit({exit_.code!r})",
+            sink.text(_texts(secrets)),
         ) from None
     if not isinstance(result, Mapping):
         raise StageFailedError(f"stage {stage.name!r} must return a dict of its outputs")

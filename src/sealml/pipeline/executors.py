@@ -141,7 +141,11 @@ class SandboxExecutor:
                 error = scratch / "error.txt"
                 message = error.read_text() if error.exists() else completed.stderr.strip()
                 lines = message.strip().splitlines() or [f"exit code {completed.returncode}"]
-                raise StageFailedError(lines[-1] if not error.exists() else lines[0])
+                log = scratch / "out" / LOG
+                raise StageFailedError(
+                    lines[-1] if not error.exists() else lines[0],
+                    log.read_text("utf-8", "replace") if log.exists() else "",
+                )
             produced = {name: (scratch / "out" / name).read_bytes() for name in task.stage.outputs}
             for extra in (QUARANTINE, LOG):
                 if (scratch / "out" / extra).exists():
@@ -256,7 +260,7 @@ class RayExecutor:
         except self._ray.exceptions.RayTaskError as error:
             cause = error.cause if isinstance(error.cause, Exception) else error
             if isinstance(cause, UsageError):
-                raise StageFailedError(str(cause)) from None
+                raise StageFailedError(str(cause), getattr(cause, "log", "")) from None
             message = f"stage {task.stage.name!r} failed on Ray: {type(cause).__name__}: {cause}"
             raise StageFailedError(message.splitlines()[0]) from None
         return {

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SealmlError
-from .execution import execute_stage
+from .execution import LOG, execute_stage
 from .loader import load_pipeline
 
 
@@ -29,6 +29,9 @@ def main(scratch: Path) -> int:
             (scratch / "out" / name).write_bytes(data)
     except SealmlError as error:
         (scratch / "error.txt").write_text(str(error))
+        log = getattr(error, "log", "")
+        if log:
+            (scratch / "out" / LOG).write_text(log, encoding="utf-8")
         return 3
     except Exception as error:
         (scratch / "error.txt").write_text(f"sandbox worker: {type(error).__name__}: {error}")

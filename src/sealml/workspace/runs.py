@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -40,6 +41,7 @@ from ..pipeline.dag import Source
 from ..pipeline.execution import (
     LOG,
     QUARANTINE,
+    StageFailedError,
     StageResult,
     call_stage,
     decode_inputs,
@@ -404,11 +406,29 @@ class RunOperations(ArtifactOperations):
         with contextlib.suppress(BaseException):
             run.writer.drain()
         if run.failure is not None:
-            self.record([run.failure])
+            failure = run.failure
+            if run.failed_log is not None:
+                log = self._seal_failed_log(run, *run.failed_log)
+                if log is not None:
+                    failure = dataclasses.replace(failure, details={**failure.details, "log": log})
+            self.record([failure])
         spec = _PipelineSpec.of(run.loaded)
         _Sealer(self, run.report.run_id, spec, run.executor.name, False).run_end(
             "failed", error, len(run.outcomes)
         )
+
+    def _seal_failed_log(self, run: _Run, stage: str, text: str) -> str | None:
+        """Seal what a failed stage printed and logged (its id), if the principal may
+        write reports; the failure is recorded either way."""
+        pipeline = run.loaded.pipeline.name
+        notes = {"pipeline": pipeline, "stage": stage, "run": run.report.run_id,
+                 "log": "failed-stage"}  # fmt: skip
+        try:
+            info = self.put(io.BytesIO(text.encode("utf-8")), "report", f"{pipeline}/{stage}.log",
+                            media_type="text/plain", annotations=notes)  # fmt: skip
+        except SealmlError:
+            return None
+        return info.id
 
     def _add_source(self, run: _Run, name: str, source: Source) -> None:
         """Fetch a source (checking allowlist and pin); reuse the artifact already holding
@@ -515,6 +535,8 @@ class RunOperations(ArtifactOperations):
             run.failure = self.event(
                 "stage.run", resource, "failed", run=run.report.run_id, error=str(error)
             )
+            if isinstance(error, StageFailedError) and error.log:
+                run.failed_log = (stage.name, error.log)
             raise
         seconds = time.perf_counter() - clock
         job = _StageJob(
@@ -648,6 +670,7 @@ class _Run:
     fetched: dict[str, bytes] = field(default_factory=dict)
     outcomes: list[Future[Any] | StageOutcome] = field(default_factory=list)
     failure: EventDraft | None = None
+    failed_log: tuple[str, str] | None = None  # (stage, what it printed before failing)
 
     def made(self, ref: _Ref) -> _Made:
         """An output of this run (waiting for the writer when it is still sealing)."""
