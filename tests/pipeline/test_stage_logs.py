@@ -7,6 +7,7 @@ import importlib.util
 import shutil
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,12 @@ pipeline = Pipeline("logged", stages=[make, add])
 """
 
 
+def _pipeline(folder: Path, name: str, source: str) -> Any:
+    path = folder / f"{name}_pipeline.py"
+    path.write_text(textwrap.dedent(source))
+    return load_pipeline(path)
+
+
 def _executors() -> list[str]:
     found = ["local"]
     if shutil.which("bwrap"):
@@ -51,9 +58,7 @@ def _executors() -> list[str]:
 def test_a_stage_log_is_sealed_with_secrets_blanked(
     workspace: Workspace, tmp_path: Path, executor: str
 ) -> None:
-    path = tmp_path / "logged_pipeline.py"
-    path.write_text(textwrap.dedent(PIPELINE))
-    report = workspace.run_pipeline(load_pipeline(path), executor)
+    report = workspace.run_pipeline(_pipeline(tmp_path, "logged", PIPELINE), executor)
     make, add = report.stages
     assert make.log is not None and add.log is None  # a silent stage leaves no log
     text = workspace.read_bytes(make.log).decode()
@@ -109,10 +114,8 @@ def test_a_failed_stage_leaves_its_log_and_the_failure_names_it(
     from sealml.ledger import EventFilter
     from sealml.pipeline.execution import StageFailedError
 
-    path = tmp_path / "failing_pipeline.py"
-    path.write_text(textwrap.dedent(FAILING))
     with pytest.raises(StageFailedError, match="the third row is malformed"):
-        workspace.run_pipeline(load_pipeline(path), executor)
+        workspace.run_pipeline(_pipeline(tmp_path, "failing", FAILING), executor)
     (log,) = workspace.ls(kind="report", name="failing/make.log")
     assert log.annotations["log"] == "failed-stage"
     text = workspace.read_bytes(log.id).decode()

@@ -14,7 +14,7 @@ from rich.table import Table
 from ..errors import UsageError
 from ..models import openssf
 from ..models.scanner import ScanResult, report_json, scan_path
-from ..workspace import ModelVersion
+from ..workspace import ModelVersion, Workspace
 from .common import JsonOption, open_workspace, out, print_json, print_table, write_or_print
 
 app = typer.Typer(help="Model supply chain: scan, sign, register, promote.", no_args_is_help=True)
@@ -31,6 +31,11 @@ CodeOption = typer.Option(
 def _split(ref: str) -> tuple[str, str | None]:
     name, _, tail = ref.partition("@")
     return name.strip(), (tail.strip() or None) if "@" in ref else None
+
+
+def _selector_or_latest(workspace: Workspace, name: str, selector: str | None) -> str:
+    """The alias or version given, else the newest version of *name*."""
+    return selector if selector is not None else str(workspace.versions(name)[0].version)
 
 
 def _print_scan(result: ScanResult, as_json: bool) -> None:
@@ -302,9 +307,7 @@ def show_command(
     """One version with its signature, scan, provenance and evaluation, checked."""
     name, selector = _split(ref)
     with open_workspace(ctx) as workspace:
-        if selector is None:
-            selector = str(workspace.versions(name)[0].version)
-        version = workspace.show_model(name, selector)
+        version = workspace.show_model(name, _selector_or_latest(workspace, name, selector))
     _show_version(version, as_json)
 
 
@@ -346,9 +349,7 @@ def sbom_command(
     """The version's CycloneDX SBOM: the packages its model was built with, checked."""
     name, selector = _split(ref)
     with open_workspace(ctx) as workspace:
-        if selector is None:
-            selector = str(workspace.versions(name)[0].version)
-        document = workspace.model_sbom(name, selector)
+        document = workspace.model_sbom(name, _selector_or_latest(workspace, name, selector))
     write_or_print(document.decode(), output, replace=False)
     if output is not None:
         out.print(f"wrote {output}")
@@ -406,9 +407,7 @@ def card_command(
     if not output.is_dir():
         raise UsageError(f"{output} is not a folder")
     with open_workspace(ctx) as workspace:
-        if selector is None:
-            selector = str(workspace.versions(name)[0].version)
-        facts = workspace.model_card(name, selector)
+        facts = workspace.model_card(name, _selector_or_latest(workspace, name, selector))
     stem = f"{name}-v{facts.version['version']}-card"
     (output / f"{stem}.md").write_text(modelcard.markdown(facts), encoding="utf-8")
     (output / f"{stem}.html").write_text(modelcard.to_html(facts), encoding="utf-8")

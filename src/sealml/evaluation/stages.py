@@ -122,9 +122,8 @@ def _shared_share(test: Any, train: Any) -> float:
 
     if len(test) == 0:
         return 0.0
-    seen = set(pd.util.hash_pandas_object(train, index=False).to_numpy().tolist())
-    hashed = pd.util.hash_pandas_object(test, index=False).to_numpy()
-    return sum(1 for value in hashed.tolist() if value in seen) / len(test)
+    seen = pd.util.hash_pandas_object(train, index=False)
+    return float(pd.util.hash_pandas_object(test, index=False).isin(seen).mean())
 
 
 def _inputs(fitted: Any, frame: Any, label: str) -> Any:

@@ -90,8 +90,9 @@ def issue(
     authentication (the default unless *client*), or both (peers in mutual TLS, such as
     the nodes of a Ray cluster)."""
     key = ec.generate_private_key(ec.SECP256R1())
+    serves = not client if server is None else server
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
-    if server if server is not None else not client:
+    if serves:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     builder = (
         _builder(_name(common), ca_cert.subject, key, days)

@@ -584,6 +584,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             return checks
         metrics: dict[str, Any] = {}
         evaluated = False
+        report = None
         if facts.evaluation_id is not None:
             report = session.get(ArtifactRow, facts.evaluation_id)
             if report is not None:
@@ -602,9 +603,9 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             gate is not None
             and gate.require_held_out_test
             and evaluation_required(gate)
-            and facts.evaluation_id is not None
+            and report is not None
         ):
-            checks.append(self._held_out_check(session, facts, steps))
+            checks.append(self._held_out_check(session, facts, report, steps))
         if alias in self.registry_rules.two_person_aliases:
             approved = self._open_approval(session, row, alias) is not None
             checks.append(
@@ -616,18 +617,20 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
         return checks
 
     def _held_out_check(
-        self, session: Session, facts: VersionFacts, steps: list[ProvenanceStep]
+        self,
+        session: Session,
+        facts: VersionFacts,
+        report: ArtifactRow,
+        steps: list[ProvenanceStep],
     ) -> GateCheck:
-        """Whether the evaluation's signed provenance shows it ran on this model with test
-        data that is not among the model's own inputs (the test set did not train it)."""
+        """Whether the evaluation *report*'s signed provenance shows it ran on this model
+        with test data that is not among the model's own inputs (the test set did not
+        train it)."""
         name, requirement = "held-out test data", "evaluated this model on data it never saw"
 
         def refused(measured: str, reason: str) -> GateCheck:
             return GateCheck(name, requirement, measured, False, reason)
 
-        report = session.get(ArtifactRow, facts.evaluation_id) if facts.evaluation_id else None
-        if report is None:
-            raise IntegrityError(f"evaluation report {facts.evaluation_id} is missing")
         link = session.get(AttestationRow, report.id)
         if link is None:
             return refused("unproven", "the evaluation report has no provenance naming its data")
