@@ -214,6 +214,79 @@ def test_users_roles_and_denials(initialised: Any, tmp_path: Path) -> None:
     ]
 
 
+def test_password_roles_and_totp_reset(initialised: Any, isolated_env: Path) -> None:
+    new_password = {"SEALML_NEW_PASSWORD": "dana-password"}
+    assert (
+        initialised(
+            "user", "add", "dana", "--role", "auditor", env={**admin_env(), **new_password}
+        ).code
+        == 0
+    )
+    dana = {
+        "SEALML_PASSPHRASE": PASSPHRASE,
+        "SEALML_USER": "dana",
+        "SEALML_PASSWORD": "dana-password",
+    }
+    assert initialised("login", env=dana).code == 0
+    assert list((isolated_env / "sessions").rglob("dana.json"))
+    one_line_error(
+        initialised("user", "passwd", env={**dana, "SEALML_NEW_PASSWORD": "short"}), 2, "at least 8"
+    )
+    changed = initialised(
+        "user", "passwd", env={**dana, "SEALML_NEW_PASSWORD": "dana-new-password"}
+    )
+    assert changed.code == 0, changed.stderr
+    assert "dana-new-password" not in changed.stdout + changed.stderr
+    assert not list((isolated_env / "sessions").rglob("dana.json"))  # the ticket is gone
+    one_line_error(initialised("whoami", env=dana), 2, "wrong password")
+    dana["SEALML_PASSWORD"] = "dana-new-password"
+    assert json.loads(initialised("whoami", "--json", env=dana).stdout)["roles"] == ["auditor"]
+    one_line_error(
+        initialised("user", "roles", "dana", "--role", "admin", env=dana), 2, "permission denied"
+    )
+    roles = initialised(
+        "user",
+        "roles",
+        "dana",
+        "--role",
+        "auditor",
+        "--role",
+        "data-steward",
+        "--json",
+        env=admin_env(),
+    )
+    assert json.loads(roles.stdout) == {
+        "name": "dana",
+        "before": ["auditor"],
+        "after": ["auditor", "data-steward"],
+    }
+    one_line_error(
+        initialised("user", "roles", "admin", "--role", "auditor", env=admin_env()),
+        2,
+        "away from you",
+    )
+    one_line_error(initialised("user", "totp-reset", "dana", env=admin_env()), 2, "no totp")
+    one_line_error(initialised("user", "totp-reset", "admin", env=admin_env()), 2, "another")
+
+
+def test_keystore_passphrase_change(initialised: Any, tmp_path: Path) -> None:
+    info = put_csv(initialised)
+    one_line_error(
+        initialised("keys", "passphrase", env={**admin_env(), "SEALML_PASSPHRASE": "nope"}),
+        2,
+        "wrong keystore passphrase",
+    )
+    new = {"SEALML_NEW_PASSPHRASE": "another passphrase entirely"}
+    assert initialised("keys", "passphrase", env={**admin_env(), **new}).code == 0
+    out = tmp_path / "copy.csv"
+    one_line_error(initialised("get", info["id"], "-o", str(out), env=admin_env()), 2, "passphrase")
+    assert not out.exists()
+    after = admin_env(SEALML_PASSPHRASE="another passphrase entirely")
+    assert initialised("get", info["id"], "-o", str(out), env=after).code == 0
+    assert out.read_bytes() == CSV.read_bytes()
+    assert initialised("audit", "verify", env=after).code == 0
+
+
 def test_service_key_file(initialised: Any, tmp_path: Path) -> None:
     key = tmp_path / "scorer.pem"
     result = initialised(

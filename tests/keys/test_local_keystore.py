@@ -85,3 +85,25 @@ def test_malformed_keystore_file(tmp_path: Path, content: bytes) -> None:
     path.write_bytes(content)
     with pytest.raises(ConfigError):
         LocalKeystore.open(path, PASS)
+
+
+def test_passphrase_change_keeps_keys_and_secrets(keystore: LocalKeystore, tmp_path: Path) -> None:
+    path = tmp_path / "keystore.json"
+    dek = os.urandom(32)
+    wrapped = keystore.wrap(dek, b"ctx")
+    keystore.store_secret("signing", b"secret bytes")
+    with pytest.raises(AuthenticationError):
+        keystore.change_passphrase(Secret("wrong"), Secret("new passphrase"), FAST_PARAMS)
+    with pytest.raises(UsageError):
+        keystore.change_passphrase(PASS, Secret(""), FAST_PARAMS)
+    stale = LocalKeystore.open(path, PASS)  # another process, opened before the change
+    keystore.change_passphrase(PASS, Secret("new passphrase"), FAST_PARAMS)
+    with pytest.raises(AuthenticationError):
+        LocalKeystore.open(path, PASS)
+    with pytest.raises(AuthenticationError):
+        stale.rotate()  # it cannot write under the old passphrase any more
+    reopened = LocalKeystore.open(path, Secret("new passphrase"))
+    assert reopened.unwrap(wrapped, b"ctx") == dek
+    assert reopened.load_secret("signing") == b"secret bytes"
+    assert keystore.load_secret("signing") == b"secret bytes"
+    assert reopened.kek_ids() == ["local:1"]

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from sealml import Secret
 from sealml.ledger import EventFilter
 
 from ..conftest import reopen
-from .conftest import CSRF, Dashboard, current_code, running_dashboard
+from .conftest import CSRF, PASSWORDS, Dashboard, current_code, running_dashboard
 
 
 def _events(path: Path, action: str) -> list[dict[str, object]]:
@@ -205,6 +206,19 @@ def test_disabling_a_user_ends_their_sessions_at_once(dashboard: Dashboard) -> N
         assert ada.get("/").status_code == 401
         assert ada.get("/").status_code == 303  # the session is gone
         assert dashboard.sign_in(ada, "ada").status_code == 401
+
+
+def test_a_password_change_ends_sessions_begun_under_the_old_one(dashboard: Dashboard) -> None:
+    with dashboard.signed_in("ada") as ada, dashboard.signed_in("aud") as aud:
+        assert ada.get("/").status_code == 200
+        with reopen(dashboard.path, "ada", PASSWORDS["ada"]) as ws:
+            ws.change_password(Secret(PASSWORDS["ada"]), Secret("ada-new-password-1"))
+        assert ada.get("/").status_code == 401
+        assert ada.get("/").status_code == 303  # the session is gone
+        assert aud.get("/").status_code == 200  # other people's sessions stay
+        assert dashboard.sign_in(ada, "ada").status_code == 401
+        assert dashboard.sign_in(ada, "ada", "ada-new-password-1").status_code == 303
+        assert ada.get("/").status_code == 200
 
 
 def test_sign_out_needs_the_csrf_token_and_kills_the_cookie(dashboard: Dashboard) -> None:

@@ -10,10 +10,11 @@ from sealml.ui.server import allowed_hosts
 from sealml.ui.sessions import BrowserSessions
 
 
-def _actor(name: str) -> Actor:
-    class Principal:  # only the name is read by the session table
+def _actor(name: str, stamp: str = "s1") -> Actor:
+    class Principal:  # only the name and password stamp are read by the session table
         def __init__(self, name: str) -> None:
             self.name = name
+            self.password_stamp = stamp
 
     return Actor(Principal(name), None, "password")  # type: ignore[arg-type]
 
@@ -48,6 +49,9 @@ def test_end_and_end_for() -> None:
     assert table.end_for("a") == 2
     assert table.get(a1) is None and table.get(a2) is None and table.get(b) is not None
     assert table.end(b) is not None and table.end(b) is None
+    old, new = table.start(_actor("c", "s1")), table.start(_actor("c", "s2"))
+    assert table.end_for("c", unless_stamp="s2") == 1
+    assert table.get(old) is None and table.get(new) is not None
 
 
 def test_the_table_is_bounded(monkeypatch: object) -> None:

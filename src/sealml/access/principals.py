@@ -8,6 +8,7 @@ derived from their password with Argon2id; a service holds its private key in a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -49,6 +50,8 @@ class Principal:
     disabled: bool
     created_at: str
     created_by: str
+    password_stamp: str = ""
+    """Changes whenever the password does: sessions that began under another one end."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class PrincipalStore:
             disabled=bool(row.disabled),
             created_at=row.created_at,
             created_by=row.created_by,
+            password_stamp=hashlib.sha256((row.kdf or "").encode()).hexdigest()[:16],
         )
 
     # -- queries --------------------------------------------------------------------------
@@ -191,21 +195,45 @@ class PrincipalStore:
             created_by=created_by,
         )
         if kind == "human":
-            if password is None or len(password.reveal()) < MIN_PASSWORD_LENGTH:
-                raise UsageError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
-            salt = new_salt()
-            sealing_key = derive_key(password, salt, self._kdf)
-            row.key_box = seal_box(sealing_key, key.pkcs8_der(), _key_context(row.id))
-            row.kdf = json.dumps({"salt": salt.hex(), **self._kdf.to_dict()})
+            if password is None:
+                raise UsageError("a human principal needs a password")
+            self._seal_key(row, key, password)
         self._attest(row)
         session.add(row)
         session.flush()
         return self._verified(row), key
 
+    def _seal_key(self, row: PrincipalRow, key: SigningKey, password: Secret) -> None:
+        """Seal a human's private key under a key derived from *password* (fresh salt)."""
+        if len(password.reveal()) < MIN_PASSWORD_LENGTH:
+            raise UsageError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        salt = new_salt()
+        sealing_key = derive_key(password, salt, self._kdf)
+        row.key_box = seal_box(sealing_key, key.pkcs8_der(), _key_context(row.id))
+        row.kdf = json.dumps({"salt": salt.hex(), **self._kdf.to_dict()})
+
+    def set_password(self, session: Session, actor: Actor, password: Secret) -> None:
+        """Seal *actor*'s private key (unlocked by their current password) under a new
+        *password*; the key and so every signature made with it stay the same."""
+        row = self._row(session, actor.name)
+        if self._verified(row).kind != "human":
+            raise UsageError(f"{actor.name!r} is a service principal; it has no password")
+        self._seal_key(row, actor.signing_key, password)
+        session.flush()
+
     def set_disabled(self, session: Session, name: str, disabled: bool) -> Principal:
         row = self._row(session, name)
         self._verified(row)
         row.disabled = disabled
+        self._attest(row)
+        session.flush()
+        return self._verified(row)
+
+    def set_roles(self, session: Session, name: str, roles: list[str]) -> Principal:
+        """Replace a principal's roles (the record is attested again)."""
+        row = self._row(session, name)
+        self._verified(row)
+        row.roles = json.dumps(sorted(set(roles)))
         self._attest(row)
         session.flush()
         return self._verified(row)

@@ -45,13 +45,14 @@ def prompt_secret(label: str, confirm: bool = False) -> Secret:
     return Secret(value)
 
 
-def new_secret_from_env(env: str, label: str) -> Secret:
-    """A new secret (passphrase, password) from *env*, else a confirmed prompt."""
+def secret_from_env(env: str, label: str, *, new: bool = True) -> Secret:
+    """A secret (passphrase, password) from *env*, else a prompt: confirmed when it is a
+    *new* one, asked once when it confirms a current one."""
     value = os.environ.get(env)
     if value:
         return Secret(value)
     if interactive():
-        return prompt_secret(label, confirm=True)
+        return prompt_secret(label, confirm=new)
     raise UsageError(f"set {env} or run in a terminal to be prompted for the {label.lower()}")
 
 

@@ -1,4 +1,4 @@
-"""``sealml keys rotate | shred | export``."""
+"""``sealml keys rotate | shred | export | passphrase``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from .common import JsonOption, open_workspace, out, print_json, write_or_print
+from . import credentials
+from .common import JsonOption, err, open_workspace, out, print_json, write_or_print
 from .credentials import interactive
 
 app = typer.Typer(help="Key-encryption keys and data keys.", no_args_is_help=True)
+NEW_PASSPHRASE_ENV = "SEALML_NEW_PASSPHRASE"  # noqa: S105 (a variable name)
 
 
 @app.command()
@@ -72,4 +74,25 @@ def export(
         out.print(
             f"wrote {principal.name}'s public key to {output} "
             f"(fingerprint {principal.public_key.fingerprint()})"
+        )
+
+
+@app.command()
+def passphrase(ctx: typer.Context) -> None:
+    """Change the keystore passphrase; the keys stay the same (after a leak, rotate too).
+
+    The current passphrase comes from SEALML_PASSPHRASE or a prompt, the new one from
+    SEALML_NEW_PASSPHRASE or a prompt."""
+    with open_workspace(ctx) as workspace:
+        current = credentials.secret_from_env(
+            credentials.PASSPHRASE_ENV, "Current keystore passphrase", new=False
+        )
+        new = credentials.secret_from_env(NEW_PASSPHRASE_ENV, "New keystore passphrase")
+        workspace.change_passphrase(current, new)
+        passphrase_file = workspace.config.keys.passphrase_file
+    out.print("changed the keystore passphrase; backups made before keep the old one")
+    if passphrase_file:
+        err.print(
+            f"warning: keys.passphrase_file ({passphrase_file}) still holds the old passphrase; "
+            "write the new one there"
         )

@@ -84,8 +84,8 @@ def init(
         else None
     )
     root = find_root(directory if directory is not None else state(ctx).workspace)
-    passphrase = credentials.new_secret_from_env(credentials.PASSPHRASE_ENV, "Keystore passphrase")
-    password = credentials.new_secret_from_env(credentials.PASSWORD_ENV, f"Password for {admin}")
+    passphrase = credentials.secret_from_env(credentials.PASSPHRASE_ENV, "Keystore passphrase")
+    password = credentials.secret_from_env(credentials.PASSWORD_ENV, f"Password for {admin}")
     workspace = Workspace.init(
         root,
         passphrase=passphrase,
@@ -95,9 +95,7 @@ def init(
         kdf=FAST_PARAMS if insecure_fast_kdf else DEFAULT_PARAMS,
         database_url=database_url,
         hsm=TokenSettings(str(hsm_module), hsm_token) if hsm_module and hsm_token else None,
-        hsm_pin=credentials.new_secret_from_env(HSM_PIN_ENV, "HSM token PIN")
-        if hsm_module
-        else None,
+        hsm_pin=credentials.secret_from_env(HSM_PIN_ENV, "HSM token PIN") if hsm_module else None,
         bucket=bucket,
     )
     workspace.close()
@@ -207,7 +205,7 @@ def add_user(
         password = (
             None
             if service
-            else credentials.new_secret_from_env(NEW_PASSWORD_ENV, f"Password for {name}")
+            else credentials.secret_from_env(NEW_PASSWORD_ENV, f"Password for {name}")
         )
         principal, key = workspace.add_user(name, role, password=password, service=service)
     if key is not None and key_file is not None:
@@ -294,3 +292,47 @@ def totp_enroll(
     out.print("add this secret to your authenticator app; it is not shown again:")
     out.print(f"  secret  {enrolment.secret}", markup=False)
     out.print(f"  uri     {enrolment.uri}", markup=False)
+
+
+@app.command("passwd")
+def change_password(ctx: typer.Context) -> None:
+    """Change your password; your sessions end, your signing key stays the same.
+
+    The current password comes from SEALML_PASSWORD or a prompt, the new one from
+    SEALML_NEW_PASSWORD or a prompt."""
+    with open_workspace(ctx) as workspace:
+        name = workspace.require_actor().name
+        current = credentials.secret_from_env(
+            credentials.PASSWORD_ENV, f"Current password for {name}", new=False
+        )
+        new = credentials.secret_from_env(NEW_PASSWORD_ENV, f"New password for {name}")
+        workspace.change_password(current, new)
+        credentials.forget_ticket(workspace.config.workspace.id, name)
+    out.print(f"changed the password of {name}; log in again")
+
+
+@app.command("roles")
+def set_roles(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Principal name."),
+    role: list[str] = typer.Option(..., "--role", help="Role (repeat for several)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Replace a principal's roles (the full list); applies to their sessions at once."""
+    with open_workspace(ctx) as workspace:
+        before, after = workspace.set_user_roles(name, role)
+    if as_json:
+        print_json({"name": name, "before": list(before.roles), "after": list(after.roles)})
+    else:
+        out.print(
+            f"roles of [bold]{name}[/bold]: {', '.join(after.roles)} "
+            f"(were {', '.join(before.roles)})"
+        )
+
+
+@app.command("totp-reset")
+def totp_reset(ctx: typer.Context, name: str = typer.Argument(..., help="Principal name.")) -> None:
+    """Forget another principal's TOTP secret (a lost device) so they can enrol again."""
+    with open_workspace(ctx) as workspace:
+        workspace.reset_totp(name)
+    out.print(f"reset the TOTP secret of {name}; they enrol again with `sealml user totp-enroll`")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import hmac
 import json
 import os
 from collections.abc import Iterator
@@ -151,12 +152,17 @@ class LocalKeystore:
     def open(cls, path: Path, passphrase: Secret) -> LocalKeystore:
         """Open and unlock the keystore; wrong passphrases raise AuthenticationError."""
         data = cls._load(path)
+        return cls(path, data, cls._derive(passphrase, data, path))
+
+    @staticmethod
+    def _derive(passphrase: Secret, data: dict[str, Any], path: Path) -> bytes:
+        """The master key *passphrase* gives with the file's KDF parameters and salt."""
         try:
             params = Argon2idParams.from_dict(data["kdf"])
             salt = _unb64(data["kdf"]["salt"])
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"keystore {path} is malformed: {error}") from None
-        return cls(path, data, derive_key(passphrase, salt, params))
+        return derive_key(passphrase, salt, params)
 
     @classmethod
     def open_with_key(cls, path: Path, master: bytes) -> LocalKeystore:
@@ -250,6 +256,33 @@ class LocalKeystore:
             for kek_id in doomed:
                 self._keks.pop(kek_id, None)
 
+    def change_passphrase(self, current: Secret, new: Secret, params: Argon2idParams) -> None:
+        """After checking *current*, seal every KEK and named secret under a key derived
+        from *new* (fresh salt, *params*).
+
+        The KEKs themselves do not change: a copy of the old file (a backup) still opens
+        with the old passphrase, so after a leak rotate the KEKs too.
+        """
+        if not new:
+            raise UsageError("the keystore passphrase must not be empty")
+        salt = new_salt()
+        master = derive_key(new, salt, params)
+        with self._locked():
+            workspace = self._workspace_id
+            data = self._data
+            if not hmac.compare_digest(self._derive(current, data, self._path), self._master):
+                raise AuthenticationError("wrong keystore passphrase")
+            for entry in data["keks"]:
+                kek_id = str(entry["id"])
+                context = _kek_context(workspace, kek_id)
+                entry["box"] = _b64(seal_box(master, self._keks[kek_id], context))
+            for name, entry in data["secrets"].items():
+                value = self._open_secret(entry, name)
+                entry["box"] = _b64(seal_box(master, value, _secret_context(workspace, name)))
+            data["kdf"] = {"algorithm": "argon2id", "salt": _b64(salt), **params.to_dict()}
+            data["check"] = _b64(seal_box(master, b"", _check_context(workspace)))
+        self._master = master
+
     # -- named secrets --------------------------------------------------------------------
 
     def store_secret(self, name: str, value: bytes) -> None:
@@ -267,9 +300,12 @@ class LocalKeystore:
         entry = self._data["secrets"].get(name)
         if entry is None:
             raise NotFoundError(f"the keystore holds no secret named {name!r}")
+        return self._open_secret(entry, name)
+
+    def _open_secret(self, entry: dict[str, Any], name: str) -> bytes:
         try:
             return open_box(
                 self._master, _unb64(entry["box"]), _secret_context(self._workspace_id, name)
             )
-        except BoxOpenError:
+        except (BoxOpenError, KeyError, TypeError):
             raise IntegrityError(f"keystore secret {name!r} failed authentication") from None

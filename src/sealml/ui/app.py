@@ -113,6 +113,9 @@ class Dashboard:
             if current.disabled:
                 self.sessions.end_for(current.name)
                 raise AuthenticationError(f"{current.name} is disabled")
+            if current.password_stamp != browser.actor.principal.password_stamp:
+                self.sessions.end_for(current.name, unless_stamp=current.password_stamp)
+                raise AuthenticationError(f"the password of {current.name} changed; sign in again")
             workspace.actor = replace(browser.actor, principal=current)
             try:
                 yield workspace

@@ -83,10 +83,15 @@ class BrowserSessions:
         with self._lock:
             return self._by_hash.pop(_hash(token), None)
 
-    def end_for(self, principal: str) -> int:
-        """Forget every session of *principal* (it was disabled); returns how many."""
+    def end_for(self, principal: str, unless_stamp: str | None = None) -> int:
+        """Forget every session of *principal* (disabled), or those begun under a password
+        other than the one *unless_stamp* marks (changed); returns how many."""
         with self._lock:
-            doomed = [k for k, s in self._by_hash.items() if s.actor.name == principal]
+            doomed = [
+                k
+                for k, s in self._by_hash.items()
+                if s.actor.name == principal and s.actor.principal.password_stamp != unless_stamp
+            ]
             for key in doomed:
                 del self._by_hash[key]
         return len(doomed)

@@ -14,6 +14,7 @@ from ..store.s3 import S3Location
 from .artifacts import ArtifactCheck, StoreReport
 from .audit import AuditOperations
 from .core import PassphraseSource
+from .credentials import CredentialOperations
 from .incidents import IncidentOperations
 from .registry import ModelVersion
 from .totp import TotpEnrolment
@@ -22,7 +23,7 @@ from .users import UserOperations
 __all__ = ["ArtifactCheck", "ModelVersion", "StoreReport", "TotpEnrolment", "Workspace"]
 
 
-class Workspace(IncidentOperations, UserOperations, AuditOperations):
+class Workspace(IncidentOperations, UserOperations, CredentialOperations, AuditOperations):
     """One sealml installation: config, metadata database, blob store and key provider.
 
     >>> ws = Workspace.open("/path/to/ws", passphrase=Secret("..."))

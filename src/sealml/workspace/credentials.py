@@ -1,0 +1,97 @@
+"""Changing credentials: your password, a principal's roles, a lost TOTP device, the
+keystore passphrase. Each change is audited; none of them changes a signing key, so every
+signature made before stays valid."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete
+
+from ..access.principals import Principal
+from ..crypto.secret import Secret
+from ..db.models import SessionRow, TotpRow
+from ..errors import AuthenticationError, NotFoundError, UsageError
+from .core import WorkspaceCore
+
+
+class CredentialOperations(WorkspaceCore):
+    """``sealml user passwd | roles | totp-reset`` and ``sealml keys passphrase``."""
+
+    def change_password(self, current: Secret, new: Secret) -> None:
+        """Re-seal the acting human's private key under *new* after checking *current*;
+        every session of theirs ends (log in again with the new password)."""
+        actor = self.require_actor()
+        resource = f"principal:{actor.name}"
+        if actor.principal.kind != "human":
+            raise UsageError(f"{actor.name!r} is a service principal; it has no password")
+        if current.reveal() == new.reveal():
+            raise UsageError("the new password is the same as the current one")
+        try:
+            with self.transaction() as session:
+                unlocked = self.principals.authenticate_password(session, actor.name, current)
+                self.principals.set_password(session, unlocked, new)
+                ended = delete(SessionRow).where(SessionRow.principal_id == actor.principal.id)
+                session.execute(ended)
+                self.append(session, [self.event("user.password", resource)])
+        except AuthenticationError:
+            self.record([self.event("user.password", resource, "denied")])
+            raise AuthenticationError("the current password is wrong") from None
+
+    def set_user_roles(self, name: str, roles: list[str]) -> tuple[Principal, Principal]:
+        """Replace *name*'s roles (``user:admin``); returns the principal before and after.
+        The change applies to their running sessions at once."""
+        actor = self.authorize("user:admin", f"principal:{name}", action="user.roles")
+        unknown = [r for r in roles if not self.policy.known(r)]
+        if unknown:
+            raise UsageError(
+                f"unknown role {unknown[0]!r}; roles are {', '.join(sorted(self.policy.roles))}"
+            )
+        if not roles:
+            raise UsageError("a principal needs at least one role")
+        if name == actor.name and not self.policy.allows(tuple(roles), "user:admin"):
+            raise UsageError("these roles would take user:admin away from you; refusing")
+        with self.transaction() as session:
+            before = self.principals.get(session, name)
+            after = self.principals.set_roles(session, name, roles)
+            self.append(
+                session,
+                [
+                    self.event(
+                        "user.roles",
+                        f"principal:{name}",
+                        before=list(before.roles),
+                        after=list(after.roles),
+                    )
+                ],
+            )
+        return before, after
+
+    def reset_totp(self, name: str) -> None:
+        """Forget *name*'s TOTP secret (a lost device) so they can enrol again without a
+        code from the old one; not your own: another admin must do it."""
+        actor = self.authorize("user:admin", f"principal:{name}", action="user.totp-reset")
+        if name == actor.name:
+            raise UsageError("you cannot reset your own TOTP secret; ask another user admin")
+        with self.transaction() as session:
+            principal = self.principals.get(session, name)
+            row = session.get(TotpRow, principal.id)
+            if row is None:
+                raise NotFoundError(f"{name} has no TOTP secret")
+            session.delete(row)
+            self.append(session, [self.event("user.totp-reset", f"principal:{name}")])
+
+    def change_passphrase(self, current: Secret, new: Secret) -> None:
+        """Seal the keystore's keys and secrets under *new* after checking *current*
+        (``keys:admin``). Other processes holding the keystore open keep working until
+        they next change it; restart long-running servers.
+
+        The key-encryption keys stay the same: backups made before still open with the
+        old passphrase, so after a leak also run :meth:`rotate_keys`.
+        """
+        self.authorize("keys:admin", "keys", action="keys.passphrase")
+        try:
+            self.keystore.change_passphrase(current, new, self.kdf_params)
+        except AuthenticationError:
+            self.record([self.event("keys.passphrase", "keys", "denied")])
+            raise
+        self._passphrase = new
+        self.record([self.event("keys.passphrase", "keys")])

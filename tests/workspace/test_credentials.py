@@ -1,0 +1,149 @@
+"""Changing credentials: passwords, roles, TOTP resets and the keystore passphrase."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from sealml import Secret, Workspace
+from sealml.access import totp
+from sealml.errors import (
+    AuthenticationError,
+    IntegrityError,
+    NotFoundError,
+    PermissionDeniedError,
+    UsageError,
+)
+from sealml.ledger import EventFilter
+
+from ..conftest import PASSPHRASE, reopen
+
+DANA = "dana-password"
+
+
+@pytest.fixture
+def dana(workspace: Workspace) -> Path:
+    workspace.add_user("dana", ["data-scientist"], password=Secret(DANA))
+    return workspace.root
+
+
+def outcomes(ws: Workspace, action: str) -> list[str]:
+    return [e.fields()["outcome"] for e in ws.audit_events(EventFilter(action=action))]
+
+
+def test_a_new_password_unlocks_the_same_key_and_ends_sessions(dana: Path) -> None:
+    with reopen(dana, "dana", DANA) as ws:
+        model = ws.put(io.BytesIO(b"weights"), "model", "m")
+        ticket = ws.start_session()
+        fingerprint = ws.require_actor().principal.public_key.fingerprint()
+        with pytest.raises(AuthenticationError, match="current password is wrong"):
+            ws.change_password(Secret("not-the-password"), Secret("new-dana-password"))
+        with pytest.raises(UsageError, match="at least 8"):
+            ws.change_password(Secret(DANA), Secret("short"))
+        with pytest.raises(UsageError, match="same"):
+            ws.change_password(Secret(DANA), Secret(DANA))
+        ws.change_password(Secret(DANA), Secret("new-dana-password"))
+    fresh = Workspace.open(dana, passphrase=Secret(PASSPHRASE))
+    with pytest.raises(AuthenticationError):
+        fresh.login("dana", Secret(DANA))
+    with pytest.raises(AuthenticationError):
+        fresh.resume_session(ticket)
+    actor = fresh.login("dana", Secret("new-dana-password"))
+    assert actor.principal.public_key.fingerprint() == fingerprint
+    assert fresh.verify(model.id).creator == "dana"  # what dana signed still verifies
+    fresh.close()
+    with reopen(dana) as admin:
+        assert outcomes(admin, "user.password") == ["denied", "ok"]
+
+
+def test_a_service_has_no_password_to_change(workspace: Workspace) -> None:
+    _, key = workspace.add_user("scorer", ["service"], service=True)
+    assert key is not None
+    ws = Workspace.open(workspace.root, passphrase=Secret(PASSPHRASE))
+    ws.login_with_key("scorer", key)
+    with pytest.raises(UsageError, match="service"):
+        ws.change_password(Secret("whatever-1"), Secret("whatever-2"))
+
+
+def test_roles_change_at_once_and_are_attested(workspace: Workspace, dana: Path) -> None:
+    with reopen(dana, "dana", DANA) as ws:
+        with pytest.raises(PermissionDeniedError):
+            ws.set_user_roles("dana", ["admin"])  # nobody grants themselves roles
+        ticket = ws.start_session()
+    before, after = workspace.set_user_roles("dana", ["auditor", "data-steward"])
+    assert before.roles == ("data-scientist",)
+    assert after.roles == ("auditor", "data-steward")
+    resumed = Workspace.open(dana, passphrase=Secret(PASSPHRASE))
+    assert resumed.resume_session(ticket).principal.roles == ("auditor", "data-steward")
+    resumed.put(io.BytesIO(b"rows"), "dataset", "rows")  # data-steward may now write data
+    resumed.close()
+    with pytest.raises(UsageError, match="unknown role"):
+        workspace.set_user_roles("dana", ["wizard"])
+    with pytest.raises(UsageError, match="at least one role"):
+        workspace.set_user_roles("dana", [])
+    with pytest.raises(UsageError, match="user:admin away from you"):
+        workspace.set_user_roles("admin", ["auditor"])
+    with pytest.raises(NotFoundError):
+        workspace.set_user_roles("nobody", ["auditor"])
+    events = workspace.audit_events(EventFilter(action="user.roles", outcome="ok"))
+    assert [e.fields()["details"]["after"] for e in events] == [["auditor", "data-steward"]]
+    connection = sqlite3.connect(dana / ".sealml" / "sealml.db")
+    with connection:  # a grant written straight to the database is not attested
+        connection.execute("UPDATE principals SET roles = '[\"admin\"]' WHERE name = 'dana'")
+    connection.close()
+    with pytest.raises(IntegrityError, match="dana"):
+        reopen(dana, "dana", DANA)
+
+
+def test_totp_reset_lets_a_user_enrol_again(
+    workspace: Workspace, dana: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with reopen(dana, "dana", DANA) as ws:
+        ws.totp_enroll()
+        with pytest.raises(UsageError, match="give a current code"):
+            ws.totp_enroll()  # the lost device's code would be needed
+        with pytest.raises(PermissionDeniedError):
+            ws.reset_totp("dana")
+    with pytest.raises(UsageError, match="another user admin"):
+        workspace.reset_totp("admin")
+    workspace.reset_totp("dana")
+    with pytest.raises(NotFoundError, match="no TOTP"):
+        workspace.reset_totp("dana")
+    with reopen(dana, "dana", DANA) as ws:
+        secret = ws.totp_enroll().secret
+        later = time.time() + totp.PERIOD
+        monkeypatch.setattr(totp, "time", type("At", (), {"time": staticmethod(lambda: later)}))
+        ws.totp_check(totp.current_code(secret, later))
+    assert outcomes(workspace, "user.totp-reset") == ["denied", "ok"]
+
+
+def test_a_new_passphrase_opens_the_same_keys(workspace: Workspace, tmp_path: Path) -> None:
+    data = workspace.put(io.BytesIO(b"rows"), "dataset", "rows")
+    keystore = workspace.root / ".sealml" / "keystore.json"
+    old_file = keystore.read_bytes()
+    with pytest.raises(AuthenticationError, match="wrong keystore passphrase"):
+        workspace.change_passphrase(Secret("not it"), Secret("a new passphrase"))
+    assert keystore.read_bytes() == old_file  # a refusal changes nothing
+    workspace.change_passphrase(Secret(PASSPHRASE), Secret("a new passphrase"))
+    assert json.loads(keystore.read_bytes())["kdf"]["salt"] != json.loads(old_file)["kdf"]["salt"]
+    assert keystore.stat().st_mode & 0o777 == 0o600
+    workspace.close()
+    with pytest.raises(AuthenticationError, match="wrong keystore passphrase"):
+        reopen(workspace.root).get(data.id, tmp_path / "old")
+    ws = Workspace.open(workspace.root, passphrase=Secret("a new passphrase"))
+    ws.login("admin", Secret("admin-password-1"))
+    ws.get(data.id, tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == b"rows"
+    assert ws.audit_verify().ok  # the checkpoint key (a keystore secret) moved along
+    assert outcomes(ws, "keys.passphrase") == ["denied", "ok"]
+    ws.close()
+
+
+def test_only_key_admins_change_the_passphrase(dana: Path) -> None:
+    with reopen(dana, "dana", DANA) as ws, pytest.raises(PermissionDeniedError):
+        ws.change_passphrase(Secret(PASSPHRASE), Secret("a new passphrase"))
