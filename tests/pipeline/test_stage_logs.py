@@ -74,6 +74,58 @@ def test_a_stage_log_is_sealed_with_secrets_blanked(
     assert make.log not in report.artifacts.values()
 
 
+NATIVE = """
+import ctypes
+import os
+import subprocess
+from sealml.pipeline import Pipeline, stage
+
+
+@stage(outputs={"numbers": "report"})
+def make():
+    print("from python")
+    os.write(1, b"straight to descriptor 1\\n")
+    os.write(2, b"straight to descriptor 2\\n")
+    ctypes.CDLL(None).printf(b"from the C library's printf\\n")  # buffered until flushed
+    subprocess.run(["echo", "from a child process"], check=True)
+    return {"numbers": {"values": [1]}}
+
+
+pipeline = Pipeline("native", stages=[make])
+"""
+
+
+@pytest.mark.parametrize("executor", [e for e in _executors() if e != "local"])
+def test_a_process_of_its_own_keeps_native_output(
+    workspace: Workspace, tmp_path: Path, executor: str
+) -> None:
+    (make,) = workspace.run_pipeline(_pipeline(tmp_path, "native", NATIVE), executor).stages
+    assert make.log is not None
+    text = workspace.read_bytes(make.log).decode()
+    for line in (
+        "from python",
+        "straight to descriptor 1",
+        "straight to descriptor 2",
+        "from the C library's printf",
+        "from a child process",
+    ):
+        assert line in text, text
+
+
+def test_descriptor_capture_restores_the_descriptors(capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    before = (os.fstat(1).st_ino, os.fstat(2).st_ino)
+    with captured(descriptors=True) as sink:
+        os.write(1, b"native line\n")
+        os.write(2, b"\xff not utf-8\n")
+    os.write(1, b"after the block\n")
+    assert (os.fstat(1).st_ino, os.fstat(2).st_ino) == before
+    assert "native line" in sink.text() and "\ufffd not utf-8" in sink.text()
+    assert "after the block" not in sink.text()
+    assert "after the block" in capfd.readouterr().out
+
+
 def test_a_long_log_is_cut_with_a_note() -> None:
     sink = BoundedText(limit=10)
     sink.write("0123456789abcdef")

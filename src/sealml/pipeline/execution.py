@@ -58,9 +58,13 @@ def execute_stage(
     params: Mapping[str, Any],
     threads: int,
     secrets: Mapping[str, Any] | None = None,
+    *,
+    own_process: bool = False,
 ) -> dict[str, bytes]:
-    """Decode inputs, call the stage, check and encode its outputs."""
-    result = call_stage(stage, decode_inputs(stage, inputs), params, threads, secrets)
+    """Decode inputs, call the stage, check and encode its outputs. In a process of its
+    own (*own_process*), the stage's log takes in what reaches file descriptors 1 and 2."""
+    arguments = decode_inputs(stage, inputs)
+    result = call_stage(stage, arguments, params, threads, secrets, own_process=own_process)
     return encode_outputs(stage, result)
 
 
@@ -82,6 +86,8 @@ def call_stage(
     params: Mapping[str, Any],
     threads: int,
     secrets: Mapping[str, Any] | None = None,
+    *,
+    own_process: bool = False,
 ) -> StageResult:
     """Call the stage function and check it returned exactly its declared outputs.
 
@@ -90,7 +96,7 @@ def call_stage(
     """
     quarantine: str | None = None
     try:
-        with limit_threads(threads), captured() as sink:
+        with limit_threads(threads), captured(descriptors=own_process) as sink:
             result = stage.function(**arguments, **params, **(secrets or {}))
     except Quarantined as verdict:
         result, quarantine = verdict.outputs, verdict.reason

@@ -181,7 +181,7 @@ def _run_on_ray_worker(
         name: decrypt_bytes(input_key, _transfer_ad(stage_name, name, "in"), data, _TRANSFER)
         for name, data in sealed_inputs.items()
     }
-    outputs = execute_stage(stage, inputs, params, threads, secrets)
+    outputs = execute_stage(stage, inputs, params, threads, secrets, own_process=True)
     return {
         name: encrypt_bytes(output_key, _transfer_ad(stage_name, name, "out"), data, _TRANSFER)
         for name, data in outputs.items()

@@ -23,7 +23,12 @@ def main(scratch: Path) -> int:
         stage = next(s for s in pipeline.stages if s.name == task["stage"])
         inputs = {name: (scratch / "in" / name).read_bytes() for name in stage.inputs}
         outputs = execute_stage(
-            stage, inputs, task["params"], int(task["threads"]), task.get("secrets") or {}
+            stage,
+            inputs,
+            task["params"],
+            int(task["threads"]),
+            task.get("secrets") or {},
+            own_process=True,
         )
         for name, data in outputs.items():
             (scratch / "out" / name).write_bytes(data)
