@@ -188,13 +188,11 @@ def _summary(report: Any) -> str:
 
 def _plots(facts: CardFacts) -> list[tuple[str, str]]:
     """(title, base64 PNG) for the fairness and robustness figures."""
-    plt = pages.pyplot()
-
     evaluation = facts.evaluation or {}
     figures: list[tuple[str, str]] = []
     for attribute in evaluation.get("fairness", {}).get("attributes", []):
         groups = attribute["groups"]
-        figure, axis = plt.subplots(figsize=(6, 2.8))
+        figure, axis = pages.figure(6, 2.8)
         labels = [g["group"] for g in groups]
         positions = range(len(groups))
         width = 0.27
@@ -209,7 +207,7 @@ def _plots(facts: CardFacts) -> list[tuple[str, str]]:
         figures.append((f"Fairness by {attribute['attribute']}", pages.png(figure)))
     robustness = evaluation.get("robustness") or []
     if robustness:
-        figure, axis = plt.subplots(figsize=(5, 2.8))
+        figure, axis = pages.figure(5, 2.8)
         budgets = [r["epsilon"] for r in robustness]
         axis.plot(budgets, [r["robust_accuracy"] for r in robustness], marker="o", label="robust")
         axis.plot(budgets, [r["clean_accuracy"] for r in robustness], linestyle="--",
@@ -219,7 +217,6 @@ def _plots(facts: CardFacts) -> list[tuple[str, str]]:
         axis.set_ylim(0, 1)
         axis.legend(fontsize=7)
         figures.append(("Robust accuracy by budget", pages.png(figure)))
-    plt.close("all")
     return figures
 
 

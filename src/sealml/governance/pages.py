@@ -16,14 +16,16 @@ STYLE = (
 )
 
 
-def pyplot() -> Any:
-    """matplotlib's pyplot on the non-interactive backend."""
-    import matplotlib
+def figure(width: float, height: float) -> tuple[Any, Any]:
+    """A new figure with one plot area, as (figure, axes).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    matplotlib's object API, not pyplot: no global figure registry to close, so pages can
+    be drawn on several threads at once (the dashboard) and nothing is left behind.
+    """
+    from matplotlib.figure import Figure
 
-    return plt
+    drawn = Figure(figsize=(width, height))
+    return drawn, drawn.subplots()
 
 
 def png(figure: Any) -> str:

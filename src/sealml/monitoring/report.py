@@ -22,8 +22,7 @@ MAX_BARS = 15
 def _plot(column: ColumnDrift, reference: pd.Series, current: pd.Series) -> str:
     import pandas as pd
 
-    plt = pages.pyplot()
-    figure, axis = plt.subplots(figsize=(6, 2.6))
+    figure, axis = pages.figure(6, 2.6)
     if column.kind == "numeric" and column.statistic == "wasserstein_norm":
         ref = pd.to_numeric(reference, errors="coerce").dropna().to_numpy(float)
         cur = pd.to_numeric(current, errors="coerce").dropna().to_numpy(float)
@@ -46,9 +45,7 @@ def _plot(column: ColumnDrift, reference: pd.Series, current: pd.Series) -> str:
         axis.set_xticks(positions, [str(i)[:14] for i in shares.index], rotation=30, fontsize=7)
     axis.legend(fontsize=7)
     axis.set_title(f"{column.column}: {column.statistic} {column.score:.3f}", fontsize=10)
-    encoded = pages.png(figure)
-    plt.close(figure)
-    return encoded
+    return pages.png(figure)
 
 
 def to_html(
