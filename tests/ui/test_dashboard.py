@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -453,3 +456,40 @@ def test_monitoring_runs_are_listed_and_their_pages_sandboxed(dashboard: Dashboa
         model_id = admin.show_model("credit", 1).artifact_id
     with dashboard.signed_in("ada") as ada:
         assert ada.get(f"/drift/{model_id}").status_code == 404  # only drift pages
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_slow_page_holds_up_the_others_only_without_a_pool(
+    ws_copy: Path, people: str, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    import httpx
+
+    from sealml.ui import views
+
+    entered, release = threading.Event(), threading.Event()
+    original = views.audit
+
+    def slow_audit(workspace: Any, where: Any) -> Any:
+        entered.set()
+        assert release.wait(60)
+        return original(workspace, where)
+
+    monkeypatch.setattr(views, "audit", slow_audit)
+    with (
+        running_dashboard(ws_copy, people, workers=workers) as running,
+        running.signed_in("aud") as aud,
+        running.signed_in("ada") as ada,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        slow = pool.submit(aud.get, "/audit")
+        assert entered.wait(60)
+        try:
+            if workers == 1:  # the one workspace object is busy: the next page waits
+                with pytest.raises(httpx.ReadTimeout):
+                    ada.get("/", timeout=2)
+            else:
+                assert ada.get("/", timeout=30).status_code == 200
+                assert not slow.done()
+        finally:
+            release.set()
+        assert slow.result(timeout=60).status_code == 200

@@ -27,6 +27,9 @@ def ui(
     idle_minutes: int = typer.Option(
         15, "--idle-minutes", min=1, max=24 * 60, help="Sign browsers out after this idle time."
     ),
+    workers: int = typer.Option(
+        4, "--workers", min=1, max=32, help="Pages served at once (a workspace object each)."
+    ),
 ) -> None:
     """Serve the read-only dashboard: models, gates, model cards, incidents, the ledger.
 
@@ -49,4 +52,4 @@ def ui(
         )
         listen = Listen(host, port, tls, insecure_http)
         err.print(f"dashboard on {listen.url} (Ctrl-C to stop)")
-        run(workspace, listen, idle_minutes)
+        run(workspace, listen, idle_minutes, workers)

@@ -5,19 +5,22 @@ enrolled one) TOTP code, and see what their roles let them read through the CLI:
 versions, gates, model cards, incidents, the ledger and its verification. Changes (promote,
 approve, freeze) stay with the CLI, where they are signed by the person's own key.
 
-One workspace object serves every request, one request at a time, acting as the request's
-principal while it runs; the principal is read again on every request, so disabling a user
-or changing their roles takes effect at once.
+A small pool of workspace objects (one per request at a time, each with its own database
+connections, all unlocked with the same keys) serves the requests, each acting as the
+request's principal while it runs, so a slow page does not hold up the others; the
+principal is read again on every request, so disabling a user or changing their roles
+takes effect at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -80,6 +83,7 @@ class UiSettings:
     allowed_hosts: tuple[str, ...]
     idle_minutes: int = 15
     lifetime_minutes: int = 480
+    workers: int = 4  # requests served at once (one workspace object each)
 
     @property
     def session_cookie(self) -> str:
@@ -98,15 +102,44 @@ class Dashboard:
         self.settings = settings
         self.sessions = BrowserSessions(settings.idle_minutes * 60, settings.lifetime_minutes * 60)
         self.limiter = MemoryLimiter()
-        self._lock = threading.Lock()
+        self._idle: queue.LifoQueue[Workspace] = queue.LifoQueue()
+        self._idle.put(workspace)
+        self._siblings: list[Workspace] = []
+        self._pool_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _borrowed(self) -> Iterator[Workspace]:
+        """A workspace object no other request is using (a new one while the pool is
+        below its size, else the next to come back), acting as nobody."""
+        with self._pool_lock:
+            try:
+                workspace: Workspace | None = self._idle.get_nowait()
+            except queue.Empty:
+                workspace = None
+                if len(self._siblings) + 1 < self.settings.workers:
+                    workspace = self.workspace.sibling()
+                    self._siblings.append(workspace)
+        if workspace is None:
+            workspace = self._idle.get()
+        try:
+            yield workspace
+        finally:
+            workspace.actor = None
+            self._idle.put(workspace)
+
+    def close(self) -> None:
+        """Close the workspace objects the pool opened (not the one it was given)."""
+        with self._pool_lock:
+            for sibling in self._siblings:
+                sibling.close()
+            self._siblings.clear()
 
     @contextlib.contextmanager
     def acting_as(self, browser: BrowserSession) -> Iterator[Workspace]:
-        """The workspace acting as the browser's principal, as it is now (roles, and the
+        """A workspace acting as the browser's principal, as it is now (roles, and the
         approved policy that grants them, may have changed since sign-in; a disabled
         principal's sessions end)."""
-        with self._lock:
-            workspace = self.workspace
+        with self._borrowed() as workspace:
             workspace.reload_policy()
             with workspace.db.read() as session:
                 current = workspace.principals.get(session, browser.actor.name)
@@ -117,25 +150,18 @@ class Dashboard:
                 self.sessions.end_for(current.name, unless_stamp=current.password_stamp)
                 raise AuthenticationError(f"the password of {current.name} changed; sign in again")
             workspace.actor = replace(browser.actor, principal=current)
-            try:
-                yield workspace
-            finally:
-                workspace.actor = None
+            yield workspace
 
     def sign_in(self, name: str, password: Secret, code: str) -> Actor:
         """Password, then TOTP when the principal enrolled one; both outcomes are audited."""
-        with self._lock:
-            workspace = self.workspace
-            try:
-                actor = workspace.login(name, password)
-                if workspace.totp_enrolled():
-                    workspace.totp_check(code)
-                workspace.record(
-                    [workspace.event("ui.sign-in", f"principal:{actor.name}", via="dashboard")]
-                )
-                return actor
-            finally:
-                workspace.actor = None
+        with self._borrowed() as workspace:
+            actor = workspace.login(name, password)
+            if workspace.totp_enrolled():
+                workspace.totp_check(code)
+            workspace.record(
+                [workspace.event("ui.sign-in", f"principal:{actor.name}", via="dashboard")]
+            )
+            return actor
 
     def sign_out(self, browser: BrowserSession) -> None:
         with self.acting_as(browser) as workspace:
@@ -205,7 +231,13 @@ def create_dashboard(workspace: Workspace, settings: UiSettings) -> FastAPI:
     dashboard = Dashboard(workspace, settings)
     templates = _templates()
     stylesheet = resources.files("sealml.ui").joinpath("static/dashboard.css").read_bytes()
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        dashboard.close()
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.dashboard = dashboard
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
 

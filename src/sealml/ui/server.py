@@ -25,7 +25,7 @@ def allowed_hosts(host: str) -> tuple[str, ...]:
     return (host,)
 
 
-def run(workspace: Workspace, listen: Listen, idle_minutes: int) -> None:
+def run(workspace: Workspace, listen: Listen, idle_minutes: int, workers: int = 4) -> None:
     """Serve the dashboard until interrupted."""
     import uvicorn
 
@@ -34,6 +34,7 @@ def run(workspace: Workspace, listen: Listen, idle_minutes: int) -> None:
         allowed_hosts=allowed_hosts(listen.host),
         idle_minutes=idle_minutes,
         lifetime_minutes=workspace.config.access.session_ttl_minutes,
+        workers=workers,
     )
     app = create_dashboard(workspace, settings)
     uvicorn.Server(uvicorn.Config(app, **listen.uvicorn_options())).run()

@@ -301,6 +301,21 @@ class WorkspaceCore:
             self.config.access.roles, self.config.registry
         )
 
+    def sibling(self) -> Self:
+        """Another object for this workspace, for a thread of its own: same files and
+        database, its own connections, unlocked with the keys this one holds (no KDF)
+        and acting as nobody."""
+        other = type(self).load(self.root, self._passphrase)
+        try:
+            if self._token_pin is not None:  # first: unlocking may need the token's key
+                other.use_token_pin(self._token_pin)
+            if self._keystore is not None:
+                other.unlock_with_key(self._keystore.session_key)
+        except BaseException:
+            other.close()
+            raise
+        return other
+
     def close(self) -> None:
         self.db.dispose()
         if self._token is not None:
