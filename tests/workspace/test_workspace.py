@@ -275,6 +275,9 @@ def test_service_principal_authenticates_with_its_key(workspace: Workspace) -> N
         ws.login_with_key("scorer", SigningKey.generate())
     with pytest.raises(AuthenticationError):
         ws.login("scorer", Secret("no-password-for-services"))
+    person = ws.login("admin", Secret(ADMIN_PASSWORD)).signing_key
+    with pytest.raises(AuthenticationError, match="is a person"):
+        ws.login_with_key("admin", person)  # even the right key: people use their password
 
 
 def test_rotation_rewraps_without_touching_bodies(workspace: Workspace, tmp_path: Path) -> None:

@@ -265,10 +265,20 @@ class PrincipalStore:
         return self._activate(principal, SigningKey.from_pkcs8(der), "password")
 
     def authenticate_key(
-        self, session: Session, name: str, key: SigningKey, via: str = "key-file"
+        self,
+        session: Session,
+        name: str,
+        key: SigningKey,
+        via: str = "key-file",
+        *,
+        services_only: bool = False,
     ) -> Actor:
-        """Authenticate a principal (normally a service) by its private key."""
-        return self.act_with_key(self.get(session, name), key, via)
+        """Authenticate a principal by its private key (with *services_only*, refuse a
+        person: people log in with their password, and TOTP where enrolled)."""
+        principal = self.get(session, name)
+        if services_only and principal.kind != "service":
+            raise AuthenticationError(f"{name!r} is a person; log in with the password")
+        return self.act_with_key(principal, key, via)
 
     def act_with_key(self, principal: Principal, key: SigningKey, via: str) -> Actor:
         """Act as *principal* (read and verified by this store) with its private *key*."""

@@ -149,9 +149,11 @@ class UserOperations(WorkspaceCore):
         )
 
     def login_with_key(self, name: str, key: SigningKey) -> Actor:
-        """Authenticate by private key (service principals) and act as *name*."""
+        """Authenticate a service principal by its private key and act as *name*."""
         return self._authenticate(
-            name, "key-file", lambda s: self.principals.authenticate_key(s, name, key)
+            name,
+            "key-file",
+            lambda s: self.principals.authenticate_key(s, name, key, services_only=True),
         )
 
     def start_session(self, keep_keystore: bool = True) -> SessionTicket:
