@@ -269,6 +269,30 @@ def test_password_roles_and_totp_reset(initialised: Any, isolated_env: Path) -> 
     one_line_error(initialised("user", "totp-reset", "admin", env=admin_env()), 2, "another")
 
 
+def test_rotate_key(initialised: Any, tmp_path: Path) -> None:
+    old_key, new_key = tmp_path / "old.pem", tmp_path / "new.pem"
+    add = ("user", "add", "scorer", "--role", "service", "--key-file", str(old_key))
+    assert initialised(*add, env=admin_env()).code == 0
+    rotate = ("user", "rotate-key", "scorer")
+    one_line_error(initialised(*rotate, env=admin_env()), 2, "--key-file")
+    one_line_error(initialised(*rotate, "--key-file", str(old_key), env=admin_env()), 2, "refusing")
+    result = initialised(*rotate, "--key-file", str(new_key), "--json", env=admin_env())
+    assert result.code == 0, result.stderr
+    rotated = json.loads(result.stdout)
+    assert rotated["retired"] != rotated["current"] and rotated["key_file"] == str(new_key)
+    assert stat.S_IMODE(new_key.stat().st_mode) == 0o600
+    service = {"SEALML_PASSPHRASE": PASSPHRASE, "SEALML_USER": "scorer"}
+    one_line_error(
+        initialised("whoami", env={**service, "SEALML_KEY_FILE": str(old_key)}), 2, "belong"
+    )
+    whoami = initialised("whoami", "--json", env={**service, "SEALML_KEY_FILE": str(new_key)})
+    assert json.loads(whoami.stdout)["key_fingerprint"] == rotated["current"]
+    mine = json.loads(initialised("user", "rotate-key", "--json", env=admin_env()).stdout)
+    assert mine["key_file"] is None
+    listed = json.loads(initialised("user", "ls", "--json", env=admin_env()).stdout)
+    assert {u["name"]: u["key_fingerprint"] for u in listed}["admin"] == mine["current"]
+
+
 def test_keystore_passphrase_change(initialised: Any, tmp_path: Path) -> None:
     info = put_csv(initialised)
     one_line_error(

@@ -172,6 +172,23 @@ def test_register_signs_scans_and_binds_provenance(team: Path, model_pipeline: P
         assert [e["action"] for e in events] == ["model.register", "model.register"]
 
 
+def test_a_version_verifies_after_its_registrant_rotated_their_key(
+    team: Path, model_pipeline: Path
+) -> None:
+    version = register(team, model_pipeline)
+    with reopen(team, "sam", SCIENTIST_PASSWORD) as sam:
+        old = sam.require_actor().principal.public_key.fingerprint()
+        before, after, _ = sam.rotate_signing_key(password=Secret(SCIENTIST_PASSWORD))
+        assert before.public_key.fingerprint() == old != after.public_key.fingerprint()
+        second = sam.register_model(train(team, model_pipeline, 6)["model"], "credit").version
+    with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
+        # the statement, OpenSSF signature and provenance of v1 were signed with the old key
+        shown = erin.show_model("credit", version)
+        assert shown.version == version and shown.trained_by == "sam"
+        assert erin.show_model("credit", second).version == second
+        assert erin.gate_report("credit", version, "staging") is not None
+
+
 def test_promotion_without_passing_gates_fails(team: Path, erin_secret: str, clock: Clock) -> None:
     from sklearn.tree import DecisionTreeClassifier
 

@@ -147,3 +147,62 @@ def test_a_new_passphrase_opens_the_same_keys(workspace: Workspace, tmp_path: Pa
 def test_only_key_admins_change_the_passphrase(dana: Path) -> None:
     with reopen(dana, "dana", DANA) as ws, pytest.raises(PermissionDeniedError):
         ws.change_passphrase(Secret(PASSPHRASE), Secret("a new passphrase"))
+
+
+def test_a_person_rotates_their_key_and_what_they_signed_still_verifies(
+    dana: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights")
+    with reopen(dana, "dana", DANA) as ws:
+        before_put = ws.put(io.BytesIO(b"weights"), "model", "m")
+        ws.sign_path(model, tmp_path / "model.sig")
+        ticket = ws.start_session()
+        old = ws.require_actor().principal.public_key
+        with pytest.raises(AuthenticationError, match="password is wrong"):
+            ws.rotate_signing_key(password=Secret("not-the-password"))
+        with pytest.raises(UsageError, match="password"):
+            ws.rotate_signing_key()
+        _, after, returned = ws.rotate_signing_key(password=Secret(DANA))
+        assert returned is None  # a person's key stays sealed under their password
+        assert after.public_key != old and after.retired_keys == (old,)
+        after_put = ws.put(io.BytesIO(b"more"), "model", "m2")  # signed with the new key
+    fresh = Workspace.open(dana, passphrase=Secret(PASSPHRASE))
+    with pytest.raises(AuthenticationError):
+        fresh.resume_session(ticket)  # sessions end with the old key
+    actor = fresh.login("dana", Secret(DANA))
+    assert actor.principal.public_key == after.public_key
+    assert fresh.verify(before_put.id).creator == "dana"
+    assert fresh.verify(after_put.id).creator == "dana"
+    assert fresh.verify_path(model, tmp_path / "model.sig")[1] == "dana"
+    fresh.close()
+    with reopen(dana) as admin:
+        events = admin.audit_events(EventFilter(action="user.rotate-key"))
+    assert [e.fields()["outcome"] for e in events] == ["denied", "ok"]
+    assert events[1].fields()["details"]["retired"] == old.fingerprint()
+    connection = sqlite3.connect(dana / ".sealml" / "sealml.db")
+    with connection:  # forgetting the retired key in the database is detected
+        connection.execute("UPDATE principals SET retired_keys = NULL WHERE name = 'dana'")
+    connection.close()
+    with pytest.raises(IntegrityError, match="dana"):
+        reopen(dana, "dana", DANA)
+
+
+def test_a_service_key_is_rotated_by_an_admin(workspace: Workspace, dana: Path) -> None:
+    _, old_key = workspace.add_user("scorer", ["service"], service=True)
+    assert old_key is not None
+    with reopen(dana, "dana", DANA) as ws, pytest.raises(PermissionDeniedError):
+        ws.rotate_signing_key("scorer")
+    with pytest.raises(UsageError, match="they rotate their own key"):
+        workspace.rotate_signing_key("dana")
+    before, after, new_key = workspace.rotate_signing_key("scorer")
+    assert new_key is not None and new_key.public_key == after.public_key
+    assert after.retired_keys == (before.public_key,)
+    ws = Workspace.open(workspace.root, passphrase=Secret(PASSPHRASE))
+    with pytest.raises(AuthenticationError, match="does not belong"):
+        ws.login_with_key("scorer", old_key)
+    assert ws.login_with_key("scorer", new_key).name == "scorer"
+    _, again, newest = ws.rotate_signing_key()  # a service may rotate its own key
+    assert newest is not None and again.retired_keys == (before.public_key, after.public_key)
+    assert ws.require_actor().signing_key is newest
+    ws.close()

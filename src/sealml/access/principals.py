@@ -52,6 +52,17 @@ class Principal:
     created_by: str
     password_stamp: str = ""
     """Changes whenever the password does: sessions that began under another one end."""
+    retired_keys: tuple[VerifyingKey, ...] = ()
+    """Keys it signed with before rotations: they still verify what it signed then."""
+
+    @property
+    def keys(self) -> tuple[VerifyingKey, ...]:
+        """Every key that verifies its signatures: the current one first."""
+        return (self.public_key, *self.retired_keys)
+
+    def keyring(self) -> dict[str, VerifyingKey]:
+        """Its keys by fingerprint (the keyid of its DSSE envelopes)."""
+        return {key.fingerprint(): key for key in self.keys}
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,8 @@ class PrincipalStore:
             "disabled": bool(row.disabled),
             "created_at": row.created_at,
             "created_by": row.created_by,
+            # Only when there are any, so records from before rotations existed still match.
+            **({"retired_keys": json.loads(row.retired_keys)} if row.retired_keys else {}),
         }
 
     def _attest(self, row: PrincipalRow) -> None:
@@ -122,7 +135,11 @@ class PrincipalStore:
             )
         try:
             public_key = VerifyingKey.from_pem(row.public_key)
-        except KeyFormatError:
+            retired = tuple(
+                VerifyingKey.from_pem(entry["pem"])
+                for entry in json.loads(row.retired_keys or "[]")
+            )
+        except (KeyFormatError, KeyError, TypeError):
             raise IntegrityError(f"principal {row.name!r} has an unreadable public key") from None
         return Principal(
             id=row.id,
@@ -134,6 +151,7 @@ class PrincipalStore:
             created_at=row.created_at,
             created_by=row.created_by,
             password_stamp=hashlib.sha256((row.kdf or "").encode()).hexdigest()[:16],
+            retired_keys=retired,
         )
 
     # -- queries --------------------------------------------------------------------------
@@ -220,6 +238,26 @@ class PrincipalStore:
             raise UsageError(f"{actor.name!r} is a service principal; it has no password")
         self._seal_key(row, actor.signing_key, password)
         session.flush()
+
+    def replace_key(
+        self, session: Session, name: str, retired_at: str, password: Secret | None
+    ) -> tuple[Principal, SigningKey]:
+        """Give *name* a fresh ECDSA P-256 key (a person's sealed under *password*) and keep
+        the old public key as retired, so what it signed still verifies."""
+        row = self._row(session, name)
+        principal = self._verified(row)
+        key = SigningKey.generate("ecdsa-p256")
+        retired = json.loads(row.retired_keys or "[]")
+        retired.append({"pem": row.public_key, "retired_at": retired_at})
+        row.retired_keys = json.dumps(retired)
+        row.public_key = key.public_key.pem()
+        if principal.kind == "human":
+            if password is None:
+                raise UsageError("a person's new key is sealed under their password")
+            self._seal_key(row, key, password)
+        self._attest(row)
+        session.flush()
+        return self._verified(row), key
 
     def set_disabled(self, session: Session, name: str, disabled: bool) -> Principal:
         row = self._row(session, name)

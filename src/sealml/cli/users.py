@@ -311,6 +311,51 @@ def change_password(ctx: typer.Context) -> None:
     out.print(f"changed the password of {name}; log in again")
 
 
+@app.command("rotate-key")
+def rotate_key(
+    ctx: typer.Context,
+    name: str | None = typer.Argument(None, help="A service principal (default: yourself)."),
+    key_file: Path | None = typer.Option(
+        None, "--key-file", help="Where to write a service's new private key (created 0600)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Give a principal a new signing key; the old one stays only to verify what it signed.
+
+    A person rotates their own key (password from SEALML_PASSWORD or a prompt); a user
+    admin, or the service itself, rotates a service's key into --key-file. Sessions end."""
+    if key_file is not None and key_file.exists():
+        raise UsageError(f"{key_file} exists; refusing to overwrite a key file")
+    if key_file is not None and not key_file.parent.is_dir():
+        raise UsageError(f"{key_file.parent} is not a folder; the new key could not be written")
+    with open_workspace(ctx) as workspace:
+        actor = workspace.require_actor()
+        target = name or actor.name
+        person = target == actor.name and actor.principal.kind == "human"
+        if not person and key_file is None:
+            raise UsageError("a service's new key needs --key-file")
+        password = (
+            credentials.secret_from_env(
+                credentials.PASSWORD_ENV, f"Password for {target}", new=False
+            )
+            if person
+            else None
+        )
+        before, after, key = workspace.rotate_signing_key(target, password)
+        credentials.forget_ticket(workspace.config.workspace.id, target)
+    if key is not None and key_file is not None:
+        create_private(key_file, key.pkcs8_pem())
+    retired, current = before.public_key.fingerprint(), after.public_key.fingerprint()
+    written = str(key_file) if key is not None and key_file else None
+    if as_json:
+        print_json({"name": target, "retired": retired, "current": current, "key_file": written})
+        return
+    out.print(f"new signing key for [bold]{target}[/bold]: {current[:16]}")
+    out.print(f"retired {retired[:16]} (it still verifies what it signed)")
+    if written:
+        out.print(f"private key written to {key_file} (0600); the old key file no longer logs in")
+
+
 @app.command("roles")
 def set_roles(
     ctx: typer.Context,

@@ -87,7 +87,7 @@ def check_workspace_url(url: str) -> None:
 # The newest migration shipped with this sealml, so that opening a workspace needs no
 # Alembic (its import costs every command a sixth of a second); tests/test_style.py
 # checks it against the migrations folder.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 
 class Database:

@@ -48,6 +48,8 @@ class PrincipalRow(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     record: Mapped[bytes] = mapped_column(LargeBinary)
     attestation: Mapped[bytes] = mapped_column(LargeBinary)
+    # JSON [{"pem", "retired_at"}]: keys that signed before a rotation (added in 0006)
+    retired_keys: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class SessionRow(Base):

@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,19 @@ def _exact_keys(value: Any, required: set[str], optional: set[str]) -> None:
     keys = set(value)
     if not required <= keys or not keys <= required | optional:
         raise ValueError(f"unexpected fields {sorted(keys - required - optional)[:3]}")
+
+
+def hinted_key(bundle: Bundle, keys: Sequence[VerifyingKey]) -> VerifyingKey:
+    """The one of a signer's *keys* (current first, then retired) the bundle names, or,
+    when it names none, the one its signature verifies with (else the current one)."""
+    for key in keys:
+        if bundle.hint == key_hint(key):
+            return key
+        if bundle.hint is None and key.verify(bundle.signature, pae(PAYLOAD_TYPE, bundle.payload)):
+            return key
+    if bundle.hint is None:
+        return keys[0]
+    raise IntegrityError("the signature names a different key than the signer's")
 
 
 def signed_manifest(bundle: Bundle, key: VerifyingKey) -> Manifest:

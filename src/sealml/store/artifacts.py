@@ -18,6 +18,7 @@ import hmac
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,9 +210,10 @@ def seal(
     )
 
 
-def check_row(row: ArtifactRow, creator_key: VerifyingKey) -> dict[str, Any]:
-    """Check the creator's signature and that the columns agree with the signed statement."""
-    if not creator_key.verify(row.signature, row.statement):
+def check_row(row: ArtifactRow, creator_keys: Sequence[VerifyingKey]) -> dict[str, Any]:
+    """Check the creator's signature (by any of *creator_keys*: its current key and those
+    it rotated away from) and that the columns agree with the signed statement."""
+    if not any(key.verify(row.signature, row.statement) for key in creator_keys):
         raise IntegrityError(f"artifact {row.id}: signature does not verify (metadata altered)")
     fields = statement_fields(row)
     columns = {

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..access.policy import ARTIFACT_KINDS
+from ..access.principals import Principal
 from ..clock import utc_now
-from ..crypto.signing import VerifyingKey
 from ..crypto.streaming import Readable, StreamingParams, Writable
 from ..db.models import ArtifactParentRow, ArtifactRow, DataKeyRow
 from ..db.raw import insert_rows
@@ -134,20 +134,22 @@ class ArtifactOperations(WorkspaceCore):
             raise NotFoundError(f"no artifact with id or name {ref!r}")
         return row
 
-    def _creator_key(self, session: Session, row: ArtifactRow) -> VerifyingKey:
+    def _check_signed(self, session: Session, row: ArtifactRow) -> Principal:
+        """Check *row*'s signature by its creator and its columns; returns the creator."""
         try:
             principal = once(
                 self, "principal", row.creator, lambda: self.principals.get(session, row.creator)
             )
-            return principal.public_key
         except NotFoundError:
             raise IntegrityError(
                 f"artifact {row.id}: its creator {row.creator!r} is not a known principal"
             ) from None
+        check_row(row, principal.keys)
+        return principal
 
     def _load_checked(self, session: Session, ref: str) -> tuple[ArtifactRow, DataKeyRow | None]:
         row = self._find(session, ref)
-        check_row(row, self._creator_key(session, row))
+        self._check_signed(session, row)
         return row, session.get(DataKeyRow, row.id)
 
     def _check_ledger_put(self, session: Session, row: ArtifactRow) -> None:
@@ -347,7 +349,7 @@ class ArtifactOperations(WorkspaceCore):
 
     def _verify_row(self, session: Session, row: ArtifactRow) -> ArtifactCheck:
         try:
-            check_row(row, self._creator_key(session, row))
+            self._check_signed(session, row)
             info = info_of(row)
             self._check_ledger_put(session, row)
             if row.shredded_at is not None:

@@ -1,20 +1,22 @@
-"""Changing credentials: your password, a principal's roles, a lost TOTP device, the
-keystore passphrase. Each change is audited; none of them changes a signing key, so every
-signature made before stays valid."""
+"""Changing credentials: your password, a principal's signing key or roles, a lost TOTP
+device, the keystore passphrase. Each change is audited, and every signature made before
+stays valid (a rotated key stays on the principal's record, retired, to verify them)."""
 
 from __future__ import annotations
 
 from sqlalchemy import delete
 
-from ..access.principals import Principal
+from ..access.principals import Actor, Principal
+from ..clock import utc_now
 from ..crypto.secret import Secret
+from ..crypto.signing import SigningKey
 from ..db.models import SessionRow, TotpRow
 from ..errors import AuthenticationError, NotFoundError, UsageError
 from .core import WorkspaceCore
 
 
 class CredentialOperations(WorkspaceCore):
-    """``sealml user passwd | roles | totp-reset`` and ``sealml keys passphrase``."""
+    """``sealml user passwd | rotate-key | roles | totp-reset``, ``sealml keys passphrase``."""
 
     def change_password(self, current: Secret, new: Secret) -> None:
         """Re-seal the acting human's private key under *new* after checking *current*;
@@ -35,6 +37,45 @@ class CredentialOperations(WorkspaceCore):
         except AuthenticationError:
             self.record([self.event("user.password", resource, "denied")])
             raise AuthenticationError("the current password is wrong") from None
+
+    def rotate_signing_key(
+        self, name: str | None = None, password: Secret | None = None
+    ) -> tuple[Principal, Principal, SigningKey | None]:
+        """Give a principal a fresh signing key; the old public key stays on its record as
+        retired, so everything it signed still verifies, and its sessions end.
+
+        A person rotates their own key, confirming with *password* (the new key is sealed
+        under it). A service's key is rotated by a user admin or by the service itself;
+        the new private key is returned (write it to a 0600 file). Returns the principal
+        before and after, and that key.
+        """
+        actor = self.require_actor()
+        target = name or actor.name
+        resource = f"principal:{target}"
+        if target != actor.name:
+            self.authorize("user:admin", resource, action="user.rotate-key")
+        try:
+            with self.transaction() as session:
+                before = self.principals.get(session, target)
+                if before.kind == "human":
+                    if target != actor.name:
+                        raise UsageError(f"{target} is a person; they rotate their own key")
+                    if password is None:
+                        raise UsageError("confirm a new key with your password")
+                    self.principals.authenticate_password(session, target, password)
+                after, key = self.principals.replace_key(session, target, utc_now(), password)
+                session.execute(delete(SessionRow).where(SessionRow.principal_id == after.id))
+                fingerprints = {
+                    "retired": before.public_key.fingerprint(),
+                    "current": after.public_key.fingerprint(),
+                }
+                self.append(session, [self.event("user.rotate-key", resource, **fingerprints)])
+        except AuthenticationError:
+            self.record([self.event("user.rotate-key", resource, "denied")])
+            raise AuthenticationError("the password is wrong") from None
+        if target == actor.name:
+            self.actor = Actor(after, key, actor.via)
+        return before, after, key if after.kind == "service" else None
 
     def set_user_roles(self, name: str, roles: list[str]) -> tuple[Principal, Principal]:
         """Replace *name*'s roles (``user:admin``); returns the principal before and after.

@@ -18,7 +18,7 @@ from ..db.models import (
 )
 from ..errors import IntegrityError
 from ..provenance import intoto
-from ..store.artifacts import ArtifactInfo, check_row, info_of
+from ..store.artifacts import ArtifactInfo, info_of
 from .once import once, verifies_once
 from .runs import RunOperations
 
@@ -94,7 +94,7 @@ class LineageOperations(RunOperations):
         return steps
 
     def _verify_step(self, session: Session, row: ArtifactRow) -> ProvenanceStep:
-        check_row(row, self._creator_key(session, row))
+        self._check_signed(session, row)
         self._check_ledger_put(session, row)
         info = info_of(row)
         if row.shredded_at is not None:

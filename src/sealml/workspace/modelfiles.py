@@ -118,10 +118,10 @@ class ModelFileOperations(DataOperations):
         bundle = openssf.parse_bundle(_read_small(signature))
         with self.db.read() as session:
             candidates = self.principals.all(session)
-        signers = [p for p in candidates if openssf.key_hint(p.public_key) == bundle.hint]
+        signers = [p for p in candidates if any(openssf.key_hint(k) == bundle.hint for k in p.keys)]
         if not signers:
             raise IntegrityError("the signature names no key of this workspace; give --key")
-        signed = openssf.signed_manifest(bundle, signers[0].public_key)
+        signed = openssf.signed_manifest(bundle, openssf.hinted_key(bundle, signers[0].keys))
         actual = hash_model(model, ignore=signed.ignore_paths, signature=signature)
         openssf.compare(signed, actual)
         return signed, signers[0].name

@@ -313,10 +313,10 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
     def _facts(self, session: Session, row: ModelVersionRow, state: RegistryState) -> VersionFacts:
         """The signed facts of a version, checked against the ledger and the table."""
         try:
-            signer = self.principals.get(session, row.registered_by).public_key
+            signer = self.principals.get(session, row.registered_by)
         except NotFoundError:
             raise IntegrityError(f"model {row.name} v{row.version}: unknown registrant") from None
-        if not signer.verify(row.signature, row.statement):
+        if not any(key.verify(row.signature, row.statement) for key in signer.keys):
             raise IntegrityError(f"model {row.name} v{row.version}: statement signature invalid")
         facts = _statement_facts(row)
         columns = {k: getattr(row, k) for k in vars(facts) if k != "artifact_digest"}
@@ -340,9 +340,9 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
         signature = session.get(ArtifactRow, facts.signature_id)
         if signature is None:
             raise IntegrityError(f"{where}: its signature is missing")
-        registrant = self.principals.get(session, facts.registered_by).public_key
+        registrant = self.principals.get(session, facts.registered_by)
         bundle = openssf.parse_bundle(self._plaintext_attested(session, signature))
-        signed = openssf.signed_manifest(bundle, registrant)
+        signed = openssf.signed_manifest(bundle, openssf.hinted_key(bundle, registrant.keys))
         actual = Manifest((Resource(".", hashlib.sha256(data).hexdigest()),), ())
         openssf.compare(signed, actual)
         scan = session.get(ArtifactRow, facts.scan_id)

@@ -53,7 +53,7 @@ from ..pipeline.loader import LoadedPipeline
 from ..pipeline.stage import Stage
 from ..provenance import intoto
 from ..provenance.environment import environment
-from ..store.artifacts import ArtifactDraft, SealedArtifact, check_row, unseal, unwrap_key
+from ..store.artifacts import ArtifactDraft, SealedArtifact, unseal, unwrap_key
 from ..witness import STATE_ENV, state_home
 from .artifacts import ArtifactOperations, resource_of
 from .core import WATERMARK_SECRET
@@ -157,7 +157,7 @@ class RunOperations(ArtifactOperations):
         return once(self, "plaintext", (row.id, row.digest), lambda: self._attested(session, row))
 
     def _attested(self, session: Session, row: ArtifactRow) -> bytes:
-        check_row(row, self._creator_key(session, row))
+        self._check_signed(session, row)
         self._check_ledger_put(session, row)
         data = self._unsealed(session, row)
         # remembered, so a provenance walk in the same operation does not decrypt it again
@@ -203,12 +203,9 @@ class RunOperations(ArtifactOperations):
         row = session.get(ArtifactRow, attestation_id)
         if row is None or row.kind != "attestation":
             raise IntegrityError(f"attestation {attestation_id} is missing")
-        creator = self._creator_key(session, row)
-        check_row(row, creator)
+        creator = self._check_signed(session, row)
         try:
-            document, _ = intoto.open_statement(
-                self._unsealed(session, row), {creator.fingerprint(): creator}
-            )
+            document, _ = intoto.open_statement(self._unsealed(session, row), creator.keyring())
         except intoto.ProvenanceError as error:
             raise IntegrityError(f"attestation {attestation_id}: {error}") from None
         return document, row
