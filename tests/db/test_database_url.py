@@ -14,6 +14,7 @@ import pytest
 from sealml import Secret, Workspace
 from sealml.crypto.kdf import FAST_PARAMS
 from sealml.errors import ConfigError, UsageError, WorkspaceExistsError
+from sealml.ledger import EventFilter
 from sealml.pipeline.loader import load_pipeline
 
 from ..conftest import ADMIN_PASSWORD, PASSPHRASE, admin_env, reopen
@@ -49,6 +50,42 @@ def test_a_workspace_on_postgres_seals_runs_and_verifies(
         ledger = ws.audit_verify()
         assert ledger.ok, ledger.problems
         assert ledger.events > 5
+
+
+def test_a_backup_of_a_postgres_workspace_restores_as_a_folder(
+    pg_url: str, tmp_path: Path, small_pipeline: Path
+) -> None:
+    from sealml.workspace.backup import create_backup, restore_backup
+
+    root = tmp_path / "ws"
+    with create(root, pg_url) as ws:
+        info = ws.put(io.BytesIO(b"rows\n1,2\n"), "dataset", "tiny.csv")
+        report = ws.run_pipeline(load_pipeline(small_pipeline))
+        ws.add_user("dana", ["auditor"], password=Secret("dana-password"))
+        made = create_backup(ws, tmp_path / "ws.backup", Secret(PASSPHRASE))
+    assert made.artifacts >= 3
+    restored = restore_backup(tmp_path / "ws.backup", tmp_path / "copy", Secret(PASSPHRASE))
+    config = tomllib.loads((restored.root / "sealml.toml").read_text())
+    assert config["database"]["url"] == "sqlite:///.sealml/sealml.db"  # never the server
+    with reopen(restored.root) as copy:
+        assert copy.db.is_sqlite
+        assert copy.read_bytes(info.id) == b"rows\n1,2\n"
+        assert copy.read_bytes(report.artifacts["summary"]) == b"sum=10"
+        assert [s.status for s in copy.verify_provenance(report.artifacts["summary"])][-1] == (
+            "source"
+        )
+        ledger = copy.audit_verify()
+        assert ledger.ok, ledger.problems
+        actions = [e.fields()["action"] for e in copy.audit_events(EventFilter())]
+        assert actions.count("user.add") == 2
+        assert actions.index("workspace.restore") == actions.index("workspace.backup") + 1
+    with reopen(restored.root, "dana", "dana-password") as dana:
+        assert dana.require_actor().principal.roles == ("auditor",)
+    with reopen(root) as ws:  # the original is untouched
+        assert not ws.db.is_sqlite
+        assert "workspace.restore" not in [
+            e.fields()["action"] for e in ws.audit_events(EventFilter())
+        ]
 
 
 def test_a_database_holding_a_workspace_is_never_taken_over(pg_url: str, tmp_path: Path) -> None:

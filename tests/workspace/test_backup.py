@@ -166,11 +166,17 @@ def test_a_forged_archive_cannot_write_outside_its_folder(
     _nothing_left(target)
 
 
-def test_only_self_contained_workspaces_are_backed_up(workspace: Workspace, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("section", "field", "value"),
+    [("database", "url", "sqlite:////elsewhere/sealml.db"), ("keys", "keystore", "/elsewhere")],
+)
+def test_files_outside_the_workspace_are_not_backed_up(
+    workspace: Workspace, tmp_path: Path, section: str, field: str, value: str
+) -> None:
     from sealml.errors import UsageError
 
-    workspace.config.database.url = "postgresql+psycopg://sealml@/sealml"
-    with pytest.raises(UsageError, match="pg_dump"):
+    setattr(getattr(workspace.config, section), field, value)
+    with pytest.raises(UsageError, match=f"default layout; {section}.{field}"):
         backups.create_backup(workspace, tmp_path / "ws.backup", Secret(PASSPHRASE))
     assert not (tmp_path / "ws.backup").exists()
 

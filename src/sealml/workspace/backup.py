@@ -35,14 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import insert, select
+
 from .._version import __version__
 from ..clock import utc_now
-from ..config import CONFIG_NAME, STATE_DIR, BlobsSection, Config, load_config
+from ..config import CONFIG_NAME, STATE_DIR, BlobsSection, Config, DatabaseSection, load_config
 from ..crypto.kdf import Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
 from ..crypto.streaming import DecryptingReader, EncryptingWriter, StreamingParams
 from ..db.engine import Database
-from ..db.models import ArtifactRow
+from ..db.models import ArtifactRow, Base
 from ..errors import ConfigError, IntegrityError, UsageError
 from ..fsutil import FILE_MODE, make_private_dir
 from ..keys.local import keystore_held
@@ -58,6 +60,7 @@ MAX_HEADER = 64 * 1024
 DATABASE = f"{STATE_DIR}/sealml.db"
 KEYSTORE = f"{STATE_DIR}/keystore.json"
 BLOBS = f"{STATE_DIR}/blobs"
+_ROWS_PER_BATCH = 1000
 _MEMBER = re.compile(
     rf"manifest\.json|{re.escape(CONFIG_NAME)}|{re.escape(DATABASE)}|{re.escape(KEYSTORE)}"
     rf"|{re.escape(BLOBS)}/[0-9a-f]{{2}}/[0-9a-f]{{32}}"
@@ -140,20 +143,18 @@ def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) ->
 
 
 def _check_default_layout(config: Config) -> None:
-    """Database and keystore in their default places in the folder; blobs there too, or
-    in a bucket (read from it into the backup)."""
-    layout = {
-        "database.url": (config.database.url, f"sqlite:///{DATABASE}"),
-        "keys.keystore": (config.keys.keystore, KEYSTORE),
-    }
+    """Keystore in its default place in the folder; the database there too, or on a server
+    (copied from one snapshot into the backup); blobs in the folder, or in a bucket (read
+    from it into the backup)."""
+    layout = {"keys.keystore": (config.keys.keystore, KEYSTORE)}
+    if config.database.url.startswith("sqlite"):
+        layout["database.url"] = (config.database.url, f"sqlite:///{DATABASE}")
     if config.blobs.backend == "local":
         layout["blobs.path"] = (config.blobs.path, BLOBS)
     for name, (value, default) in layout.items():
         if value != default:
-            hint = " (back a server database up with its own tools, e.g. pg_dump)"
             raise UsageError(
                 f"backups cover workspaces with the default layout; {name} is {value!r}"
-                + (hint if name == "database.url" else "")
             )
 
 
@@ -175,7 +176,7 @@ def _write_members(workspace: WorkspaceCore, tar: tarfile.TarFile) -> dict[str, 
     with tempfile.TemporaryDirectory(dir=root / STATE_DIR, prefix="backup-") as scratch:
         copy = Path(scratch) / "sealml.db"
         with keystore_held(root / KEYSTORE) as keystore:
-            _copy_database(root / DATABASE, copy)
+            _copy_database(workspace.db, copy)
         rows, ledger_size, note = _contents(copy)
         manifest = {
             "format": FORMAT,
@@ -213,14 +214,28 @@ def _add_blob(workspace: WorkspaceCore, tar: tarfile.TarFile, row: ArtifactRow) 
         raise UsageError(f"blob {name} changed during the backup; run it again") from None
 
 
-def _copy_database(source: Path, target: Path) -> None:
-    """A consistent copy of a live SQLite database (its online backup API)."""
-    with (
-        contextlib.closing(sqlite3.connect(source)) as live,
-        contextlib.closing(sqlite3.connect(target)) as copy,
-    ):
-        live.backup(copy)
-    target.chmod(FILE_MODE)
+def _copy_database(source: Database, target: Path) -> None:
+    """A consistent copy of the live database as a SQLite file: SQLite's online backup,
+    or every table of a server database read in one snapshot."""
+    if source.file is not None:
+        with (
+            contextlib.closing(sqlite3.connect(source.file)) as live,
+            contextlib.closing(sqlite3.connect(target)) as copy,
+        ):
+            live.backup(copy)
+        target.chmod(FILE_MODE)
+        return
+    replica = Database(f"sqlite:///{target}", create=True)
+    try:
+        replica.upgrade()  # the newest schema, which the open workspace's database is at too
+        snapshot = source.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+        with snapshot as live, replica.engine.begin() as out:
+            for table in Base.metadata.sorted_tables:  # parents before the rows naming them
+                rows = live.execute(select(table).execution_options(yield_per=_ROWS_PER_BATCH))
+                for batch in rows.mappings().partitions():
+                    out.execute(insert(table), [dict(row) for row in batch])
+    finally:
+        replica.dispose()
 
 
 def _contents(database_file: Path) -> tuple[list[ArtifactRow], int, str | None]:
@@ -398,10 +413,10 @@ def _check_restored(staging: Path, manifest: dict[str, Any], accept_rollback: bo
     config = load_config(staging / CONFIG_NAME)
     if config.workspace.id != manifest["workspace_id"]:
         raise IntegrityError("the backup's configuration belongs to another workspace")
-    if config.blobs.backend != "local":
-        # The blobs came out of a bucket into the archive: the copy keeps them as files,
-        # and never writes to the original's bucket.
-        config.blobs = BlobsSection()
+    if config.blobs.backend != "local" or config.database.url != DatabaseSection().url:
+        # Blobs out of a bucket and rows out of a server database came into the archive:
+        # the copy keeps them as files in its folder, and never writes to the original's.
+        config.blobs, config.database = BlobsSection(), DatabaseSection()
         (staging / CONFIG_NAME).write_bytes(config.dump())
     LocalBlobStore.initialise(staging / BLOBS)  # the tar stream holds no empty folders
     rows, size, note = _contents(staging / DATABASE)
