@@ -19,7 +19,7 @@ from sealml.crypto.kdf import FAST_PARAMS, derive_key, new_salt
 from sealml.crypto.streaming import EncryptingWriter, StreamingParams
 from sealml.workspace import backup as backups
 
-from ..conftest import PASSPHRASE, admin_env
+from ..conftest import PASSPHRASE, admin_env, reopen
 
 BIG = os.urandom(3 * (1 << 20) + 123)  # several stream segments
 
@@ -166,19 +166,34 @@ def test_a_forged_archive_cannot_write_outside_its_folder(
     _nothing_left(target)
 
 
-@pytest.mark.parametrize(
-    ("section", "field", "value"),
-    [("database", "url", "sqlite:////elsewhere/sealml.db"), ("keys", "keystore", "/elsewhere")],
-)
-def test_files_outside_the_workspace_are_not_backed_up(
-    workspace: Workspace, tmp_path: Path, section: str, field: str, value: str
+def test_files_kept_outside_the_folder_come_back_inside_it(
+    workspace: Workspace, tmp_path: Path
 ) -> None:
-    from sealml.errors import UsageError
+    from sealml.config import CONFIG_NAME, load_config
 
-    setattr(getattr(workspace.config, section), field, value)
-    with pytest.raises(UsageError, match=f"default layout; {section}.{field}"):
-        backups.create_backup(workspace, tmp_path / "ws.backup", Secret(PASSPHRASE))
-    assert not (tmp_path / "ws.backup").exists()
+    root = workspace.root
+    info = workspace.put(io.BytesIO(b"rows"), "dataset", "rows")
+    workspace.close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("keystore.json", "sealml.db", "blobs"):
+        (root / ".sealml" / name).rename(elsewhere / name)
+    config = load_config(root / CONFIG_NAME)
+    config.keys.keystore = str(elsewhere / "keystore.json")
+    config.database.url = f"sqlite:///{elsewhere / 'sealml.db'}"
+    config.blobs.path = str(elsewhere / "blobs")
+    (root / CONFIG_NAME).write_bytes(config.dump())
+    with reopen(root) as moved:
+        backups.create_backup(moved, tmp_path / "ws.backup", Secret(PASSPHRASE))
+    restored = backups.restore_backup(tmp_path / "ws.backup", tmp_path / "copy", Secret(PASSPHRASE))
+    settled = load_config(restored.root / CONFIG_NAME)
+    assert str(elsewhere) not in (restored.root / CONFIG_NAME).read_text()
+    assert settled.keys.keystore == ".sealml/keystore.json"
+    for name in ("keystore.json", "sealml.db", "blobs"):
+        assert (restored.root / ".sealml" / name).exists()
+    with reopen(restored.root) as copy:
+        assert copy.read_bytes(info.id) == b"rows"
+        assert copy.audit_verify().ok
 
 
 def test_check_verifies_without_restoring(archive: Path, tmp_path: Path, cli: Any) -> None:

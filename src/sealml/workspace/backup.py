@@ -9,10 +9,12 @@ Archive format ``sealml-backup/1``::
               Argon2id(passphrase, salt), with MAGIC || length || header as associated data
 
 The tar stream holds ``manifest.json`` first (what the backup holds and the ledger's
-latest signed checkpoint), then ``sealml.toml``, a consistent copy of the SQLite database
-(SQLite's online backup), the keystore (copied while its writers are held off, so it
-holds every key the database copy refers to) and every live artifact's blob. Everything
-is authenticated: a changed, cut or extended archive, or a wrong passphrase, is refused
+latest signed checkpoint), then ``sealml.toml``, a consistent copy of the database as a
+SQLite file (SQLite's online backup, or one snapshot of every table of a server
+database), the keystore (copied while its writers are held off, so it holds every key the
+database copy refers to) and every live artifact's blob, wherever each is kept. A restore
+is a self-contained folder: all of them in their default places in it. Everything is
+authenticated: a changed, cut or extended archive, or a wrong passphrase, is refused
 before the restored workspace is put in place.
 """
 
@@ -39,7 +41,16 @@ from sqlalchemy import insert, select
 
 from .._version import __version__
 from ..clock import utc_now
-from ..config import CONFIG_NAME, STATE_DIR, BlobsSection, Config, DatabaseSection, load_config
+from ..config import (
+    CONFIG_NAME,
+    STATE_DIR,
+    BlobsSection,
+    Config,
+    DatabaseSection,
+    KeysSection,
+    load_config,
+    resolve,
+)
 from ..crypto.kdf import Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
 from ..crypto.streaming import DecryptingReader, EncryptingWriter, StreamingParams
@@ -93,7 +104,6 @@ class RestoreInfo:
 
 def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) -> BackupInfo:
     """Write an encrypted backup of *workspace* to *output* (a new file, 0600)."""
-    _check_default_layout(workspace.config)
     workspace.authorize("workspace:backup", "workspace", action="workspace.backup")
     output = output.expanduser().resolve()
     if output.is_relative_to(workspace.root):
@@ -142,22 +152,6 @@ def create_backup(workspace: WorkspaceCore, output: Path, passphrase: Secret) ->
     )
 
 
-def _check_default_layout(config: Config) -> None:
-    """Keystore in its default place in the folder; the database there too, or on a server
-    (copied from one snapshot into the backup); blobs in the folder, or in a bucket (read
-    from it into the backup)."""
-    layout = {"keys.keystore": (config.keys.keystore, KEYSTORE)}
-    if config.database.url.startswith("sqlite"):
-        layout["database.url"] = (config.database.url, f"sqlite:///{DATABASE}")
-    if config.blobs.backend == "local":
-        layout["blobs.path"] = (config.blobs.path, BLOBS)
-    for name, (value, default) in layout.items():
-        if value != default:
-            raise UsageError(
-                f"backups cover workspaces with the default layout; {name} is {value!r}"
-            )
-
-
 def _header(workspace_id: str, params: Argon2idParams, salt: bytes) -> bytes:
     meta = {
         "format": FORMAT,
@@ -175,7 +169,7 @@ def _write_members(workspace: WorkspaceCore, tar: tarfile.TarFile) -> dict[str, 
     root = workspace.root
     with tempfile.TemporaryDirectory(dir=root / STATE_DIR, prefix="backup-") as scratch:
         copy = Path(scratch) / "sealml.db"
-        with keystore_held(root / KEYSTORE) as keystore:
+        with keystore_held(resolve(root, workspace.config.keys.keystore)) as keystore:
             _copy_database(workspace.db, copy)
         rows, ledger_size, note = _contents(copy)
         manifest = {
@@ -413,10 +407,17 @@ def _check_restored(staging: Path, manifest: dict[str, Any], accept_rollback: bo
     config = load_config(staging / CONFIG_NAME)
     if config.workspace.id != manifest["workspace_id"]:
         raise IntegrityError("the backup's configuration belongs to another workspace")
-    if config.blobs.backend != "local" or config.database.url != DatabaseSection().url:
-        # Blobs out of a bucket and rows out of a server database came into the archive:
-        # the copy keeps them as files in its folder, and never writes to the original's.
+    default_keystore = KeysSection().keystore
+    if (config.blobs, config.database.url, config.keys.keystore) != (
+        BlobsSection(),
+        DatabaseSection().url,
+        default_keystore,
+    ):
+        # Blobs, rows and keys kept elsewhere (a bucket, a server, another folder) came
+        # into the archive: the copy keeps them in its own folder, and never writes to
+        # the original's.
         config.blobs, config.database = BlobsSection(), DatabaseSection()
+        config.keys.keystore = default_keystore
         (staging / CONFIG_NAME).write_bytes(config.dump())
     LocalBlobStore.initialise(staging / BLOBS)  # the tar stream holds no empty folders
     rows, size, note = _contents(staging / DATABASE)
