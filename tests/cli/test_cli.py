@@ -289,6 +289,18 @@ def test_rotate_key(initialised: Any, tmp_path: Path) -> None:
     assert json.loads(whoami.stdout)["key_fingerprint"] == rotated["current"]
     mine = json.loads(initialised("user", "rotate-key", "--json", env=admin_env()).stdout)
     assert mine["key_file"] is None
+    old_pem = tmp_path / "retired.pem"
+    exported = initialised(
+        "keys", "export", "--fingerprint", mine["retired"][:12], "-o", str(old_pem),
+        env=admin_env(),
+    )  # fmt: skip
+    assert exported.code == 0 and "retired public key" in exported.stdout
+    from sealml.crypto.signing import VerifyingKey
+
+    assert VerifyingKey.from_pem(old_pem.read_bytes()).fingerprint() == mine["retired"]
+    one_line_error(
+        initialised("keys", "export", "--fingerprint", "ffff0000", env=admin_env()), 2, "no key"
+    )
     listed = json.loads(initialised("user", "ls", "--json", env=admin_env()).stdout)
     assert {u["name"]: u["key_fingerprint"] for u in listed}["admin"] == mine["current"]
 

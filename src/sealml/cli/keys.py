@@ -62,18 +62,33 @@ def export(
     output: Path | None = typer.Option(
         None, "-o", "--output", help="A new file for it (default: standard output)."
     ),
+    fingerprint: str | None = typer.Option(
+        None,
+        "--fingerprint",
+        help="The key whose fingerprint starts so, also a retired one (default: current).",
+    ),
 ) -> None:
     """Export a principal's public signing key (PEM) to verify its signatures elsewhere.
 
     For model signatures (`model_signing verify key`) and provenance envelopes checked
-    outside sealml."""
+    outside sealml; --fingerprint picks a key retired by a rotation, for what it signed."""
     with open_workspace(ctx) as workspace:
         principal = workspace.public_key(user)
-    write_or_print(principal.public_key.pem(), output, replace=False)
+    key = principal.public_key
+    if fingerprint is not None:
+        wanted = fingerprint.strip().lower()
+        found = [k for k in principal.keys if wanted and k.fingerprint().startswith(wanted)]
+        if len(found) != 1:
+            known = ", ".join(k.fingerprint()[:16] for k in principal.keys)
+            problem = "matches no key" if not found else "matches several keys"
+            raise UsageError(f"--fingerprint {problem} of {principal.name} (keys: {known})")
+        key = found[0]
+    write_or_print(key.pem(), output, replace=False)
     if output is not None:
+        state = "current" if key == principal.public_key else "retired"
         out.print(
-            f"wrote {principal.name}'s public key to {output} "
-            f"(fingerprint {principal.public_key.fingerprint()})"
+            f"wrote {principal.name}'s {state} public key to {output} "
+            f"(fingerprint {key.fingerprint()})"
         )
 
 
