@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from ..errors import UsageError
+
 ARTIFACT_KINDS = ("dataset", "model", "report", "other", "attestation", "vault")
 
 DEFAULT_ROLES: dict[str, list[str]] = {
@@ -91,6 +93,17 @@ class Policy:
 
     def known(self, role: str) -> bool:
         return role in self.roles
+
+    def check_assignable(self, roles: Iterable[str]) -> None:
+        """Raise UsageError unless *roles* is a non-empty list of roles this policy knows."""
+        given = list(roles)
+        unknown = [r for r in given if not self.known(r)]
+        if unknown:
+            raise UsageError(
+                f"unknown role {unknown[0]!r}; roles are {', '.join(sorted(self.roles))}"
+            )
+        if not given:
+            raise UsageError("a principal needs at least one role")
 
     def allows(self, roles: Iterable[str], permission: str) -> bool:
         """True when any of *roles* grants *permission*."""

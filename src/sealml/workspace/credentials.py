@@ -81,13 +81,7 @@ class CredentialOperations(WorkspaceCore):
         """Replace *name*'s roles (``user:admin``); returns the principal before and after.
         The change applies to their running sessions at once."""
         actor = self.authorize("user:admin", f"principal:{name}", action="user.roles")
-        unknown = [r for r in roles if not self.policy.known(r)]
-        if unknown:
-            raise UsageError(
-                f"unknown role {unknown[0]!r}; roles are {', '.join(sorted(self.policy.roles))}"
-            )
-        if not roles:
-            raise UsageError("a principal needs at least one role")
+        self.policy.check_assignable(roles)
         if name == actor.name and not self.policy.allows(tuple(roles), "user:admin"):
             raise UsageError("these roles would take user:admin away from you; refusing")
         with self.transaction() as session:

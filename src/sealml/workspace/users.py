@@ -29,13 +29,7 @@ class UserOperations(WorkspaceCore):
         """Raise UsageError unless a principal *name* with *roles* could be added now (so
         that nobody is asked for a password that cannot be used)."""
         check_name(name)
-        unknown = [r for r in roles if not self.policy.known(r)]
-        if unknown:
-            raise UsageError(
-                f"unknown role {unknown[0]!r}; roles are {', '.join(sorted(self.policy.roles))}"
-            )
-        if not roles:
-            raise UsageError("a principal needs at least one role")
+        self.policy.check_assignable(roles)
         with self.db.read() as session, contextlib.suppress(NotFoundError):
             self.principals.get(session, name)
             raise UsageError(f"a principal named {name!r} already exists")
