@@ -6,7 +6,8 @@ at the size its record says (without decrypting anything: ``sealml verify --all`
 that), that the key provider (keystore or PKCS#11 token) holds every KEK a data key needs,
 leftovers of interrupted writes, the ledger against its checkpoints and witness,
 roles or rules proposed but not approved, the development TLS certificate's expiry and
-free disk space.
+free disk space; on request, the installed packages' files against their RECORDs and
+their versions against an offline copy of the OSV advisories.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy import select
 from .config import CONFIG_NAME
 from .db.models import DataKeyRow
 from .errors import AuthenticationError, SealmlError
+from .provenance.advisories import AdvisoryDatabase
 from .store.artifacts import live_artifacts, sealed_size
 from .store.s3 import S3BlobStore
 from .witness import state_home
@@ -47,9 +49,15 @@ class Finding:
         return asdict(self)
 
 
-def diagnose(workspace: Workspace, *, packages: bool = False) -> list[Finding]:
+def diagnose(
+    workspace: Workspace,
+    *,
+    packages: bool = False,
+    advisories: AdvisoryDatabase | None = None,
+) -> list[Finding]:
     """Run every check against *workspace* (the ledger check needs ``audit:verify``);
-    with *packages*, also hash every installed package's files against its RECORD."""
+    with *packages*, also hash every installed package's files against its RECORD; with
+    *advisories* (an offline OSV copy), look the installed packages up in it."""
     checks = (
         _private_files,
         _schema,
@@ -65,7 +73,30 @@ def diagnose(workspace: Workspace, *, packages: bool = False) -> list[Finding]:
     findings = [check(workspace) for check in checks]
     if packages:
         findings.append(_installed_packages())
+    if advisories is not None:
+        findings.append(_known_vulnerabilities(advisories))
     return findings
+
+
+def _known_vulnerabilities(advisories: AdvisoryDatabase) -> Finding:
+    from .provenance.environment import environment
+
+    installed = dict(environment()["packages"])  # type: ignore[call-overload]
+    found = advisories.findings(installed)
+    if not found:
+        return Finding(
+            "known vulnerabilities",
+            "ok",
+            f"none of {len(installed)} installed packages is named by the "
+            f"{advisories.records:,} advisories of {advisories.source}",
+        )
+    named = sorted({f"{f.package} {f.version} ({f.advisory})" for f in found})
+    return Finding(
+        "known vulnerabilities",
+        "fail",
+        f"{len(named)} advisories affect installed packages: {_named(named)}; upgrade them "
+        "(`sealml model vulnerabilities` checks what a registered model was built with)",
+    )
 
 
 def _installed_packages() -> Finding:

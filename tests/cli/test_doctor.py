@@ -131,3 +131,28 @@ def test_data_keys_under_a_kek_no_longer_held_fail(workspace: Workspace, cli: An
     connection.close()
     code, checks = _doctor(cli)
     assert code == 1 and "local:99" in checks["key-encryption keys"]["detail"]
+
+
+def test_installed_packages_named_by_an_advisory_fail(
+    workspace: Workspace, cli: Any, tmp_path: Path
+) -> None:
+    import zipfile
+    from importlib import metadata
+
+    def osv(path: Path, *events: dict[str, str]) -> Path:
+        with zipfile.ZipFile(path, "w") as archive:
+            affected = {"package": {"ecosystem": "PyPI", "name": "SQLAlchemy"}}
+            advisory = {"id": "PYSEC-T", "affected": [{**affected, "ranges": [
+                {"type": "ECOSYSTEM", "events": list(events)}]}]}  # fmt: skip
+            archive.writestr("PYSEC-T.json", json.dumps(advisory))
+        return path
+
+    installed = metadata.version("sqlalchemy")
+    bad = osv(tmp_path / "bad.zip", {"introduced": "0"})
+    result = cli("doctor", "--advisories", str(bad), "--json", env=admin_env())
+    assert result.code == 1, result.stderr
+    check = {c["check"]: c for c in json.loads(result.stdout)["checks"]}["known vulnerabilities"]
+    assert check["status"] == "fail" and f"sqlalchemy {installed} (PYSEC-T)" in check["detail"]
+    fixed = osv(tmp_path / "fixed.zip", {"introduced": "0"}, {"fixed": installed})
+    result = cli("doctor", "--advisories", str(fixed), "--json", env=admin_env())
+    assert result.code == 0, result.stdout

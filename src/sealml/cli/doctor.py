@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
@@ -22,6 +24,12 @@ def doctor(
         help="Also hash every installed package's files against the RECORD its installer "
         "wrote (a supply-chain check; seconds per GiB installed).",
     ),
+    advisories: Path | None = typer.Option(
+        None,
+        "--advisories",
+        help="Also look the installed packages up in an offline OSV copy (PyPI's all.zip "
+        "or a folder of records).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Check the workspace's health and say what to do. Exit 1 if a check fails.
@@ -31,9 +39,11 @@ def doctor(
     policy, the development TLS certificate and free disk space. Reads only; `sealml
     verify --all` decrypts and checks every artifact."""
     from ..doctor import diagnose
+    from ..provenance.advisories import AdvisoryDatabase
 
+    database = AdvisoryDatabase.load(advisories) if advisories is not None else None
     with open_workspace(ctx) as workspace:
-        findings = diagnose(workspace, packages=packages)
+        findings = diagnose(workspace, packages=packages, advisories=database)
     healthy = all(f.status != "fail" for f in findings)
     if as_json:
         print_json({"healthy": healthy, "checks": [f.to_dict() for f in findings]})

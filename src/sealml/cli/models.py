@@ -355,6 +355,58 @@ def sbom_command(
         out.print(f"wrote {output}")
 
 
+@app.command("vulnerabilities")
+def vulnerabilities_command(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME@ALIAS or NAME@VERSION (default: the newest)."),
+    advisories: Path = typer.Option(
+        ...,
+        "--advisories",
+        help="An offline copy of the OSV database: PyPI's all.zip, or a folder of records.",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Check the packages a version was built with against known advisories. Exit 1 if any.
+
+    Reads the version's verified SBOM and an OSV copy (nothing is fetched); the check and
+    the copy's digest go to the ledger."""
+    from ..provenance.advisories import AdvisoryDatabase
+
+    name, selector = _split(ref)
+    database = AdvisoryDatabase.load(advisories)
+    with open_workspace(ctx) as workspace:
+        selected = _selector_or_latest(workspace, name, selector)
+        found = workspace.model_vulnerabilities(name, selected, database)
+    if as_json:
+        print_json(
+            {
+                "model": name,
+                "version": selected,
+                "advisories": {"source": database.source, "sha256": database.sha256},
+                "findings": [f.to_dict() for f in found],
+            }
+        )
+    elif not found:
+        out.print(
+            f"no known vulnerability in the packages of {name}@{selected} "
+            f"({database.records} advisories, sha256 {database.sha256[:16]})"
+        )
+    else:
+        table = Table("package", "version", "advisory", "aliases", "fixed in", "summary", box=None)
+        for finding in found:
+            table.add_row(
+                finding.package,
+                finding.version,
+                finding.advisory,
+                ", ".join(finding.aliases),
+                ", ".join(finding.fixed) or "-",
+                finding.summary if finding.evaluated else "(range not PEP 440; assumed affected)",
+            )
+        print_table(table)
+    if found:
+        raise typer.Exit(1)
+
+
 @app.command("watermark-verify")
 def watermark_verify_command(
     ctx: typer.Context,

@@ -111,6 +111,19 @@ def model_sha256(document: bytes) -> str | None:
         return None
 
 
+def packages_in(document: bytes) -> dict[str, str]:
+    """The ``name → version`` of every library component of an SBOM this module made."""
+    try:
+        components = json.loads(document).get("components") or []
+        return {
+            canonicalize_name(str(c["name"])): str(c["version"])
+            for c in components
+            if c.get("type") == "library" and c.get("version")
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def _installed(packages: Mapping[str, str]) -> dict[str, Any]:
     """Installed metadata headers of the listed packages, where the same version is here."""
     found: dict[str, Any] = {}

@@ -54,6 +54,7 @@ from ..models.registry import (
     replay,
 )
 from ..models.scanner import scan_bytes
+from ..provenance.advisories import AdvisoryDatabase, Finding
 from ..provenance.environment import environment
 from ..provenance.intoto import dependencies
 from ..store.artifacts import ArtifactDraft, SealedArtifact, info_of
@@ -438,6 +439,34 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 raise NotFoundError(f"{where} was registered before sealml made SBOMs")
             sha256 = hashlib.sha256(self._model_artifact(session, facts)[1]).hexdigest()
             return self._check_sbom(session, facts.sbom_id, sha256, where)
+
+    def model_vulnerabilities(
+        self, name: str, ref: str | int, advisories: AdvisoryDatabase
+    ) -> list[Finding]:
+        """The *advisories* that affect a package the version's model was built with (as
+        its verified SBOM lists them); the check, with the advisory copy's digest and
+        what it found, is recorded in the ledger."""
+        from ..provenance import sbom  # cyclonedx costs every command 0.2 s
+
+        document = self.model_sbom(name, ref)
+        packages = sbom.packages_in(document)
+        if not packages:
+            raise IntegrityError(f"the SBOM of model {name} {ref} lists no packages")
+        found = advisories.findings(packages)
+        self.record(
+            [
+                self.event(
+                    "model.vulnerabilities",
+                    model_resource(name),
+                    ref=str(ref),
+                    model_sha256=sbom.model_sha256(document),
+                    advisories_sha256=advisories.sha256,
+                    packages=len(packages),
+                    findings=sorted({f"{f.package} {f.advisory}" for f in found}),
+                )
+            ]
+        )
+        return found
 
     def history(self, name: str) -> list[dict[str, Any]]:
         """Every registry event of *name*, oldest first (including refusals)."""
