@@ -146,6 +146,9 @@ class GateSection(_Section):
     # Where an evaluation is required: its signed provenance must show it evaluated this
     # very model on data that is not among the model's training inputs.
     require_held_out_test: bool = True
+    # When set: the version's newest `sealml model vulnerabilities` check must be at most
+    # this many days old and have found no advisory affecting its packages.
+    max_vulnerability_check_age_days: int | None = Field(default=None, ge=0, le=3650)
     min_metrics: dict[str, float] = Field(default_factory=dict)
     max_metrics: dict[str, float] = Field(default_factory=dict)
 

@@ -161,3 +161,41 @@ def test_a_registered_version_is_checked_against_its_sbom(
     assert checks[2].fields()["details"]["advisories_sha256"] == AdvisoryDatabase.load(clean).sha256
     missing = cli("model", "vulnerabilities", "credit", "--advisories", str(tmp_path / "none"))
     assert missing.code == 2 and "does not exist" in missing.stderr
+
+
+def test_a_gate_can_ask_for_a_recent_clean_check(
+    team: Path, model_pipeline: Path, tmp_path: Path
+) -> None:
+    from sealml.config import GateSection
+    from sealml.errors import PermissionDeniedError
+
+    from ..models.test_registry import ENGINEER_PASSWORD
+
+    version = register(team, model_pipeline)
+    with reopen(team) as admin:
+        admin.config.registry.gates["staging"] = GateSection(max_vulnerability_check_age_days=30)
+        admin.approve_policy()
+
+    def gate(erin: Any) -> Any:
+        (check,) = [c for c in erin.gate_report("credit", version, "staging")
+                    if c.check == "known vulnerabilities"]  # fmt: skip
+        return check
+
+    affecting = AdvisoryDatabase.load(
+        write_zip(tmp_path / "bad.zip", record("PYSEC-X", "scikit-learn", {"introduced": "0"}))
+    )
+    clean = AdvisoryDatabase.load(write_zip(tmp_path / "clean.zip", record("PYSEC-Y", "nothing")))
+    with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
+        assert (gate(erin).passed, gate(erin).measured) == (False, "never checked")
+        with pytest.raises(PermissionDeniedError, match="no `sealml model vulnerabilities`"):
+            erin.promote_model("credit", version, "staging")
+        erin.model_vulnerabilities("credit", version, affecting)
+        assert (gate(erin).passed, gate(erin).measured) == (False, "1 found")
+        erin.model_vulnerabilities("credit", f"v{version}", clean)
+        assert gate(erin).passed  # the newest check counts
+        erin.promote_model("credit", version, "staging")
+    with reopen(team) as admin:
+        admin.config.registry.gates["staging"] = GateSection(max_vulnerability_check_age_days=0)
+        admin.approve_policy()
+    with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
+        assert (gate(erin).passed, gate(erin).measured) == (False, "0 days old")

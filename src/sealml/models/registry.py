@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import GateSection
@@ -168,6 +168,8 @@ class RegistryState:
     status: dict[int, str]
     aliases: dict[str, list[int]]  # alias -> stack of versions, last = current
     frozen: str | None = None  # the reason, while the model is frozen under an incident
+    # version -> (time, findings) of its newest `sealml model vulnerabilities` check
+    vulnerability_checks: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
 
     def current(self, alias: str) -> int | None:
         stack = self.aliases.get(alias)
@@ -195,6 +197,12 @@ def replay(events: Iterable[Mapping[str, Any]]) -> RegistryState:
         elif action in ("model.revoke", "model.deprecate"):
             if state.status.get(version) != "revoked":  # a revocation is final
                 state.status[version] = "revoked" if action == "model.revoke" else "deprecated"
+        elif action == "model.vulnerabilities":
+            found = details.get("findings")
+            state.vulnerability_checks[version] = (
+                str(event.get("ts", "")),
+                [str(f) for f in found] if isinstance(found, list) else ["unreadable"],
+            )
         elif action in ("model.promote", "model.rollback"):
             alias = str(details.get("alias"))
             stack = state.aliases.setdefault(alias, [])

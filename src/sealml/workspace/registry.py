@@ -12,6 +12,7 @@ import io
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -84,6 +85,26 @@ def _statement_facts(row: ModelVersionRow) -> VersionFacts:
         return VersionFacts.from_statement(json.loads(row.statement))
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(f"model {row.name} v{row.version}: statement malformed") from None
+
+
+def _vulnerability_check(newest: tuple[str, list[str]] | None, max_days: int) -> GateCheck:
+    """Whether the version's newest vulnerability check is recent and found nothing."""
+    name, requirement = "known vulnerabilities", f"none, checked within {max_days} days"
+    if newest is None:
+        reason = "no `sealml model vulnerabilities` check of this version"
+        return GateCheck(name, requirement, "never checked", False, reason)
+    when, findings = newest
+    try:
+        age = datetime.now(UTC) - datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        return GateCheck(name, requirement, "unreadable", False, "the check's time is malformed")
+    if age > timedelta(days=max_days):
+        reason = f"the newest check is {age.days} days old; run it again with a fresh OSV copy"
+        return GateCheck(name, requirement, f"{age.days} days old", False, reason)
+    if findings:
+        reason = f"advisories affect its packages: {', '.join(findings[:3])}"
+        return GateCheck(name, requirement, f"{len(findings)} found", False, reason)
+    return GateCheck(name, requirement, f"none ({when[:10]})", True)
 
 
 def _metrics(data: bytes) -> dict[str, Any] | None:
@@ -448,17 +469,21 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
         what it found, is recorded in the ledger."""
         from ..provenance import sbom  # cyclonedx costs every command 0.2 s
 
-        document = self.model_sbom(name, ref)
+        check_model_name(name)
+        self.authorize("registry:read", model_resource(name), action="model.vulnerabilities")
+        with self.db.read() as session:
+            version = self._version_number(self._state(session, name), name, ref)
+        document = self.model_sbom(name, version)
         packages = sbom.packages_in(document)
         if not packages:
-            raise IntegrityError(f"the SBOM of model {name} {ref} lists no packages")
+            raise IntegrityError(f"the SBOM of model {name} v{version} lists no packages")
         found = advisories.findings(packages)
         self.record(
             [
                 self.event(
                     "model.vulnerabilities",
                     model_resource(name),
-                    ref=str(ref),
+                    version=version,
                     model_sha256=sbom.model_sha256(document),
                     advisories_sha256=advisories.sha256,
                     packages=len(packages),
@@ -635,6 +660,13 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             and report is not None
         ):
             checks.append(self._held_out_check(session, facts, report, steps))
+        if gate is not None and gate.max_vulnerability_check_age_days is not None:
+            checks.append(
+                _vulnerability_check(
+                    state.vulnerability_checks.get(row.version),
+                    gate.max_vulnerability_check_age_days,
+                )
+            )
         if alias in self.registry_rules.two_person_aliases:
             approved = self._open_approval(session, row, alias) is not None
             checks.append(
