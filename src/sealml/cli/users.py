@@ -331,7 +331,13 @@ def rotate_key(
     with open_workspace(ctx) as workspace:
         actor = workspace.require_actor()
         target = name or actor.name
-        person = target == actor.name and actor.principal.kind == "human"
+        kind = actor.principal.kind if target == actor.name else None
+        if kind is None:  # another principal's key: only a service's, by a user admin
+            workspace.authorize("user:admin", f"principal:{target}", action="user.rotate-key")
+            kind = workspace.public_key(target).kind
+            if kind == "human":
+                raise UsageError(f"{target} is a person; they rotate their own key")
+        person = kind == "human"
         if not person and key_file is None:
             raise UsageError("a service's new key needs --key-file")
         password = (
