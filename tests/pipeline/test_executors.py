@@ -128,3 +128,29 @@ def test_example_gives_identical_digests_on_every_executor(tmp_path: Path) -> No
     assert set(first) == {"adult", "train", "test", "model", "metrics"}
     for name, digests in results.items():
         assert digests == first, f"{name} gave different artifacts"
+
+
+def test_a_child_keeps_only_the_tail_of_its_standard_error(tmp_path: Path) -> None:
+    import sys
+
+    from sealml.pipeline.executors import STDERR_TAIL, run_keeping_tail
+
+    script = (
+        "import sys; sys.stdout.write('o' * 3_000_000); "
+        "sys.stderr.write('e' * 3_000_000 + 'END'); sys.exit(4)"
+    )
+    code, tail = run_keeping_tail([sys.executable, "-c", script], {}, tmp_path)
+    assert code == 4
+    assert len(tail) == STDERR_TAIL and tail.endswith("eeeEND")
+
+
+def test_a_pipeline_that_floods_its_output_while_loading_still_runs(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    loud = tmp_path / "loud_pipeline.py"
+    loud.write_text(
+        "import os\nos.write(1, b'x' * 5_000_000)\nos.write(2, b'y' * 5_000_000)\n"
+        + textwrap.dedent(PROBE)
+    )
+    report = workspace.run_pipeline(load_pipeline(loud), "sandbox")
+    assert [step.status for step in report.stages] == ["executed"]

@@ -26,6 +26,7 @@ from .execution import LOG, QUARANTINE, StageFailedError, execute_stage
 from .stage import Stage
 
 EXECUTORS = ("local", "sandbox", "ray")
+STDERR_TAIL = 1 << 16
 _TRANSFER = StreamingParams()
 
 
@@ -129,18 +130,11 @@ class SandboxExecutor:
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "PYTHONNOUSERSITE": "1",
             }
-            completed = subprocess.run(
-                self._command(scratch),
-                env=environment,
-                cwd=scratch,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if completed.returncode != 0:
+            returncode, stderr = run_keeping_tail(self._command(scratch), environment, scratch)
+            if returncode != 0:
                 error = scratch / "error.txt"
-                message = error.read_text() if error.exists() else completed.stderr.strip()
-                lines = message.strip().splitlines() or [f"exit code {completed.returncode}"]
+                message = error.read_text() if error.exists() else stderr.strip()
+                lines = message.strip().splitlines() or [f"exit code {returncode}"]
                 log = scratch / "out" / LOG
                 raise StageFailedError(
                     lines[-1] if not error.exists() else lines[0],
@@ -156,6 +150,26 @@ class SandboxExecutor:
 
     def close(self) -> None:
         return None
+
+
+def run_keeping_tail(command: list[str], env: Mapping[str, str], cwd: Path) -> tuple[int, str]:
+    """Run *command* to its end; returns its exit code and the last ``STDERR_TAIL`` bytes
+    of its standard error (its standard output is dropped: a stage's own output is in
+    its log), so a child that prints without end cannot fill this process's memory."""
+    with subprocess.Popen(
+        command,
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as child:
+        assert child.stderr is not None
+        tail = b""
+        while chunk := child.stderr.read(1 << 16):
+            tail = (tail + chunk)[-STDERR_TAIL:]
+        code = child.wait()
+    return code, tail.decode("utf-8", "replace")
 
 
 def _transfer_ad(stage: str, name: str, direction: str) -> bytes:
