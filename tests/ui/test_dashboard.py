@@ -415,12 +415,15 @@ def test_a_newly_approved_policy_applies_without_a_restart(dashboard: Dashboard)
 
 
 def test_people_page_is_an_access_review_for_those_allowed(dashboard: Dashboard) -> None:
+    with reopen(dashboard.path, "ada", PASSWORDS["ada"]) as ws:
+        _, rotated, _ = ws.rotate_signing_key(password=Secret(PASSWORDS["ada"]))
     with dashboard.signed_in("aud") as aud:  # auditors have user:read
         assert 'href="/people"' in aud.get("/").text
         page = aud.get("/people")
         assert page.status_code == 200
         for text in ("ada", "data-scientist", "otp", "ml-engineer", "svc", "service"):
             assert text in page.text
+        assert f"{rotated.public_key.fingerprint()[:16]} (1 retired)" in page.text
         assert "registry:read" in page.text and "audit:verify" in page.text
     with dashboard.signed_in("ada") as ada:
         front = ada.get("/").text
