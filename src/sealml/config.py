@@ -130,6 +130,10 @@ class DataSection(_Section):
 class PipelineSection(_Section):
     ray_address: str | None = None
     threads: int | None = Field(default=None, ge=1, le=1024)
+    # Defaults for stages that declare no limits of their own, applied where the executor
+    # runs each stage in a process of its own (time: sandbox and Ray; memory: sandbox).
+    stage_time_limit_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    stage_memory_limit_mib: int | None = Field(default=None, ge=64, le=1 << 24)
 
 
 class AccessSection(_Section):

@@ -154,3 +154,96 @@ def test_a_pipeline_that_floods_its_output_while_loading_still_runs(
     )
     report = workspace.run_pipeline(load_pipeline(loud), "sandbox")
     assert [step.status for step in report.stages] == ["executed"]
+
+
+LIMITED = """
+import subprocess
+import time
+from sealml.pipeline import Pipeline, stage
+
+
+@stage(outputs={"result": "report"}, time_limit_seconds=TIME, memory_limit_mib=MEMORY)
+def work(sleep=0.0, allocate_mib=0):
+    if sleep > 1:
+        subprocess.Popen(["sleep", "987654.321"])  # a child the limit must stop too
+    time.sleep(sleep)
+    block = bytearray(int(allocate_mib) << 20)
+    return {"result": {"allocated": len(block)}}
+
+
+pipeline = Pipeline("limited", stages=[work])
+"""
+
+
+def _limited(tmp_path: Path, time_limit: float | None, memory: int | None) -> Any:
+    path = tmp_path / "limited_pipeline.py"
+    path.write_text(textwrap.dedent(LIMITED).replace("TIME", repr(time_limit))
+                    .replace("MEMORY", repr(memory)))  # fmt: skip
+    return load_pipeline(path)
+
+
+def _sleepers() -> list[str]:
+    import subprocess
+
+    found = subprocess.run(["pgrep", "-f", "sleep 987654.321"], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def test_a_stage_past_its_time_limit_is_stopped_with_its_children(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    import time
+
+    pipeline = _limited(tmp_path, 2.0, None)
+    started = time.monotonic()
+    with pytest.raises(StageFailedError, match="stopped after its time limit of 2 s"):
+        workspace.run_pipeline(pipeline, "sandbox", {"sleep": 120})
+    assert time.monotonic() - started < 30
+    deadline = time.monotonic() + 10
+    while _sleepers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _sleepers() == []
+    report = workspace.run_pipeline(pipeline, "sandbox", {"sleep": 0.1})  # within the limit
+    assert [s.status for s in report.stages] == ["executed"]
+
+
+def test_a_stage_past_its_memory_limit_fails(workspace: Workspace, tmp_path: Path) -> None:
+    pipeline = _limited(tmp_path, None, 1024)
+    with pytest.raises(StageFailedError, match="MemoryError"):
+        workspace.run_pipeline(pipeline, "sandbox", {"allocate_mib": 2048})
+    report = workspace.run_pipeline(pipeline, "sandbox", {"allocate_mib": 64})
+    assert workspace.read_bytes(report.artifacts["result"]) == b'{"allocated":67108864}'
+
+
+def test_limits_an_executor_cannot_enforce_are_refused(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    from sealml.errors import UsageError
+
+    with pytest.raises(UsageError, match="local executor cannot enforce"):
+        workspace.run_pipeline(_limited(tmp_path, 5.0, None), "local")
+    with pytest.raises(UsageError, match="only the sandbox executor enforces"):
+        workspace.run_pipeline(_limited(tmp_path, None, 512), "ray")
+    with pytest.raises(UsageError, match="time limit"):
+        _limited(tmp_path, -1.0, None)
+    assert workspace.audit_events is not None
+
+
+def test_the_workspace_default_time_limit_applies_in_the_sandbox(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    workspace.config.pipeline.stage_time_limit_seconds = 1.5
+    with pytest.raises(StageFailedError, match=r"time limit of 1\.5 s"):
+        workspace.run_pipeline(_limited(tmp_path, None, None), "sandbox", {"sleep": 60})
+    report = workspace.run_pipeline(_limited(tmp_path, None, None), "local", {"allocate_mib": 1})
+    assert [s.status for s in report.stages] == ["executed"]  # nothing to enforce in process
+
+
+def test_ray_stops_a_stage_past_its_time_limit(workspace: Workspace, tmp_path: Path) -> None:
+    import time
+
+    pytest.importorskip("ray", reason="the ray extra is not installed (CI installs it)")
+    started = time.monotonic()
+    with pytest.raises(StageFailedError, match="stopped after its time limit of 3 s"):
+        workspace.run_pipeline(_limited(tmp_path, 3.0, None), "ray", {"sleep": 0.5 + 120})
+    assert time.monotonic() - started < 90

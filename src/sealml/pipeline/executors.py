@@ -7,23 +7,26 @@ same code (``execute_stage``) decodes, calls and encodes on all of them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
 from ..crypto.streaming import StreamingParams, decrypt_bytes, encrypt_bytes
 from ..errors import UsageError
 from ..urls import is_loopback_host
 from .execution import LOG, QUARANTINE, StageFailedError, execute_stage
-from .stage import Stage
+from .stage import Stage, StageLimits
 
 EXECUTORS = ("local", "sandbox", "ray")
 STDERR_TAIL = 1 << 16
@@ -40,6 +43,7 @@ class StageTask:
     params: Mapping[str, Any]
     threads: int
     secrets: Mapping[str, Any] = field(default_factory=dict)
+    limits: StageLimits = field(default_factory=StageLimits)  # the stage's own, else the defaults
 
 
 class Executor(Protocol):
@@ -120,6 +124,7 @@ class SandboxExecutor:
                 "params": dict(task.params),
                 "threads": task.threads,
                 "secrets": dict(task.secrets),
+                "memory_mib": task.limits.memory_mib,
             }
             (scratch / "task.json").write_text(json.dumps(task_file))
             environment = {
@@ -130,7 +135,12 @@ class SandboxExecutor:
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "PYTHONNOUSERSITE": "1",
             }
-            returncode, stderr = run_keeping_tail(self._command(scratch), environment, scratch)
+            try:
+                returncode, stderr = run_keeping_tail(
+                    self._command(scratch), environment, scratch, task.limits.seconds
+                )
+            except subprocess.TimeoutExpired:
+                raise StageFailedError(_stopped(task.stage.name, task.limits.seconds)) from None
             if returncode != 0:
                 error = scratch / "error.txt"
                 message = error.read_text() if error.exists() else stderr.strip()
@@ -152,10 +162,20 @@ class SandboxExecutor:
         return None
 
 
-def run_keeping_tail(command: list[str], env: Mapping[str, str], cwd: Path) -> tuple[int, str]:
+def run_keeping_tail(
+    command: list[str], env: Mapping[str, str], cwd: Path, timeout: float | None = None
+) -> tuple[int, str]:
     """Run *command* to its end; returns its exit code and the last ``STDERR_TAIL`` bytes
     of its standard error (its standard output is dropped: a stage's own output is in
-    its log), so a child that prints without end cannot fill this process's memory."""
+    its log), so a child that prints without end cannot fill this process's memory.
+    After *timeout* seconds its whole process group is killed and TimeoutExpired raised."""
+    tail = bytearray()
+
+    def drain(stream: IO[bytes]) -> None:
+        while chunk := stream.read(1 << 16):
+            tail.extend(chunk)
+            del tail[:-STDERR_TAIL]
+
     with subprocess.Popen(
         command,
         env=dict(env),
@@ -163,13 +183,42 @@ def run_keeping_tail(command: list[str], env: Mapping[str, str], cwd: Path) -> t
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, to stop all of it at once
     ) as child:
         assert child.stderr is not None
-        tail = b""
-        while chunk := child.stderr.read(1 << 16):
-            tail = (tail + chunk)[-STDERR_TAIL:]
-        code = child.wait()
-    return code, tail.decode("utf-8", "replace")
+        reader = threading.Thread(target=drain, args=(child.stderr,), daemon=True)
+        reader.start()
+        try:
+            code = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
+        finally:
+            reader.join(timeout=5)
+    return code, bytes(tail).decode("utf-8", "replace")
+
+
+def _stopped(stage: str, seconds: float | None) -> str:
+    return f"stage {stage!r} was stopped after its time limit of {seconds:g} s"
+
+
+def refuse_unenforceable(executor: str, stages: Iterable[Stage]) -> None:
+    """Refuse, before anything runs, a stage whose declared limits *executor* cannot
+    enforce: none in process (``local``), no memory limit on ``ray`` (workers are shared)."""
+    for stage in stages:
+        declared = stage.limits
+        if executor == "local" and (declared.seconds or declared.memory_mib):
+            raise UsageError(
+                f"stage {stage.name!r} declares limits the local executor cannot enforce; "
+                "run it with --executor sandbox"
+            )
+        if executor == "ray" and declared.memory_mib:
+            raise UsageError(
+                f"stage {stage.name!r} declares a memory limit, which only the sandbox "
+                "executor enforces; use Ray's memory monitor, or --executor sandbox"
+            )
 
 
 def _transfer_ad(stage: str, name: str, direction: str) -> bytes:
@@ -270,7 +319,10 @@ class RayExecutor:
             dict(task.secrets),
         )
         try:
-            results: dict[str, bytes] = self._ray.get(reference)
+            results: dict[str, bytes] = self._ray.get(reference, timeout=task.limits.seconds)
+        except self._ray.exceptions.GetTimeoutError:
+            self._ray.cancel(reference, force=True)
+            raise StageFailedError(_stopped(task.stage.name, task.limits.seconds)) from None
         except self._ray.exceptions.RayTaskError as error:
             cause = error.cause if isinstance(error.cause, Exception) else error
             if isinstance(cause, UsageError):

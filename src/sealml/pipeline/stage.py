@@ -25,6 +25,29 @@ SECRETS = {"pii": "pii_keys", "watermark": "watermark_key"}
 
 
 @dataclass(frozen=True)
+class StageLimits:
+    """What a stage may use when it runs in a process of its own: wall-clock seconds
+    (``sandbox`` and ``ray`` executors stop it after them) and address space in MiB
+    (``sandbox`` only: its allocations beyond it fail with MemoryError)."""
+
+    seconds: float | None = None
+    memory_mib: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.seconds is not None and not 0 < self.seconds <= 7 * 24 * 3600:
+            raise UsageError("a stage's time limit is between 0 and 7 days, in seconds")
+        if self.memory_mib is not None and not 64 <= self.memory_mib <= 1 << 24:
+            raise UsageError("a stage's memory limit is between 64 MiB and 16 TiB, in MiB")
+
+    def __or__(self, defaults: StageLimits) -> StageLimits:
+        """These limits, each unset one taken from *defaults*."""
+        return StageLimits(
+            self.seconds if self.seconds is not None else defaults.seconds,
+            self.memory_mib if self.memory_mib is not None else defaults.memory_mib,
+        )
+
+
+@dataclass(frozen=True)
 class Stage:
     """A pipeline step: what it reads, what it writes, what it needs to run."""
 
@@ -36,6 +59,7 @@ class Stage:
     permission: str = DEFAULT_PERMISSION
     isolated: bool = False
     secrets: tuple[str, ...] = ()
+    limits: StageLimits = StageLimits()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Mapping[str, Any]:
         return self.function(*args, **kwargs)
@@ -58,6 +82,8 @@ def stage(
     permission: str = DEFAULT_PERMISSION,
     isolated: bool = False,
     secrets: tuple[str, ...] = (),
+    time_limit_seconds: float | None = None,
+    memory_limit_mib: int | None = None,
 ) -> Callable[[Callable[..., Mapping[str, Any]]], Stage]:
     """Declare a function as a stage with typed inputs and outputs.
 
@@ -67,8 +93,11 @@ def stage(
     refused by the sandbox executor when no sandbox is available. *secrets* names workspace
     secrets the stage receives as keyword arguments at run time, never recorded in
     parameters, provenance or cache keys: ``"pii"`` gives ``pii_keys`` (the keys behind
-    pseudonyms and tokens, as hex).
+    pseudonyms and tokens, as hex). *time_limit_seconds* and *memory_limit_mib* bound the
+    stage where it runs in a process of its own (see :class:`StageLimits`); an executor that
+    cannot enforce a declared limit refuses to run the pipeline.
     """
+    limits = StageLimits(time_limit_seconds, memory_limit_mib)
 
     def wrap(function: Callable[..., Mapping[str, Any]]) -> Stage:
         stage_name = name or function.__name__
@@ -102,6 +131,7 @@ def stage(
             permission=permission,
             isolated=isolated,
             secrets=tuple(secrets),
+            limits=limits,
         )
 
     return wrap

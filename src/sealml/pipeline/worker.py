@@ -16,9 +16,18 @@ from .execution import LOG, execute_stage
 from .loader import load_pipeline
 
 
+def _limit_memory(mib: int | None) -> None:
+    """Cap this process's address space (soft and hard: the stage cannot raise it)."""
+    if mib:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (mib << 20, mib << 20))
+
+
 def main(scratch: Path) -> int:
     try:
         task = json.loads((scratch / "task.json").read_text())
+        _limit_memory(task.get("memory_mib"))
         pipeline = load_pipeline(Path(task["pipeline_file"])).pipeline
         stage = next(s for s in pipeline.stages if s.name == task["stage"])
         inputs = {name: (scratch / "in" / name).read_bytes() for name in stage.inputs}

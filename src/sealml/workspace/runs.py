@@ -48,9 +48,15 @@ from ..pipeline.execution import (
     encode_outputs,
     private_copy,
 )
-from ..pipeline.executors import Executor, LocalExecutor, StageTask, make_executor
+from ..pipeline.executors import (
+    Executor,
+    LocalExecutor,
+    StageTask,
+    make_executor,
+    refuse_unenforceable,
+)
 from ..pipeline.loader import LoadedPipeline
-from ..pipeline.stage import Stage
+from ..pipeline.stage import Stage, StageLimits
 from ..provenance import intoto
 from ..provenance.environment import environment
 from ..store.artifacts import ArtifactDraft, SealedArtifact, unseal, unwrap_key
@@ -310,6 +316,7 @@ class RunOperations(ArtifactOperations):
         overrides = dict(params or {})
         actor = self.authorize("pipeline:run", f"pipeline:{pipeline.name}", action="run.start")
         stages = pipeline.check(overrides)
+        refuse_unenforceable(executor if isinstance(executor, str) else executor.name, stages)
         _ = self.keys  # unlocked before the writer starts: it seals with these keys
         owned = isinstance(executor, str)
         if isinstance(executor, str):
@@ -523,7 +530,19 @@ class RunOperations(ArtifactOperations):
                 run.memory.update(result.values)
             else:
                 inputs = {n: run.data(n, ref, made) for n, ref in refs.items()}
-                task = StageTask(run.loaded.path, stage, inputs, values, threads, secrets)
+                defaults = StageLimits(
+                    self.config.pipeline.stage_time_limit_seconds,
+                    self.config.pipeline.stage_memory_limit_mib,
+                )
+                task = StageTask(
+                    run.loaded.path,
+                    stage,
+                    inputs,
+                    values,
+                    threads,
+                    secrets,
+                    stage.limits | defaults,
+                )
                 encoded = run.executor.run(task)
                 verdict = encoded.pop(QUARANTINE, None)
                 log = encoded.pop(LOG, b"")
