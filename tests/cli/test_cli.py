@@ -533,6 +533,27 @@ def test_passphrase_file_named_in_config(initialised: Any, ws_path: Path, tmp_pa
     )
 
 
+def test_the_passphrase_file_follows_a_passphrase_change(
+    initialised: Any, ws_path: Path, tmp_path: Path
+) -> None:
+    secret_file = tmp_path / "passphrase"
+    secret_file.write_text(PASSPHRASE + "\n")
+    secret_file.chmod(0o600)
+    config = ws_path / "sealml.toml"
+    config.write_text(
+        config.read_text().replace("[keys]\n", f'[keys]\npassphrase_file = "{secret_file}"\n', 1)
+    )
+    person = {"SEALML_USER": "admin", "SEALML_PASSWORD": ADMIN_PASSWORD}
+    new = {**person, "SEALML_NEW_PASSPHRASE": "the next passphrase"}
+    changed = initialised("keys", "passphrase", "--update-passphrase-file", env=new)
+    assert changed.code == 0, changed.stderr
+    assert secret_file.read_text() == "the next passphrase\n"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert initialised("put", str(CSV), "--kind", "dataset", env=person).code == 0
+    again = initialised("keys", "passphrase", env={**person, "SEALML_NEW_PASSPHRASE": "third"})
+    assert again.code == 0 and "still holds the old passphrase" in again.stderr
+
+
 def test_the_command_starts_without_the_data_libraries() -> None:
     """Every `sealml` command pays the CLI's imports: pandas, scikit-learn, pyarrow, skops,
     matplotlib and Alembic load only in the commands that use them."""

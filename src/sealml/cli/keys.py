@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from ..config import resolve
 from ..errors import UsageError
+from ..fsutil import write_private
 from . import credentials
 from .common import JsonOption, err, open_workspace, out, print_json, write_or_print
 from .credentials import interactive
@@ -93,20 +95,29 @@ def export(
 
 
 @app.command()
-def passphrase(ctx: typer.Context) -> None:
+def passphrase(
+    ctx: typer.Context,
+    update_file: bool = typer.Option(
+        False,
+        "--update-passphrase-file",
+        help="Also write the new passphrase to keys.passphrase_file (atomically, 0600).",
+    ),
+) -> None:
     """Change the keystore passphrase; the keys stay the same (after a leak, rotate too).
 
-    The current passphrase comes from SEALML_PASSPHRASE or a prompt, the new one from
-    SEALML_NEW_PASSPHRASE or a prompt."""
+    The current passphrase comes from SEALML_PASSPHRASE, keys.passphrase_file or a prompt,
+    the new one from SEALML_NEW_PASSPHRASE or a prompt."""
     with open_workspace(ctx) as workspace:
-        current = credentials.secret_from_env(
-            credentials.PASSPHRASE_ENV, "Current keystore passphrase", new=False
-        )
+        passphrase_file = workspace.config.keys.passphrase_file
+        if update_file and not passphrase_file:
+            raise UsageError("--update-passphrase-file needs keys.passphrase_file in sealml.toml")
+        current = credentials.passphrase_source(workspace.root, passphrase_file)()
         new = credentials.secret_from_env(NEW_PASSPHRASE_ENV, "New keystore passphrase")
         workspace.change_passphrase(current, new)
-        passphrase_file = workspace.config.keys.passphrase_file
+        if update_file and passphrase_file:
+            write_private(resolve(workspace.root, passphrase_file), new.reveal() + b"\n")
     out.print("changed the keystore passphrase; backups made before keep the old one")
-    if passphrase_file:
+    if passphrase_file and not update_file:
         err.print(
             f"warning: keys.passphrase_file ({passphrase_file}) still holds the old passphrase; "
             "write the new one there"

@@ -4,6 +4,8 @@ stays valid (a rotated key stays on the principal's record, retired, to verify t
 
 from __future__ import annotations
 
+import hmac
+
 from sqlalchemy import delete
 
 from ..access.principals import Actor, Principal
@@ -25,7 +27,7 @@ class CredentialOperations(WorkspaceCore):
         resource = f"principal:{actor.name}"
         if actor.principal.kind != "human":
             raise UsageError(f"{actor.name!r} is a service principal; it has no password")
-        if current.reveal() == new.reveal():
+        if hmac.compare_digest(current.reveal(), new.reveal()):
             raise UsageError("the new password is the same as the current one")
         try:
             with self.transaction() as session:
