@@ -301,8 +301,13 @@ def test_rotate_key(initialised: Any, tmp_path: Path) -> None:
     one_line_error(
         initialised("keys", "export", "--fingerprint", "ffff0000", env=admin_env()), 2, "no key"
     )
-    listed = json.loads(initialised("user", "ls", "--json", env=admin_env()).stdout)
-    assert {u["name"]: u["key_fingerprint"] for u in listed}["admin"] == mine["current"]
+    listed = {
+        u["name"]: u
+        for u in json.loads(initialised("user", "ls", "--json", env=admin_env()).stdout)
+    }
+    assert listed["admin"]["key_fingerprint"] == mine["current"]
+    assert listed["admin"]["retired_keys"] == [mine["retired"]]
+    assert listed["scorer"]["retired_keys"] == [rotated["retired"]]
 
 
 def test_keystore_passphrase_change(initialised: Any, tmp_path: Path) -> None:

@@ -241,6 +241,7 @@ def list_users(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             "created_at": p.created_at,
             "created_by": p.created_by,
             "key_fingerprint": p.public_key.fingerprint(),
+            "retired_keys": [k.fingerprint() for k in p.retired_keys],
         }
         for p in principals
     ]
