@@ -310,3 +310,28 @@ def test_a_pin_file_must_be_private(
     opened = Workspace.open(root, passphrase=Secret(PASSPHRASE))
     assert opened.keys.current_kek_id() == "hsm:1"
     opened.close()
+
+
+def test_siblings_of_a_token_workspace_unwrap_side_by_side(softhsm: Token, tmp_path: Path) -> None:
+    """The dashboard's pool: other objects for the same workspace, each with its own token
+    session, used from several threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ws = _token_workspace(tmp_path / "ws", softhsm)
+    infos = [ws.put(io.BytesIO(f"row {i}\n".encode()), "dataset", f"rows-{i}") for i in range(6)]
+    siblings = [ws.sibling() for _ in range(3)]
+    try:
+        for sibling in siblings:
+            sibling.login("admin", Secret(ADMIN_PASSWORD))
+
+        def read(index: int) -> bytes:
+            return siblings[index % 3].read_bytes(infos[index % 6].id)
+
+        with ThreadPoolExecutor(3) as pool:
+            found = list(pool.map(read, range(18)))
+        assert found == [f"row {i % 6}\n".encode() for i in range(18)]
+        assert siblings[0].audit_verify().ok
+    finally:
+        for sibling in siblings:
+            sibling.close()
+        ws.close()

@@ -239,6 +239,7 @@ class WorkspaceCore:
             workspace = cls(root, config, passphrase, create=True)
             workspace._keystore, workspace._note_signer = keystore, signer
             workspace._token = made_token
+            workspace._token_pin = token_pin if made_token is not None else None
             if workspace.db.table_names():
                 workspace.close()
                 raise WorkspaceExistsError(
