@@ -265,6 +265,19 @@ def test_password_roles_and_totp_reset(initialised: Any, isolated_env: Path) -> 
         2,
         "away from you",
     )
+    reset = initialised(
+        "user", "reset-password", "dana", env={**admin_env(), "SEALML_NEW_PASSWORD": "dana-reset-1"}
+    )
+    assert reset.code == 0 and "dana-reset-1" not in reset.stdout + reset.stderr
+    dana["SEALML_PASSWORD"] = "dana-reset-1"
+    assert json.loads(initialised("whoami", "--json", env=dana).stdout)["name"] == "dana"
+    one_line_error(
+        initialised(
+            "user", "reset-password", "admin", env={**dana, "SEALML_NEW_PASSWORD": "x" * 9}
+        ),
+        2,
+        "permission denied",
+    )
     one_line_error(initialised("user", "totp-reset", "dana", env=admin_env()), 2, "no totp")
     one_line_error(initialised("user", "totp-reset", "admin", env=admin_env()), 2, "another")
 

@@ -206,3 +206,30 @@ def test_a_service_key_is_rotated_by_an_admin(workspace: Workspace, dana: Path) 
     assert newest is not None and again.retired_keys == (before.public_key, after.public_key)
     assert ws.require_actor().signing_key is newest
     ws.close()
+
+
+def test_an_admin_resets_a_forgotten_password(workspace: Workspace, dana: Path) -> None:
+    with reopen(dana, "dana", DANA) as ws:
+        signed = ws.put(io.BytesIO(b"weights"), "model", "m")
+        ticket = ws.start_session()
+        old = ws.require_actor().principal.public_key
+        with pytest.raises(PermissionDeniedError):
+            ws.reset_password("admin", Secret("taken-over-1"))
+    with pytest.raises(UsageError, match="user passwd"):
+        workspace.reset_password("admin", Secret("admin-new-password"))
+    _, service_key = workspace.add_user("scorer", ["service"], service=True)
+    with pytest.raises(UsageError, match="service"):
+        workspace.reset_password("scorer", Secret("no-password-1"))
+    before, after = workspace.reset_password("dana", Secret("dana-reset-password"))
+    assert before.public_key == old and after.retired_keys == (old,)
+    fresh = Workspace.open(dana, passphrase=Secret(PASSPHRASE))
+    with pytest.raises(AuthenticationError):
+        fresh.login("dana", Secret(DANA))
+    with pytest.raises(AuthenticationError):
+        fresh.resume_session(ticket)
+    assert fresh.login("dana", Secret("dana-reset-password")).principal.public_key != old
+    assert fresh.verify(signed.id).creator == "dana"  # signed with the retired key
+    fresh.close()
+    events = workspace.audit_events(EventFilter(action="user.reset-password"))
+    assert [e.fields()["outcome"] for e in events] == ["denied", "ok"]
+    assert service_key is not None

@@ -312,6 +312,24 @@ def change_password(ctx: typer.Context) -> None:
     out.print(f"changed the password of {name}; log in again")
 
 
+@app.command("reset-password")
+def reset_password(ctx: typer.Context, name: str = typer.Argument(..., help="A person.")) -> None:
+    """Give a person who forgot their password a new one (SEALML_NEW_PASSWORD or a prompt).
+
+    Their old key was sealed under the forgotten password: they get a new signing key, the
+    old one stays to verify what it signed. Their sessions end; tell them to change the
+    password with `sealml user passwd`."""
+    with open_workspace(ctx) as workspace:
+        # Refuse (and audit) before asking for a password nobody may set.
+        workspace.authorize("user:admin", f"principal:{name}", action="user.reset-password")
+        password = credentials.secret_from_env(NEW_PASSWORD_ENV, f"New password for {name}")
+        _, after = workspace.reset_password(name, password)
+    out.print(
+        f"reset the password of [bold]{name}[/bold]; new signing key "
+        f"{after.public_key.fingerprint()[:16]}; they should change it with `sealml user passwd`"
+    )
+
+
 @app.command("rotate-key")
 def rotate_key(
     ctx: typer.Context,

@@ -18,7 +18,8 @@ from .core import WorkspaceCore
 
 
 class CredentialOperations(WorkspaceCore):
-    """``sealml user passwd | rotate-key | roles | totp-reset``, ``sealml keys passphrase``."""
+    """``sealml user passwd | reset-password | rotate-key | roles | totp-reset``, ``sealml
+    keys passphrase``."""
 
     def change_password(self, current: Secret, new: Secret) -> None:
         """Re-seal the acting human's private key under *new* after checking *current*;
@@ -78,6 +79,28 @@ class CredentialOperations(WorkspaceCore):
         if target == actor.name:
             self.actor = Actor(after, key, actor.via)
         return before, after, key if after.kind == "service" else None
+
+    def reset_password(self, name: str, password: Secret) -> tuple[Principal, Principal]:
+        """Give a person who forgot their password a new one (``user:admin``, never your
+        own). Their private key was sealed under the old password, so it is lost: they get
+        a new signing key, the old one stays retired to verify what it signed. Their
+        sessions end; TOTP stays as it was. Returns the principal before and after."""
+        actor = self.authorize("user:admin", f"principal:{name}", action="user.reset-password")
+        if name == actor.name:
+            raise UsageError("change your own password with `sealml user passwd`")
+        with self.transaction() as session:
+            before = self.principals.get(session, name)
+            if before.kind != "human":
+                raise UsageError(f"{name} is a service; it has no password (rotate its key)")
+            after, _ = self.principals.replace_key(session, name, utc_now(), password)
+            session.execute(delete(SessionRow).where(SessionRow.principal_id == after.id))
+            fingerprints = {
+                "retired": before.public_key.fingerprint(),
+                "current": after.public_key.fingerprint(),
+            }
+            resource = f"principal:{name}"
+            self.append(session, [self.event("user.reset-password", resource, **fingerprints)])
+        return before, after
 
     def set_user_roles(self, name: str, roles: list[str]) -> tuple[Principal, Principal]:
         """Replace *name*'s roles (``user:admin``); returns the principal before and after.
