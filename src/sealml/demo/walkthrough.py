@@ -9,6 +9,7 @@ keys and crypto-shreds an artifact. It exits 1 if any protection failed to hold.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import secrets
 import shutil
@@ -170,6 +171,17 @@ def _walk(demo: _Demo, data_dir: Path | None) -> None:
         "dana may not add users",
         lambda: ws.add_user("mallory", ["admin"], password=Secret("x" * 12)),
         PermissionDeniedError,
+    )
+    note = ws.put(io.BytesIO(b"dana's notes on the data\n"), "report", "dana-notes.txt")
+    old_key = ws.require_actor().principal.public_key
+    _, rotated, _ = ws.rotate_signing_key(password=dana_password)
+    demo.say(
+        f"dana suspects her key leaked and rotates it: {old_key.fingerprint()[:16]} is "
+        f"retired, {rotated.public_key.fingerprint()[:16]} signs from now on"
+    )
+    demo.expect(
+        "what she signed before still verifies, with the retired key",
+        ws.verify(note.id).creator == "dana" and rotated.retired_keys == (old_key,),
     )
     ws.close()
 
