@@ -159,6 +159,11 @@ def test_a_registered_version_is_checked_against_its_sbom(
         [],
     ]
     assert checks[2].fields()["details"]["advisories_sha256"] == AdvisoryDatabase.load(clean).sha256
+    shown = cli("model", "show", "credit@1", "--json", env=admin_env())
+    assert json.loads(shown.stdout)["vulnerability_check"]["findings"] == []
+    with reopen(team) as admin:
+        checked = admin.show_model("credit", version).vulnerability_check
+    assert checked is not None and checked[1] == ()
     missing = cli("model", "vulnerabilities", "credit", "--advisories", str(tmp_path / "none"))
     assert missing.code == 2 and "does not exist" in missing.stderr
 

@@ -78,6 +78,13 @@ def scan(
         raise typer.Exit(1)
 
 
+def _advisories_line(checked: tuple[str, tuple[str, ...]] | None) -> str:
+    if checked is None:
+        return "never checked (sealml model vulnerabilities)"
+    when, findings = checked
+    return f"{len(findings)} found: {', '.join(findings)}" if findings else f"none at {when}"
+
+
 def _show_version(version: ModelVersion, as_json: bool) -> None:
     if as_json:
         print_json(version.to_dict())
@@ -95,6 +102,7 @@ def _show_version(version: ModelVersion, as_json: bool) -> None:
         ("evaluation", version.evaluation_id or "none"),
         ("trained by", version.trained_by),
         ("registered", f"{version.registered_by} at {version.registered_at}"),
+        ("advisories", _advisories_line(version.vulnerability_check)),
     ):
         out.print(f"  {label:12} {value}", markup=False)
     if version.status_reason:

@@ -74,9 +74,18 @@ class ModelVersion(VersionFacts):
     status: str = "active"
     aliases: tuple[str, ...] = ()
     status_reason: str | None = None
+    # (time, findings) of its newest `sealml model vulnerabilities` check, if any
+    vulnerability_check: tuple[str, tuple[str, ...]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**vars(self), "aliases": list(self.aliases)}
+        checked = self.vulnerability_check
+        return {
+            **vars(self),
+            "aliases": list(self.aliases),
+            "vulnerability_check": (
+                {"at": checked[0], "findings": list(checked[1])} if checked else None
+            ),
+        }
 
 
 def _statement_facts(row: ModelVersionRow) -> VersionFacts:
@@ -85,6 +94,10 @@ def _statement_facts(row: ModelVersionRow) -> VersionFacts:
         return VersionFacts.from_statement(json.loads(row.statement))
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(f"model {row.name} v{row.version}: statement malformed") from None
+
+
+def _checked(newest: tuple[str, list[str]] | None) -> tuple[str, tuple[str, ...]] | None:
+    return (newest[0], tuple(newest[1])) if newest is not None else None
 
 
 def _vulnerability_check(newest: tuple[str, list[str]] | None, max_days: int) -> GateCheck:
@@ -398,6 +411,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             status=row.status,
             aliases=self._aliases_of(state, row.version),
             status_reason=row.status_reason,
+            vulnerability_check=_checked(state.vulnerability_checks.get(row.version)),
         )
 
     def models(self) -> list[ModelVersion]:
