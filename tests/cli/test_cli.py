@@ -535,7 +535,8 @@ def test_umask_keeps_outputs_private(initialised: Any, tmp_path: Path) -> None:
     assert out.stat().st_size == CSV.stat().st_size
 
 
-def test_passphrase_file_named_in_config(initialised: Any, ws_path: Path, tmp_path: Path) -> None:
+def _passphrase_file(ws_path: Path, tmp_path: Path) -> Path:
+    """The passphrase in a private file that sealml.toml names."""
     secret_file = tmp_path / "passphrase"
     secret_file.write_text(PASSPHRASE + "\n")
     secret_file.chmod(0o600)
@@ -543,6 +544,11 @@ def test_passphrase_file_named_in_config(initialised: Any, ws_path: Path, tmp_pa
     config.write_text(
         config.read_text().replace("[keys]\n", f'[keys]\npassphrase_file = "{secret_file}"\n', 1)
     )
+    return secret_file
+
+
+def test_passphrase_file_named_in_config(initialised: Any, ws_path: Path, tmp_path: Path) -> None:
+    secret_file = _passphrase_file(ws_path, tmp_path)
     env = {"SEALML_USER": "admin", "SEALML_PASSWORD": ADMIN_PASSWORD}
     assert initialised("put", str(CSV), "--kind", "dataset", env=env).code == 0
     secret_file.chmod(0o644)
@@ -554,13 +560,7 @@ def test_passphrase_file_named_in_config(initialised: Any, ws_path: Path, tmp_pa
 def test_the_passphrase_file_follows_a_passphrase_change(
     initialised: Any, ws_path: Path, tmp_path: Path
 ) -> None:
-    secret_file = tmp_path / "passphrase"
-    secret_file.write_text(PASSPHRASE + "\n")
-    secret_file.chmod(0o600)
-    config = ws_path / "sealml.toml"
-    config.write_text(
-        config.read_text().replace("[keys]\n", f'[keys]\npassphrase_file = "{secret_file}"\n', 1)
-    )
+    secret_file = _passphrase_file(ws_path, tmp_path)
     person = {"SEALML_USER": "admin", "SEALML_PASSWORD": ADMIN_PASSWORD}
     new = {**person, "SEALML_NEW_PASSPHRASE": "the next passphrase"}
     changed = initialised("keys", "passphrase", "--update-passphrase-file", env=new)
