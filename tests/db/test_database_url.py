@@ -133,6 +133,9 @@ def test_init_fails_cleanly_when_the_admin_cannot_be_created(pg_url: str, tmp_pa
         ("mysql://sealml@localhost/db", "not supported"),
         ("postgresql+psycopg://sealml@/db?host=/nonexistent-sealml-socket", "unavailable"),
         ("::not a url::", "malformed"),
+        ("postgresql+psycopg://sealml@db.example.org/db", "without verified TLS"),
+        ("postgresql+psycopg://sealml@db.example.org/db?sslmode=require", "without verified"),
+        ("postgresql+psycopg://sealml@/db?host=/tmp,db.example.org", "db.example.org"),
     ],
 )
 def test_bad_database_urls_are_refused_in_one_line(url: str, message: str, tmp_path: Path) -> None:
@@ -144,6 +147,27 @@ def test_bad_database_urls_are_refused_in_one_line(url: str, message: str, tmp_p
     assert "hunter2-secret" not in str(caught.value)
     assert not (root / "sealml.toml").exists()
     assert not (root / ".sealml").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "environ"),
+    [
+        ("postgresql+psycopg://sealml@/db?host=/var/run/postgresql", {}),
+        ("postgresql+psycopg://sealml@localhost:5433/db", {}),
+        ("postgresql+psycopg://sealml@127.0.0.1/db", {}),
+        ("postgresql+psycopg://sealml@[::1]/db", {}),
+        ("postgresql+psycopg://sealml@db.example.org/db?sslmode=verify-full", {}),
+        ("postgresql+psycopg://sealml@db.example.org/db", {"PGSSLMODE": "verify-ca"}),
+    ],
+)
+def test_sockets_loopback_and_verified_tls_may_reach_the_database(
+    url: str, environ: dict[str, str]
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from sealml.db.engine import check_transport
+
+    check_transport(make_url(url), environ)  # raises when refused
 
 
 def test_cli_init_takes_a_database_url(cli: object, pg_url: str, postgres_socket: Path) -> None:

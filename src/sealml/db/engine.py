@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DataError,
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError, UsageError
 from ..fsutil import FILE_MODE
+from ..urls import is_loopback_host
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _BUSY_TIMEOUT_MS = 30_000
@@ -84,6 +85,32 @@ def check_workspace_url(url: str) -> None:
         )
 
 
+_VERIFIED_TLS = ("verify-full", "verify-ca")
+
+
+def check_transport(url: URL, environ: Mapping[str, str] = os.environ) -> None:
+    """Refuse a PostgreSQL server reached over the network unless libpq is told to use TLS
+    and check the server's certificate (``sslmode=verify-full`` or ``verify-ca``, in the
+    URL or ``PGSSLMODE``): the metadata, the ledger and password-sealed keys cross it.
+    A Unix socket or a loopback address needs nothing."""
+    if url.get_backend_name() != "postgresql":
+        return
+    given = url.query.get("host")
+    listed = [url.host] if url.host else []
+    listed += list(given) if isinstance(given, tuple) else [given] if given else []
+    hosts = [h.strip() for entry in listed for h in str(entry).split(",") if h.strip()]
+    remote = [h for h in hosts if not h.startswith("/") and not is_loopback_host(h)]
+    if not remote:
+        return
+    mode = url.query.get("sslmode") or environ.get("PGSSLMODE")
+    if mode not in _VERIFIED_TLS:
+        raise ConfigError(
+            f"the database server {remote[0]} is reached over the network without verified "
+            "TLS; add ?sslmode=verify-full to the URL (the server's CA in "
+            "~/.postgresql/root.crt or sslrootcert=...)"
+        )
+
+
 # The newest migration shipped with this sealml, so that opening a workspace needs no
 # Alembic (its import costs every command a sixth of a second); tests/test_style.py
 # checks it against the migrations folder.
@@ -99,6 +126,7 @@ class Database:
         except ArgumentError:
             raise ConfigError("database URL is malformed") from None
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        check_transport(self.url)
         sqlite_file = self.file = _sqlite_path(url)  # None on a server
         if sqlite_file is not None and not sqlite_file.exists():
             if not create:
