@@ -72,6 +72,28 @@ def test_token_bucket() -> None:
     assert asyncio.run(limiter.take("other", rate=1.0, burst=3)) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("redis://127.0.0.1:6379/0", True),
+        ("redis://localhost/0", True),
+        ("unix:///run/redis/redis.sock", True),
+        ("rediss://cache.example.org:6380/0", True),
+        ("redis://cache.example.org:6379/0", False),
+        ("http://cache.example.org/", False),
+    ],
+)
+def test_a_shared_limiter_beyond_this_machine_needs_tls(url: str, allowed: bool) -> None:
+    from sealml.errors import ConfigError
+    from sealml.serving.limits import check_redis_url
+
+    if allowed:
+        check_redis_url(url)
+    else:
+        with pytest.raises(ConfigError, match="rediss://"):
+            check_redis_url(url)
+
+
 def test_dev_tls_files(tmp_path: Path) -> None:
     files = dev_tls(tmp_path / "tls", "127.0.0.1")
     assert files.ca is not None

@@ -154,6 +154,10 @@ def serve(
         given = {"host": host, "port": port, "workers": workers, "redis_url": redis}
         updates = {k: v for k, v in given.items() if v is not None}
         settings = settings.model_copy(update=updates)
+        if settings.redis_url:
+            from ..serving.limits import check_redis_url
+
+            check_redis_url(settings.redis_url)  # one line now, not a failed worker later
         root = workspace.root
         ca = client_ca or (resolve(root, settings.client_ca) if settings.client_ca else None)
         configured = (

@@ -6,6 +6,10 @@ from __future__ import annotations
 import math
 import time
 from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from ..urls import is_loopback_host
 
 _MAX_BUCKETS = 100_000
 
@@ -93,6 +97,25 @@ class RedisLimiter:
         await self._client.aclose()
 
 
+def check_redis_url(url: str) -> None:
+    """Refuse a Redis reached over the network without TLS (``rediss://``): whoever sits
+    on the path could empty or fill the shared buckets. A Unix socket or a loopback
+    address may use plain ``redis://``."""
+    parts = urlsplit(url)
+    if parts.scheme in ("rediss", "unix"):
+        return
+    if parts.scheme != "redis":
+        raise ConfigError(f"serve.redis_url: unknown scheme {parts.scheme!r}; use rediss://")
+    if not is_loopback_host(parts.hostname or "localhost"):
+        raise ConfigError(
+            f"serve.redis_url: {parts.hostname} is reached over the network without TLS; "
+            "use rediss://"
+        )
+
+
 def limiter_for(redis_url: str | None) -> Limiter:
     """The Redis limiter when *redis_url* is set, else the in-process one."""
-    return RedisLimiter(redis_url) if redis_url else MemoryLimiter()
+    if redis_url:
+        check_redis_url(redis_url)
+        return RedisLimiter(redis_url)
+    return MemoryLimiter()
