@@ -138,6 +138,8 @@ class PipelineSection(_Section):
 
 class AccessSection(_Section):
     session_ttl_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    # `sealml doctor` warns about signing keys in use for longer (rotate-key renews them).
+    max_key_age_days: int = Field(default=365, ge=1, le=100 * 365)
     roles: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
 
 

@@ -5,7 +5,8 @@ owner, that the database schema is current, that every sealed artifact still has
 at the size its record says (without decrypting anything: ``sealml verify --all`` does
 that), that the key provider (keystore or PKCS#11 token) holds every KEK a data key needs,
 leftovers of interrupted writes, the ledger against its checkpoints and witness,
-roles or rules proposed but not approved, the development TLS certificate's expiry and
+roles or rules proposed but not approved, signing keys older than the workspace allows,
+the development TLS certificate's expiry and
 free disk space; on request, the installed packages' files against their RECORDs and
 their versions against an offline copy of the OSV advisories.
 """
@@ -67,6 +68,7 @@ def diagnose(
         _partial_writes,
         _ledger,
         _policy,
+        _key_ages,
         _dev_certificate,
         _disk_space,
     )
@@ -289,6 +291,29 @@ def _ledger(workspace: Workspace) -> Finding:
         "ok",
         f"{report.events} events, {report.checkpoints} checkpoints, witness consistent",
     )
+
+
+def _key_ages(workspace: Workspace) -> Finding:
+    limit = workspace.config.access.max_key_age_days
+    try:
+        principals = workspace.users()
+    except SealmlError as error:
+        return Finding("signing key age", "warn", f"not checked: {error}")
+    now = datetime.now(UTC)
+    old = sorted(
+        p.name
+        for p in principals
+        if not p.disabled
+        and now - datetime.fromisoformat(p.key_since.replace("Z", "+00:00")) > timedelta(days=limit)
+    )
+    if old:
+        return Finding(
+            "signing key age",
+            "warn",
+            f"{len(old)} active principal(s) sign with a key older than {limit} days: "
+            f"{_named(old)}; renew with `sealml user rotate-key`",
+        )
+    return Finding("signing key age", "ok", f"every active key is under {limit} days old")
 
 
 def _policy(workspace: Workspace) -> Finding:

@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,30 @@ def test_installed_packages_named_by_an_advisory_fail(
     fixed = osv(tmp_path / "fixed.zip", {"introduced": "0"}, {"fixed": installed})
     result = cli("doctor", "--advisories", str(fixed), "--json", env=admin_env())
     assert result.code == 0, result.stdout
+
+
+def test_signing_keys_older_than_allowed_are_warned_about(
+    workspace: Workspace, monkeypatch: Any
+) -> None:
+    from datetime import timedelta
+
+    from sealml import doctor
+
+    def check() -> dict[str, str]:
+        found = {f.check: f for f in doctor.diagnose(workspace)}["signing key age"]
+        return {"status": found.status, "detail": found.detail}
+
+    assert check()["status"] == "ok"
+    later = datetime.now(UTC) + timedelta(days=400)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            return later
+
+    monkeypatch.setattr(doctor, "datetime", Later)
+    aged = check()
+    assert aged["status"] == "warn" and "admin" in aged["detail"] and "365 days" in aged["detail"]
+    before = workspace.require_actor().principal.key_since
+    _, rotated, _ = workspace.rotate_signing_key(password=Secret("admin-password-1"))
+    assert rotated.key_since > before  # the rotation starts the key's age anew

@@ -54,6 +54,8 @@ class Principal:
     """Changes whenever the password does: sessions that began under another one end."""
     retired_keys: tuple[VerifyingKey, ...] = ()
     """Keys it signed with before rotations: they still verify what it signed then."""
+    key_since: str = ""
+    """When its current key began: its creation, or its latest key rotation."""
 
     @property
     def keys(self) -> tuple[VerifyingKey, ...]:
@@ -135,11 +137,10 @@ class PrincipalStore:
             )
         try:
             public_key = VerifyingKey.from_pem(row.public_key)
-            retired = tuple(
-                VerifyingKey.from_pem(entry["pem"])
-                for entry in json.loads(row.retired_keys or "[]")
-            )
-        except (KeyFormatError, KeyError, TypeError):
+            history = json.loads(row.retired_keys or "[]")
+            retired = tuple(VerifyingKey.from_pem(entry["pem"]) for entry in history)
+            key_since = str(history[-1]["retired_at"]) if history else row.created_at
+        except (KeyFormatError, KeyError, TypeError, IndexError):
             raise IntegrityError(f"principal {row.name!r} has an unreadable public key") from None
         return Principal(
             id=row.id,
@@ -152,6 +153,7 @@ class PrincipalStore:
             created_by=row.created_by,
             password_stamp=hashlib.sha256((row.kdf or "").encode()).hexdigest()[:16],
             retired_keys=retired,
+            key_since=key_since,
         )
 
     # -- queries --------------------------------------------------------------------------
