@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..config import GateSection
@@ -211,3 +212,28 @@ def replay(events: Iterable[Mapping[str, Any]]) -> RegistryState:
             elif stack:
                 stack.pop()
     return state
+
+
+def newest_check(newest: tuple[str, list[str]] | None) -> tuple[str, tuple[str, ...]] | None:
+    """The (time, findings) of a version's newest vulnerability check, if any."""
+    return (newest[0], tuple(newest[1])) if newest is not None else None
+
+
+def vulnerability_gate(newest: tuple[str, list[str]] | None, max_days: int) -> GateCheck:
+    """Whether the version's newest vulnerability check is recent and found nothing."""
+    name, requirement = "known vulnerabilities", f"none, checked within {max_days} days"
+    if newest is None:
+        reason = "no `sealml model vulnerabilities` check of this version"
+        return GateCheck(name, requirement, "never checked", False, reason)
+    when, findings = newest
+    try:
+        age = datetime.now(UTC) - datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        return GateCheck(name, requirement, "unreadable", False, "the check's time is malformed")
+    if age > timedelta(days=max_days):
+        reason = f"the newest check is {age.days} days old; run it again with a fresh OSV copy"
+        return GateCheck(name, requirement, f"{age.days} days old", False, reason)
+    if findings:
+        reason = f"advisories affect its packages: {', '.join(findings[:3])}"
+        return GateCheck(name, requirement, f"{len(findings)} found", False, reason)
+    return GateCheck(name, requirement, f"none ({when[:10]})", True)

@@ -12,7 +12,6 @@ import io
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -52,7 +51,9 @@ from ..models.registry import (
     evaluation_required,
     gate_checks,
     model_resource,
+    newest_check,
     replay,
+    vulnerability_gate,
 )
 from ..models.scanner import scan_bytes
 from ..provenance.advisories import AdvisoryDatabase, Finding
@@ -94,30 +95,6 @@ def _statement_facts(row: ModelVersionRow) -> VersionFacts:
         return VersionFacts.from_statement(json.loads(row.statement))
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(f"model {row.name} v{row.version}: statement malformed") from None
-
-
-def _checked(newest: tuple[str, list[str]] | None) -> tuple[str, tuple[str, ...]] | None:
-    return (newest[0], tuple(newest[1])) if newest is not None else None
-
-
-def _vulnerability_check(newest: tuple[str, list[str]] | None, max_days: int) -> GateCheck:
-    """Whether the version's newest vulnerability check is recent and found nothing."""
-    name, requirement = "known vulnerabilities", f"none, checked within {max_days} days"
-    if newest is None:
-        reason = "no `sealml model vulnerabilities` check of this version"
-        return GateCheck(name, requirement, "never checked", False, reason)
-    when, findings = newest
-    try:
-        age = datetime.now(UTC) - datetime.fromisoformat(when.replace("Z", "+00:00"))
-    except ValueError:
-        return GateCheck(name, requirement, "unreadable", False, "the check's time is malformed")
-    if age > timedelta(days=max_days):
-        reason = f"the newest check is {age.days} days old; run it again with a fresh OSV copy"
-        return GateCheck(name, requirement, f"{age.days} days old", False, reason)
-    if findings:
-        reason = f"advisories affect its packages: {', '.join(findings[:3])}"
-        return GateCheck(name, requirement, f"{len(findings)} found", False, reason)
-    return GateCheck(name, requirement, f"none ({when[:10]})", True)
 
 
 def _metrics(data: bytes) -> dict[str, Any] | None:
@@ -411,7 +388,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             status=row.status,
             aliases=self._aliases_of(state, row.version),
             status_reason=row.status_reason,
-            vulnerability_check=_checked(state.vulnerability_checks.get(row.version)),
+            vulnerability_check=newest_check(state.vulnerability_checks.get(row.version)),
         )
 
     def models(self) -> list[ModelVersion]:
@@ -676,7 +653,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             checks.append(self._held_out_check(session, facts, report, steps))
         if gate is not None and gate.max_vulnerability_check_age_days is not None:
             checks.append(
-                _vulnerability_check(
+                vulnerability_gate(
                     state.vulnerability_checks.get(row.version),
                     gate.max_vulnerability_check_age_days,
                 )
