@@ -423,7 +423,8 @@ def test_people_page_is_an_access_review_for_those_allowed(dashboard: Dashboard)
         assert page.status_code == 200
         for text in ("ada", "data-scientist", "otp", "ml-engineer", "svc", "service"):
             assert text in page.text
-        assert f"{rotated.public_key.fingerprint()[:16]} (1 retired)" in page.text
+        since = rotated.key_since[:10]
+        assert f"{rotated.public_key.fingerprint()[:16]}, since {since} (1 retired)" in page.text
         assert "registry:read" in page.text and "audit:verify" in page.text
     with dashboard.signed_in("ada") as ada:
         front = ada.get("/").text
