@@ -99,6 +99,17 @@ def test_a_folder_reads_like_the_zip(tmp_path: Path) -> None:
     assert from_folder.sha256 != from_zip.sha256  # each names what it read
 
 
+@pytest.mark.parametrize(
+    "affected",
+    ["not a list", [3], [{"package": "demo"}], [{"ranges": {"type": "ECOSYSTEM"}}],
+     [{"ranges": [{"events": "introduced"}]}], [{"versions": "1.0"}]],
+)  # fmt: skip
+def test_records_of_the_wrong_shape_are_refused(tmp_path: Path, affected: Any) -> None:
+    path = write_zip(tmp_path / "all.zip", {"id": "BAD-1", "affected": affected})
+    with pytest.raises(UsageError, match=r"BAD-1\.json is malformed"):
+        AdvisoryDatabase.load(path)
+
+
 @pytest.mark.parametrize("problem", ["json", "id", "zip", "text", "huge"])
 def test_malformed_copies_are_refused(tmp_path: Path, problem: str) -> None:
     path = tmp_path / "all.zip"

@@ -150,7 +150,30 @@ def _parse(name: str, data: bytes) -> Mapping[str, Any]:
         raise UsageError(f"OSV record {name} is not valid JSON") from None
     if not isinstance(record, dict) or not isinstance(record.get("id"), str):
         raise UsageError(f"OSV record {name} has no id")
+    problem = _shape_problem(record)
+    if problem:
+        raise UsageError(f"OSV record {name} is malformed: {problem}")
     return record
+
+
+def _shape_problem(record: Mapping[str, Any]) -> str | None:
+    """What in *record* does not have the OSV schema's shape (the parts read here)."""
+    affected = record.get("affected", [])
+    if not isinstance(affected, list) or not all(isinstance(e, dict) for e in affected):
+        return "affected is not a list of objects"
+    for entry in affected:
+        if not isinstance(entry.get("package", {}), dict):
+            return "a package is not an object"
+        if not isinstance(entry.get("versions", []), list):
+            return "versions is not a list"
+        spans = entry.get("ranges", [])
+        if not isinstance(spans, list) or not all(isinstance(r, dict) for r in spans):
+            return "ranges is not a list of objects"
+        for span in spans:
+            events = span.get("events", [])
+            if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+                return "events is not a list of objects"
+    return None
 
 
 def _affects(record: Mapping[str, Any], name: str, version: str) -> bool | None:
