@@ -255,11 +255,12 @@ def _finding(record: Mapping[str, Any], name: str, version: str, evaluated: bool
             if isinstance(event, dict) and "fixed" in event
         }
     )
+    aliases = record.get("aliases")
     return Finding(
         package=name,
         version=version,
         advisory=str(record["id"]),
-        aliases=tuple(str(a) for a in record.get("aliases") or ()),
+        aliases=tuple(str(a) for a in aliases) if isinstance(aliases, list) else (),
         summary=str(record.get("summary") or record.get("details") or "")[:200],
         fixed=tuple(fixed),
         evaluated=evaluated,
