@@ -22,6 +22,7 @@ from typing import Literal
 
 from sqlalchemy import select
 
+from .clock import parsed
 from .config import CONFIG_NAME
 from .db.models import DataKeyRow
 from .errors import AuthenticationError, SealmlError
@@ -303,8 +304,7 @@ def _key_ages(workspace: Workspace) -> Finding:
     old = sorted(
         p.name
         for p in principals
-        if not p.disabled
-        and now - datetime.fromisoformat(p.key_since.replace("Z", "+00:00")) > timedelta(days=limit)
+        if not p.disabled and now - parsed(p.key_since) > timedelta(days=limit)
     )
     if old:
         return Finding(

@@ -302,6 +302,18 @@ def test_rotate_key(initialised: Any, tmp_path: Path) -> None:
     assert json.loads(whoami.stdout)["key_fingerprint"] == rotated["current"]
     mine = json.loads(initialised("user", "rotate-key", "--json", env=admin_env()).stdout)
     assert mine["key_file"] is None
+    one_line_error(
+        initialised(*rotate, "--key-file", str(tmp_path / "x.pem"), "--compromised-since",
+                    "2999-01-01", env=admin_env()),
+        2,
+        "future",
+    )  # fmt: skip
+    leaked = initialised(
+        *rotate, "--key-file", str(tmp_path / "newer.pem"), "--compromised-since", "now",
+        "--json", env=admin_env(),
+    )  # fmt: skip
+    assert leaked.code == 0, leaked.stderr
+    assert json.loads(leaked.stdout)["compromised_since"].startswith("20")
     old_pem = tmp_path / "retired.pem"
     exported = initialised(
         "keys", "export", "--fingerprint", mine["retired"][:12], "-o", str(old_pem),
@@ -320,7 +332,8 @@ def test_rotate_key(initialised: Any, tmp_path: Path) -> None:
     }
     assert listed["admin"]["key_fingerprint"] == mine["current"]
     assert listed["admin"]["retired_keys"] == [mine["retired"]]
-    assert listed["scorer"]["retired_keys"] == [rotated["retired"]]
+    assert listed["scorer"]["retired_keys"][0] == rotated["retired"]
+    assert len(listed["scorer"]["retired_keys"]) == 2
 
 
 def test_keystore_passphrase_change(initialised: Any, tmp_path: Path) -> None:

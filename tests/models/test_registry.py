@@ -189,6 +189,22 @@ def test_a_version_verifies_after_its_registrant_rotated_their_key(
         assert erin.gate_report("credit", version, "staging") is not None
 
 
+def test_a_version_registered_after_its_registrants_key_leaked_is_refused(
+    team: Path, model_pipeline: Path
+) -> None:
+    from sealml.clock import utc_now
+
+    leaked_at = utc_now()
+    version = register(team, model_pipeline)
+    with reopen(team, "sam", SCIENTIST_PASSWORD) as sam:
+        sam.rotate_signing_key(password=Secret(SCIENTIST_PASSWORD), compromised_since=leaked_at)
+    with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
+        with pytest.raises(IntegrityError, match="compromised since"):
+            erin.show_model("credit", version)
+        with pytest.raises(IntegrityError, match="compromised since"):
+            erin.promote_model("credit", version, "staging")
+
+
 def test_promotion_without_passing_gates_fails(team: Path, erin_secret: str, clock: Clock) -> None:
     from sklearn.tree import DecisionTreeClassifier
 

@@ -233,3 +233,44 @@ def test_an_admin_resets_a_forgotten_password(workspace: Workspace, dana: Path) 
     events = workspace.audit_events(EventFilter(action="user.reset-password"))
     assert [e.fields()["outcome"] for e in events] == ["denied", "ok"]
     assert service_key is not None
+
+
+def test_a_key_reported_compromised_verifies_only_what_came_before(
+    workspace: Workspace, dana: Path, tmp_path: Path
+) -> None:
+    from sealml.clock import utc_now
+
+    _, key = workspace.add_user("scorer", ["service"], service=True)
+    assert key is not None
+    service = Workspace.open(workspace.root, passphrase=Secret(PASSPHRASE))
+    service.login_with_key("scorer", key)
+    before = service.put(io.BytesIO(b"before the leak"), "dataset", "before")
+    leaked_at = utc_now()
+    after = service.put(io.BytesIO(b"made with the stolen key"), "dataset", "after")
+    service.close()
+    with pytest.raises(UsageError, match="future"):
+        workspace.rotate_signing_key("scorer", compromised_since="2999-01-01")
+    with pytest.raises(UsageError, match="ISO 8601"):
+        workspace.rotate_signing_key("scorer", compromised_since="last tuesday")
+    _, rotated, _ = workspace.rotate_signing_key("scorer", compromised_since=leaked_at)
+    assert rotated.compromised == ((rotated.retired_keys[0], leaked_at),)
+    assert workspace.verify(before.id).name == "before"
+    with pytest.raises(IntegrityError, match="compromised since"):
+        workspace.verify(after.id)
+    with pytest.raises(IntegrityError, match="compromised since"):
+        workspace.read_bytes(after.id)
+    report = workspace.verify_store()
+    assert not report.ok
+    assert [c.info.id for c in report.checks if c.status == "failed"] == [after.id]
+
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights")
+    with reopen(dana, "dana", DANA) as ws:
+        ws.sign_path(model, tmp_path / "model.sig")
+        ws.rotate_signing_key(password=Secret(DANA))  # retired, not compromised
+        assert ws.verify_path(model, tmp_path / "model.sig")[1] == "dana"
+        ws.sign_path(model, tmp_path / "again.sig")
+        ws.rotate_signing_key(password=Secret(DANA), compromised_since=utc_now())
+        with pytest.raises(IntegrityError, match="no trusted time"):
+            ws.verify_path(model, tmp_path / "again.sig")  # outside the ledger: no time
+        assert ws.verify_path(model, tmp_path / "model.sig")[1] == "dana"

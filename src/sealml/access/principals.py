@@ -56,6 +56,9 @@ class Principal:
     """Keys it signed with before rotations: they still verify what it signed then."""
     key_since: str = ""
     """When its current key began: its creation, or its latest key rotation."""
+    compromised: tuple[tuple[VerifyingKey, str], ...] = ()
+    """Retired keys reported compromised, each with the time from which what it signed is
+    no longer trusted."""
 
     @property
     def keys(self) -> tuple[VerifyingKey, ...]:
@@ -140,6 +143,11 @@ class PrincipalStore:
             history = json.loads(row.retired_keys or "[]")
             retired = tuple(VerifyingKey.from_pem(entry["pem"]) for entry in history)
             key_since = str(history[-1]["retired_at"]) if history else row.created_at
+            compromised = tuple(
+                (key, str(entry["compromised_since"]))
+                for key, entry in zip(retired, history, strict=True)
+                if entry.get("compromised_since")
+            )
         except (KeyFormatError, KeyError, TypeError, IndexError):
             raise IntegrityError(f"principal {row.name!r} has an unreadable public key") from None
         return Principal(
@@ -154,6 +162,7 @@ class PrincipalStore:
             password_stamp=hashlib.sha256((row.kdf or "").encode()).hexdigest()[:16],
             retired_keys=retired,
             key_since=key_since,
+            compromised=compromised,
         )
 
     # -- queries --------------------------------------------------------------------------
@@ -242,15 +251,24 @@ class PrincipalStore:
         session.flush()
 
     def replace_key(
-        self, session: Session, name: str, retired_at: str, password: Secret | None
+        self,
+        session: Session,
+        name: str,
+        retired_at: str,
+        password: Secret | None,
+        compromised_since: str | None = None,
     ) -> tuple[Principal, SigningKey]:
         """Give *name* a fresh ECDSA P-256 key (a person's sealed under *password*) and keep
-        the old public key as retired, so what it signed still verifies."""
+        the old public key as retired, so what it signed still verifies (with
+        *compromised_since*, only what it signed before that time)."""
         row = self._row(session, name)
         principal = self._verified(row)
         key = SigningKey.generate("ecdsa-p256")
         retired = json.loads(row.retired_keys or "[]")
-        retired.append({"pem": row.public_key, "retired_at": retired_at})
+        entry = {"pem": row.public_key, "retired_at": retired_at}
+        if compromised_since is not None:
+            entry["compromised_since"] = compromised_since
+        retired.append(entry)
         row.retired_keys = json.dumps(retired)
         row.public_key = key.public_key.pem()
         if principal.kind == "human":

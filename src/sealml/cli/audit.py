@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from ..clock import normalised
 from ..config import CONFIG_NAME, load_config
 from ..errors import ConfigError, IntegrityError, NotFoundError, UsageError
 from ..ledger import EventFilter, NoteVerifier
@@ -40,14 +40,11 @@ def _timestamp(value: str | None, option: str) -> str | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return normalised(value)
     except ValueError:
         raise UsageError(
             f"{option} must be an ISO 8601 date or time, e.g. 2026-11-22T10:00"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _verifier(ctx: typer.Context, vkey: str | None, vkey_file: Path | None) -> NoteVerifier:

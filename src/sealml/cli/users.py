@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..clock import utc_now
 from ..crypto.kdf import DEFAULT_PARAMS, FAST_PARAMS
 from ..crypto.secret import Secret
 from ..errors import UsageError
@@ -337,6 +338,12 @@ def rotate_key(
     key_file: Path | None = typer.Option(
         None, "--key-file", help="Where to write a service's new private key (created 0600)."
     ),
+    compromised_since: str | None = typer.Option(
+        None,
+        "--compromised-since",
+        help="The old key leaked at this time (ISO 8601, or 'now'): what the ledger shows "
+        "it signed from then on no longer verifies.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Give a principal a new signing key; the old one stays only to verify what it signed.
@@ -366,17 +373,32 @@ def rotate_key(
             if person
             else None
         )
-        before, after, key = workspace.rotate_signing_key(target, password)
+        since = utc_now() if compromised_since == "now" else compromised_since
+        before, after, key = workspace.rotate_signing_key(target, password, since)
         credentials.forget_ticket(workspace.config.workspace.id, target)
     if key is not None and key_file is not None:
         create_private(key_file, key.pkcs8_pem())
     retired, current = before.public_key.fingerprint(), after.public_key.fingerprint()
     written = str(key_file) if key is not None and key_file else None
     if as_json:
-        print_json({"name": target, "retired": retired, "current": current, "key_file": written})
+        print_json(
+            {
+                "name": target,
+                "retired": retired,
+                "current": current,
+                "key_file": written,
+                "compromised_since": after.compromised[-1][1] if since else None,
+            }
+        )
         return
     out.print(f"new signing key for [bold]{target}[/bold]: {current[:16]}")
-    out.print(f"retired {retired[:16]} (it still verifies what it signed)")
+    if since:
+        out.print(
+            f"retired {retired[:16]} as compromised: it verifies only what the ledger shows "
+            f"it signed before {after.compromised[-1][1]}"
+        )
+    else:
+        out.print(f"retired {retired[:16]} (it still verifies what it signed)")
     if written:
         out.print(f"private key written to {key_file} (0600); the old key file no longer logs in")
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..clock import parsed
 from ..config import GateSection
 from ..crypto.canonical import canonical_json
 from ..errors import UsageError
@@ -171,6 +172,7 @@ class RegistryState:
     frozen: str | None = None  # the reason, while the model is frozen under an incident
     # version -> (time, findings) of its newest `sealml model vulnerabilities` check
     vulnerability_checks: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
+    registered_at: dict[int, str] = field(default_factory=dict)  # the ledger's time
 
     def current(self, alias: str) -> int | None:
         stack = self.aliases.get(alias)
@@ -194,6 +196,7 @@ def replay(events: Iterable[Mapping[str, Any]]) -> RegistryState:
             continue
         if action == "model.register":
             state.registered[version] = str(details.get("statement_sha256"))
+            state.registered_at[version] = str(event.get("ts", ""))
             state.status[version] = "active"
         elif action in ("model.revoke", "model.deprecate"):
             if state.status.get(version) != "revoked":  # a revocation is final
@@ -227,7 +230,7 @@ def vulnerability_gate(newest: tuple[str, list[str]] | None, max_days: int) -> G
         return GateCheck(name, requirement, "never checked", False, reason)
     when, findings = newest
     try:
-        age = datetime.now(UTC) - datetime.fromisoformat(when.replace("Z", "+00:00"))
+        age = datetime.now(UTC) - parsed(when)
     except ValueError:
         return GateCheck(name, requirement, "unreadable", False, "the check's time is malformed")
     if age > timedelta(days=max_days):

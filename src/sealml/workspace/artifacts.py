@@ -145,7 +145,21 @@ class ArtifactOperations(WorkspaceCore):
                 f"artifact {row.id}: its creator {row.creator!r} is not a known principal"
             ) from None
         check_row(row, principal.keys)
+        for key, since in principal.compromised:
+            if key.verify(row.signature, row.statement) and self._put_at(session, row) >= since:
+                raise IntegrityError(
+                    f"artifact {row.id}: signed with a key of {row.creator} reported "
+                    f"compromised since {since}"
+                )
         return principal
+
+    @staticmethod
+    def _put_at(session: Session, row: ArtifactRow) -> str:
+        """When the ledger recorded *row*'s put (its creator's claimed time is not used)."""
+        try:
+            return str(Ledger.event(session, row.ledger_seq).fields()["ts"])
+        except (NotFoundError, ValueError, KeyError):
+            raise IntegrityError(f"artifact {row.id}: no put event in the ledger") from None
 
     def _load_checked(self, session: Session, ref: str) -> tuple[ArtifactRow, DataKeyRow | None]:
         row = self._find(session, ref)

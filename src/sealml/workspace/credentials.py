@@ -9,7 +9,7 @@ import hmac
 from sqlalchemy import delete
 
 from ..access.principals import Actor, Principal
-from ..clock import utc_now
+from ..clock import normalised, utc_now
 from ..crypto.secret import Secret
 from ..crypto.signing import SigningKey
 from ..db.models import SessionRow, TotpRow
@@ -42,10 +42,16 @@ class CredentialOperations(WorkspaceCore):
             raise AuthenticationError("the current password is wrong") from None
 
     def rotate_signing_key(
-        self, name: str | None = None, password: Secret | None = None
+        self,
+        name: str | None = None,
+        password: Secret | None = None,
+        compromised_since: str | None = None,
     ) -> tuple[Principal, Principal, SigningKey | None]:
         """Give a principal a fresh signing key; the old public key stays on its record as
-        retired, so everything it signed still verifies, and its sessions end.
+        retired, so everything it signed still verifies, and its sessions end. With
+        *compromised_since* (a time, not in the future), only what the ledger shows was
+        signed before then still verifies, and signatures outside the workspace (which
+        carry no trusted time) by the old key not at all.
 
         A person rotates their own key, confirming with *password* (the new key is sealed
         under it). A service's key is rotated by a user admin or by the service itself;
@@ -57,6 +63,13 @@ class CredentialOperations(WorkspaceCore):
         resource = f"principal:{target}"
         if target != actor.name:
             self.authorize("user:admin", resource, action="user.rotate-key")
+        if compromised_since is not None:
+            try:
+                compromised_since = normalised(compromised_since)
+            except ValueError:
+                raise UsageError("the compromise time must be an ISO 8601 date or time") from None
+            if compromised_since > utc_now():
+                raise UsageError("the compromise time is in the future")
         try:
             with self.transaction() as session:
                 before = self.principals.get(session, target)
@@ -66,13 +79,18 @@ class CredentialOperations(WorkspaceCore):
                     if password is None:
                         raise UsageError("confirm a new key with your password")
                     self.principals.authenticate_password(session, target, password)
-                after, key = self.principals.replace_key(session, target, utc_now(), password)
+                after, key = self.principals.replace_key(
+                    session, target, utc_now(), password, compromised_since
+                )
                 session.execute(delete(SessionRow).where(SessionRow.principal_id == after.id))
-                fingerprints = {
-                    "retired": before.public_key.fingerprint(),
-                    "current": after.public_key.fingerprint(),
-                }
-                self.append(session, [self.event("user.rotate-key", resource, **fingerprints)])
+                event = self.event(
+                    "user.rotate-key",
+                    resource,
+                    retired=before.public_key.fingerprint(),
+                    current=after.public_key.fingerprint(),
+                    compromised_since=compromised_since,
+                )
+                self.append(session, [event])
         except AuthenticationError:
             self.record([self.event("user.rotate-key", resource, "denied")])
             raise AuthenticationError("the password is wrong") from None

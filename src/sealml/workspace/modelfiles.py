@@ -121,7 +121,13 @@ class ModelFileOperations(DataOperations):
         signers = [p for p in candidates if any(openssf.key_hint(k) == bundle.hint for k in p.keys)]
         if not signers:
             raise IntegrityError("the signature names no key of this workspace; give --key")
-        signed = openssf.signed_manifest(bundle, openssf.hinted_key(bundle, signers[0].keys))
+        key = openssf.hinted_key(bundle, signers[0].keys)
+        if any(key == bad for bad, _ in signers[0].compromised):
+            raise IntegrityError(
+                f"the signature is by a key of {signers[0].name} reported compromised; a "
+                "signature outside the workspace carries no trusted time, so it proves nothing"
+            )
+        signed = openssf.signed_manifest(bundle, key)
         actual = hash_model(model, ignore=signed.ignore_paths, signature=signature)
         openssf.compare(signed, actual)
         return signed, signers[0].name

@@ -330,6 +330,13 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             raise IntegrityError(f"model {row.name} v{row.version}: unknown registrant") from None
         if not any(key.verify(row.signature, row.statement) for key in signer.keys):
             raise IntegrityError(f"model {row.name} v{row.version}: statement signature invalid")
+        registered_at = state.registered_at.get(row.version, "")
+        for key, since in signer.compromised:
+            if key.verify(row.signature, row.statement) and registered_at >= since:
+                raise IntegrityError(
+                    f"model {row.name} v{row.version}: registered with a key of "
+                    f"{row.registered_by} reported compromised since {since}"
+                )
         facts = _statement_facts(row)
         columns = {k: getattr(row, k) for k in vars(facts) if k != "artifact_digest"}
         if {k: v for k, v in vars(facts).items() if k != "artifact_digest"} != columns:
