@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 
 from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
 from ..access.principals import Actor, Principal
 from ..clock import normalised, utc_now
@@ -79,18 +80,9 @@ class CredentialOperations(WorkspaceCore):
                     if password is None:
                         raise UsageError("confirm a new key with your password")
                     self.principals.authenticate_password(session, target, password)
-                after, key = self.principals.replace_key(
-                    session, target, utc_now(), password, compromised_since
+                after, key = self._replace_key(
+                    session, "user.rotate-key", before, password, compromised_since
                 )
-                session.execute(delete(SessionRow).where(SessionRow.principal_id == after.id))
-                event = self.event(
-                    "user.rotate-key",
-                    resource,
-                    retired=before.public_key.fingerprint(),
-                    current=after.public_key.fingerprint(),
-                    compromised_since=compromised_since,
-                )
-                self.append(session, [event])
         except AuthenticationError:
             self.record([self.event("user.rotate-key", resource, "denied")])
             raise AuthenticationError("the password is wrong") from None
@@ -110,15 +102,32 @@ class CredentialOperations(WorkspaceCore):
             before = self.principals.get(session, name)
             if before.kind != "human":
                 raise UsageError(f"{name} is a service; it has no password (rotate its key)")
-            after, _ = self.principals.replace_key(session, name, utc_now(), password)
-            session.execute(delete(SessionRow).where(SessionRow.principal_id == after.id))
-            fingerprints = {
-                "retired": before.public_key.fingerprint(),
-                "current": after.public_key.fingerprint(),
-            }
-            resource = f"principal:{name}"
-            self.append(session, [self.event("user.reset-password", resource, **fingerprints)])
+            after, _ = self._replace_key(session, "user.reset-password", before, password)
         return before, after
+
+    def _replace_key(
+        self,
+        session: Session,
+        action: str,
+        before: Principal,
+        password: Secret | None,
+        compromised_since: str | None = None,
+    ) -> tuple[Principal, SigningKey]:
+        """Give *before* a new key (the old one retired), end its sessions, record
+        *action* with both fingerprints."""
+        after, key = self.principals.replace_key(
+            session, before.name, utc_now(), password, compromised_since
+        )
+        session.execute(delete(SessionRow).where(SessionRow.principal_id == after.id))
+        event = self.event(
+            action,
+            f"principal:{before.name}",
+            retired=before.public_key.fingerprint(),
+            current=after.public_key.fingerprint(),
+            compromised_since=compromised_since,
+        )
+        self.append(session, [event])
+        return after, key
 
     def set_user_roles(self, name: str, roles: list[str]) -> tuple[Principal, Principal]:
         """Replace *name*'s roles (``user:admin``); returns the principal before and after.
