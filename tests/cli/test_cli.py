@@ -332,6 +332,7 @@ def test_rotate_key(initialised: Any, tmp_path: Path) -> None:
     }
     assert listed["admin"]["key_fingerprint"] == mine["current"]
     assert listed["admin"]["retired_keys"] == [mine["retired"]]
+    assert listed["admin"]["totp"] is False
     assert listed["scorer"]["retired_keys"][0] == rotated["retired"]
     assert len(listed["scorer"]["retired_keys"]) == 2
 

@@ -425,6 +425,8 @@ def test_people_page_is_an_access_review_for_those_allowed(dashboard: Dashboard)
             assert text in page.text
         since = rotated.key_since[:10]
         assert f"{rotated.public_key.fingerprint()[:16]}, since {since} (1 retired)" in page.text
+        rows = {row.split("</td>")[0].split(">")[-1]: row for row in page.text.split("<tr>")[1:]}
+        assert "<td>enrolled</td>" in rows["otp"] and "<td>none</td>" in rows["ada"]
         assert "registry:read" in page.text and "audit:verify" in page.text
     with dashboard.signed_in("ada") as ada:
         front = ada.get("/").text

@@ -233,6 +233,7 @@ def list_users(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """List principals."""
     with open_workspace(ctx) as workspace:
         principals = workspace.users()
+        enrolled = workspace.totp_enrolled_ids()
     rows = [
         {
             "name": p.name,
@@ -243,19 +244,21 @@ def list_users(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             "created_by": p.created_by,
             "key_fingerprint": p.public_key.fingerprint(),
             "retired_keys": [k.fingerprint() for k in p.retired_keys],
+            "totp": p.id in enrolled,
         }
         for p in principals
     ]
     if as_json:
         print_json(rows)
         return
-    table = Table("name", "kind", "roles", "status", "created", "key", box=None)
+    table = Table("name", "kind", "roles", "status", "totp", "created", "key", box=None)
     for row in rows:
         table.add_row(
             str(row["name"]),
             str(row["kind"]),
             ", ".join(row["roles"]),  # type: ignore[arg-type]
             "disabled" if row["disabled"] else "active",
+            "yes" if row["totp"] else "no",
             str(row["created_at"])[:19].replace("T", " "),
             str(row["key_fingerprint"])[:16],
         )

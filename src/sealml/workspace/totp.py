@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from ..access import totp
 from ..clock import utc_now
 from ..crypto.box import BoxOpenError, open_box, seal_box
@@ -61,6 +63,12 @@ class TotpOperations(WorkspaceCore):
         actor = self.require_actor()
         with self.db.read() as session:
             return session.get(TotpRow, actor.principal.id) is not None
+
+    def totp_enrolled_ids(self) -> set[str]:
+        """The ids of the principals that have a TOTP secret (needs ``user:read``)."""
+        self.authorize("user:read", "principal:*", action="user.list")
+        with self.db.read() as session:
+            return set(session.execute(select(TotpRow.principal_id)).scalars())
 
     def totp_check(self, code: str) -> None:
         """Accept *code* from the acting principal's TOTP secret, once (its time step is
