@@ -271,6 +271,14 @@ def test_password_roles_and_totp_reset(initialised: Any, isolated_env: Path) -> 
     assert reset.code == 0 and "dana-reset-1" not in reset.stdout + reset.stderr
     dana["SEALML_PASSWORD"] = "dana-reset-1"
     assert json.loads(initialised("whoami", "--json", env=dana).stdout)["name"] == "dana"
+    assert json.loads(initialised("whoami", "--json", env=dana).stdout)["roles"] == []
+    one_line_error(
+        initialised("audit", "show", env=dana), 2, "change it first with `sealml user passwd`"
+    )
+    own = {**dana, "SEALML_NEW_PASSWORD": "dana-own-password"}
+    assert initialised("user", "passwd", env=own).code == 0
+    dana["SEALML_PASSWORD"] = "dana-own-password"
+    assert initialised("audit", "show", env=dana).code == 0
     one_line_error(
         initialised(
             "user", "reset-password", "admin", env={**dana, "SEALML_NEW_PASSWORD": "x" * 9}

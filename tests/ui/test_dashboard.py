@@ -224,6 +224,19 @@ def test_a_password_change_ends_sessions_begun_under_the_old_one(dashboard: Dash
         assert ada.get("/").status_code == 200
 
 
+def test_a_reset_password_must_be_changed_before_signing_in(dashboard: Dashboard) -> None:
+    with reopen(dashboard.path) as admin:
+        admin.reset_password("ada", Secret("ada-reset-password-1"))
+    with dashboard.client() as ada:
+        refused = dashboard.sign_in(ada, "ada", "ada-reset-password-1")
+        assert refused.status_code == 403 and "user passwd" in refused.text
+        assert ada.get("/").status_code == 303  # no session was made
+    with reopen(dashboard.path, "ada", "ada-reset-password-1") as ws:
+        ws.change_password(Secret("ada-reset-password-1"), Secret("ada-own-password-1"))
+    with dashboard.client() as ada:
+        assert dashboard.sign_in(ada, "ada", "ada-own-password-1").status_code == 303
+
+
 def test_sign_out_needs_the_csrf_token_and_kills_the_cookie(dashboard: Dashboard) -> None:
     with dashboard.signed_in("ada") as ada:
         page = ada.get("/")

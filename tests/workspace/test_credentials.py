@@ -227,11 +227,20 @@ def test_an_admin_resets_a_forgotten_password(workspace: Workspace, dana: Path) 
         fresh.login("dana", Secret(DANA))
     with pytest.raises(AuthenticationError):
         fresh.resume_session(ticket)
-    assert fresh.login("dana", Secret("dana-reset-password")).principal.public_key != old
+    reset = fresh.login("dana", Secret("dana-reset-password"))
+    assert reset.principal.public_key != old and reset.principal.password_reset_by == "admin"
+    with pytest.raises(PermissionDeniedError, match="admin reset the password of dana"):
+        fresh.verify(signed.id)  # nothing but a password change until then
+    fresh.change_password(Secret("dana-reset-password"), Secret("dana-own-password"))
+    fresh.close()
+    fresh = Workspace.open(dana, passphrase=Secret(PASSPHRASE))
+    assert fresh.login("dana", Secret("dana-own-password")).principal.password_reset_by is None
     assert fresh.verify(signed.id).creator == "dana"  # signed with the retired key
     fresh.close()
     events = workspace.audit_events(EventFilter(action="user.reset-password"))
     assert [e.fields()["outcome"] for e in events] == ["denied", "ok"]
+    refused = workspace.audit_events(EventFilter(principal="dana", outcome="denied"))
+    assert refused[-1].fields()["details"]["password_reset_by"] == "admin"
     assert service_key is not None
 
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -59,6 +59,9 @@ class Principal:
     compromised: tuple[tuple[VerifyingKey, str], ...] = ()
     """Retired keys reported compromised, each with the time from which what it signed is
     no longer trusted."""
+    password_reset_by: str | None = None
+    """The admin who reset the password, until the principal changes it: until then it
+    may do nothing but change it."""
 
     @property
     def keys(self) -> tuple[VerifyingKey, ...]:
@@ -121,8 +124,9 @@ class PrincipalStore:
             "disabled": bool(row.disabled),
             "created_at": row.created_at,
             "created_by": row.created_by,
-            # Only when there are any, so records from before rotations existed still match.
+            # Only when set, so records from before these members existed keep their bytes.
             **({"retired_keys": json.loads(row.retired_keys)} if row.retired_keys else {}),
+            **({"password_reset_by": row.password_reset_by} if row.password_reset_by else {}),
         }
 
     def _attest(self, row: PrincipalRow) -> None:
@@ -163,6 +167,7 @@ class PrincipalStore:
             retired_keys=retired,
             key_since=key_since,
             compromised=compromised,
+            password_reset_by=row.password_reset_by,
         )
 
     # -- queries --------------------------------------------------------------------------
@@ -248,6 +253,8 @@ class PrincipalStore:
         if self._verified(row).kind != "human":
             raise UsageError(f"{actor.name!r} is a service principal; it has no password")
         self._seal_key(row, actor.signing_key, password)
+        row.password_reset_by = None  # their own password again
+        self._attest(row)
         session.flush()
 
     def replace_key(
@@ -257,6 +264,7 @@ class PrincipalStore:
         retired_at: str,
         password: Secret | None,
         compromised_since: str | None = None,
+        reset_by: str | None = None,
     ) -> tuple[Principal, SigningKey]:
         """Give *name* a fresh ECDSA P-256 key (a person's sealed under *password*) and keep
         the old public key as retired, so what it signed still verifies (with
@@ -275,6 +283,8 @@ class PrincipalStore:
             if password is None:
                 raise UsageError("a person's new key is sealed under their password")
             self._seal_key(row, key, password)
+        if reset_by is not None:
+            row.password_reset_by = reset_by
         self._attest(row)
         session.flush()
         return self._verified(row), key
@@ -350,4 +360,7 @@ class PrincipalStore:
             raise AuthenticationError(f"principal {principal.name!r} is disabled")
         if key.public_key != principal.public_key:
             raise IntegrityError(f"principal {principal.name!r} key does not match its record")
+        if principal.password_reset_by is not None:
+            # Until they choose their own password they hold no role: every check refuses.
+            principal = replace(principal, roles=())
         return Actor(principal, key, via)

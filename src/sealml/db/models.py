@@ -50,6 +50,8 @@ class PrincipalRow(Base):
     attestation: Mapped[bytes] = mapped_column(LargeBinary)
     # JSON [{"pem", "retired_at"}]: keys that signed before a rotation (added in 0006)
     retired_keys: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # who reset the password, until the principal changes it (added in 0007)
+    password_reset_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class SessionRow(Base):

@@ -158,6 +158,15 @@ class Dashboard:
             actor = workspace.login(name, password)
             if workspace.totp_enrolled():
                 workspace.totp_check(code)
+            if actor.principal.password_reset_by is not None:
+                resource = f"principal:{actor.name}"
+                workspace.record(
+                    [workspace.event("ui.sign-in", resource, "denied", reason="password reset")]
+                )
+                raise PermissionDeniedError(
+                    "An administrator reset your password: change it with `sealml user "
+                    "passwd` before you sign in here."
+                )
             workspace.record(
                 [workspace.event("ui.sign-in", f"principal:{actor.name}", via="dashboard")]
             )
@@ -346,6 +355,8 @@ def create_dashboard(workspace: Workspace, settings: UiSettings) -> FastAPI:
         except AuthenticationError:
             message = "Wrong user name, password or one-time code."
             return _login_page(request, message, 401)
+        except PermissionDeniedError as refused:  # right credentials, not usable yet
+            return _login_page(request, str(refused), 403)
         dashboard.sessions.end(request.cookies.get(settings.session_cookie))  # one per browser
         response = RedirectResponse("/", 303)
         response.set_cookie(

@@ -464,7 +464,8 @@ class WorkspaceCore:
         refused operation) and raised as PermissionDeniedError.
         """
         actor = self.require_actor()
-        if self.policy.allows(actor.principal.roles, permission):
+        reset_by = actor.principal.password_reset_by
+        if reset_by is None and self.policy.allows(actor.principal.roles, permission):
             return actor
         self.record(
             [
@@ -473,10 +474,18 @@ class WorkspaceCore:
                     action=action or permission,
                     resource=resource,
                     outcome="denied",
-                    details={"permission": permission},
+                    details={
+                        "permission": permission,
+                        **({"password_reset_by": reset_by} if reset_by else {}),
+                    },
                 )
             ]
         )
+        if reset_by is not None:
+            raise PermissionDeniedError(
+                f"{reset_by} reset the password of {actor.name}: change it first with "
+                "`sealml user passwd`"
+            )
         raise PermissionDeniedError(
             f"permission denied: {actor.name} lacks {permission} on {resource}"
         )

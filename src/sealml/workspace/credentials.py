@@ -94,7 +94,8 @@ class CredentialOperations(WorkspaceCore):
         """Give a person who forgot their password a new one (``user:admin``, never your
         own). Their private key was sealed under the old password, so it is lost: they get
         a new signing key, the old one stays retired to verify what it signed. Their
-        sessions end; TOTP stays as it was. Returns the principal before and after."""
+        sessions end; TOTP stays as it was. Until they change the password themselves they
+        may do nothing else. Returns the principal before and after."""
         actor = self.authorize("user:admin", f"principal:{name}", action="user.reset-password")
         if name == actor.name:
             raise UsageError("change your own password with `sealml user passwd`")
@@ -102,7 +103,9 @@ class CredentialOperations(WorkspaceCore):
             before = self.principals.get(session, name)
             if before.kind != "human":
                 raise UsageError(f"{name} is a service; it has no password (rotate its key)")
-            after, _ = self._replace_key(session, "user.reset-password", before, password)
+            after, _ = self._replace_key(
+                session, "user.reset-password", before, password, reset_by=actor.name
+            )
         return before, after
 
     def _replace_key(
@@ -112,11 +115,12 @@ class CredentialOperations(WorkspaceCore):
         before: Principal,
         password: Secret | None,
         compromised_since: str | None = None,
+        reset_by: str | None = None,
     ) -> tuple[Principal, SigningKey]:
         """Give *before* a new key (the old one retired), end its sessions, record
         *action* with both fingerprints."""
         after, key = self.principals.replace_key(
-            session, before.name, utc_now(), password, compromised_since
+            session, before.name, utc_now(), password, compromised_since, reset_by
         )
         session.execute(delete(SessionRow).where(SessionRow.principal_id == after.id))
         event = self.event(
