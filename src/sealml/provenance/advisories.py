@@ -97,7 +97,8 @@ class AdvisoryDatabase:
                 if package.get("ecosystem") == ECOSYSTEM and package.get("name"):
                     index.setdefault(canonicalize_name(str(package["name"])), []).append(record)
         if path.is_file():
-            digest = hashlib.sha256(path.read_bytes())
+            with path.open("rb") as copy:
+                digest = hashlib.file_digest(copy, "sha256")
         return cls(
             str(path),
             digest.hexdigest(),
