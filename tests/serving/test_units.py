@@ -133,3 +133,32 @@ def test_apikey_commands(workspace: Any, cli: Any) -> None:
     assert again.code == 2 and "already revoked" in again.stderr
     unknown = cli("apikey", "revoke", "nope", "--reason", "x", env=admin_env())
     assert unknown.code == 2
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        'UPDATE api_keys SET scopes = \'["predict", "admin"]\'',  # a scope granted in SQL
+        "UPDATE api_keys SET models = '[\"*\"]'",
+        "UPDATE api_keys SET revoked_at = NULL",  # a revocation undone
+        "UPDATE api_keys SET expires_at = '2999-01-01T00:00:00.000000Z'",
+        "UPDATE api_keys SET digest = X'00'",  # another secret
+        "UPDATE api_keys SET attestation = NULL",  # as written before keys were signed
+    ],
+)
+def test_an_api_key_edited_in_the_database_is_refused(workspace: Any, edit: str) -> None:
+    import sqlite3
+
+    kept, _ = workspace.create_api_key("kept", models=["other"])
+    key, _ = workspace.create_api_key("billing", models=["credit"], expires_at="2998-01-01")
+    if "revoked_at" in edit:
+        workspace.revoke_api_key(key.id, "leaked")
+    assert {s.key.id for s in workspace.stored_api_keys()} == {kept.id, key.id}
+    connection = sqlite3.connect(workspace.root / ".sealml" / "sealml.db")
+    with connection:
+        connection.execute(f"{edit} WHERE id = ?", (key.id,))
+    connection.close()
+    assert {s.key.id for s in workspace.stored_api_keys()} == {kept.id}
+    listed = {k.id: k for k in workspace.api_keys()}
+    assert not listed[key.id].verified and listed[key.id].scopes == ()
+    assert listed[kept.id].verified

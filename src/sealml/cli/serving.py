@@ -47,6 +47,8 @@ def _key_dict(key: ApiKey) -> dict[str, object]:
     state = "revoked" if key.revoked_at else "active"
     if state == "active" and key.expires_at and key.expires_at <= utc_now():
         state = "expired"
+    if not key.verified:
+        state = "unverified (edited or unsigned; refused: reissue it)"
     return {**vars(key), "scopes": list(key.scopes), "models": list(key.models), "state": state}
 
 

@@ -114,7 +114,7 @@ def check_transport(url: URL, environ: Mapping[str, str] = os.environ) -> None:
 # The newest migration shipped with this sealml, so that opening a workspace needs no
 # Alembic (its import costs every command a sixth of a second); tests/test_style.py
 # checks it against the migrations folder.
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0008"
 
 
 class Database:

@@ -257,3 +257,5 @@ class ApiKeyRow(Base):
     expires_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
     revoked_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
     ledger_seq: Mapped[int] = mapped_column(BigInteger)
+    # the workspace key's signature over the row's canonical record (added in 0008)
+    attestation: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

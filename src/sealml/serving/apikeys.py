@@ -35,6 +35,7 @@ class ApiKey:
     created_at: str
     expires_at: str | None = None
     revoked_at: str | None = None
+    verified: bool = True  # False: its record does not carry a valid workspace signature
 
     @property
     def principal(self) -> str:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from sqlalchemy import select
 
 from ..clock import utc_now
+from ..crypto.canonical import canonical_json
+from ..crypto.signing import VerifyingKey
 from ..db.models import ApiKeyRow
 from ..errors import NotFoundError, UsageError
 from ..serving import apikeys
@@ -15,16 +17,42 @@ from ..serving.apikeys import ApiKey, StoredKey
 from .core import WorkspaceCore
 
 
-def _record(row: ApiKeyRow) -> ApiKey:
+def _signed_bytes(row: ApiKeyRow) -> bytes:
+    """What the workspace key signs for a key: every column a server relies on."""
+    return canonical_json(
+        {
+            "v": 1,
+            "id": row.id,
+            "name": row.name,
+            "owner": row.owner,
+            "salt": row.salt.hex(),
+            "digest": row.digest.hex(),
+            "scopes": json.loads(row.scopes),
+            "models": json.loads(row.models),
+            "created_at": row.created_at,
+            "expires_at": row.expires_at,
+            "revoked_at": row.revoked_at,
+        }
+    )
+
+
+def _record(row: ApiKeyRow, verifier: VerifyingKey) -> ApiKey:
+    try:
+        verified = row.attestation is not None and verifier.verify(
+            row.attestation, _signed_bytes(row)
+        )
+    except (ValueError, TypeError):  # malformed JSON columns
+        verified = False
     return ApiKey(
         id=row.id,
         name=row.name,
         owner=row.owner,
-        scopes=tuple(json.loads(row.scopes)),
-        models=tuple(json.loads(row.models)),
+        scopes=tuple(json.loads(row.scopes)) if verified else (),
+        models=tuple(json.loads(row.models)) if verified else (),
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
+        verified=verified,
     )
 
 
@@ -79,15 +107,19 @@ class ApiKeyOperations(WorkspaceCore):
                 revoked_at=None,
                 ledger_seq=seq,
             )
+            self._attest_key(row)
             session.add(row)
-        return _record(row), text
+        return _record(row, self.verifier.key), text
+
+    def _attest_key(self, row: ApiKeyRow) -> None:
+        row.attestation = self._workspace_signing_key().sign(_signed_bytes(row))
 
     def api_keys(self) -> list[ApiKey]:
         """Every key ever issued (revoked ones included), oldest first."""
         self.authorize("apikey:manage", "apikey:*", action="apikey.ls")
         with self.db.read() as session:
             rows = session.execute(select(ApiKeyRow).order_by(ApiKeyRow.created_at)).scalars()
-            return [_record(row) for row in rows]
+            return [_record(row, self.verifier.key) for row in rows]
 
     def revoke_api_key(self, key_id: str, reason: str) -> ApiKey:
         """Revoke a key; running servers refuse it at their next refresh (seconds)."""
@@ -102,11 +134,15 @@ class ApiKeyOperations(WorkspaceCore):
                 raise UsageError(f"API key {key_id} is already revoked")
             self.append(session, [self.event("apikey.revoke", f"apikey:{key_id}", reason=reason)])
             row.revoked_at = utc_now()
-            return _record(row)
+            self._attest_key(row)
+            return _record(row, self.verifier.key)
 
     def stored_api_keys(self) -> list[StoredKey]:
-        """Every key with its salt and hash, for a server's key ring (``model:serve``)."""
+        """Every key whose record the workspace key signed, with its salt and hash, for a
+        server's key ring (``model:serve``). A row edited in the database, or written
+        before keys were signed, is left out: such a key is refused."""
         self.authorize("model:serve", "apikey:*", action="apikey.load")
         with self.db.read() as session:
             rows = session.execute(select(ApiKeyRow)).scalars()
-            return [StoredKey(_record(row), row.salt, row.digest) for row in rows]
+            found = [(_record(row, self.verifier.key), row) for row in rows]
+        return [StoredKey(key, row.salt, row.digest) for key, row in found if key.verified]
