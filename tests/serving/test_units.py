@@ -162,3 +162,20 @@ def test_an_api_key_edited_in_the_database_is_refused(workspace: Any, edit: str)
     listed = {k.id: k for k in workspace.api_keys()}
     assert not listed[key.id].verified and listed[key.id].scopes == ()
     assert listed[kept.id].verified
+
+
+def test_a_key_row_restored_from_before_its_revocation_stays_revoked(workspace: Any) -> None:
+    import sqlite3
+
+    key, _ = workspace.create_api_key("billing")
+    database = workspace.root / ".sealml" / "sealml.db"
+    connection = sqlite3.connect(database)
+    saved = connection.execute("SELECT revoked_at, attestation FROM api_keys").fetchone()
+    connection.close()
+    workspace.revoke_api_key(key.id, "leaked")
+    connection = sqlite3.connect(database)
+    with connection:  # the whole row as it was, its valid signature included
+        connection.execute("UPDATE api_keys SET revoked_at = ?, attestation = ?", saved)
+    connection.close()
+    (stored,) = workspace.stored_api_keys()
+    assert stored.key.verified and stored.key.revoked_at is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sqlalchemy import select
 
@@ -12,6 +13,7 @@ from ..crypto.canonical import canonical_json
 from ..crypto.signing import VerifyingKey
 from ..db.models import ApiKeyRow
 from ..errors import NotFoundError, UsageError
+from ..ledger import EventFilter, Ledger
 from ..serving import apikeys
 from ..serving.apikeys import ApiKey, StoredKey
 from .core import WorkspaceCore
@@ -145,4 +147,18 @@ class ApiKeyOperations(WorkspaceCore):
         with self.db.read() as session:
             rows = session.execute(select(ApiKeyRow)).scalars()
             found = [(_record(row, self.verifier.key), row) for row in rows]
-        return [StoredKey(key, row.salt, row.digest) for key, row in found if key.verified]
+            # A row restored from before its revocation still carries a valid signature;
+            # the ledger's revocation event does not go away with it.
+            revoked = {
+                event.fields()["resource"].removeprefix("apikey:"): event.fields()["ts"]
+                for event in Ledger.events(
+                    session, EventFilter(action="apikey.revoke", outcome="ok")
+                )
+            }
+        return [
+            StoredKey(
+                replace(key, revoked_at=key.revoked_at or revoked.get(key.id)), row.salt, row.digest
+            )
+            for key, row in found
+            if key.verified
+        ]
