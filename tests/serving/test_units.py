@@ -168,6 +168,8 @@ def test_a_key_row_restored_from_before_its_revocation_stays_revoked(workspace: 
     import sqlite3
 
     key, _ = workspace.create_api_key("billing")
+    (loaded,) = workspace.stored_api_keys()  # a server's first read, before the revocation
+    assert loaded.key.revoked_at is None
     database = workspace.root / ".sealml" / "sealml.db"
     connection = sqlite3.connect(database)
     saved = connection.execute("SELECT revoked_at, attestation FROM api_keys").fetchone()
@@ -177,5 +179,14 @@ def test_a_key_row_restored_from_before_its_revocation_stays_revoked(workspace: 
     with connection:  # the whole row as it was, its valid signature included
         connection.execute("UPDATE api_keys SET revoked_at = ?, attestation = ?", saved)
     connection.close()
-    (stored,) = workspace.stored_api_keys()
+    (stored,) = workspace.stored_api_keys()  # reads only the events added since
     assert stored.key.verified and stored.key.revoked_at is not None
+    from sealml import Secret, Workspace
+
+    from ..conftest import PASSPHRASE
+
+    fresh = Workspace.open(workspace.root, passphrase=Secret(PASSPHRASE))
+    fresh.actor = workspace.actor
+    (again,) = fresh.stored_api_keys()  # another server, reading the whole ledger
+    assert again.key.revoked_at is not None
+    fresh.close()

@@ -67,6 +67,7 @@ class EventFilter:
     until: str | None = None
     outcome: str | None = None
     before_seq: int | None = None
+    from_seq: int | None = None  # only events numbered at least this (a range of the key)
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,8 @@ class Ledger:
             query = query.where(LedgerEventRow.ts < where.until)
         if where.before_seq is not None:
             query = query.where(LedgerEventRow.seq < where.before_seq)
+        if where.from_seq is not None:
+            query = query.where(LedgerEventRow.seq >= where.from_seq)
         order = LedgerEventRow.seq.desc() if newest_first else LedgerEventRow.seq
         query = query.order_by(order)
         if limit is not None:

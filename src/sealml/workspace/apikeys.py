@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..clock import utc_now
 from ..crypto.canonical import canonical_json
@@ -139,6 +140,20 @@ class ApiKeyOperations(WorkspaceCore):
             self._attest_key(row)
             return _record(row, self.verifier.key)
 
+    def _ledger_revocations(self, session: Session) -> dict[str, str]:
+        """Key id -> revocation time, as the ledger records them. A row restored from
+        before its revocation still carries a valid signature; the ledger's event does not
+        go away with it. Revocations are final, so each call reads only the events added
+        since the last (servers ask every few seconds)."""
+        start = Ledger.size(session)
+        where = EventFilter(action="apikey.revoke", outcome="ok", from_seq=self._revocations[0])
+        found = dict(self._revocations[1])
+        for event in Ledger.events(session, where):
+            fields = event.fields()
+            found[str(fields["resource"]).removeprefix("apikey:")] = str(fields["ts"])
+        self._revocations = (start, found)
+        return found
+
     def stored_api_keys(self) -> list[StoredKey]:
         """Every key whose record the workspace key signed, with its salt and hash, for a
         server's key ring (``model:serve``). A row edited in the database, or written
@@ -147,14 +162,7 @@ class ApiKeyOperations(WorkspaceCore):
         with self.db.read() as session:
             rows = session.execute(select(ApiKeyRow)).scalars()
             found = [(_record(row, self.verifier.key), row) for row in rows]
-            # A row restored from before its revocation still carries a valid signature;
-            # the ledger's revocation event does not go away with it.
-            revoked = {
-                event.fields()["resource"].removeprefix("apikey:"): event.fields()["ts"]
-                for event in Ledger.events(
-                    session, EventFilter(action="apikey.revoke", outcome="ok")
-                )
-            }
+            revoked = self._ledger_revocations(session)
         return [
             StoredKey(
                 replace(key, revoked_at=key.revoked_at or revoked.get(key.id)), row.salt, row.digest

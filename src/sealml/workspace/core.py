@@ -110,6 +110,8 @@ class WorkspaceCore:
         self._token_pin: Secret | None = None
         self._note_signer: NoteSigner | None = None
         self.actor: Actor | None = None
+        # (ledger size already read, key id -> time) of API key revocations (apikeys.py)
+        self._revocations: tuple[int, dict[str, str]] = (0, {})
 
     def __repr__(self) -> str:
         return f"Workspace({self.root})"
