@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -24,3 +24,8 @@ def normalised(text: str) -> str:
 def parsed(stamp: str) -> datetime:
     """A time sealml wrote, as an aware datetime (ValueError when malformed)."""
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def utc_after(seconds: float) -> str:
+    """The time *seconds* from now, written as :func:`utc_now` writes it."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime(_FORMAT)

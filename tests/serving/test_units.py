@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from sealml.ledger import EventFilter
 from sealml.serving import apikeys
 from sealml.serving.apikeys import ApiKey, KeyRejectedError, KeyRing, StoredKey
 from sealml.serving.limits import MemoryLimiter
@@ -190,3 +191,26 @@ def test_a_key_row_restored_from_before_its_revocation_stays_revoked(workspace: 
     (again,) = fresh.stored_api_keys()  # another server, reading the whole ledger
     assert again.key.revoked_at is not None
     fresh.close()
+
+
+def test_a_key_is_rotated_with_a_grace_period(workspace: Any, cli: Any) -> None:
+    created = cli("apikey", "create", "billing", "--model", "credit", "--expires", "30d",
+                  "--json", env=admin_env())  # fmt: skip
+    old = json.loads(created.stdout)
+    rotated = cli("apikey", "rotate", old["id"], "--grace", "2h", "--json", env=admin_env())
+    assert rotated.code == 0, rotated.stderr
+    new = json.loads(rotated.stdout)
+    assert new["key"].startswith(f"sml_{new['id']}_") and new["id"] != old["id"]
+    assert (new["name"], new["scopes"], new["models"]) == ("billing", ["predict"], ["credit"])
+    assert new["expires_at"][:10] == old["expires_at"][:10]  # the same 30-day lifetime
+    assert new["replaces"]["expires_at"] < old["expires_at"]  # the old one ends in 2 h
+    stored = {s.key.id: s.key for s in workspace.stored_api_keys()}
+    assert stored[old["id"]].verified and stored[old["id"]].revoked_at is None
+    assert stored[new["id"]].verified
+    bad = cli("apikey", "rotate", old["id"], "--grace", "soon", env=admin_env())
+    assert bad.code == 2 and "--grace" in bad.stderr
+    assert cli("apikey", "revoke", old["id"], "--reason", "done", env=admin_env()).code == 0
+    again = cli("apikey", "rotate", old["id"], env=admin_env())
+    assert again.code == 2 and "no longer valid" in again.stderr
+    events = workspace.audit_events(EventFilter(action="apikey.rotate"))
+    assert [e.fields()["details"]["replaced_by"] for e in events] == [new["id"]]

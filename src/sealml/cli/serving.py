@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from ..clock import utc_now
+from ..clock import normalised, utc_after, utc_now
 from ..config import resolve
 from ..errors import UsageError
 from ..serving.apikeys import ApiKey
@@ -21,26 +20,29 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="API keys for served models.", no_args_is_help=True)
 
-_DURATION = re.compile(r"(\d{1,5})([hd])")
+_DURATION = re.compile(r"(\d{1,5})([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_seconds(text: str, option: str) -> int:
+    """``0``, ``45s``, ``30m``, ``12h`` or ``7d``, in seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise UsageError(f"{option} takes 0, 30m, 12h or 7d, not {text!r}")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def _expiry(text: str | None) -> str | None:
     """``30d``, ``12h`` or an ISO date/time, as an RFC 3339 UTC time."""
     if text is None:
         return None
-    match = _DURATION.fullmatch(text.strip())
-    if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        delta = dt.timedelta(days=amount) if unit == "d" else dt.timedelta(hours=amount)
-        moment = dt.datetime.now(dt.UTC) + delta
-    else:
-        try:
-            moment = dt.datetime.fromisoformat(text.strip())
-        except ValueError:
-            raise UsageError(f"--expires takes 30d, 12h or an ISO date, not {text!r}") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    relative = _DURATION.fullmatch(text.strip())
+    if relative and relative.group(2):  # a bare number is neither a duration nor a date
+        return utc_after(_duration_seconds(text, "--expires"))
+    try:
+        return normalised(text)
+    except ValueError:
+        raise UsageError(f"--expires takes 30d, 12h or an ISO date, not {text!r}") from None
 
 
 def _key_dict(key: ApiKey) -> dict[str, object]:
@@ -105,6 +107,32 @@ def revoke(
     with open_workspace(ctx) as workspace:
         key = workspace.revoke_api_key(key_id, reason)
     out.print(f"revoked API key {key.id} ({key.name})")
+
+
+@app.command("rotate")
+def rotate(
+    ctx: typer.Context,
+    key_id: str = typer.Argument(..., help="The key's id (the part after sml_)."),
+    grace: str = typer.Option(
+        "1h", "--grace", help="How long the old key still works: 0, 30m, 12h or 7d."
+    ),
+    expires: str | None = typer.Option(
+        None, "--expires", help="The new key's expiry (default: the old key's lifetime)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Replace a key without downtime: a new one now, the old one expiring after --grace."""
+    seconds = _duration_seconds(grace, "--grace")
+    with open_workspace(ctx) as workspace:
+        new, text, old = workspace.rotate_api_key(key_id, seconds, _expiry(expires))
+    if as_json:
+        print_json({**_key_dict(new), "key": text, "replaces": _key_dict(old)})
+        return
+    err.print(
+        f"API key {new.id} replaces {old.id}, which works until {old.expires_at}; "
+        "the new key is shown once, store it now:"
+    )
+    out.print(text, markup=False)
 
 
 def serve(

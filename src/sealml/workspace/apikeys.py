@@ -9,7 +9,7 @@ from dataclasses import replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..clock import utc_now
+from ..clock import parsed, utc_after, utc_now
 from ..crypto.canonical import canonical_json
 from ..crypto.signing import VerifyingKey
 from ..db.models import ApiKeyRow
@@ -116,6 +116,42 @@ class ApiKeyOperations(WorkspaceCore):
 
     def _attest_key(self, row: ApiKeyRow) -> None:
         row.attestation = self._workspace_signing_key().sign(_signed_bytes(row))
+
+    def rotate_api_key(
+        self, key_id: str, grace_seconds: int, expires_at: str | None = None
+    ) -> tuple[ApiKey, str, ApiKey]:
+        """Replace a key without downtime: a new key with the same name, scopes and models
+        (shown this once), and the old one expiring after *grace_seconds* (or at its own
+        expiry, if sooner). Returns the new key, its text and the old key."""
+        if not 0 <= grace_seconds <= 30 * 24 * 3600:
+            raise UsageError("the grace period is between 0 seconds and 30 days")
+        self.authorize("apikey:manage", f"apikey:{key_id}", action="apikey.rotate")
+        with self.db.read() as session:
+            row = session.get(ApiKeyRow, key_id)
+            if row is None:
+                raise NotFoundError(f"no API key {key_id!r}")
+            old = _record(row, self.verifier.key)
+        if not old.verified:
+            raise UsageError(f"API key {key_id} is unverified; revoke it and issue a new one")
+        if old.revoked_at is not None or (old.expires_at and old.expires_at <= utc_now()):
+            raise UsageError(f"API key {key_id} is no longer valid; issue a new one")
+        if expires_at is None and old.expires_at:  # the same lifetime as the old key had
+            lifetime = parsed(old.expires_at) - parsed(old.created_at)
+            expires_at = utc_after(lifetime.total_seconds())
+        new, text = self.create_api_key(
+            old.name, scopes=old.scopes, models=old.models, expires_at=expires_at
+        )
+        until = utc_after(grace_seconds)
+        with self.transaction() as session:
+            row = session.get(ApiKeyRow, key_id)
+            assert row is not None
+            row.expires_at = min(row.expires_at or until, until)
+            self._attest_key(row)
+            event = self.event(
+                "apikey.rotate", f"apikey:{key_id}", replaced_by=new.id, expires_at=row.expires_at
+            )
+            self.append(session, [event])
+            return new, text, _record(row, self.verifier.key)
 
     def api_keys(self) -> list[ApiKey]:
         """Every key ever issued (revoked ones included), oldest first."""
