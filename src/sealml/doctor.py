@@ -22,7 +22,7 @@ from typing import Literal
 
 from sqlalchemy import select
 
-from .clock import parsed
+from .clock import parsed, utc_now
 from .config import CONFIG_NAME
 from .db.models import DataKeyRow
 from .errors import AuthenticationError, SealmlError
@@ -70,6 +70,7 @@ def diagnose(
         _ledger,
         _policy,
         _key_ages,
+        _api_keys,
         _dev_certificate,
         _disk_space,
     )
@@ -314,6 +315,38 @@ def _key_ages(workspace: Workspace) -> Finding:
             f"{_named(old)}; renew with `sealml user rotate-key`",
         )
     return Finding("signing key age", "ok", f"every active key is under {limit} days old")
+
+
+def _api_keys(workspace: Workspace) -> Finding:
+    try:
+        keys = [k for k in workspace.api_keys() if k.revoked_at is None]
+    except SealmlError as error:
+        return Finding("API keys", "warn", f"not checked: {error}")
+    now = utc_now()
+    live = [k for k in keys if not (k.expires_at and k.expires_at <= now)]
+    unverified = sorted(k.id for k in live if not k.verified)
+    if unverified:
+        return Finding(
+            "API keys",
+            "fail",
+            f"{len(unverified)} key(s) without a valid workspace signature (edited in the "
+            f"database, or issued before keys were signed): {_named(unverified)}; servers "
+            "refuse them: revoke them and issue new ones",
+        )
+    limit = workspace.config.access.max_key_age_days
+    stale = sorted(
+        k.id
+        for k in live
+        if not k.expires_at and datetime.now(UTC) - parsed(k.created_at) > timedelta(days=limit)
+    )
+    if stale:
+        return Finding(
+            "API keys",
+            "warn",
+            f"{len(stale)} key(s) without expiry older than {limit} days: {_named(stale)}; "
+            "replace them with `sealml apikey rotate`",
+        )
+    return Finding("API keys", "ok", f"{len(live)} valid, all signed")
 
 
 def _policy(workspace: Workspace) -> Finding:

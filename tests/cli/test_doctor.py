@@ -184,3 +184,34 @@ def test_signing_keys_older_than_allowed_are_warned_about(
     before = workspace.require_actor().principal.key_since
     _, rotated, _ = workspace.rotate_signing_key(password=Secret("admin-password-1"))
     assert rotated.key_since > before  # the rotation starts the key's age anew
+
+
+def test_unsigned_and_old_api_keys_are_reported(workspace: Workspace, monkeypatch: Any) -> None:
+    from datetime import timedelta
+
+    from sealml import doctor
+
+    def check() -> tuple[str, str]:
+        found = {f.check: f for f in doctor.diagnose(workspace)}["API keys"]
+        return found.status, found.detail
+
+    forever, _ = workspace.create_api_key("forever")
+    workspace.create_api_key("monthly", expires_at="2999-01-01T00:00:00.000000Z")
+    assert check() == ("ok", "2 valid, all signed")
+    later = datetime.now(UTC) + timedelta(days=400)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            return later
+
+    monkeypatch.setattr(doctor, "datetime", Later)
+    status, detail = check()
+    assert status == "warn" and forever.id in detail and "apikey rotate" in detail
+    monkeypatch.undo()
+    connection = sqlite3.connect(workspace.root / ".sealml" / "sealml.db")
+    with connection:
+        connection.execute("UPDATE api_keys SET attestation = NULL WHERE id = ?", (forever.id,))
+    connection.close()
+    status, detail = check()
+    assert status == "fail" and forever.id in detail and "revoke them" in detail
