@@ -6,6 +6,7 @@ at the size its record says (without decrypting anything: ``sealml verify --all`
 that), that the key provider (keystore or PKCS#11 token) holds every KEK a data key needs,
 leftovers of interrupted writes, the ledger against its checkpoints and witness,
 roles or rules proposed but not approved, signing keys older than the workspace allows,
+API keys servers would refuse or that never expire and have grown old,
 the development TLS certificate's expiry and
 free disk space; on request, the installed packages' files against their RECORDs and
 their versions against an offline copy of the OSV advisories.
