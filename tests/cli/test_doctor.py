@@ -159,19 +159,13 @@ def test_installed_packages_named_by_an_advisory_fail(
     assert result.code == 0, result.stdout
 
 
-def test_signing_keys_older_than_allowed_are_warned_about(
-    workspace: Workspace, monkeypatch: Any
-) -> None:
+def _days_later(monkeypatch: Any, days: int) -> None:
+    """Make the doctor's clock read *days* ahead."""
     from datetime import timedelta
 
     from sealml import doctor
 
-    def check() -> dict[str, str]:
-        found = {f.check: f for f in doctor.diagnose(workspace)}["signing key age"]
-        return {"status": found.status, "detail": found.detail}
-
-    assert check()["status"] == "ok"
-    later = datetime.now(UTC) + timedelta(days=400)
+    later = datetime.now(UTC) + timedelta(days=days)
 
     class Later(datetime):
         @classmethod
@@ -179,6 +173,19 @@ def test_signing_keys_older_than_allowed_are_warned_about(
             return later
 
     monkeypatch.setattr(doctor, "datetime", Later)
+
+
+def test_signing_keys_older_than_allowed_are_warned_about(
+    workspace: Workspace, monkeypatch: Any
+) -> None:
+    from sealml import doctor
+
+    def check() -> dict[str, str]:
+        found = {f.check: f for f in doctor.diagnose(workspace)}["signing key age"]
+        return {"status": found.status, "detail": found.detail}
+
+    assert check()["status"] == "ok"
+    _days_later(monkeypatch, 400)
     aged = check()
     assert aged["status"] == "warn" and "admin" in aged["detail"] and "365 days" in aged["detail"]
     before = workspace.require_actor().principal.key_since
@@ -187,8 +194,6 @@ def test_signing_keys_older_than_allowed_are_warned_about(
 
 
 def test_unsigned_and_old_api_keys_are_reported(workspace: Workspace, monkeypatch: Any) -> None:
-    from datetime import timedelta
-
     from sealml import doctor
 
     def check() -> tuple[str, str]:
@@ -198,14 +203,7 @@ def test_unsigned_and_old_api_keys_are_reported(workspace: Workspace, monkeypatc
     forever, _ = workspace.create_api_key("forever")
     workspace.create_api_key("monthly", expires_at="2999-01-01T00:00:00.000000Z")
     assert check() == ("ok", "2 valid, all signed")
-    later = datetime.now(UTC) + timedelta(days=400)
-
-    class Later(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
-            return later
-
-    monkeypatch.setattr(doctor, "datetime", Later)
+    _days_later(monkeypatch, 400)
     status, detail = check()
     assert status == "warn" and forever.id in detail and "apikey rotate" in detail
     monkeypatch.undo()
