@@ -231,6 +231,10 @@ def test_an_admin_resets_a_forgotten_password(workspace: Workspace, dana: Path) 
     assert reset.principal.public_key != old and reset.principal.password_reset_by == "admin"
     with pytest.raises(PermissionDeniedError, match="admin reset the password of dana"):
         fresh.verify(signed.id)  # nothing but a password change until then
+    fresh.rotate_signing_key(password=Secret("dana-reset-password"))
+    assert fresh.require_actor().principal.roles == ()  # a new key gives no role back
+    with pytest.raises(PermissionDeniedError, match="admin reset the password of dana"):
+        fresh.verify(signed.id)
     fresh.change_password(Secret("dana-reset-password"), Secret("dana-own-password"))
     fresh.close()
     fresh = Workspace.open(dana, passphrase=Secret(PASSPHRASE))

@@ -72,6 +72,14 @@ class Principal:
         """Its keys by fingerprint (the keyid of its DSSE envelopes)."""
         return {key.fingerprint(): key for key in self.keys}
 
+    def compromised_signer(self, signature: bytes, data: bytes) -> str | None:
+        """When *signature* is by one of its keys reported compromised: since when (what
+        that key signed from then on is not trusted); else None."""
+        for key, since in self.compromised:
+            if key.verify(signature, data):
+                return since
+        return None
+
 
 @dataclass(frozen=True)
 class Actor:

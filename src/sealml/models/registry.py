@@ -171,7 +171,7 @@ class RegistryState:
     aliases: dict[str, list[int]]  # alias -> stack of versions, last = current
     frozen: str | None = None  # the reason, while the model is frozen under an incident
     # version -> (time, findings) of its newest `sealml model vulnerabilities` check
-    vulnerability_checks: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
+    vulnerability_checks: dict[int, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     registered_at: dict[int, str] = field(default_factory=dict)  # the ledger's time
 
     def current(self, alias: str) -> int | None:
@@ -205,7 +205,7 @@ def replay(events: Iterable[Mapping[str, Any]]) -> RegistryState:
             found = details.get("findings")
             state.vulnerability_checks[version] = (
                 str(event.get("ts", "")),
-                [str(f) for f in found] if isinstance(found, list) else ["unreadable"],
+                tuple(str(f) for f in found) if isinstance(found, list) else ("unreadable",),
             )
         elif action in ("model.promote", "model.rollback"):
             alias = str(details.get("alias"))
@@ -217,12 +217,7 @@ def replay(events: Iterable[Mapping[str, Any]]) -> RegistryState:
     return state
 
 
-def newest_check(newest: tuple[str, list[str]] | None) -> tuple[str, tuple[str, ...]] | None:
-    """The (time, findings) of a version's newest vulnerability check, if any."""
-    return (newest[0], tuple(newest[1])) if newest is not None else None
-
-
-def vulnerability_gate(newest: tuple[str, list[str]] | None, max_days: int) -> GateCheck:
+def vulnerability_gate(newest: tuple[str, tuple[str, ...]] | None, max_days: int) -> GateCheck:
     """Whether the version's newest vulnerability check is recent and found nothing."""
     name, requirement = "known vulnerabilities", f"none, checked within {max_days} days"
     if newest is None:

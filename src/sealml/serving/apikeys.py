@@ -9,7 +9,6 @@ is gained by a slow password hash, and every request pays for the check.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hmac
 import math
 import re
@@ -17,6 +16,8 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from ..clock import parsed
 
 PREFIX = "sml"
 SCOPES = ("predict", "explain", "admin")
@@ -95,7 +96,7 @@ def parse(presented: str) -> tuple[str, str]:
 def _epoch(moment: str | None) -> float:
     if moment is None:
         return math.inf
-    return dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+    return parsed(moment).timestamp()
 
 
 class KeyRing:

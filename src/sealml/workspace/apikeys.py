@@ -144,7 +144,8 @@ class ApiKeyOperations(WorkspaceCore):
         until = utc_after(grace_seconds)
         with self.transaction() as session:
             row = session.get(ApiKeyRow, key_id)
-            assert row is not None
+            if row is None:  # deleted meanwhile
+                raise NotFoundError(f"no API key {key_id!r}")
             row.expires_at = min(row.expires_at or until, until)
             self._attest_key(row)
             event = self.event(

@@ -145,12 +145,12 @@ class ArtifactOperations(WorkspaceCore):
                 f"artifact {row.id}: its creator {row.creator!r} is not a known principal"
             ) from None
         check_row(row, principal.keys)
-        for key, since in principal.compromised:
-            if key.verify(row.signature, row.statement) and self._put_at(session, row) >= since:
-                raise IntegrityError(
-                    f"artifact {row.id}: signed with a key of {row.creator} reported "
-                    f"compromised since {since}"
-                )
+        since = principal.compromised_signer(row.signature, row.statement)
+        if since is not None and self._put_at(session, row) >= since:
+            raise IntegrityError(
+                f"artifact {row.id}: signed with a key of {row.creator} reported "
+                f"compromised since {since}"
+            )
         return principal
 
     @staticmethod

@@ -9,7 +9,7 @@ import hmac
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from ..access.principals import Actor, Principal
+from ..access.principals import Principal
 from ..clock import normalised, utc_now
 from ..crypto.secret import Secret
 from ..crypto.signing import SigningKey
@@ -87,7 +87,7 @@ class CredentialOperations(WorkspaceCore):
             self.record([self.event("user.rotate-key", resource, "denied")])
             raise AuthenticationError("the password is wrong") from None
         if target == actor.name:
-            self.actor = Actor(after, key, actor.via)
+            self.actor = self.principals.act_with_key(after, key, actor.via)
         return before, after, key if after.kind == "service" else None
 
     def reset_password(self, name: str, password: Secret) -> tuple[Principal, Principal]:

@@ -51,7 +51,6 @@ from ..models.registry import (
     evaluation_required,
     gate_checks,
     model_resource,
-    newest_check,
     replay,
     vulnerability_gate,
 )
@@ -330,13 +329,12 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             raise IntegrityError(f"model {row.name} v{row.version}: unknown registrant") from None
         if not any(key.verify(row.signature, row.statement) for key in signer.keys):
             raise IntegrityError(f"model {row.name} v{row.version}: statement signature invalid")
-        registered_at = state.registered_at.get(row.version, "")
-        for key, since in signer.compromised:
-            if key.verify(row.signature, row.statement) and registered_at >= since:
-                raise IntegrityError(
-                    f"model {row.name} v{row.version}: registered with a key of "
-                    f"{row.registered_by} reported compromised since {since}"
-                )
+        since = signer.compromised_signer(row.signature, row.statement)
+        if since is not None and state.registered_at.get(row.version, "") >= since:
+            raise IntegrityError(
+                f"model {row.name} v{row.version}: registered with a key of "
+                f"{row.registered_by} reported compromised since {since}"
+            )
         facts = _statement_facts(row)
         columns = {k: getattr(row, k) for k in vars(facts) if k != "artifact_digest"}
         if {k: v for k, v in vars(facts).items() if k != "artifact_digest"} != columns:
@@ -395,7 +393,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             status=row.status,
             aliases=self._aliases_of(state, row.version),
             status_reason=row.status_reason,
-            vulnerability_check=newest_check(state.vulnerability_checks.get(row.version)),
+            vulnerability_check=state.vulnerability_checks.get(row.version),
         )
 
     def models(self) -> list[ModelVersion]:
