@@ -296,18 +296,18 @@ def _ledger(workspace: Workspace) -> Finding:
     )
 
 
+def _older(stamp: str, days: int) -> bool:
+    """Whether the time sealml wrote as *stamp* is more than *days* ago."""
+    return datetime.now(UTC) - parsed(stamp) > timedelta(days=days)
+
+
 def _key_ages(workspace: Workspace) -> Finding:
     limit = workspace.config.access.max_key_age_days
     try:
         principals = workspace.users()
     except SealmlError as error:
         return Finding("signing key age", "warn", f"not checked: {error}")
-    now = datetime.now(UTC)
-    old = sorted(
-        p.name
-        for p in principals
-        if not p.disabled and now - parsed(p.key_since) > timedelta(days=limit)
-    )
+    old = sorted(p.name for p in principals if not p.disabled and _older(p.key_since, limit))
     if old:
         return Finding(
             "signing key age",
@@ -335,11 +335,7 @@ def _api_keys(workspace: Workspace) -> Finding:
             "refuse them: revoke them and issue new ones",
         )
     limit = workspace.config.access.max_key_age_days
-    stale = sorted(
-        k.id
-        for k in live
-        if not k.expires_at and datetime.now(UTC) - parsed(k.created_at) > timedelta(days=limit)
-    )
+    stale = sorted(k.id for k in live if not k.expires_at and _older(k.created_at, limit))
     if stale:
         return Finding(
             "API keys",
