@@ -81,22 +81,24 @@ class AdvisoryDatabase:
             texts = _zip_records(path)
         else:
             raise UsageError(f"{path} is neither an OSV zip nor a folder of OSV records")
-        digest = hashlib.sha256()
+        folder = hashlib.sha256()  # a zip is named by its file's digest instead
         index: dict[str, list[Mapping[str, Any]]] = {}
         count = 0
         for name, data in texts:
-            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+            if path.is_dir():
+                folder.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
             count += 1
             if count > MAX_RECORDS:
                 raise UsageError(f"{path} holds more than {MAX_RECORDS} records")
             record = _parse(name, data)
             if record.get("withdrawn"):
                 continue
-            for entry in record.get("affected") or ():
-                package = (entry or {}).get("package") or {}
-                if package.get("ecosystem") == ECOSYSTEM and package.get("name"):
-                    index.setdefault(canonicalize_name(str(package["name"])), []).append(record)
-        if path.is_file():
+            for package in {_package_name(entry) for entry in record.get("affected", [])}:
+                if package:
+                    index.setdefault(package, []).append(record)
+        if path.is_dir():
+            digest = folder
+        else:
             with path.open("rb") as copy:
                 digest = hashlib.file_digest(copy, "sha256")
         return cls(
@@ -177,6 +179,19 @@ def _shape_problem(record: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _package_name(entry: Mapping[str, Any]) -> str | None:
+    """The canonical name of the PyPI package an ``affected`` entry is about, if it is."""
+    package = entry.get("package", {})
+    if package.get("ecosystem") != ECOSYSTEM or not package.get("name"):
+        return None
+    return canonicalize_name(str(package["name"]))
+
+
+def _entries(record: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
+    """The ``affected`` entries of *record* about the PyPI package *name*."""
+    return [entry for entry in record.get("affected", []) if _package_name(entry) == name]
+
+
 def _affects(record: Mapping[str, Any], name: str, version: str) -> bool | None:
     """True when *record* affects *name* at *version*, False when it could not be
     evaluated (reported as affecting), None when it does not affect it."""
@@ -185,16 +200,11 @@ def _affects(record: Mapping[str, Any], name: str, version: str) -> bool | None:
     except InvalidVersion:
         return False
     unreadable = False
-    for entry in record.get("affected") or ():
-        package = (entry or {}).get("package") or {}
-        if package.get("ecosystem") != ECOSYSTEM:
-            continue
-        if canonicalize_name(str(package.get("name", ""))) != name:
-            continue
+    for entry in _entries(record, name):
         try:
-            if _listed(parsed, entry.get("versions") or ()):
+            if _listed(parsed, entry.get("versions", [])):
                 return True
-            for span in entry.get("ranges") or ():
+            for span in entry.get("ranges", []):
                 if span.get("type") == "ECOSYSTEM" and _in_range(parsed, span.get("events")):
                     return True
         except _UnreadableBoundError:
@@ -249,11 +259,10 @@ def _finding(record: Mapping[str, Any], name: str, version: str, evaluated: bool
     fixed = sorted(
         {
             str(event["fixed"])
-            for entry in record.get("affected") or ()
-            if canonicalize_name(str(((entry or {}).get("package") or {}).get("name", ""))) == name
-            for span in entry.get("ranges") or ()
-            for event in span.get("events") or ()
-            if isinstance(event, dict) and "fixed" in event
+            for entry in _entries(record, name)
+            for span in entry.get("ranges", [])
+            for event in span.get("events", [])
+            if "fixed" in event
         }
     )
     aliases = record.get("aliases")
