@@ -447,6 +447,11 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
         its creator's signature and its subject's SHA-256 verified."""
         check_model_name(name)
         self.authorize("registry:read", model_resource(name), action="model.sbom")
+        return self._verified_sbom(name, ref)[1]
+
+    def _verified_sbom(self, name: str, ref: str | int) -> tuple[int, bytes]:
+        """The version *ref* resolves to and its SBOM, verified (authorisation is the
+        caller's)."""
         with self.db.read() as session:
             state = self._state(session, name)
             row = self._version_row(session, name, self._version_number(state, name, ref))
@@ -455,7 +460,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
             if facts.sbom_id is None:
                 raise NotFoundError(f"{where} was registered before sealml made SBOMs")
             sha256 = hashlib.sha256(self._model_artifact(session, facts)[1]).hexdigest()
-            return self._check_sbom(session, facts.sbom_id, sha256, where)
+            return facts.version, self._check_sbom(session, facts.sbom_id, sha256, where)
 
     def model_vulnerabilities(
         self, name: str, ref: str | int, advisories: AdvisoryDatabase
@@ -467,9 +472,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
 
         check_model_name(name)
         self.authorize("registry:read", model_resource(name), action="model.vulnerabilities")
-        with self.db.read() as session:
-            version = self._version_number(self._state(session, name), name, ref)
-        document = self.model_sbom(name, version)
+        version, document = self._verified_sbom(name, ref)
         packages = sbom.packages_in(document)
         if not packages:
             raise IntegrityError(f"the SBOM of model {name} v{version} lists no packages")
