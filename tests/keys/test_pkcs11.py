@@ -335,3 +335,27 @@ def test_siblings_of_a_token_workspace_unwrap_side_by_side(softhsm: Token, tmp_p
         for sibling in siblings:
             sibling.close()
         ws.close()
+
+
+def test_a_process_open_across_a_token_rotation_seals_under_the_new_kek(
+    softhsm: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token case of a rotation elsewhere: the KEK object the open process knew is
+    destroyed, so it must find the new one before it wraps, and to read re-wrapped keys."""
+    root = tmp_path / "ws"
+    ws = _token_workspace(root, softhsm)
+    before = ws.put(io.BytesIO(b"before"), "other", "before")
+    monkeypatch.setenv("SEALML_HSM_PIN", softhsm[1].reveal().decode())
+    admin = Workspace.open(root, passphrase=Secret(PASSPHRASE))
+    admin.login("admin", Secret(ADMIN_PASSWORD))
+    assert admin.rotate_keys() == {"kek": "hsm:2", "rewrapped": 1, "destroyed": ["hsm:1"]}
+    admin.close()
+    after = ws.put(io.BytesIO(b"after"), "other", "after")
+    ws.get(before.id, tmp_path / "before")
+    ws.close()
+    fresh = Workspace.open(root, passphrase=Secret(PASSPHRASE))
+    fresh.login("admin", Secret(ADMIN_PASSWORD))
+    fresh.get(after.id, tmp_path / "after")
+    assert (tmp_path / "after").read_bytes() == b"after"
+    assert (tmp_path / "before").read_bytes() == b"before"
+    fresh.close()

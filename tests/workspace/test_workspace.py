@@ -27,6 +27,7 @@ from sealml.errors import (
     WorkspaceExistsError,
 )
 from sealml.ledger import EventFilter
+from sealml.store.artifacts import ArtifactDraft
 
 from ..conftest import ADMIN_PASSWORD, DATA, PASSPHRASE, reopen
 
@@ -294,6 +295,47 @@ def test_rotation_rewraps_without_touching_bodies(workspace: Workspace, tmp_path
     ws = reopen(workspace.root)
     assert ws.verify_store().ok
     assert ws.rotate_keys()["kek"] == "local:3"
+
+
+def test_a_process_open_across_a_rotation_seals_and_reads_under_the_new_kek(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """A long-running process (a server, a dashboard) keeps its keystore open while an
+    administrator rotates elsewhere: what it seals afterwards must not be wrapped under the
+    KEK the rotation destroyed, and what the rotation re-wrapped must still open."""
+    before = workspace.put(io.BytesIO(b"sealed before"), "other", "before")
+    drafted = workspace.seal_draft(
+        io.BytesIO(b"wrapped before, committed after"), ArtifactDraft("other", "drafted")
+    )
+    assert drafted.data_key.kek_id == "local:1"
+    admin = reopen(workspace.root)
+    assert admin.rotate_keys()["destroyed"] == ["local:1"]
+    admin.close()
+    after = workspace.put(io.BytesIO(b"sealed after"), "other", "after")
+    with workspace.transaction() as session:
+        workspace.commit_sealed(session, drafted)
+    workspace.get(before.id, tmp_path / "before")  # re-wrapped under local:2 meanwhile
+    assert (tmp_path / "before").read_bytes() == b"sealed before"
+    workspace.close()
+    fresh = reopen(workspace.root)
+    made = {after.id: b"sealed after", drafted.artifact.id: b"wrapped before, committed after"}
+    for artifact_id, content in made.items():
+        fresh.get(artifact_id, tmp_path / "out", overwrite=True)
+        assert (tmp_path / "out").read_bytes() == content
+    assert fresh.verify_store().ok
+
+
+def test_a_process_that_cannot_unseal_a_new_kek_refuses_to_seal(workspace: Workspace) -> None:
+    """After a passphrase change and a rotation elsewhere, a process holding the old
+    passphrase's key stops sealing with a clear error; nothing half-made is recorded."""
+    admin = reopen(workspace.root)
+    admin.change_passphrase(Secret(PASSPHRASE), Secret("a brand new keystore passphrase"))
+    admin.rotate_keys()
+    admin.close()
+    count = len(workspace.ls())
+    with pytest.raises(AuthenticationError, match="new passphrase since this process"):
+        workspace.put(io.BytesIO(b"x"), "other", "refused")
+    assert len(workspace.ls()) == count
 
 
 def test_shredded_content_is_gone_but_its_record_stays(

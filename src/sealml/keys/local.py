@@ -105,6 +105,7 @@ class LocalKeystore:
                 )
             except BoxOpenError:
                 raise IntegrityError(f"keystore entry {kek_id} failed authentication") from None
+        self._seen: tuple[int, int, int] | None = None  # the file's stamp at the last refresh
 
     def __repr__(self) -> str:
         return f"LocalKeystore({self._path}, keks={list(self._keks)})"
@@ -218,6 +219,8 @@ class LocalKeystore:
         return WrappedKey(kek_id, seal_box(self._keks[kek_id], dek, _wrap_context(kek_id, context)))
 
     def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
+        if wrapped.kek_id not in self._keks:
+            self.refresh()  # re-wrapped by a rotation in another process, perhaps
         kek = self._keks.get(wrapped.kek_id)
         if kek is None:
             raise IntegrityError(f"key-encryption key {wrapped.kek_id} is no longer held")
@@ -228,6 +231,36 @@ class LocalKeystore:
         if len(dek) != DEK_SIZE:
             raise IntegrityError("a wrapped data key has the wrong size")
         return dek
+
+    def refresh(self) -> None:
+        """Reload the KEKs when another process changed the file (a stat when none did).
+
+        KEK ids are plain in the file, so a passphrase changed elsewhere matters only when
+        a new KEK must be unsealed: then this process stops (AuthenticationError) rather
+        than wrap data keys under a KEK that was destroyed."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return
+        fresh = self._load(self._path)
+        held = {str(entry["id"]) for entry in fresh["keks"]}
+        if fresh["current"] != self._data["current"] or not held <= set(self._keks):
+            try:
+                reopened = LocalKeystore(self._path, fresh, self._master)
+            except AuthenticationError:
+                raise AuthenticationError(
+                    "the keystore was sealed under a new passphrase since this process "
+                    "opened it; restart it with the new passphrase"
+                ) from None
+            self._data, self._keks = reopened._data, reopened._keks
+        self._seen = stamp
+
+    def _stamp(self) -> tuple[int, int, int]:
+        """What changes whenever the file is replaced (writes are atomic renames)."""
+        try:
+            status = self._path.stat()
+        except FileNotFoundError:
+            raise NotFoundError(f"no keystore at {self._path}") from None
+        return status.st_ino, status.st_mtime_ns, status.st_size
 
     def rotate(self) -> str:
         with self._locked():

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,33 +172,62 @@ class Pkcs11Provider:
 
         if len(dek) != DEK_SIZE:
             raise ValueError("data keys are 32 bytes")
-        kek_id = self.current_kek_id()
         nonce = os.urandom(NONCE_SIZE)
-        params = GCMParams(nonce, _wrap_context(kek_id, context), TAG_BITS)
-        sealed = self._keys[kek_id].encrypt(
-            dek, mechanism=Mechanism.AES_GCM, mechanism_param=params
-        )
-        return WrappedKey(kek_id, nonce + bytes(sealed))
+
+        def encrypt(kek_id: str, key: Any) -> bytes:
+            params = GCMParams(nonce, _wrap_context(kek_id, context), TAG_BITS)
+            return bytes(key.encrypt(dek, mechanism=Mechanism.AES_GCM, mechanism_param=params))
+
+        kek_id, sealed = self._with_kek(None, encrypt)
+        return WrappedKey(kek_id, nonce + sealed)
 
     def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
         from pkcs11 import Mechanism, exceptions
         from pkcs11.mechanisms import GCMParams
 
-        key = self._keys.get(wrapped.kek_id)
-        if key is None:
-            raise IntegrityError(f"key-encryption key {wrapped.kek_id} is no longer held")
         nonce, sealed = wrapped.blob[:NONCE_SIZE], wrapped.blob[NONCE_SIZE:]
-        params = GCMParams(nonce, _wrap_context(wrapped.kek_id, context), TAG_BITS)
-        try:
-            with self._shared_lock():
-                dek = bytes(
+
+        def decrypt(kek_id: str, key: Any) -> bytes:
+            params = GCMParams(nonce, _wrap_context(kek_id, context), TAG_BITS)
+            try:
+                return bytes(
                     key.decrypt(sealed, mechanism=Mechanism.AES_GCM, mechanism_param=params)
                 )
-        except exceptions.PKCS11Error:
-            raise IntegrityError("a wrapped data key failed authentication") from None
+            except exceptions.ObjectHandleInvalid:
+                raise
+            except exceptions.PKCS11Error:
+                raise IntegrityError("a wrapped data key failed authentication") from None
+
+        _, dek = self._with_kek(wrapped.kek_id, decrypt)
         if len(dek) != DEK_SIZE:
             raise IntegrityError("a wrapped data key has the wrong size")
         return dek
+
+    def _with_kek(
+        self, kek_id: str | None, operation: Callable[[str, Any], bytes]
+    ) -> tuple[str, bytes]:
+        """Run *operation* with KEK *kek_id* (None: the current one). A KEK this process
+        does not know, or whose object is gone, sends it to the token once more: another
+        process may have rotated (created a KEK, re-wrapped, destroyed the old one)."""
+        from pkcs11 import exceptions
+
+        for looked_again in (False, True):
+            if looked_again or (kek_id is not None and kek_id not in self._keys):
+                self.refresh()
+            chosen = kek_id or self.current_kek_id()
+            key = self._keys.get(chosen)
+            if key is None:
+                break
+            try:
+                with self._shared_lock():
+                    return chosen, operation(chosen, key)
+            except exceptions.ObjectHandleInvalid:
+                continue
+        raise IntegrityError(f"key-encryption key {kek_id or chosen} is no longer held")
+
+    def refresh(self) -> None:
+        """Find the KEKs the token holds now (another process may have rotated)."""
+        self._load()
 
     def rotate(self) -> str:
         self._load()

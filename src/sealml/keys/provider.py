@@ -54,6 +54,12 @@ class KeyProvider(Protocol):
         """Irrecoverably delete the named (non-current) KEKs."""
         ...
 
+    def refresh(self) -> None:
+        """Pick up what another process changed since this one opened the provider (a
+        rotation's new KEK; KEKs it destroyed), so that nothing new is wrapped under a KEK
+        that is gone."""
+        ...
+
 
 @dataclass(frozen=True)
 class DataKeyRecord:

@@ -114,6 +114,12 @@ class Ledger:
         """Create the empty tree head (at workspace creation)."""
         insert_rows(session, [LedgerHeadRow(id=1, size=0, frontier=b"", last_leaf=ZERO_HASH)])
 
+    @staticmethod
+    def hold(session: Session) -> None:
+        """Hold the tree head until *session*'s transaction ends: every append elsewhere
+        waits for it (what SQLite's write transactions do anyway)."""
+        _head(session, lock=True)
+
     def append(
         self,
         session: Session,

@@ -111,10 +111,20 @@ class ArtifactInfo:
 
 @dataclass(frozen=True)
 class SealedArtifact:
-    """The rows a seal produced, ready to insert with the ledger event."""
+    """The rows a seal produced, ready to insert with the ledger event (and the plain data
+    key, kept until then in case a rotation elsewhere destroys the KEK that wrapped it)."""
 
     artifact: ArtifactRow
     data_key: DataKeyRow
+    dek: bytes = field(repr=False, compare=False)
+
+    def wrap_under_current(self, keys: KeyProvider) -> None:
+        """Wrap the data key again if *keys*' current KEK is no longer the one that wrapped
+        it. Call after ``keys.refresh()``, with the ledger held so that no rotation comes
+        between this and the commit."""
+        if self.data_key.kek_id != keys.current_kek_id():
+            wrapped = keys.wrap(self.dek, dek_context(self.artifact.id))
+            self.data_key.kek_id, self.data_key.wrapped = wrapped.kek_id, wrapped.blob
 
 
 def statement_fields(row: ArtifactRow) -> dict[str, Any]:
@@ -206,7 +216,7 @@ def seal(
         signature=signer.sign(body),
     )
     return SealedArtifact(
-        row, DataKeyRow(artifact_id=artifact_id, kek_id=wrapped.kek_id, wrapped=wrapped.blob)
+        row, DataKeyRow(artifact_id=artifact_id, kek_id=wrapped.kek_id, wrapped=wrapped.blob), dek
     )
 
 

@@ -273,8 +273,12 @@ class ArtifactOperations(WorkspaceCore):
             for item, info in zip(sealed, infos, strict=True)
         ]
         seqs = self.append(session, [*drafts, *then])
+        if sealed:
+            # The append holds the ledger until commit, and a rotation re-wraps with it held.
+            self.keys.refresh()
         for item, seq in zip(sealed, seqs, strict=False):
             item.artifact.ledger_seq = seq
+            item.wrap_under_current(self.keys)
         # In dependency order, through the driver (see sealml.db.raw): the rows are new
         # and nothing else in the session refers to them.
         insert_rows(session, [item.artifact for item in sealed])
@@ -472,6 +476,8 @@ class ArtifactOperations(WorkspaceCore):
         old = provider.kek_ids()
         new = provider.rotate()
         with self.transaction() as session:
+            # Writers that wrapped under an old KEK wait, then wrap again under the new one.
+            self.ledger.hold(session)
             count = rewrap_all(provider, DatabaseDataKeys(session))
             self.append(
                 session,
