@@ -23,6 +23,7 @@ from pydantic import (
 
 from .access.policy import DEFAULT_ROLES
 from .errors import ConfigError
+from .fsutil import write_private
 from .store.s3 import S3Location
 
 CONFIG_NAME = "sealml.toml"
@@ -286,10 +287,38 @@ class Config(_Section):
 def load_config(path: Path) -> Config:
     """Read and validate ``sealml.toml``; any problem is a one-line ConfigError."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"no workspace at {path.parent} (missing {CONFIG_NAME})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    return _parse_config(text, path)
+
+
+def set_options(path: Path, table: str, values: dict[str, str]) -> Config:
+    """Set *values* in *table* of the ``sealml.toml`` at *path*, keeping the rest of the
+    file as its authors wrote it (comments, order); the result is checked before it
+    atomically replaces the file (0600). Returns the new configuration."""
+    import tomlkit
+
+    load_config(path)
+    document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    section = document.get(table)
+    if section is None:
+        section = tomlkit.table()
+        document.add(table, section)
+    for name, value in values.items():
+        section[name] = value
+    text = tomlkit.dumps(document)
+    config = _parse_config(text, path)
+    write_private(path, text.encode("utf-8"))
+    return config
+
+
+def _parse_config(text: str, path: Path) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
     except RecursionError:  # tomllib parses nested arrays recursively
         raise ConfigError(f"{path} is not valid TOML: nested too deeply") from None

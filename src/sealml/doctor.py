@@ -27,6 +27,7 @@ from .clock import parsed, utc_now
 from .config import CONFIG_NAME
 from .db.models import DataKeyRow
 from .errors import AuthenticationError, SealmlError
+from .keys.provider import MigratedProvider
 from .provenance.advisories import AdvisoryDatabase
 from .store.artifacts import live_artifacts, sealed_size
 from .store.s3 import S3BlobStore
@@ -227,13 +228,24 @@ def _keys(workspace: Workspace) -> Finding:
         return Finding("key-encryption keys", "fail", str(error))
     with workspace.db.read() as session:
         used = set(session.execute(select(DataKeyRow.kek_id).distinct()).scalars())
-    missing = sorted(used - held)
+    behind: list[str] = []
+    if isinstance(provider, MigratedProvider):  # the keystore's KEKs still unwrap
+        behind = sorted((used - held) & set(workspace.keystore.kek_ids()))
+    missing = sorted(used - held - set(behind))
     if missing:
         return Finding(
             "key-encryption keys",
             "fail",
             f"data keys are wrapped under {_named(missing)}, which the {provider.name} "
             "provider no longer holds: those artifacts cannot be decrypted",
+        )
+    if behind:
+        return Finding(
+            "key-encryption keys",
+            "warn",
+            f"data keys are still wrapped under the keystore's {_named(behind)} (an "
+            "interrupted `keys migrate`, or a process that sealed before it saw the "
+            "migration): run `sealml keys migrate` again",
         )
     return Finding(
         "key-encryption keys",

@@ -1,4 +1,4 @@
-"""``sealml keys rotate | shred | export | passphrase``."""
+"""``sealml keys rotate | migrate | shred | export | passphrase``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import typer
 from ..config import resolve
 from ..errors import UsageError
 from ..fsutil import write_private
+from ..keys.pkcs11 import TokenSettings
+from ..workspace.core import HSM_PIN_ENV
 from . import credentials
 from .common import JsonOption, err, open_workspace, out, print_json, write_or_print
 from .credentials import interactive
@@ -29,6 +31,38 @@ def rotate(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             f"current KEK {result['kek']}; re-wrapped {result['rewrapped']} data key(s); "
             f"destroyed {', '.join(result['destroyed']) or 'none'}"
         )
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    hsm_module: Path = typer.Option(
+        ..., "--hsm-module", help="The PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so)."
+    ),
+    hsm_token: str = typer.Option(..., "--hsm-token", help="The token's label."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Move the key-encryption keys from the keystore into a PKCS#11 token (an HSM).
+
+    A KEK is generated in the token, sealml.toml points at it, every data key is re-wrapped
+    there and the keystore's KEKs are destroyed. The PIN comes from SEALML_HSM_PIN (or a
+    prompt). Run it again if it was interrupted."""
+    settings = TokenSettings(str(hsm_module), hsm_token)
+    pin = credentials.secret_from_env(HSM_PIN_ENV, "HSM token PIN", new=False)
+    with open_workspace(ctx) as workspace:
+        result = workspace.migrate_keys_to_token(settings, pin)
+    if as_json:
+        print_json(result)
+        return
+    out.print(
+        f"KEKs now in token {result['token']} (current {result['kek']}); re-wrapped "
+        f"{result['rewrapped']} data key(s); destroyed {', '.join(result['destroyed'])} in "
+        "the keystore, which keeps the workspace signing key and named secrets"
+    )
+    err.print(
+        f"set {HSM_PIN_ENV} (or keys.hsm_pin_file) wherever the workspace is opened, and "
+        "restart servers and dashboards that had it open"
+    )
 
 
 @app.command()

@@ -27,7 +27,7 @@ from ..fsutil import create_private, write_private
 from .provider import DEK_SIZE, WrappedKey
 
 FORMAT = "sealml-keystore/1"
-_PREFIX = "local:"
+KEK_PREFIX = "local:"
 
 
 @contextlib.contextmanager
@@ -125,7 +125,7 @@ class LocalKeystore:
             raise UsageError("the keystore passphrase must not be empty")
         salt = new_salt()
         master = derive_key(passphrase, salt, params)
-        kek_id = f"{_PREFIX}1"
+        kek_id = f"{KEK_PREFIX}1"
         data: dict[str, Any] = {
             "format": FORMAT,
             "workspace": workspace_id,
@@ -222,6 +222,11 @@ class LocalKeystore:
         if wrapped.kek_id not in self._keks:
             self.refresh()  # re-wrapped by a rotation in another process, perhaps
         kek = self._keks.get(wrapped.kek_id)
+        if kek is None and not wrapped.kek_id.startswith(KEK_PREFIX):
+            raise IntegrityError(
+                f"key-encryption key {wrapped.kek_id} is not in the keystore: the workspace's "
+                "keys moved to a token (`keys migrate`); open the workspace again"
+            )
         if kek is None:
             raise IntegrityError(f"key-encryption key {wrapped.kek_id} is no longer held")
         try:
@@ -264,8 +269,8 @@ class LocalKeystore:
 
     def rotate(self) -> str:
         with self._locked():
-            numbers = [int(k.removeprefix(_PREFIX)) for k in self._keks]
-            kek_id = f"{_PREFIX}{max(numbers) + 1}"
+            numbers = [int(k.removeprefix(KEK_PREFIX)) for k in self._keks]
+            kek_id = f"{KEK_PREFIX}{max(numbers) + 1}"
             kek = os.urandom(32)
             self._data["keks"].append(
                 {

@@ -7,7 +7,7 @@ sealed bodies stay untouched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -99,3 +99,47 @@ def rewrap_all(provider: KeyProvider, repository: DataKeyRepository) -> int:
         repository.replace(DataKeyRecord(record.artifact_id, provider.wrap(dek, context)))
         changed += 1
     return changed
+
+
+class MigratedProvider:
+    """A provider that took over from an earlier one (``sealml keys migrate``).
+
+    The new provider wraps, rotates and destroys. A data key still wrapped under one of the
+    earlier provider's KEKs (ids starting with *earlier_prefix*: the migration was
+    interrupted, or a process that had not seen it sealed meanwhile) unwraps there, so no
+    state a migration passes through leaves an artifact unreadable.
+    """
+
+    def __init__(
+        self, current: KeyProvider, earlier: Callable[[], KeyProvider], earlier_prefix: str
+    ) -> None:
+        self.current = current
+        self.name = current.name
+        self._earlier = earlier
+        self._earlier_prefix = earlier_prefix
+
+    def __repr__(self) -> str:
+        return f"MigratedProvider({self.current!r})"
+
+    def current_kek_id(self) -> str:
+        return self.current.current_kek_id()
+
+    def kek_ids(self) -> list[str]:
+        return self.current.kek_ids()
+
+    def wrap(self, dek: bytes, context: bytes) -> WrappedKey:
+        return self.current.wrap(dek, context)
+
+    def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
+        if wrapped.kek_id.startswith(self._earlier_prefix):
+            return self._earlier().unwrap(wrapped, context)
+        return self.current.unwrap(wrapped, context)
+
+    def rotate(self) -> str:
+        return self.current.rotate()
+
+    def destroy(self, kek_ids: list[str]) -> None:
+        self.current.destroy(kek_ids)
+
+    def refresh(self) -> None:
+        self.current.refresh()

@@ -16,6 +16,7 @@ from .audit import AuditOperations
 from .core import PassphraseSource
 from .credentials import CredentialOperations
 from .incidents import IncidentOperations
+from .keyops import KeyOperations
 from .registry import ModelVersion
 from .totp import TotpEnrolment
 from .users import UserOperations
@@ -23,7 +24,9 @@ from .users import UserOperations
 __all__ = ["ArtifactCheck", "ModelVersion", "StoreReport", "TotpEnrolment", "Workspace"]
 
 
-class Workspace(IncidentOperations, UserOperations, CredentialOperations, AuditOperations):
+class Workspace(
+    IncidentOperations, UserOperations, CredentialOperations, KeyOperations, AuditOperations
+):
     """One sealml installation: config, metadata database, blob store and key provider.
 
     >>> ws = Workspace.open("/path/to/ws", passphrase=Secret("..."))

@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,7 +19,6 @@ from ..db.models import ArtifactParentRow, ArtifactRow, DataKeyRow
 from ..db.raw import insert_rows
 from ..errors import IntegrityError, NotFoundError, SealmlError, ShreddedError, UsageError
 from ..fsutil import atomic_writer
-from ..keys.provider import rewrap_all
 from ..ledger import EventDraft, EventFilter, Ledger
 from ..store.artifacts import (
     ArtifactDraft,
@@ -33,7 +31,6 @@ from ..store.artifacts import (
     unseal,
     unwrap_key,
 )
-from ..store.datakeys import DatabaseDataKeys
 from .core import WorkspaceCore
 from .once import once
 
@@ -465,27 +462,6 @@ class ArtifactOperations(WorkspaceCore):
         self.blobs.purge(row.blob_name)
         self.db.truncate_journal()
         return _fallback_info(row)
-
-    def rotate_keys(self) -> dict[str, Any]:
-        """Make a new KEK current, re-wrap every data key under it, destroy the old KEKs.
-
-        Sealed bodies are not touched: only the small wrapped keys change.
-        """
-        self.authorize("keys:admin", "keys", action="keys.rotate")
-        provider = self.keys
-        old = provider.kek_ids()
-        new = provider.rotate()
-        with self.transaction() as session:
-            # Writers that wrapped under an old KEK wait, then wrap again under the new one.
-            self.ledger.hold(session)
-            count = rewrap_all(provider, DatabaseDataKeys(session))
-            self.append(
-                session,
-                [self.event("keys.rotate", "keys", kek=new, rewrapped=count, destroyed=old)],
-            )
-        provider.destroy(old)
-        self.db.truncate_journal()
-        return {"kek": new, "rewrapped": count, "destroyed": old}
 
 
 class _ProgressSink:

@@ -49,9 +49,10 @@ from ..errors import (
     WorkspaceExistsError,
 )
 from ..fsutil import create_private, read_private_file
+from ..keys.local import KEK_PREFIX as LOCAL_KEK_PREFIX
 from ..keys.local import LocalKeystore
 from ..keys.pkcs11 import Pkcs11Provider, TokenSettings
-from ..keys.provider import KeyProvider
+from ..keys.provider import KeyProvider, MigratedProvider
 from ..ledger import EventDraft, Ledger, NoteSigner, NoteVerifier
 from ..store.blobs import BlobStore, LocalBlobStore
 from ..store.s3 import S3BlobStore, S3Location
@@ -352,9 +353,15 @@ class WorkspaceCore:
 
     @property
     def keys(self) -> KeyProvider:
-        """The key provider, unlocked on first use."""
+        """The key provider, unlocked on first use. A token's takes over from the keystore
+        after ``keys migrate``: data keys still under the keystore's KEKs unwrap there."""
         if self.config.keys.provider == "local":
             return self.keystore
+        return MigratedProvider(self.token, lambda: self.keystore, LOCAL_KEK_PREFIX)
+
+    @property
+    def token(self) -> Pkcs11Provider:
+        """The PKCS#11 token of a workspace whose keys live in one, opened on first use."""
         if self._token is None:
             pin = self._token_pin or self._hsm_pin()
             self._token = Pkcs11Provider(self.token_settings(), pin, self.config.workspace.id)
@@ -415,9 +422,7 @@ class WorkspaceCore:
         except NotFoundError:
             if self.config.keys.provider != "pkcs11":
                 raise IntegrityError("the keystore holds no workspace signing key") from None
-        provider = self.keys
-        assert isinstance(provider, Pkcs11Provider)
-        in_token = provider.signing_key()
+        in_token = self.token.signing_key()
         if in_token is None:
             raise IntegrityError("neither the keystore nor the token holds the signing key")
         return in_token
