@@ -15,13 +15,14 @@ import httpx
 import numpy as np
 import pytest
 
+from sealml import Secret
 from sealml.errors import IntegrityError
 from sealml.ledger import EventFilter
 from sealml.pipeline import codecs
 from sealml.serving import tls
 
 from ..conftest import reopen
-from .conftest import GOOD, Template, live_server, wait_until
+from .conftest import GOOD, SERVICE_PASSWORD, Template, live_server, wait_until
 
 PREDICT = "/v1/models/credit/predict"
 BODY = {"instances": [GOOD]}
@@ -138,6 +139,52 @@ def test_a_revoked_version_stops_being_served(ws_copy: Path, template: Template)
             lambda: client.post(PREDICT, json=BODY, headers={"x-api-key": key}).status_code == 503
         )
         assert server.runtime.current is None
+
+
+def test_a_server_stops_when_its_principal_may_no_longer_serve(
+    ws_copy: Path, template: Template
+) -> None:
+    """Disabling the principal a server runs as, or withdrawing its serving role, stops
+    the server at its next poll (recorded once); restoring it resumes; a new signing key
+    stops it for good (it holds the old one)."""
+    key = template.keys["predict"]
+
+    def answer(client: httpx.Client) -> int:
+        return client.post(PREDICT, json=BODY, headers={"x-api-key": key}).status_code
+
+    with live_server(ws_copy, poll_seconds=3600) as server, server.client() as client:
+        runtime = server.runtime
+        with reopen(ws_copy) as admin:
+            admin.set_user_disabled("svc", True)
+        runtime.poll()
+        runtime.poll()
+        assert runtime.current is None and runtime.refusal == "svc was disabled"
+        assert answer(client) == 503
+        with reopen(ws_copy) as admin:
+            admin.set_user_disabled("svc", False)
+        runtime.poll()
+        assert answer(client) == 200 and runtime.refusal is None
+        with reopen(ws_copy) as admin:
+            admin.set_user_roles("svc", ["auditor"])
+        runtime.poll()
+        assert answer(client) == 503
+        assert runtime.refusal == "svc no longer holds model:serve, model:read"
+        with reopen(ws_copy) as admin:
+            admin.set_user_roles("svc", ["service"])
+        runtime.poll()
+        assert answer(client) == 200
+        with reopen(ws_copy, "svc", SERVICE_PASSWORD) as svc:
+            svc.rotate_signing_key(password=Secret(SERVICE_PASSWORD))
+        runtime.poll()
+        assert answer(client) == 503 and "new signing key" in str(runtime.refusal)
+    with reopen(ws_copy) as admin:
+        stops = admin.audit_events(EventFilter(action="serve.stop"))
+    reasons = [event.fields()["details"]["error"] for event in stops]
+    assert reasons == [
+        "svc was disabled",
+        "svc no longer holds model:serve, model:read",
+        "svc has a new signing key; start again with it",
+    ]
 
 
 def _flip_blob(path: Path, version: int, part: str = "artifact_id") -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import utc_now
 from ..config import ServeSection
-from ..errors import SealmlError
+from ..errors import AuthenticationError, SealmlError
 from ..ledger import EventDraft
 from ..models.registry import model_resource
 from ..pipeline import codecs
@@ -58,6 +58,7 @@ class Runtime:
         self.throttled: set[str] = set()
         self.current: ServedModel | None = None
         self.frozen: str | None = None
+        self.refusal: str | None = None  # why this server's principal may no longer serve
         self.keyring = KeyRing()
         self.tokens = (
             TokenVerifier(settings.jwt, workspace.root) if settings.jwt is not None else None
@@ -133,8 +134,11 @@ class Runtime:
                 self.log.write("watch-error", error=f"{type(error).__name__}: {error}")
 
     def poll(self) -> None:
-        """Follow the workspace once: keys, alias moves, revocations and freezes."""
+        """Follow the workspace once: its own principal, keys, alias moves, revocations and
+        freezes."""
         with self._lock:
+            if not self._still_authorised():
+                return
             self.keyring = KeyRing(self.workspace.stored_api_keys())
             version, status, frozen = self.workspace.serving_state(
                 self.target.name, self.target.ref
@@ -167,6 +171,31 @@ class Runtime:
                         "refused", model=self.target.name, version=version, error=str(error)
                     )
         self._publish()
+
+    def _still_authorised(self) -> bool:
+        """Whether the principal this server runs as may still serve: disabled, given a new
+        key or stripped of ``model:serve`` / ``model:read`` since it started, it stops
+        (every answer 503, recorded once) until that changes back."""
+        try:
+            actor = self.workspace.refresh_actor()
+            lacking = [
+                p
+                for p in ("model:serve", "model:read")
+                if not self.workspace.policy.allows(actor.principal.roles, p)
+            ]
+            refusal = f"{actor.name} no longer holds {', '.join(lacking)}" if lacking else None
+        except AuthenticationError as error:
+            refusal = str(error)
+        if refusal is not None and refusal != self.refusal:
+            self.log.write("stopped", model=self.target.name, error=refusal)
+            resource = model_resource(self.target.name)
+            self.workspace.record(
+                [self.workspace.event("serve.stop", resource, "denied", error=refusal)]
+            )
+        self.refusal = refusal
+        if refusal is not None:
+            self.current = None
+        return refusal is None
 
     # -- writes, off the request path -----------------------------------------------------
 

@@ -291,6 +291,21 @@ class WorkspaceCore:
         with self.db.read() as session:
             self.approved = approval.load(session, self.verifier.key)
 
+    def refresh_actor(self) -> Actor:
+        """The acting principal and the approved policy as they stand now, for a process
+        that runs for long (a server): changed roles apply; a principal disabled, or given
+        a new signing key, since it logged in raises AuthenticationError."""
+        actor = self.require_actor()
+        self.reload_policy()
+        with self.db.read() as session:
+            principal = self.principals.get(session, actor.name)
+        if principal.disabled:
+            raise AuthenticationError(f"{actor.name} was disabled")
+        if principal.public_key != actor.signing_key.public_key:
+            raise AuthenticationError(f"{actor.name} has a new signing key; start again with it")
+        self.actor = self.principals.act_with_key(principal, actor.signing_key, actor.via)
+        return self.actor
+
     @property
     def policy(self) -> Policy:
         """The role policy in force: the approved one, never sealml.toml's proposal."""
