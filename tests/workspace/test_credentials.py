@@ -100,6 +100,27 @@ def test_roles_change_at_once_and_are_attested(workspace: Workspace, dana: Path)
         reopen(dana, "dana", DANA)
 
 
+def test_a_long_running_process_sees_its_principal_as_it_is_now(
+    workspace: Workspace, dana: Path
+) -> None:
+    """What a server or a monitoring watch calls before each round: changed roles apply,
+    a password reset strips them, a disable or a new key stops the process."""
+    with reopen(dana, "dana", DANA) as ws:
+        assert ws.refresh_actor().principal.roles == ("data-scientist",)
+        workspace.set_user_roles("dana", ["auditor"])
+        assert ws.refresh_actor().principal.roles == ("auditor",)
+        with pytest.raises(PermissionDeniedError):
+            ws.put(io.BytesIO(b"rows"), "dataset", "rows")  # the old role's grant is gone
+        workspace.reset_password("dana", Secret("temporary-password"))
+        with pytest.raises(AuthenticationError, match="new signing key"):
+            ws.refresh_actor()  # a reset gives a new key: the process holds the old one
+    with reopen(dana, "dana", "temporary-password") as ws:
+        assert ws.refresh_actor().principal.roles == ()  # until dana sets her own password
+        workspace.set_user_disabled("dana", True)
+        with pytest.raises(AuthenticationError, match="dana was disabled"):
+            ws.refresh_actor()
+
+
 def test_totp_reset_lets_a_user_enrol_again(
     workspace: Workspace, dana: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -165,8 +165,13 @@ def watch_command(
     if metrics_port is not None:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     with open_workspace(ctx) as workspace:
+
+        def check() -> Any:
+            workspace.refresh_actor()  # disabled, re-keyed or demoted meanwhile: no run
+            return workspace.monitor_check(target.name, target.ref, window=rows, within=within)
+
         watch(
-            lambda: workspace.monitor_check(target.name, target.ref, window=rows, within=within),
+            check,
             metrics,
             target.name,
             seconds,
