@@ -178,3 +178,29 @@ def test_cli_migrate(softhsm: Token, cli: Any, ws_path: Path) -> None:
     assert no_pin.code == 2 and "HSM PIN" in no_pin.stderr
     got = cli("get", "rows.csv", "-o", str(ws_path.parent / "out.csv"), env=env)
     assert got.code == 0 and (ws_path.parent / "out.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_the_workspace_key_moves_into_the_token_and_rotates_there(
+    softhsm: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `keys migrate` the workspace key is still the keystore's; rotating it with
+    --in-token generates its successor in the token, and the keystore's copy is gone."""
+    root = tmp_path / "ws"
+    ws, ids = _local_workspace(root)
+    saved = ws.audit_checkpoint()
+    ws.migrate_keys_to_token(*softhsm)
+    moved = ws.rotate_workspace_key(in_token=True)
+    assert moved["in_token"]
+    keystore = json.loads((root / ".sealml" / "keystore.json").read_text())
+    assert "workspace-signing-key" not in keystore["secrets"]
+    ws.close()
+    again = _opened(root, softhsm, monkeypatch)
+    [in_token] = again.token.signing_keys()
+    assert in_token.public_key == again.verifier.key
+    _all_readable(again, ids, tmp_path)  # signs its checkpoints in the token now
+    assert again.rotate_workspace_key()["in_token"]  # token to token
+    [successor] = again.token.signing_keys()  # the previous pair was destroyed
+    assert successor.public_key != in_token.public_key
+    report = again.audit_verify([saved])
+    assert report.ok, report.problems
+    again.close()

@@ -100,8 +100,10 @@ def test_the_token_signs_with_a_key_it_never_releases(softhsm: Token) -> None:
     assert signer.public_key.algorithm == "ed25519"
     assert signer.public_key.verify(signature, b"checkpoint body")
     assert not signer.public_key.verify(signature, b"another body")
-    with pytest.raises(UsageError, match="already holds"):
-        provider.create_signing_key()
+    following = provider.create_signing_key()  # a rotation's next key, labelled apart
+    assert following.public_key != signer.public_key
+    assert [k.label for k in provider.signing_keys()] == [signer.label, f"{signer.label}:2"]
+    assert provider.signing_key().public_key == signer.public_key  # type: ignore[union-attr]
     (private,) = provider._session.get_objects(
         {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: provider._signing_label}
     )

@@ -187,6 +187,20 @@ def test_a_server_stops_when_its_principal_may_no_longer_serve(
     ]
 
 
+def test_a_server_follows_a_workspace_key_rotation(ws_copy: Path, template: Template) -> None:
+    """API keys and the policy are attested again under the new workspace key: a running
+    server takes the key up from the ledger's handover and keeps accepting them."""
+    key = template.keys["predict"]
+    with live_server(ws_copy, poll_seconds=3600) as server, server.client() as client:
+        with reopen(ws_copy) as admin:
+            admin.rotate_workspace_key()
+        server.runtime.poll()
+        assert server.runtime.refusal is None
+        assert _version(client, key) == 1
+        with reopen(ws_copy) as fresh:
+            assert server.runtime.workspace.verifier == fresh.verifier
+
+
 def _flip_blob(path: Path, version: int, part: str = "artifact_id") -> None:
     with reopen(path) as admin:
         described = admin.show_model("credit", version)

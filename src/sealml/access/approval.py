@@ -100,6 +100,17 @@ def load(session: Session, verifier: VerifyingKey) -> ApprovedPolicy:
     return _parse(body)
 
 
+def sign_again(session: Session, verifier: VerifyingKey, signer: Signer) -> None:
+    """Check the approved policy with *verifier*, then sign the same record with *signer*
+    (a workspace key rotation; an altered record raises IntegrityError)."""
+    load(session, verifier)
+    entry = session.get(MetaEntry, _RECORD)
+    signature = session.get(MetaEntry, _SIGNATURE)
+    assert entry is not None and signature is not None  # load found both
+    signature.value = base64.b64encode(signer.sign(entry.value.encode())).decode()
+    session.flush()
+
+
 def _parse(body: bytes) -> ApprovedPolicy:
     try:
         data: Any = parse_json(body)

@@ -141,6 +141,21 @@ class PrincipalStore:
         row.record = canonical_json(self._record(row))
         row.attestation = self._attestor().sign(row.record)
 
+    def attest_again(self, session: Session, signer: Signer) -> int:
+        """Check every principal record, then attest each with *signer* (a workspace key
+        rotation); a record that does not verify raises IntegrityError before any is
+        signed, so a rotation never launders an altered row."""
+        rows = list(session.execute(select(PrincipalRow)).scalars())
+        for row in rows:
+            self._verified(row)
+        for row in rows:
+            row.attestation = signer.sign(row.record)
+        return len(rows)
+
+    def use_verifier(self, verifier: VerifyingKey) -> None:
+        """Check records with *verifier* from now on (the workspace key was rotated)."""
+        self._verifier = verifier
+
     def _verified(self, row: PrincipalRow) -> Principal:
         try:
             current = canonical_json(self._record(row))

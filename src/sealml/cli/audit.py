@@ -259,10 +259,19 @@ def verify_consistency(
     proof: Path = typer.Argument(..., help="A proof written by `audit consistency`."),
     vkey: str | None = VkeyOption,
     vkey_file: Path | None = VkeyFileOption,
+    old_vkey: str | None = typer.Option(
+        None,
+        "--old-vkey",
+        help="The verifier key the old checkpoint was signed with, when the workspace key "
+        "was rotated since (default: the same key).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Check a consistency proof offline."""
-    old, new = check_consistency(_read_text(proof, "proof"), _verifier(ctx, vkey, vkey_file))
+    earlier = NoteVerifier.decode(old_vkey) if old_vkey else None
+    old, new = check_consistency(
+        _read_text(proof, "proof"), _verifier(ctx, vkey, vkey_file), earlier
+    )
     if as_json:
         print_json({"ok": True, "old_size": old.size, "new_size": new.size})
     else:

@@ -1,4 +1,4 @@
-"""``sealml keys rotate | migrate | shred | export | passphrase``."""
+"""``sealml keys rotate | migrate | rotate-workspace-key | shred | export | passphrase``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,32 @@ def migrate(
         f"set {HSM_PIN_ENV} (or keys.hsm_pin_file) wherever the workspace is opened, and "
         "restart servers and dashboards that had it open"
     )
+
+
+@app.command("rotate-workspace-key")
+def rotate_workspace_key(
+    ctx: typer.Context,
+    in_token: bool = typer.Option(
+        False, "--in-token", help="Generate the new key in the PKCS#11 token the KEKs are in."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Replace the workspace key (checkpoints, principal records, policy, API keys).
+
+    Everything it attests is checked and signed again, the ledger records the handover in
+    a checkpoint both keys sign, sealml.toml takes the new verifier key and the old key is
+    destroyed. Give the new verifier key to whoever checks proofs offline."""
+    with open_workspace(ctx) as workspace:
+        result = workspace.rotate_workspace_key(in_token=in_token)
+    if as_json:
+        print_json(result)
+        return
+    where = "the PKCS#11 token" if result["in_token"] else "the keystore"
+    out.print(
+        f"new workspace key in {where}; attested again {result['principals']} principal(s), "
+        f"the policy and {result['api_keys']} API key(s)"
+    )
+    out.print(f"checkpoint verifier key (keep a copy elsewhere): {result['verifier']}")
 
 
 @app.command()

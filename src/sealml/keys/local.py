@@ -249,15 +249,22 @@ class LocalKeystore:
         fresh = self._load(self._path)
         held = {str(entry["id"]) for entry in fresh["keks"]}
         if fresh["current"] != self._data["current"] or not held <= set(self._keks):
-            try:
-                reopened = LocalKeystore(self._path, fresh, self._master)
-            except AuthenticationError:
-                raise AuthenticationError(
-                    "the keystore was sealed under a new passphrase since this process "
-                    "opened it; restart it with the new passphrase"
-                ) from None
-            self._data, self._keks = reopened._data, reopened._keks
+            self._adopt(fresh)
         self._seen = stamp
+
+    def reload(self) -> None:
+        """Read everything again, named secrets too (another process changed them)."""
+        self._adopt(self._load(self._path))
+
+    def _adopt(self, fresh: dict[str, Any]) -> None:
+        try:
+            reopened = LocalKeystore(self._path, fresh, self._master)
+        except AuthenticationError:
+            raise AuthenticationError(
+                "the keystore was sealed under a new passphrase since this process opened "
+                "it; restart it with the new passphrase"
+            ) from None
+        self._data, self._keks = reopened._data, reopened._keks
 
     def _stamp(self) -> tuple[int, int, int]:
         """What changes whenever the file is replaced (writes are atomic renames)."""
@@ -332,6 +339,11 @@ class LocalKeystore:
                     seal_box(self._master, value, _secret_context(self._workspace_id, name))
                 ),
             }
+
+    def delete_secret(self, name: str) -> None:
+        """Forget a named secret (nothing happens when there is none)."""
+        with self._locked():
+            self._data["secrets"].pop(name, None)
 
     def load_secret(self, name: str) -> bytes:
         """Open a named workspace secret."""

@@ -72,6 +72,9 @@ class Pkcs11Provider:
         with self._shared_lock():
             for key in self._keys.values():
                 key.destroy()
+        for signing in self.signing_keys():
+            self.destroy_signing_key(signing)
+        with self._shared_lock():  # a half without its other half, too
             for half in list(self._session.get_objects({Attribute.LABEL: self._signing_label})):
                 half.destroy()
         self._keys.clear()
@@ -80,12 +83,13 @@ class Pkcs11Provider:
     # -- the workspace signing key --------------------------------------------------------
 
     def create_signing_key(self) -> TokenSigningKey:
-        """Generate the workspace's Ed25519 signing key in the token (a new workspace)."""
+        """Generate an Ed25519 signing key for the workspace in the token: its first (a new
+        workspace), or the next one (a workspace key rotation), labelled apart."""
         from pkcs11 import Attribute, KeyType, Mechanism
         from pkcs11.util.ec import encode_named_curve_parameters
 
-        if self.signing_key() is not None:
-            raise UsageError("the token already holds this workspace's signing key")
+        taken = len(self._signing_pairs())
+        label = self._signing_label if taken == 0 else f"{self._signing_label}:{taken + 1}"
         ed25519_oid = "1.3.101.112"
         with self._shared_lock():
             parameters = self._session.create_domain_parameters(
@@ -96,39 +100,62 @@ class Pkcs11Provider:
             parameters.generate_keypair(
                 mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
                 store=True,
-                label=self._signing_label,
+                label=label,
                 private_template={
                     Attribute.SENSITIVE: True,
                     Attribute.EXTRACTABLE: False,
                     Attribute.SIGN: True,
                 },
             )
-        made = self.signing_key()
-        if made is None:
+        made = [key for key in self.signing_keys() if key.label == label]
+        if not made:
             raise IntegrityError("the token did not keep the signing key it generated")
-        return made
+        return made[0]
 
     def signing_key(self) -> TokenSigningKey | None:
-        """The workspace's signing key in the token, or None when the token holds none (a
-        workspace created before signing keys moved into tokens keeps its key in the
-        keystore)."""
-        from pkcs11 import Attribute, ObjectClass
+        """The workspace's first signing key in the token, or None when the token holds
+        none (a workspace created before signing keys moved into tokens keeps its key in
+        the keystore)."""
+        first = [key for key in self.signing_keys() if key.label == self._signing_label]
+        return first[0] if first else None
+
+    def signing_keys(self) -> list[TokenSigningKey]:
+        """Every signing key of this workspace in the token (more than one only while a
+        workspace key rotation is under way)."""
+        return [
+            TokenSigningKey(self, private, _ed25519_public_key(point), label)
+            for label, private, point in self._signing_pairs()
+        ]
+
+    def destroy_signing_key(self, key: TokenSigningKey) -> None:
+        """Delete both halves of a signing key the workspace no longer uses."""
+        from pkcs11 import Attribute
 
         with self._shared_lock():
-            private = list(
-                self._session.get_objects(
-                    {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: self._signing_label}
+            for half in list(self._session.get_objects({Attribute.LABEL: key.label})):
+                half.destroy()
+
+    def _signing_pairs(self) -> list[tuple[str, Any, bytes]]:
+        """(label, private half, public point) of every complete signing key pair."""
+        from pkcs11 import Attribute, ObjectClass
+
+        halves: dict[str, dict[Any, Any]] = {}
+        with self._shared_lock():
+            for kind in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                for item in self._session.get_objects({Attribute.CLASS: kind}):
+                    label = str(item[Attribute.LABEL])
+                    if label == self._signing_label or label.startswith(self._signing_label + ":"):
+                        halves.setdefault(label, {})[kind] = item
+            pairs = [
+                (
+                    label,
+                    found[ObjectClass.PRIVATE_KEY],
+                    bytes(found[ObjectClass.PUBLIC_KEY][Attribute.EC_POINT]),
                 )
-            )
-            public = list(
-                self._session.get_objects(
-                    {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: self._signing_label}
-                )
-            )
-            if not private or not public:
-                return None
-            point = bytes(public[0][Attribute.EC_POINT])
-        return TokenSigningKey(self, private[0], _ed25519_public_key(point))
+                for label, found in sorted(halves.items())
+                if len(found) == 2
+            ]
+        return pairs
 
     def _shared_lock(self) -> threading.Lock:
         if self._shared is None:
@@ -269,10 +296,13 @@ class TokenSigningKey:
     """A :class:`~sealml.crypto.signing.Signer` whose Ed25519 private key stays in the
     token: every signature is made there."""
 
-    def __init__(self, provider: Pkcs11Provider, private: Any, public: VerifyingKey) -> None:
+    def __init__(
+        self, provider: Pkcs11Provider, private: Any, public: VerifyingKey, label: str
+    ) -> None:
         self._provider = provider
         self._private = private
         self._public = public
+        self.label = label
 
     def __repr__(self) -> str:
         return "TokenSigningKey(ed25519, in the PKCS#11 token)"

@@ -100,20 +100,27 @@ class Checkpoint:
     def body(self) -> str:
         return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
 
-    def sign(self, signer: NoteSigner) -> str:
-        """The signed note text of this checkpoint."""
+    def sign(self, signer: NoteSigner, *cosigners: NoteSigner) -> str:
+        """The signed note text of this checkpoint: one signature line per signer, in
+        order (a workspace key rotation's handover: the old key first, the new one last)."""
         text = self.body()
-        signature = signer.key.sign(text.encode())
-        blob = base64.b64encode(signer.verifier.key_hash + signature).decode()
-        return f"{text}\n{_DASH}{signer.name} {blob}\n"
+        lines = []
+        for each in (signer, *cosigners):
+            signature = each.key.sign(text.encode())
+            blob = base64.b64encode(each.verifier.key_hash + signature).decode()
+            lines.append(f"{_DASH}{each.name} {blob}\n")
+        return f"{text}\n{''.join(lines)}"
 
 
-def open_note(note: str, verifier: NoteVerifier) -> Checkpoint:
-    """Parse a signed checkpoint note and check its signature by *verifier*.
+@dataclass(frozen=True)
+class _Note:
+    text: str
+    checkpoint: Checkpoint
+    signatures: tuple[tuple[str, bytes], ...]  # (key name, key hash + signature)
 
-    Raises IntegrityError for a bad or missing signature, UsageError for text that is not a
-    checkpoint note at all.
-    """
+
+def _parse(note: str) -> _Note:
+    """The parts of a checkpoint note, nothing verified (UsageError if it is none)."""
     if len(note) > _MAX_NOTE or not note.endswith("\n") or "\n\n" not in note:
         raise UsageError("not a signed checkpoint note")
     text, _, signatures = note.rpartition("\n\n")
@@ -131,16 +138,44 @@ def open_note(note: str, verifier: NoteVerifier) -> Checkpoint:
             raise ValueError
     except (ValueError, binascii.Error):
         raise UsageError("checkpoint note has a malformed size or root hash") from None
+    found: list[tuple[str, bytes]] = []
     for line in signatures.split("\n")[:-1]:
         if not line.startswith(_DASH):
             raise UsageError("checkpoint note has a malformed signature line")
         name, _, blob_text = line[len(_DASH) :].partition(" ")
-        if name != verifier.name:
-            continue
         try:
-            blob = base64.b64decode(blob_text, validate=True)
+            found.append((name, base64.b64decode(blob_text, validate=True)))
         except (ValueError, binascii.Error):
             continue
-        if blob[:4] == verifier.key_hash and verifier.key.verify(blob[4:], text.encode()):
-            return Checkpoint(origin, size, root)
+    return _Note(text, Checkpoint(origin, size, root), tuple(found))
+
+
+def open_note(note: str, verifier: NoteVerifier) -> Checkpoint:
+    """Parse a signed checkpoint note and check its signature by *verifier*.
+
+    Raises IntegrityError for a bad or missing signature, UsageError for text that is not a
+    checkpoint note at all.
+    """
+    parsed = _parse(note)
+    for name, blob in parsed.signatures:
+        if (
+            name == verifier.name
+            and blob[:4] == verifier.key_hash
+            and verifier.key.verify(blob[4:], parsed.text.encode())
+        ):
+            return parsed.checkpoint
     raise IntegrityError(f"checkpoint note is not signed by {verifier.name}")
+
+
+def unverified_checkpoint(note: str) -> Checkpoint:
+    """The tree head a note states, its signatures unchecked: only to choose the key that
+    must have signed it (then :func:`open_note`)."""
+    return _parse(note).checkpoint
+
+
+def last_signed_by(note: str, verifier: NoteVerifier) -> bool:
+    """Whether the note's last signature line names *verifier*'s key (not checked: the
+    note was read from the workspace's own database to decide whether this process may
+    sign the next checkpoint, see :meth:`Ledger.append`)."""
+    signatures = _parse(note).signatures
+    return bool(signatures) and signatures[-1][1][:4] == verifier.key_hash

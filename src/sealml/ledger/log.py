@@ -22,8 +22,8 @@ from ..clock import utc_now
 from ..crypto.canonical import canonical_json
 from ..db.models import CheckpointRow, LedgerEventRow, LedgerHeadRow
 from ..db.raw import execute, insert_rows
-from ..errors import NotFoundError, UsageError
-from .checkpoint import Checkpoint, NoteSigner
+from ..errors import IntegrityError, NotFoundError, UsageError
+from .checkpoint import Checkpoint, NoteSigner, last_signed_by
 from .merkle import Frontier, consistency_proof, inclusion_proof
 
 ZERO_HASH = bytes(32)
@@ -87,7 +87,7 @@ _INSERT = (
 )
 _HEAD = "SELECT size, frontier, last_leaf FROM ledger_head WHERE id = 1"
 _SET_HEAD = "UPDATE ledger_head SET size = ?, frontier = ?, last_leaf = ? WHERE id = 1"
-_CHECKPOINT_NOTE = "SELECT note FROM checkpoints WHERE size = ?"
+_LATEST_CHECKPOINT = "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1"
 
 
 def _head(session: Session, lock: bool) -> tuple[int, bytes, bytes]:
@@ -169,22 +169,41 @@ class Ledger:
             self._record_checkpoint(session, frontier, signer)
         return seqs
 
-    def _record_checkpoint(self, session: Session, frontier: Frontier, signer: NoteSigner) -> str:
-        existing = execute(session, _CHECKPOINT_NOTE, (frontier.size,))
-        if existing:
-            return str(existing[0][0])
+    def _record_checkpoint(
+        self, session: Session, frontier: Frontier, signer: NoteSigner, *cosigners: NoteSigner
+    ) -> str | None:
+        """Sign the tree head unless it is signed already; None when *signer* is not the
+        key in force: the latest checkpoint's last signature is by another key, so the
+        workspace key was rotated since this process opened it (its events stay
+        unanchored until a process holding the new key signs)."""
+        latest = execute(session, _LATEST_CHECKPOINT)
+        if latest:
+            size, latest_note = int(latest[0][0]), str(latest[0][1])
+            if size == frontier.size:
+                return latest_note
+            if not last_signed_by(latest_note, signer.verifier):
+                return None
         checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
-        note = checkpoint.sign(signer)
+        note = checkpoint.sign(signer, *cosigners)
         row = CheckpointRow(
             size=frontier.size, root=checkpoint.root, note=note, created_at=utc_now()
         )
         insert_rows(session, [row])
         return note
 
-    def checkpoint(self, session: Session, signer: NoteSigner) -> str:
-        """Sign the current tree head (if not yet signed) and return its note."""
+    def checkpoint(self, session: Session, signer: NoteSigner, *cosigners: NoteSigner) -> str:
+        """Sign the current tree head (if not yet signed) and return its note; with
+        *cosigners*, each signs it too (a workspace key rotation's handover)."""
         size, frontier, _ = _head(session, lock=True)
-        return self._record_checkpoint(session, Frontier.from_bytes(size, frontier), signer)
+        note = self._record_checkpoint(
+            session, Frontier.from_bytes(size, frontier), signer, *cosigners
+        )
+        if note is None:
+            raise IntegrityError(
+                "the workspace key was rotated since this process opened the workspace; "
+                "open it again"
+            )
+        return note
 
     # -- reading --------------------------------------------------------------------------
 

@@ -100,11 +100,14 @@ def encode_consistency(old_note: str, new_note: str, hashes: list[bytes]) -> str
     )
 
 
-def check_consistency(text: str, verifier: NoteVerifier) -> tuple[Checkpoint, Checkpoint]:
-    """Verify a consistency proof file between two signed checkpoints."""
+def check_consistency(
+    text: str, verifier: NoteVerifier, old_verifier: NoteVerifier | None = None
+) -> tuple[Checkpoint, Checkpoint]:
+    """Verify a consistency proof file between two signed checkpoints; the old one may be
+    signed by *old_verifier* (a key the workspace rotated away from since)."""
     data = _load(text, CONSISTENCY_FORMAT)
     try:
-        old = open_note(str(data["old"]), verifier)
+        old = open_note(str(data["old"]), old_verifier or verifier)
         new = open_note(str(data["new"]), verifier)
     except KeyError:
         raise UsageError("consistency proof is missing fields") from None

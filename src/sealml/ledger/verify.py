@@ -24,7 +24,8 @@ from ..crypto.canonical import parse_json
 from ..db.models import CheckpointRow, LedgerEventRow, LedgerHeadRow
 from ..db.raw import driver_cursor, driver_sql
 from ..errors import IntegrityError, UsageError
-from .checkpoint import Checkpoint, NoteVerifier, open_note
+from .checkpoint import Checkpoint, NoteVerifier
+from .keyhistory import KeyHistory
 from .log import ZERO_HASH
 from .merkle import HASH_SIZE, Frontier
 
@@ -259,13 +260,21 @@ def _expected_roots(
     trusted: Iterable[Checkpoint],
     report: LedgerReport,
 ) -> dict[int, list[tuple[str, bytes]]]:
-    """Tree size → roots the events must reproduce: every stored checkpoint whose signature
-    verifies, and every trusted checkpoint."""
+    """Tree size → roots the events must reproduce: every stored checkpoint whose
+    signature verifies (by the key in force at its size, both keys at a rotation's
+    handover), and every trusted checkpoint."""
     expected: dict[int, list[tuple[str, bytes]]] = {}
+    try:
+        history = KeyHistory.read(session, verifier)
+    except IntegrityError as error:
+        report.problem(str(error))
+        history = KeyHistory(verifier)
+    stored_sizes: set[int] = set()
     for stored in session.execute(select(CheckpointRow).order_by(CheckpointRow.size)).scalars():
         report.checkpoints += 1
+        stored_sizes.add(stored.size)
         try:
-            checkpoint = open_note(stored.note, verifier)
+            checkpoint = history.open(stored.note)
         except (IntegrityError, UsageError) as error:
             report.problem(f"checkpoint at size {stored.size}: {error}")
             continue
@@ -274,6 +283,12 @@ def _expected_roots(
         if checkpoint.size != stored.size or checkpoint.root != stored.root:
             report.problem(f"checkpoint at size {stored.size}: row differs from its signed note")
         expected.setdefault(checkpoint.size, []).append(("checkpoint", checkpoint.root))
+    for handover in history.handovers:
+        if handover.size not in stored_sizes:
+            report.problem(
+                f"event {handover.seq}: a workspace key rotation without the checkpoint "
+                "both keys sign"
+            )
     for checkpoint in trusted:
         if checkpoint.origin != origin:
             raise UsageError(f"trusted checkpoint is for another log ({checkpoint.origin!r})")

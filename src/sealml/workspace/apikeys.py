@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..clock import parsed, utc_after, utc_now
 from ..crypto.canonical import canonical_json
-from ..crypto.signing import VerifyingKey
+from ..crypto.signing import Signer, VerifyingKey
 from ..db.models import ApiKeyRow
 from ..errors import NotFoundError, UsageError
 from ..ledger import EventFilter, Ledger
@@ -57,6 +57,18 @@ def _record(row: ApiKeyRow, verifier: VerifyingKey) -> ApiKey:
         revoked_at=row.revoked_at,
         verified=verified,
     )
+
+
+def attest_again(session: Session, verifier: VerifyingKey, signer: Signer) -> int:
+    """Sign again with *signer* every stored API key whose attestation *verifier* accepts
+    (a workspace key rotation); keys that do not verify stay unverified. Returns how many
+    were signed."""
+    signed = 0
+    for row in session.execute(select(ApiKeyRow)).scalars():
+        if _record(row, verifier).verified:
+            row.attestation = signer.sign(_signed_bytes(row))
+            signed += 1
+    return signed
 
 
 class ApiKeyOperations(WorkspaceCore):

@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterable
 from typing import TextIO
 
-from ..errors import UsageError
-from ..ledger import Checkpoint, Event, EventFilter, Ledger, LedgerReport, open_note, verify_ledger
+from ..errors import IntegrityError, UsageError
+from ..ledger import Checkpoint, Event, EventFilter, Ledger, LedgerReport, verify_ledger
 from ..ledger.proofs import check_consistency, encode_consistency, encode_inclusion
 from .core import WorkspaceCore
 
@@ -19,12 +19,18 @@ class AuditOperations(WorkspaceCore):
         """Recompute the whole ledger and check it against every checkpoint, the local
         witness and any *trusted_notes* the caller kept."""
         self.authorize("audit:verify", "ledger", action="audit.verify")
-        trusted: list[Checkpoint] = [open_note(note, self.verifier) for note in trusted_notes]
-        witnessed = self.witness.load()
+        trusted: list[Checkpoint] = [self.open_checkpoint(note) for note in trusted_notes]
+        unwitnessed: str | None = None
+        try:
+            witnessed = self.witness.load_checked()
+        except IntegrityError as error:
+            witnessed, unwitnessed = None, str(error)
         if witnessed is not None:
             trusted.append(witnessed)
         with self.db.read() as session:
             report = verify_ledger(session, self.config.ledger.origin, self.verifier, trusted)
+        if unwitnessed is not None:
+            report.problem(unwitnessed)
         self.record(
             [
                 self.event(
@@ -78,12 +84,13 @@ class AuditOperations(WorkspaceCore):
     def audit_consistency(self, old_note: str) -> str:
         """A consistency proof (JSON) from a saved checkpoint to the current one."""
         self.authorize("audit:read", "ledger", action="audit.prove")
-        old = open_note(old_note, self.verifier)
+        history = self.key_history()
+        old = history.open(old_note)
         if old.origin != self.config.ledger.origin:
             raise UsageError("the saved checkpoint belongs to another workspace")
         self.audit_checkpoint()
         with self.db.read() as session:
             new_note, hashes = self.ledger.prove_consistency(session, old.size)
         proof = encode_consistency(old_note, new_note, hashes)
-        check_consistency(proof, self.verifier)
+        check_consistency(proof, self.verifier, history.signers_at(old.size)[0])
         return proof

@@ -60,6 +60,7 @@ from ..errors import ConfigError, IntegrityError, UsageError
 from ..fsutil import FILE_MODE, make_private_dir
 from ..keys.local import keystore_held
 from ..ledger import EventDraft, Ledger, NoteVerifier
+from ..ledger.keyhistory import KeyHistory
 from ..store.artifacts import live_artifacts, sealed_size
 from ..store.blobs import LocalBlobStore
 from ..witness import Witness
@@ -279,7 +280,7 @@ def restore_backup(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _witness_restored(load_config(target / CONFIG_NAME), manifest, restored.rolled_back_events)
+    _witness_restored(target, manifest, restored.rolled_back_events)
     _record_restore(target, passphrase, archive, manifest, restored.rolled_back_events)
     return dataclasses.replace(restored, root=target)
 
@@ -427,7 +428,16 @@ def _check_restored(staging: Path, manifest: dict[str, Any], accept_rollback: bo
             raise IntegrityError(f"the backup lacks the blob of artifact {row.id}")
     if size != manifest["ledger_size"] or note != manifest["checkpoint"]:
         raise IntegrityError("the backup's ledger does not match its manifest")
-    seen = _witness(config).load()
+    try:
+        seen = _witness(config, staging / DATABASE).load_checked()
+    except IntegrityError:
+        if not accept_rollback:
+            raise UsageError(
+                "this machine saw the workspace's ledger signed by a key the backup does not "
+                "know (the workspace key was rotated after the backup was made): restoring "
+                "rolls back. Re-run with --accept-rollback to restore it anyway"
+            ) from None
+        seen = None
     rolled_back = max(0, seen.size - size) if seen is not None else 0
     if rolled_back and not accept_rollback:
         raise UsageError(
@@ -456,17 +466,31 @@ def _check_token(staging: Path, passphrase: Secret) -> None:
         _ = restored.keys
 
 
-def _witness(config: Config) -> Witness:
+def _witness(config: Config, database_file: Path) -> Witness:
+    """This machine's witness of the workspace, its notes checked against the keys the
+    backup's ledger records (a backup from before a workspace key rotation knows only the
+    keys up to then)."""
     try:
-        return Witness(config.workspace.id, NoteVerifier.decode(config.ledger.verifier_key))
+        verifier = NoteVerifier.decode(config.ledger.verifier_key)
     except UsageError:
         raise IntegrityError("the backup's configuration holds a malformed verifier key") from None
+    database = Database(f"sqlite:///{database_file}")
+    try:
+        with database.read() as session:
+            history = KeyHistory.read(session, verifier)
+    finally:
+        database.dispose()
+    return Witness(config.workspace.id, history.open)
 
 
-def _witness_restored(config: Config, manifest: dict[str, Any], rolled_back: int) -> None:
-    """Point this machine's witness at the restored ledger; after an accepted rollback,
-    the note it held is kept beside it."""
-    witness = _witness(config)
+def _witness_restored(target: Path, manifest: dict[str, Any], rolled_back: int) -> None:
+    """Point this machine's witness at the restored ledger; after an accepted rollback (or
+    a witnessed note the backup's keys cannot check), the note it held is kept beside it."""
+    witness = _witness(load_config(target / CONFIG_NAME), target / DATABASE)
+    try:
+        witness.load_checked()
+    except IntegrityError:
+        rolled_back = max(rolled_back, 1)
     if rolled_back and witness.path.exists():
         kept = f"{witness.path.name}.before-restore-{int(time.time())}"
         witness.path.rename(witness.path.with_name(kept))

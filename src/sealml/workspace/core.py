@@ -30,6 +30,7 @@ from ..config import (
     database_url,
     load_config,
     resolve,
+    set_options,
 )
 from ..crypto.kdf import Argon2idParams
 from ..crypto.secret import Secret
@@ -37,7 +38,7 @@ from ..crypto.signing import Signer, SigningKey
 from ..db import Database
 from ..db.engine import check_workspace_url
 from ..db.models import MetaEntry
-from ..db.raw import select_one
+from ..db.raw import execute, select_one
 from ..errors import (
     AuthenticationError,
     ConfigError,
@@ -53,13 +54,17 @@ from ..keys.local import KEK_PREFIX as LOCAL_KEK_PREFIX
 from ..keys.local import LocalKeystore
 from ..keys.pkcs11 import Pkcs11Provider, TokenSettings
 from ..keys.provider import KeyProvider, MigratedProvider
-from ..ledger import EventDraft, Ledger, NoteSigner, NoteVerifier
+from ..ledger import Checkpoint, EventDraft, Ledger, NoteSigner, NoteVerifier, open_note
+from ..ledger.keyhistory import KeyHistory, recorded_handovers
 from ..store.blobs import BlobStore, LocalBlobStore
 from ..store.s3 import S3BlobStore, S3Location
 from ..witness import Witness
 
 HSM_PIN_ENV = "SEALML_HSM_PIN"
 SIGNING_SECRET = "workspace-signing-key"  # noqa: S105 (a keystore entry name)
+SIGNING_NEXT_SECRET = "workspace-signing-key-next"  # noqa: S105 (staged by a rotation)
+ROTATION_MARKER = "workspace-key-rotation"  # names the key a rotation under way moves to
+_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE size = ?"
 PSEUDONYM_SECRET = "pii-pseudonym-key"  # noqa: S105
 TOKEN_SECRET = "pii-token-key"  # noqa: S105
 WATERMARK_SECRET = "watermark-key"  # noqa: S105
@@ -93,14 +98,12 @@ class WorkspaceCore:
         self.blobs = blob_store(root, config.blobs)
         self.approved: ApprovedPolicy | None = None
         self.ledger = Ledger(config.ledger.origin)
-        try:
-            self.verifier = NoteVerifier.decode(config.ledger.verifier_key)
-        except UsageError:
-            raise ConfigError(f"{CONFIG_NAME}: ledger.verifier_key is malformed") from None
+        self.verifier = _decoded_verifier(config.ledger.verifier_key)
         self.principals = PrincipalStore(
             self.verifier.key, self._workspace_signing_key, self.kdf_params
         )
-        self.witness = Witness(config.workspace.id, self.verifier)
+        self.witness = Witness(config.workspace.id, self.open_checkpoint)
+        self._config_stamp = _stamp(root / CONFIG_NAME)
         # A process sealing for another (see sealml.workspace.runs) advances the witness
         # after answering, not before.
         self.witness_deferred = False
@@ -278,6 +281,7 @@ class WorkspaceCore:
             )
         if revision != workspace.db.head_revision():
             workspace.db.upgrade()
+        workspace._finish_key_rotation()
         with workspace.db.read() as session:
             entry = select_one(session, MetaEntry, "key = ?", ("workspace_id",))
             if entry is None or entry.value != workspace.config.workspace.id:
@@ -287,9 +291,95 @@ class WorkspaceCore:
 
     def reload_policy(self) -> None:
         """Read the approved policy again (long-running processes: an admin may approve a
-        new one while they run); an altered or missing one raises IntegrityError."""
+        new one, or rotate the workspace key, while they run); an altered or missing one
+        raises IntegrityError."""
+        self._follow_key_rotation()
         with self.db.read() as session:
             self.approved = approval.load(session, self.verifier.key)
+
+    # -- the workspace key over time ------------------------------------------------------
+
+    def key_history(self) -> KeyHistory:
+        """Which key signed the checkpoints when (IntegrityError when the ledger's record of
+        rotations does not lead to the verifier key in sealml.toml)."""
+        with self.db.read() as session:
+            return KeyHistory.read(session, self.verifier)
+
+    def open_checkpoint(self, note: str) -> Checkpoint:
+        """A checkpoint note of this workspace, signed by the key in force at its size."""
+        try:
+            return open_note(note, self.verifier)
+        except IntegrityError:  # perhaps from before a rotation of the workspace key
+            return self.key_history().open(note)
+
+    def use_verifier(self, verifier: NoteVerifier) -> None:
+        """Check and sign with *verifier*'s key from now on (its rotation committed)."""
+        signer = None
+        if self._keystore is not None:
+            self._keystore.reload()  # the process that rotated changed its secrets
+            key = self._signing_key_in(self._keystore, verifier)
+            signer = NoteSigner(self.config.ledger.origin, key)
+        self.verifier = verifier
+        self.principals.use_verifier(verifier.key)
+        if signer is not None:
+            self._note_signer = signer
+
+    def _follow_key_rotation(self) -> None:
+        """Take up a workspace key rotation another process made since this one opened:
+        sealml.toml names a new verifier key, accepted only when the ledger records the
+        handover from the key this process trusts."""
+        stamp = _stamp(self.root / CONFIG_NAME)
+        if stamp == self._config_stamp:
+            return
+        configured = load_config(self.root / CONFIG_NAME)
+        self._config_stamp = stamp
+        if configured.ledger.verifier_key == self.config.ledger.verifier_key:
+            return
+        new = _decoded_verifier(configured.ledger.verifier_key)
+        with self.db.read() as session:
+            history = KeyHistory.read(session, new)
+        if self.verifier not in [handover.previous for handover in history.handovers]:
+            raise IntegrityError(
+                f"{CONFIG_NAME}: ledger.verifier_key changed, but the ledger records no "
+                "rotation from the key this process trusts"
+            )
+        self.config.ledger.verifier_key = configured.ledger.verifier_key
+        self.use_verifier(new)
+
+    def _finish_key_rotation(self) -> None:
+        """Complete a workspace key rotation interrupted between its commit and the update
+        of sealml.toml, or forget one that never committed (see KeyOperations)."""
+        marker = self.root / STATE_DIR / ROTATION_MARKER
+        try:
+            staged = _decoded_verifier(marker.read_text(encoding="ascii"))
+        except FileNotFoundError:
+            return
+        except (UnicodeDecodeError, ConfigError):
+            staged = None
+        with self.db.read() as session:
+            handovers = recorded_handovers(session)
+            last = handovers[-1] if handovers else None
+            committed = (
+                staged is not None
+                and last is not None
+                and last.verifier == staged
+                and last.previous == self.verifier
+            )
+            if committed:
+                assert last is not None
+                note = execute(session, _CHECKPOINT_AT, (last.size,))
+                if not note:
+                    raise IntegrityError("a workspace key rotation without its handover checkpoint")
+                open_note(str(note[0][0]), last.previous)
+                open_note(str(note[0][0]), last.verifier)
+        if committed:
+            assert last is not None
+            self.config = set_options(
+                self.root / CONFIG_NAME, "ledger", {"verifier_key": last.verifier.encode()}
+            )
+            self._config_stamp = _stamp(self.root / CONFIG_NAME)
+            self.use_verifier(last.verifier)
+        marker.unlink(missing_ok=True)
 
     def refresh_actor(self) -> Actor:
         """The acting principal and the approved policy as they stand now, for a process
@@ -429,18 +519,31 @@ class WorkspaceCore:
             )
         self._keystore, self._note_signer = keystore, signer
 
-    def _signing_key_in(self, keystore: LocalKeystore) -> Signer:
-        """The workspace's signing key: in the keystore, or (for a workspace created with a
-        PKCS#11 token) in the token."""
-        try:
-            return SigningKey.from_pkcs8(keystore.load_secret(SIGNING_SECRET))
-        except NotFoundError:
-            if self.config.keys.provider != "pkcs11":
-                raise IntegrityError("the keystore holds no workspace signing key") from None
-        in_token = self.token.signing_key()
-        if in_token is None:
-            raise IntegrityError("neither the keystore nor the token holds the signing key")
-        return in_token
+    def _signing_key_in(
+        self, keystore: LocalKeystore, verifier: NoteVerifier | None = None
+    ) -> Signer:
+        """The workspace's signing key, the one *verifier* (by default sealml.toml's
+        verifier key) names: in the keystore, staged there by a rotation whose commit
+        sealml.toml took up (then it becomes the keystore's own), or in the token."""
+        wanted = (verifier or self.verifier).key
+        for name in (SIGNING_SECRET, SIGNING_NEXT_SECRET):
+            try:
+                key = SigningKey.from_pkcs8(keystore.load_secret(name))
+            except NotFoundError:
+                continue
+            if key.public_key == wanted:
+                if name == SIGNING_NEXT_SECRET:
+                    keystore.store_secret(SIGNING_SECRET, key.pkcs8_der())
+                    keystore.delete_secret(SIGNING_NEXT_SECRET)
+                return key
+        if self.config.keys.provider == "pkcs11":
+            for in_token in self.token.signing_keys():
+                if in_token.public_key == wanted:
+                    return in_token
+        raise IntegrityError(
+            f"{CONFIG_NAME}: ledger.verifier_key does not match the workspace's signing key "
+            "(in the keystore or the token)"
+        )
 
     def _workspace_signing_key(self) -> Signer:
         return self.note_signer.key
@@ -543,8 +646,13 @@ class WorkspaceCore:
     def _record_witness(self) -> None:
         with self.db.read() as session:
             latest = Ledger.latest_checkpoint(session)
-        if latest is not None:
+        if latest is None:
+            return
+        try:
+            self._follow_key_rotation()  # another process may have rotated the key
             self.witness.advance(latest.note)
+        except IntegrityError:
+            pass  # not witnessed; `audit verify` says what is wrong
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -556,3 +664,16 @@ class WorkspaceCore:
     def event(self, action: str, resource: str, outcome: str = "ok", **details: Any) -> EventDraft:
         actor = self.actor.name if self.actor is not None else "-"
         return EventDraft(actor, action, resource, outcome, details)
+
+
+def _decoded_verifier(text: str) -> NoteVerifier:
+    try:
+        return NoteVerifier.decode(text)
+    except UsageError:
+        raise ConfigError(f"{CONFIG_NAME}: ledger.verifier_key is malformed") from None
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What changes whenever a file is replaced (sealml.toml is written atomically)."""
+    status = path.stat()
+    return status.st_ino, status.st_mtime_ns, status.st_size

@@ -1,4 +1,6 @@
-"""Key-encryption key operations: rotation, and moving the KEKs into a PKCS#11 token.
+"""Key operations: KEK rotation, moving the KEKs into a PKCS#11 token, and rotating the
+workspace key (the one that signs checkpoints, principal records, the approved policy and
+API keys).
 
 Both re-wrap data keys only (sealed bodies are never touched) while holding the ledger, so
 a process that keeps the workspace open and seals meanwhile wraps again under the new KEK
@@ -9,17 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import CONFIG_NAME, set_options
+from ..access import approval
+from ..config import CONFIG_NAME, STATE_DIR, set_options
 from ..crypto.secret import Secret
+from ..crypto.signing import Signer, SigningKey
 from ..errors import UsageError
-from ..keys.pkcs11 import Pkcs11Provider, TokenSettings
+from ..fsutil import write_private
+from ..keys.pkcs11 import Pkcs11Provider, TokenSettings, TokenSigningKey
 from ..keys.provider import rewrap_all
+from ..ledger import NoteSigner
+from ..ledger.keyhistory import ROTATION
 from ..store.datakeys import DatabaseDataKeys
-from .core import WorkspaceCore
+from . import apikeys
+from .core import ROTATION_MARKER, SIGNING_NEXT_SECRET, SIGNING_SECRET, WorkspaceCore
 
 
 class KeyOperations(WorkspaceCore):
-    """``sealml keys rotate | migrate``."""
+    """``sealml keys rotate | migrate | rotate-workspace-key``."""
 
     def rotate_keys(self) -> dict[str, Any]:
         """Make a new KEK current, re-wrap every data key under it, destroy the old KEKs."""
@@ -99,4 +107,75 @@ class KeyOperations(WorkspaceCore):
             "kek": token.current_kek_id(),
             "rewrapped": count,
             "destroyed": old,
+        }
+
+    def rotate_workspace_key(self, *, in_token: bool = False) -> dict[str, Any]:
+        """Replace the workspace key: a new Ed25519 key (in the PKCS#11 token when the old
+        one is there, or with *in_token*; in the keystore otherwise) attests every
+        principal record, the approved policy and every API key again (each checked under
+        the old key first), the ledger records the handover (``keys.workspace-key``) in a
+        checkpoint both keys sign, sealml.toml takes the new verifier key, and the old key
+        is destroyed. Checkpoints signed before stay verifiable through that handover.
+
+        Interrupted between the commit and the update of sealml.toml, the next opening of
+        the workspace finishes the job; interrupted before the commit, nothing changed.
+        """
+        self.authorize("keys:admin", "keys", action="keys.workspace-key")
+        old = self.note_signer
+        keystore = self.keystore
+        if in_token and self.config.keys.provider != "pkcs11":
+            raise UsageError(
+                "the workspace's keys are not in a PKCS#11 token: `sealml keys migrate` first"
+            )
+        to_token = in_token or isinstance(old.key, TokenSigningKey)
+        staged: Signer
+        if to_token:
+            staged = self.token.create_signing_key()
+        else:
+            made = SigningKey.generate("ed25519")
+            keystore.store_secret(SIGNING_NEXT_SECRET, made.pkcs8_der())
+            staged = made
+        new = NoteSigner(old.name, staged)
+        marker = self.root / STATE_DIR / ROTATION_MARKER
+        write_private(marker, new.verifier.encode().encode("ascii"))
+        try:
+            with self.transaction() as session:
+                self.ledger.hold(session)
+                principals = self.principals.attest_again(session, new.key)
+                approval.sign_again(session, self.verifier.key, new.key)
+                api_keys = apikeys.attest_again(session, self.verifier.key, new.key)
+                event = self.event(
+                    ROTATION,
+                    "keys",
+                    previous=old.verifier.encode(),
+                    verifier=new.verifier.encode(),
+                    principals=principals,
+                    api_keys=api_keys,
+                    in_token=to_token,
+                )
+                self.ledger.append(session, [event])  # no checkpoint by one key alone
+                self.ledger.checkpoint(session, old, new)
+        except BaseException:
+            if isinstance(staged, TokenSigningKey):
+                self.token.destroy_signing_key(staged)
+            else:
+                keystore.delete_secret(SIGNING_NEXT_SECRET)
+            marker.unlink(missing_ok=True)
+            raise
+        self.config = set_options(
+            self.root / CONFIG_NAME, "ledger", {"verifier_key": new.verifier.encode()}
+        )
+        marker.unlink()
+        self.use_verifier(new.verifier)  # promotes a staged keystore key
+        if isinstance(old.key, TokenSigningKey):
+            self.token.destroy_signing_key(old.key)
+        elif to_token:
+            keystore.delete_secret(SIGNING_SECRET)
+        self.advance_witness()
+        return {
+            "previous": old.verifier.encode(),
+            "verifier": new.verifier.encode(),
+            "principals": principals,
+            "api_keys": api_keys,
+            "in_token": to_token,
         }

@@ -1,0 +1,98 @@
+"""Which key signed the ledger's checkpoints when: the workspace key's rotations.
+
+A rotation (``sealml keys rotate-workspace-key``) is an event, ``keys.workspace-key``,
+naming the previous verifier key and the next one. The checkpoint that first covers it (the
+*handover*, tree size = its sequence number + 1) is signed by both keys, the old one first;
+smaller checkpoints by the old key only, larger ones by the new key only. So anyone who
+trusts an old key can follow the chain to the key in force, and nobody without the old key
+can start a chain of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from ..errors import IntegrityError, UsageError
+from .checkpoint import Checkpoint, NoteVerifier, open_note, unverified_checkpoint
+from .log import EventFilter, Ledger
+
+ROTATION = "keys.workspace-key"
+
+
+@dataclass(frozen=True)
+class Handover:
+    """One rotation: the event's sequence number and the keys before and after it."""
+
+    seq: int
+    previous: NoteVerifier
+    verifier: NoteVerifier
+
+    @property
+    def size(self) -> int:
+        """The tree size of the checkpoint both keys sign."""
+        return self.seq + 1
+
+
+@dataclass(frozen=True)
+class KeyHistory:
+    """The key in force now and the handovers that led to it, oldest first."""
+
+    current: NoteVerifier
+    handovers: tuple[Handover, ...] = ()
+
+    def signers_at(self, size: int) -> tuple[NoteVerifier, ...]:
+        """The keys that must all have signed a checkpoint of *size* events."""
+        key = self.handovers[0].previous if self.handovers else self.current
+        for handover in self.handovers:
+            if size < handover.size:
+                return (key,)
+            if size == handover.size:
+                return (handover.previous, handover.verifier)
+            key = handover.verifier
+        return (key,)
+
+    def open(self, note: str) -> Checkpoint:
+        """A checkpoint note, checked against the key (or keys) in force at its size."""
+        checkpoint = unverified_checkpoint(note)
+        for verifier in self.signers_at(checkpoint.size):
+            checkpoint = open_note(note, verifier)
+        return checkpoint
+
+    @classmethod
+    def read(cls, session: Session, current: NoteVerifier) -> KeyHistory:
+        """The history the ledger records, which must end at *current* (the verifier key
+        in ``sealml.toml``); IntegrityError otherwise. Signatures are checked by whoever
+        opens a note with it (and the whole chain by ``audit verify``)."""
+        handovers = recorded_handovers(session)
+        if handovers and handovers[-1].verifier != current:
+            raise IntegrityError(
+                "the ledger's last workspace key rotation does not lead to the verifier key "
+                "in sealml.toml"
+            )
+        return cls(current, handovers)
+
+
+def recorded_handovers(session: Session) -> tuple[Handover, ...]:
+    """Every rotation the ledger records, oldest first, each from the key the one before
+    led to (IntegrityError otherwise). A scan of the whole ledger: rotations are rare."""
+    handovers: list[Handover] = []
+    for event in Ledger.events(session, EventFilter(action=ROTATION, outcome="ok")):
+        details = event.fields().get("details") or {}
+        try:
+            handover = Handover(
+                event.seq,
+                NoteVerifier.decode(str(details["previous"])),
+                NoteVerifier.decode(str(details["verifier"])),
+            )
+        except (KeyError, TypeError, UsageError):
+            raise IntegrityError(
+                f"event {event.seq}: a workspace key rotation without readable keys"
+            ) from None
+        if handovers and handover.previous != handovers[-1].verifier:
+            raise IntegrityError(
+                f"event {event.seq}: a workspace key rotation from a key that was not in force"
+            )
+        handovers.append(handover)
+    return tuple(handovers)
