@@ -220,3 +220,42 @@ def test_cli(cli: Any, ws_path: Path) -> None:
     assert cli("audit", "vkey", env=admin_env()).stdout.strip() == result["verifier"]
     assert cli("audit", "verify", env=admin_env()).code == 0
     assert (ws_path / "sealml.toml").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_forged_rotation_is_not_followed(busy: Workspace) -> None:
+    """Someone who can write sealml.toml and the database, but holds no key in force,
+    records a rotation to a key of their own: a running process refuses to take it up
+    (the handover lacks the signature of the key it trusts)."""
+    from sealml.config import set_options
+    from sealml.crypto.signing import SigningKey
+    from sealml.db.models import LedgerHeadRow
+    from sealml.db.raw import insert_rows
+    from sealml.ledger import Checkpoint, EventDraft, NoteSigner
+    from sealml.ledger.keyhistory import ROTATION
+    from sealml.ledger.merkle import Frontier
+
+    root, trusted = busy.root, busy.verifier
+    forger = NoteSigner(trusted.name, SigningKey.generate("ed25519"))
+    with busy.db.write() as session:
+        drafts = [
+            EventDraft(
+                "admin",
+                ROTATION,
+                "keys",
+                "ok",
+                {"previous": trusted.encode(), "verifier": forger.verifier.encode()},
+            )
+        ]
+        busy.ledger.append(session, drafts)
+        head = session.get(LedgerHeadRow, 1)
+        assert head is not None
+        root_hash = Frontier.from_bytes(head.size, head.frontier).root()
+        note = Checkpoint(busy.config.ledger.origin, head.size, root_hash).sign(forger)
+        insert_rows(
+            session, [CheckpointRow(size=head.size, root=root_hash, note=note, created_at="x")]
+        )
+    set_options(root / "sealml.toml", "ledger", {"verifier_key": forger.verifier.encode()})
+    with pytest.raises(IntegrityError, match="not signed by"):
+        busy.reload_policy()
+    assert busy.verifier == trusted
+    busy.close()

@@ -88,8 +88,11 @@ class Pkcs11Provider:
         from pkcs11 import Attribute, KeyType, Mechanism
         from pkcs11.util.ec import encode_named_curve_parameters
 
-        taken = len(self._signing_pairs())
-        label = self._signing_label if taken == 0 else f"{self._signing_label}:{taken + 1}"
+        numbers = [
+            int(label.rpartition(":")[2]) if label != self._signing_label else 1
+            for label, _, _ in self._signing_pairs()
+        ]
+        label = f"{self._signing_label}:{max(numbers) + 1}" if numbers else self._signing_label
         ed25519_oid = "1.3.101.112"
         with self._shared_lock():
             parameters = self._session.create_domain_parameters(
@@ -144,7 +147,8 @@ class Pkcs11Provider:
             for kind in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
                 for item in self._session.get_objects({Attribute.CLASS: kind}):
                     label = str(item[Attribute.LABEL])
-                    if label == self._signing_label or label.startswith(self._signing_label + ":"):
+                    suffix = label.removeprefix(self._signing_label + ":")
+                    if label == self._signing_label or (suffix != label and suffix.isdigit()):
                         halves.setdefault(label, {})[kind] = item
             pairs = [
                 (

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from ..db.models import CheckpointRow
 from ..errors import IntegrityError, UsageError
 from .checkpoint import Checkpoint, NoteVerifier, open_note, unverified_checkpoint
 from .log import EventFilter, Ledger
@@ -59,6 +60,26 @@ class KeyHistory:
         for verifier in self.signers_at(checkpoint.size):
             checkpoint = open_note(note, verifier)
         return checkpoint
+
+    def check_handovers(self, session: Session, since: NoteVerifier) -> None:
+        """Check that each handover from *since* on is in a checkpoint both its keys sign
+        (IntegrityError otherwise): what lets a process that trusts *since* take up the
+        key in force, and nobody without a key in force start a chain."""
+        following = False
+        for handover in self.handovers:
+            following = following or handover.previous == since
+            if not following:
+                continue
+            stored = session.get(CheckpointRow, handover.size)
+            if stored is None:
+                raise IntegrityError(
+                    f"event {handover.seq}: a workspace key rotation without its handover "
+                    "checkpoint"
+                )
+            open_note(stored.note, handover.previous)
+            open_note(stored.note, handover.verifier)
+        if not following and self.handovers:
+            raise IntegrityError("the ledger records no rotation from the key this process trusts")
 
     @classmethod
     def read(cls, session: Session, current: NoteVerifier) -> KeyHistory:

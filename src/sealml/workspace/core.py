@@ -38,7 +38,7 @@ from ..crypto.signing import Signer, SigningKey
 from ..db import Database
 from ..db.engine import check_workspace_url
 from ..db.models import MetaEntry
-from ..db.raw import execute, select_one
+from ..db.raw import select_one
 from ..errors import (
     AuthenticationError,
     ConfigError,
@@ -64,7 +64,6 @@ HSM_PIN_ENV = "SEALML_HSM_PIN"
 SIGNING_SECRET = "workspace-signing-key"  # noqa: S105 (a keystore entry name)
 SIGNING_NEXT_SECRET = "workspace-signing-key-next"  # noqa: S105 (staged by a rotation)
 ROTATION_MARKER = "workspace-key-rotation"  # names the key a rotation under way moves to
-_CHECKPOINT_AT = "SELECT note FROM checkpoints WHERE size = ?"
 PSEUDONYM_SECRET = "pii-pseudonym-key"  # noqa: S105
 TOKEN_SECRET = "pii-token-key"  # noqa: S105
 WATERMARK_SECRET = "watermark-key"  # noqa: S105
@@ -338,11 +337,12 @@ class WorkspaceCore:
         new = _decoded_verifier(configured.ledger.verifier_key)
         with self.db.read() as session:
             history = KeyHistory.read(session, new)
-        if self.verifier not in [handover.previous for handover in history.handovers]:
-            raise IntegrityError(
-                f"{CONFIG_NAME}: ledger.verifier_key changed, but the ledger records no "
-                "rotation from the key this process trusts"
-            )
+            if not history.handovers:
+                raise IntegrityError(
+                    f"{CONFIG_NAME}: ledger.verifier_key changed, but the ledger records no "
+                    "rotation to it"
+                )
+            history.check_handovers(session, self.verifier)
         self.config.ledger.verifier_key = configured.ledger.verifier_key
         self.use_verifier(new)
 
@@ -367,11 +367,7 @@ class WorkspaceCore:
             )
             if committed:
                 assert last is not None
-                note = execute(session, _CHECKPOINT_AT, (last.size,))
-                if not note:
-                    raise IntegrityError("a workspace key rotation without its handover checkpoint")
-                open_note(str(note[0][0]), last.previous)
-                open_note(str(note[0][0]), last.verifier)
+                KeyHistory(last.verifier, (last,)).check_handovers(session, self.verifier)
         if committed:
             assert last is not None
             self.config = set_options(
