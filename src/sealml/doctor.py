@@ -28,6 +28,7 @@ from .config import CONFIG_NAME
 from .db.models import DataKeyRow
 from .errors import AuthenticationError, SealmlError
 from .keys.provider import MigratedProvider
+from .ledger import Ledger
 from .provenance.advisories import AdvisoryDatabase
 from .store.artifacts import live_artifacts, sealed_size
 from .store.s3 import S3BlobStore
@@ -72,6 +73,7 @@ def diagnose(
         _ledger,
         _policy,
         _key_ages,
+        _workspace_key_age,
         _api_keys,
         _dev_certificate,
         _disk_space,
@@ -328,6 +330,28 @@ def _key_ages(workspace: Workspace) -> Finding:
             f"{_named(old)}; renew with `sealml user rotate-key`",
         )
     return Finding("signing key age", "ok", f"every active key is under {limit} days old")
+
+
+def _workspace_key_age(workspace: Workspace) -> Finding:
+    """The workspace key's age: since its last rotation, else since the workspace began."""
+    limit = workspace.config.access.max_key_age_days
+    try:
+        history = workspace.key_history()
+        since = workspace.config.workspace.created_at
+        if history.handovers:
+            with workspace.db.read() as session:
+                since = str(Ledger.event(session, history.handovers[-1].seq).fields()["ts"])
+    except SealmlError as error:
+        return Finding("workspace key age", "fail", str(error))
+    if _older(since, limit):
+        return Finding(
+            "workspace key age",
+            "warn",
+            f"the workspace key (checkpoints, principal records, policy, API keys) is in use "
+            f"since {since}, over {limit} days: renew it with `sealml keys "
+            "rotate-workspace-key`",
+        )
+    return Finding("workspace key age", "ok", f"in use since {since}")
 
 
 def _api_keys(workspace: Workspace) -> Finding:

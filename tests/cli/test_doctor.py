@@ -193,6 +193,23 @@ def test_signing_keys_older_than_allowed_are_warned_about(
     assert rotated.key_since > before  # the rotation starts the key's age anew
 
 
+def test_an_old_workspace_key_is_warned_about(workspace: Workspace, monkeypatch: Any) -> None:
+    from sealml import doctor
+
+    def check() -> tuple[str, str]:
+        found = {f.check: f for f in doctor.diagnose(workspace)}["workspace key age"]
+        return found.status, found.detail
+
+    assert check()[0] == "ok"
+    with monkeypatch.context() as later:
+        _days_later(later, 400)
+        status, detail = check()
+    assert status == "warn" and "rotate-workspace-key" in detail
+    workspace.rotate_workspace_key()
+    _days_later(monkeypatch, 200)
+    assert check()[0] == "ok"  # the rotation starts its age anew
+
+
 def test_unsigned_and_old_api_keys_are_reported(workspace: Workspace, monkeypatch: Any) -> None:
     from sealml import doctor
 
