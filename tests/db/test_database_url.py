@@ -319,3 +319,41 @@ def test_on_postgres_a_new_database_gets_the_schema_the_migrations_build(
     finally:
         migrated.dispose()
         created.dispose()
+
+
+def test_key_rotations_while_others_seal_lose_nothing(pg_url: str, tmp_path: Path) -> None:
+    """Writers keep sealing while an administrator rotates the KEKs, and then the workspace
+    key: on PostgreSQL a re-wrap and a commit can interleave (rows are locked, not the
+    table), so this is where the ledger fence has to hold."""
+    root = tmp_path / "ws"
+    create(root, pg_url).close()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def seal(worker: int) -> None:
+        try:
+            with reopen(root) as ws:
+                n = 0
+                while not stop.is_set() or n < 3:
+                    ws.put(io.BytesIO(f"{worker}:{n}".encode()), "other", f"w{worker}-{n}")
+                    n += 1
+        except BaseException as error:  # reported below, with the thread's error
+            errors.append(error)
+
+    threads = [threading.Thread(target=seal, args=(w,)) for w in range(2)]
+    for thread in threads:
+        thread.start()
+    with reopen(root) as admin:
+        for _ in range(3):
+            admin.rotate_keys()
+        admin.rotate_workspace_key()
+        admin.rotate_keys()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with reopen(root) as ws:
+        store = ws.verify_store()
+        assert store.ok and len(ws.ls()) >= 6
+        report = ws.audit_verify()
+        assert report.ok, report.problems
