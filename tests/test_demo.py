@@ -41,6 +41,7 @@ def test_walkthrough_catches_every_tamper(cli: Any, tmp_path: Path) -> None:
     result = cli("demo", "--walkthrough", "--keep", str(tmp_path))
     assert result.code == 0, result.stderr[-2000:]
     assert "Every tamper was caught and every proof checked." in result.stdout
+    assert "saved under the old key still proves" in result.stdout
     credentials = tmp_path / "workspace" / "demo-credentials.env"
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
     assert "SEALML_PASSPHRASE=" in credentials.read_text()

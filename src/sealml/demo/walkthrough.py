@@ -3,7 +3,8 @@
 It creates a throwaway workspace, seals a real dataset, lets a second principal read it and
 be refused what its role does not allow, flips real bytes on disk (in a sealed blob and in
 the ledger) and shows each tamper caught, proves the ledger with offline proofs, rotates the
-keys and crypto-shreds an artifact. It exits 1 if any protection failed to hold.
+keys (KEK and workspace key) and crypto-shreds an artifact. It exits 1 if any protection
+failed to hold.
 """
 
 from __future__ import annotations
@@ -257,6 +258,18 @@ def _walk(demo: _Demo, data_dir: Path | None) -> None:
         "the ledger keeps its history: " + ", ".join(e.fields()["action"] for e in trail),
         [e.fields()["action"] for e in trail][:1] == ["artifact.put"],
     )
+
+    demo.step("Rotate the workspace key (checkpoints, principal records, policy, API keys)")
+    handed = ws.rotate_workspace_key()
+    demo.say(
+        f"{handed['principals']} principal records and the policy attested again; the "
+        "ledger's handover checkpoint is signed by the old key and the new one"
+    )
+    demo.expect(
+        "the checkpoint saved under the old key still proves the history it covers",
+        ws.audit_verify([old_note]).ok,
+    )
+    demo.say(f"new verifier key: {handed['verifier']}")
     final = ws.verify_store()
     demo.expect("the whole workspace verifies", final.ok and ws.audit_verify().ok)
     ws.close()
