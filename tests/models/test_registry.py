@@ -530,8 +530,10 @@ def test_import_refuses_unsafe_and_records_source(team: Path, tmp_path: Path) ->
         assert info.media_type == "application/vnd.skops+zip"
         onnx = tmp_path / "m.onnx"
         onnx.write_bytes(b"x")
-        with pytest.raises(UsageError, match="unsupported model format"):
+        with pytest.raises(UsageError, match="not an ONNX model"):
             sam.import_model(onnx, "https://hub.example/m")
+        with pytest.raises(UsageError, match="unsupported model format"):
+            sam.import_model(onnx.rename(tmp_path / "m.h5"), "https://hub.example/m")
         with pytest.raises(UsageError, match="--source"):
             sam.import_model(good, "\n")
     with reopen(team) as admin:

@@ -3,6 +3,8 @@
 * scikit-learn estimators are saved with skops, normalised so equal models give equal bytes,
   and loaded only when every type they name passes the same allowlist the scanner uses;
 * tensors (a mapping of names to arrays) are saved with safetensors;
+* ONNX models are run by ONNX Runtime after a check of what they would reach outside the
+  file (:mod:`sealml.models.onnxmodels`);
 * a pickle or joblib file is loaded only after a clean scan, and then through an unpickler
   whose ``find_class`` refuses anything outside the allowlist (the scan and the unpickler
   check the same list, so a stream the scanner misjudged still cannot import a callable).
@@ -20,6 +22,7 @@ from typing import Any, cast
 
 from ..errors import IntegrityError, UsageError
 from .allowlist import judge
+from .onnxmodels import ONNX_MEDIA_TYPE, load_onnx, onnx_problems
 from .scanner import scan_bytes
 from .skopsaudit import is_skops_file, severity, untrusted_types
 
@@ -32,6 +35,7 @@ _MEDIA_TYPES = {
     ".pkl": PICKLE_MEDIA_TYPE,
     ".pickle": PICKLE_MEDIA_TYPE,
     ".joblib": PICKLE_MEDIA_TYPE,
+    ".onnx": ONNX_MEDIA_TYPE,
 }
 
 
@@ -135,6 +139,10 @@ def check_model_file(path: Path, media_type: str) -> None:
                 tensors.keys()
         except Exception as error:  # safetensors raises its own SafetensorError
             raise UsageError(f"not a safetensors file: {str(error)[:120]}") from None
+    elif media_type == ONNX_MEDIA_TYPE:
+        malformed = [p for p in onnx_problems(path.read_bytes()) if p[1] == "malformed"]
+        if malformed:
+            raise UsageError(f"{path.name}: {malformed[0][2]}")
 
 
 def dump_tensors(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
@@ -221,12 +229,14 @@ def media_type_for(filename: str) -> str:
 
 
 def load_model(data: bytes, media_type: str | None, name: str) -> Any:
-    """A model from its bytes, by media type: skops and safetensors natively, pickles only
-    through :func:`load_pickle`."""
+    """A model from its bytes, by media type: skops, safetensors and ONNX natively, pickles
+    only through :func:`load_pickle`."""
     from .structure import check_structure
 
     if media_type == SAFETENSORS_MEDIA_TYPE:
         return load_tensors(data)
+    if media_type == ONNX_MEDIA_TYPE:
+        return load_onnx(data, name)
     if media_type == SKOPS_MEDIA_TYPE:
         model = load_skops(data)
     elif media_type == PICKLE_MEDIA_TYPE:

@@ -32,6 +32,7 @@ from typing import IO, Any, NamedTuple, cast
 from ..errors import SealmlError
 from . import fastpath
 from .allowlist import judge
+from .onnxmodels import onnx_problems
 from .opcodes import STOP, TABLE, Cursor, Reader, TruncatedPickleError
 from .skopsaudit import is_skops_schema, severity, untrusted_types
 
@@ -227,6 +228,8 @@ class _Scan:
             self.archive(data, location, depth)
         elif head.startswith(b"\x93NUMPY"):
             self.npy(data, location)
+        elif location.lower().endswith(".onnx"):
+            self.onnx(data, location)
         elif head[:1] == b"\x78" and len(data) > 2 and (head[0] * 256 + head[1]) % 31 == 0:
             self.compressed(data, location, depth)
         elif (
@@ -300,6 +303,11 @@ class _Scan:
             if judged is not None:
                 kind = "dangerous_global" if judged == "critical" else "unknown_global"
                 self.find(f"{location}!schema.json", judged, kind, f"names {dotted}")
+
+    def onnx(self, data: Buffer, location: str) -> None:
+        """An ONNX model: external data and custom operators reach outside the file."""
+        for level, kind, detail in onnx_problems(bytes(data)):
+            self.find(location, level, kind, detail)
 
     def npy(self, data: Buffer, location: str) -> None:
         """A ``.npy`` array: safe unless its dtype holds Python objects (then a pickle)."""
