@@ -9,8 +9,10 @@ import contextlib
 import io
 import itertools
 import json
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -131,7 +133,10 @@ def browser(tmp_path: Path) -> Iterator[Cdp]:
         "--ignore-certificate-errors",
         "about:blank",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A group of its own: the launcher may be a script that leaves the browser behind.
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         marker = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
@@ -149,7 +154,8 @@ def browser(tmp_path: Path) -> Iterator[Cdp]:
                 cdp.send(f"{domain}.enable")
             yield cdp
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 

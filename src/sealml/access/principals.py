@@ -86,7 +86,7 @@ class Actor:
     """An authenticated principal holding its unlocked signing key."""
 
     principal: Principal
-    signing_key: SigningKey
+    signing_key: Signer
     via: str
 
     @property
@@ -232,17 +232,21 @@ class PrincipalStore:
         password: Secret | None,
         created_by: str,
         created_at: str,
-    ) -> tuple[Principal, SigningKey]:
-        """Create a principal with a fresh ECDSA P-256 key; returns it with the private key."""
+        key_maker: Callable[[str], Signer] | None = None,
+    ) -> tuple[Principal, Signer]:
+        """Create a principal with a fresh ECDSA P-256 key (made by *key_maker*, given the
+        principal's id, when the key lives elsewhere: a PKCS#11 token); returns it with
+        the private key."""
         check_name(name)
         if (
             session.execute(select(PrincipalRow.id).where(PrincipalRow.name == name)).first()
             is not None
         ):
             raise UsageError(f"a principal named {name!r} already exists")
-        key = SigningKey.generate("ecdsa-p256")
+        principal_id = uuid.uuid4().hex
+        key = key_maker(principal_id) if key_maker else SigningKey.generate("ecdsa-p256")
         row = PrincipalRow(
-            id=uuid.uuid4().hex,
+            id=principal_id,
             name=name,
             kind=kind,
             roles=json.dumps(sorted(set(roles))),
@@ -260,8 +264,10 @@ class PrincipalStore:
         session.flush()
         return self._verified(row), key
 
-    def _seal_key(self, row: PrincipalRow, key: SigningKey, password: Secret) -> None:
+    def _seal_key(self, row: PrincipalRow, key: Signer, password: Secret) -> None:
         """Seal a human's private key under a key derived from *password* (fresh salt)."""
+        if not isinstance(key, SigningKey):
+            raise UsageError("a person's key is sealed under their password, not kept in a token")
         if len(password.reveal()) < MIN_PASSWORD_LENGTH:
             raise UsageError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
         salt = new_salt()
@@ -288,13 +294,15 @@ class PrincipalStore:
         password: Secret | None,
         compromised_since: str | None = None,
         reset_by: str | None = None,
-    ) -> tuple[Principal, SigningKey]:
-        """Give *name* a fresh ECDSA P-256 key (a person's sealed under *password*) and keep
-        the old public key as retired, so what it signed still verifies (with
-        *compromised_since*, only what it signed before that time)."""
+        key_maker: Callable[[str], Signer] | None = None,
+    ) -> tuple[Principal, Signer]:
+        """Give *name* a fresh ECDSA P-256 key (a person's sealed under *password*; a
+        service's made by *key_maker* when it lives in a token) and keep the old public
+        key as retired, so what it signed still verifies (with *compromised_since*, only
+        what it signed before that time)."""
         row = self._row(session, name)
         principal = self._verified(row)
-        key = SigningKey.generate("ecdsa-p256")
+        key = key_maker(row.id) if key_maker else SigningKey.generate("ecdsa-p256")
         retired = json.loads(row.retired_keys or "[]")
         entry = {"pem": row.public_key, "retired_at": retired_at}
         if compromised_since is not None:
@@ -359,7 +367,7 @@ class PrincipalStore:
         self,
         session: Session,
         name: str,
-        key: SigningKey,
+        key: Signer,
         via: str = "key-file",
         *,
         services_only: bool = False,
@@ -371,14 +379,14 @@ class PrincipalStore:
             raise AuthenticationError(f"{name!r} is a person; log in with the password")
         return self.act_with_key(principal, key, via)
 
-    def act_with_key(self, principal: Principal, key: SigningKey, via: str) -> Actor:
+    def act_with_key(self, principal: Principal, key: Signer, via: str) -> Actor:
         """Act as *principal* (read and verified by this store) with its private *key*."""
         if key.public_key != principal.public_key:
             raise AuthenticationError(f"the key file does not belong to {principal.name!r}")
         return self._activate(principal, key, via)
 
     @staticmethod
-    def _activate(principal: Principal, key: SigningKey, via: str) -> Actor:
+    def _activate(principal: Principal, key: Signer, via: str) -> Actor:
         if principal.disabled:
             raise AuthenticationError(f"principal {principal.name!r} is disabled")
         if key.public_key != principal.public_key:

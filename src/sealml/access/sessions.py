@@ -26,7 +26,7 @@ from ..crypto.box import BoxOpenError, open_box, seal_box
 from ..crypto.signing import SigningKey
 from ..db.models import SessionRow
 from ..db.raw import select_one
-from ..errors import AuthenticationError
+from ..errors import AuthenticationError, UsageError
 from .principals import Actor, PrincipalStore
 
 TOKEN_SIZE = 32
@@ -87,6 +87,11 @@ def issue(
             expires_at=now + ttl_seconds,
         )
     )
+    if not isinstance(actor.signing_key, SigningKey):
+        raise UsageError(
+            "a key kept in a PKCS#11 token cannot be carried by a session: log in with it "
+            "for each command"
+        )
     sealing_key = _session_key(token, key_share)
     box = seal_box(sealing_key, actor.signing_key.pkcs8_der(), actor.principal.id.encode())
     keystore_box = (

@@ -4,8 +4,9 @@ Order for the keystore passphrase: ``SEALML_PASSPHRASE``, then ``keys.passphrase
 ``sealml.toml``, then a prompt when a terminal is attached.
 
 Order for the acting principal: ``SEALML_KEY_FILE`` (with ``SEALML_USER``), then
-``SEALML_USER`` with ``SEALML_PASSWORD``, then the session ticket that ``sealml login``
-stored (for ``SEALML_USER`` or the current session), then a prompt.
+``SEALML_KEY_IN_TOKEN=1`` (with ``SEALML_USER``: a service whose key is in the workspace's
+PKCS#11 token), then ``SEALML_USER`` with ``SEALML_PASSWORD``, then the session ticket
+that ``sealml login`` stored (for ``SEALML_USER`` or the current session), then a prompt.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ PASSPHRASE_ENV = "SEALML_PASSPHRASE"  # noqa: S105 (a variable name)
 USER_ENV = "SEALML_USER"
 PASSWORD_ENV = "SEALML_PASSWORD"  # noqa: S105 (a variable name)
 KEY_FILE_ENV = "SEALML_KEY_FILE"
+KEY_IN_TOKEN_ENV = "SEALML_KEY_IN_TOKEN"  # noqa: S105 (1: the key is in the token)
 
 
 def interactive() -> bool:
@@ -172,6 +174,12 @@ def authenticate(
             raise UsageError(f"{KEY_FILE_ENV} needs {USER_ENV} to name the principal")
         prepare()
         workspace.login_with_key(user, load_key_file(Path(key_file)))
+        return
+    if os.environ.get(KEY_IN_TOKEN_ENV) == "1":
+        if not user:
+            raise UsageError(f"{KEY_IN_TOKEN_ENV} needs {USER_ENV} to name the principal")
+        prepare()
+        workspace.login_with_token_key(user)
         return
     password = os.environ.get(PASSWORD_ENV)
     if user and password:

@@ -191,12 +191,20 @@ def add_user(
     key_file: Path | None = typer.Option(
         None, "--key-file", help="Where to write a service's private key (created 0600)."
     ),
+    key_in_token: bool = typer.Option(
+        False,
+        "--key-in-token",
+        help="Generate a service's key in the workspace's PKCS#11 token instead of a file "
+        "(it logs in with SEALML_USER, SEALML_KEY_IN_TOKEN=1 and the token's PIN).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Add a principal. A human's password comes from SEALML_NEW_PASSWORD or a prompt."""
-    service = service or role == ["service"]
-    if service and key_file is None:
-        raise UsageError("a service principal needs --key-file for its private key")
+    service = service or role == ["service"] or key_in_token
+    if key_in_token and key_file is not None:
+        raise UsageError("give --key-file or --key-in-token, not both")
+    if service and key_file is None and not key_in_token:
+        raise UsageError("a service principal needs --key-file (or --key-in-token)")
     if service and key_file is not None and key_file.exists():
         raise UsageError(f"{key_file} exists; refusing to overwrite a key file")
     with open_workspace(ctx) as workspace:
@@ -208,7 +216,9 @@ def add_user(
             if service
             else credentials.secret_from_env(NEW_PASSWORD_ENV, f"Password for {name}")
         )
-        principal, key = workspace.add_user(name, role, password=password, service=service)
+        principal, key = workspace.add_user(
+            name, role, password=password, service=service, key_in_token=key_in_token
+        )
     if key is not None and key_file is not None:
         create_private(key_file, key.pkcs8_pem())
     result = {
@@ -217,6 +227,7 @@ def add_user(
         "roles": list(principal.roles),
         "key_fingerprint": principal.public_key.fingerprint(),
         "key_file": str(key_file) if key_file else None,
+        "key_in_token": key_in_token,
     }
     if as_json:
         print_json(result)
@@ -226,6 +237,8 @@ def add_user(
         )
         if key_file:
             out.print(f"private key written to {key_file} (0600); keep it secret")
+        if key_in_token:
+            out.print("private key generated in the PKCS#11 token; it never leaves it")
 
 
 @app.command("ls")
@@ -367,8 +380,11 @@ def rotate_key(
             if kind == "human":
                 raise UsageError(f"{target} is a person; they rotate their own key")
         person = kind == "human"
-        if not person and key_file is None:
+        in_token = not person and workspace.token_key_of(workspace.public_key(target)) is not None
+        if not person and key_file is None and not in_token:
             raise UsageError("a service's new key needs --key-file")
+        if in_token and key_file is not None:
+            raise UsageError(f"{target}'s key is in the token, and so will its new one be")
         password = (
             credentials.secret_from_env(
                 credentials.PASSWORD_ENV, f"Password for {target}", new=False

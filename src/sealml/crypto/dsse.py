@@ -12,7 +12,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from .signing import SigningKey, VerifyingKey
+from .signing import Signer, VerifyingKey
 
 
 class EnvelopeError(ValueError):
@@ -25,7 +25,7 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
 
 
-def sign_envelope(payload_type: str, payload: bytes, key: SigningKey, keyid: str) -> dict[str, Any]:
+def sign_envelope(payload_type: str, payload: bytes, key: Signer, keyid: str) -> dict[str, Any]:
     """An envelope over *payload* with one signature by *key*."""
     signature = key.sign(pae(payload_type, payload))
     return {

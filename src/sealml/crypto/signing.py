@@ -65,6 +65,17 @@ class VerifyingKey:
         return hashlib.sha256(self.spki_der()).hexdigest()
 
     @classmethod
+    def from_der(cls, der: bytes) -> VerifyingKey:
+        """A DER SubjectPublicKeyInfo."""
+        try:
+            key = serialization.load_der_public_key(der)
+        except ValueError:
+            raise KeyFormatError("not a DER public key") from None
+        if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+            raise KeyFormatError("unsupported public key type")
+        return cls(key)
+
+    @classmethod
     def from_pem(cls, pem: str | bytes) -> VerifyingKey:
         data = pem.encode("ascii") if isinstance(pem, str) else pem
         try:

@@ -80,36 +80,18 @@ class Pkcs11Provider:
         self._keys.clear()
         self.close()
 
-    # -- the workspace signing key --------------------------------------------------------
+    # -- signing keys: the workspace's, and services' ------------------------------------
 
     def create_signing_key(self) -> TokenSigningKey:
         """Generate an Ed25519 signing key for the workspace in the token: its first (a new
         workspace), or the next one (a workspace key rotation), labelled apart."""
-        from pkcs11 import Attribute, KeyType, Mechanism
-        from pkcs11.util.ec import encode_named_curve_parameters
+        from pkcs11 import KeyType, Mechanism
 
-        numbers = [
-            int(label.rpartition(":")[2]) if label != self._signing_label else 1
-            for label, _, _ in self._signing_pairs()
-        ]
-        label = f"{self._signing_label}:{max(numbers) + 1}" if numbers else self._signing_label
+        label = self._next_label(self._signing_label)
         ed25519_oid = "1.3.101.112"
-        with self._shared_lock():
-            parameters = self._session.create_domain_parameters(
-                KeyType.EC_EDWARDS,
-                {Attribute.EC_PARAMS: encode_named_curve_parameters(ed25519_oid)},
-                local=True,
-            )
-            parameters.generate_keypair(
-                mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
-                store=True,
-                label=label,
-                private_template={
-                    Attribute.SENSITIVE: True,
-                    Attribute.EXTRACTABLE: False,
-                    Attribute.SIGN: True,
-                },
-            )
+        self._generate_pair(
+            KeyType.EC_EDWARDS, ed25519_oid, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, label
+        )
         made = [key for key in self.signing_keys() if key.label == label]
         if not made:
             raise IntegrityError("the token did not keep the signing key it generated")
@@ -125,21 +107,75 @@ class Pkcs11Provider:
     def signing_keys(self) -> list[TokenSigningKey]:
         """Every signing key of this workspace in the token (more than one only while a
         workspace key rotation is under way)."""
+        from pkcs11 import Attribute
+
         return [
-            TokenSigningKey(self, private, _ed25519_public_key(point), label)
-            for label, private, point in self._signing_pairs()
+            TokenSigningKey(
+                self, private, _ed25519_public_key(bytes(public[Attribute.EC_POINT])), label
+            )
+            for label, private, public in self._pairs(self._signing_label)
         ]
 
-    def destroy_signing_key(self, key: TokenSigningKey) -> None:
-        """Delete both halves of a signing key the workspace no longer uses."""
+    def create_principal_key(self, principal_id: str) -> TokenEcdsaKey:
+        """Generate an ECDSA P-256 key for a service principal in the token (sensitive, not
+        extractable): it signs there, and no key file exists."""
+        from pkcs11 import KeyType, Mechanism
+
+        label = self._next_label(self._principal_label(principal_id))
+        self._generate_pair(KeyType.EC, "secp256r1", Mechanism.EC_KEY_PAIR_GEN, label)
+        made = [key for key in self.principal_keys(principal_id) if key.label == label]
+        if not made:
+            raise IntegrityError("the token did not keep the key it generated")
+        return made[0]
+
+    def principal_keys(self, principal_id: str) -> list[TokenEcdsaKey]:
+        """The keys of a service principal in the token, oldest first."""
+        from pkcs11.util.ec import encode_ec_public_key
+
+        return [
+            TokenEcdsaKey(self, private, VerifyingKey.from_der(encode_ec_public_key(public)), label)
+            for label, private, public in self._pairs(self._principal_label(principal_id))
+        ]
+
+    def destroy_signing_key(self, key: TokenSigningKey | TokenEcdsaKey) -> None:
+        """Delete both halves of a key no longer used (what it signed stays verifiable
+        with the public key its record keeps)."""
         from pkcs11 import Attribute
 
         with self._shared_lock():
             for half in list(self._session.get_objects({Attribute.LABEL: key.label})):
                 half.destroy()
 
-    def _signing_pairs(self) -> list[tuple[str, Any, bytes]]:
-        """(label, private half, public point) of every complete signing key pair."""
+    def _principal_label(self, principal_id: str) -> str:
+        return f"{self._signing_label.rpartition(':')[0]}:principal:{principal_id}"
+
+    def _next_label(self, base: str) -> str:
+        """*base* for a first key, else *base*:<n>, n one more than any taken."""
+        numbers = [_label_number(label, base) or 1 for label, _, _ in self._pairs(base)]
+        return f"{base}:{max(numbers) + 1}" if numbers else base
+
+    def _generate_pair(self, key_type: Any, curve: str, mechanism: Any, label: str) -> None:
+        from pkcs11 import Attribute
+        from pkcs11.util.ec import encode_named_curve_parameters
+
+        with self._shared_lock():
+            parameters = self._session.create_domain_parameters(
+                key_type, {Attribute.EC_PARAMS: encode_named_curve_parameters(curve)}, local=True
+            )
+            parameters.generate_keypair(
+                mechanism=mechanism,
+                store=True,
+                label=label,
+                private_template={
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.SIGN: True,
+                },
+            )
+
+    def _pairs(self, base: str) -> list[tuple[str, Any, Any]]:
+        """(label, private half, public half) of every complete key pair labelled *base*
+        or *base*:<n>, in order of n."""
         from pkcs11 import Attribute, ObjectClass
 
         halves: dict[str, dict[Any, Any]] = {}
@@ -147,19 +183,14 @@ class Pkcs11Provider:
             for kind in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
                 for item in self._session.get_objects({Attribute.CLASS: kind}):
                     label = str(item[Attribute.LABEL])
-                    suffix = label.removeprefix(self._signing_label + ":")
-                    if label == self._signing_label or (suffix != label and suffix.isdigit()):
+                    if _label_number(label, base) is not None:
                         halves.setdefault(label, {})[kind] = item
-            pairs = [
-                (
-                    label,
-                    found[ObjectClass.PRIVATE_KEY],
-                    bytes(found[ObjectClass.PUBLIC_KEY][Attribute.EC_POINT]),
-                )
-                for label, found in sorted(halves.items())
-                if len(found) == 2
-            ]
-        return pairs
+        complete = [
+            (label, found[ObjectClass.PRIVATE_KEY], found[ObjectClass.PUBLIC_KEY])
+            for label, found in halves.items()
+            if len(found) == 2
+        ]
+        return sorted(complete, key=lambda pair: _label_number(pair[0], base) or 0)
 
     def _shared_lock(self) -> threading.Lock:
         if self._shared is None:
@@ -320,6 +351,54 @@ class TokenSigningKey:
 
         with self._provider._shared_lock():
             return bytes(self._private.sign(data, mechanism=Mechanism.EDDSA))
+
+
+class TokenEcdsaKey:
+    """A :class:`~sealml.crypto.signing.Signer` whose ECDSA P-256 private key stays in the
+    token (a service principal's): the SHA-256 digest is computed here and signed there
+    (CKM_ECDSA), and the signature DER-encoded as every other ECDSA signature sealml makes."""
+
+    def __init__(
+        self, provider: Pkcs11Provider, private: Any, public: VerifyingKey, label: str
+    ) -> None:
+        self._provider = provider
+        self._private = private
+        self._public = public
+        self.label = label
+
+    def __repr__(self) -> str:
+        return "TokenEcdsaKey(ecdsa-p256, in the PKCS#11 token)"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a key in a token cannot be pickled")
+
+    @property
+    def public_key(self) -> VerifyingKey:
+        return self._public
+
+    @property
+    def algorithm(self) -> str:
+        return "ecdsa-p256"
+
+    def sign(self, data: bytes) -> bytes:
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+        from pkcs11 import Mechanism
+
+        digest = hashlib.sha256(data).digest()
+        with self._provider._shared_lock():
+            raw = bytes(self._private.sign(digest, mechanism=Mechanism.ECDSA))
+        half = len(raw) // 2
+        return encode_dss_signature(
+            int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
+        )
+
+
+def _label_number(label: str, base: str) -> int | None:
+    """1 for *base* itself, n for *base*:<n>, None for any other label."""
+    if label == base:
+        return 1
+    suffix = label.removeprefix(base + ":")
+    return int(suffix) if suffix != label and suffix.isdigit() else None
 
 
 def _ed25519_public_key(point: bytes) -> VerifyingKey:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..crypto.canonical import parse_json
 from ..crypto.dsse import pae
-from ..crypto.signing import KeyFormatError, SigningKey, VerifyingKey
+from ..crypto.signing import KeyFormatError, Signer, SigningKey, VerifyingKey
 from ..errors import IntegrityError, UsageError
 from .manifest import Manifest, Resource, hash_model, root_digest
 
@@ -59,9 +59,9 @@ def statement(manifest: Manifest, name: str) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def sign_manifest(manifest: Manifest, name: str, key: SigningKey) -> bytes:
+def sign_manifest(manifest: Manifest, name: str, key: Signer) -> bytes:
     """A bundle signing *manifest* with *key* (must be ECDSA P-256)."""
-    if key.algorithm != "ecdsa-p256":
+    if key.public_key.algorithm != "ecdsa-p256":
         raise UsageError("model signatures need an ECDSA P-256 key (the format allows EC only)")
     payload = statement(manifest, name)
     signature = key.sign(pae(PAYLOAD_TYPE, payload))
@@ -81,7 +81,7 @@ def sign_manifest(manifest: Manifest, name: str, key: SigningKey) -> bytes:
 
 
 def sign_model(
-    model: Path, key: SigningKey, signature: Path, ignore: list[str] | None = None
+    model: Path, key: Signer, signature: Path, ignore: list[str] | None = None
 ) -> Manifest:
     """Sign the file or folder *model*, writing the bundle to *signature*."""
     manifest = hash_model(model, ignore=ignore or (), signature=signature)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..crypto.canonical import canonical_json, parse_json
 from ..crypto.dsse import EnvelopeError, open_envelope, sign_envelope
-from ..crypto.signing import SigningKey, VerifyingKey
+from ..crypto.signing import Signer, VerifyingKey
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -102,7 +102,7 @@ def statement(provenance: StageProvenance) -> dict[str, Any]:
     }
 
 
-def sign_statement(document: dict[str, Any], key: SigningKey) -> bytes:
+def sign_statement(document: dict[str, Any], key: Signer) -> bytes:
     """The DSSE envelope (canonical JSON bytes) of *document*, signed by *key*; the keyid is
     the SHA-256 fingerprint of the public key."""
     envelope = sign_envelope(

@@ -11,14 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 
-from ..crypto.signing import SigningKey, VerifyingKey
+from ..crypto.signing import Signer, VerifyingKey
 
 HEADER = "x-sealml-signature"
 REQUEST_HEADER = "x-sealml-sign"
 _DOMAIN = b"sealml/response/v1\n"
 
 
-def sign_body(key: SigningKey, body: bytes) -> str:
+def sign_body(key: Signer, body: bytes) -> str:
     """The signature header value for *body*."""
     signature = base64.urlsafe_b64encode(key.sign(_DOMAIN + body)).rstrip(b"=").decode()
     return f"keyid={key.public_key.fingerprint()}; sig={signature}"

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from ..access.policy import ARTIFACT_KINDS
 from ..crypto.canonical import canonical_json
 from ..crypto.digest import ARTIFACT_DIGEST, new_hasher
-from ..crypto.signing import SigningKey, VerifyingKey
+from ..crypto.signing import Signer, VerifyingKey
 from ..crypto.streaming import (
     DecryptingReader,
     Readable,
@@ -162,7 +162,7 @@ def seal(
     *,
     blobs: BlobStore,
     keys: KeyProvider,
-    signer: SigningKey,
+    signer: Signer,
     creator: str,
     created_at: str,
     params: StreamingParams,

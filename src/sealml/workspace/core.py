@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ..access import approval
 from ..access.approval import ApprovedPolicy
 from ..access.policy import Policy
-from ..access.principals import Actor, PrincipalStore
+from ..access.principals import Actor, Principal, PrincipalStore
 from ..clock import utc_now
 from ..config import (
     CONFIG_NAME,
@@ -52,7 +52,7 @@ from ..errors import (
 from ..fsutil import create_private, read_private_file
 from ..keys.local import KEK_PREFIX as LOCAL_KEK_PREFIX
 from ..keys.local import LocalKeystore
-from ..keys.pkcs11 import Pkcs11Provider, TokenSettings
+from ..keys.pkcs11 import Pkcs11Provider, TokenEcdsaKey, TokenSettings
 from ..keys.provider import KeyProvider, MigratedProvider
 from ..ledger import Checkpoint, EventDraft, Ledger, NoteSigner, NoteVerifier, open_note
 from ..ledger.keyhistory import KeyHistory, recorded_handovers
@@ -468,6 +468,23 @@ class WorkspaceCore:
             self._token = Pkcs11Provider(self.token_settings(), pin, self.config.workspace.id)
             self._token_pin = pin
         return self._token
+
+    def opened_token(self) -> Pkcs11Provider:
+        """The token, for keys kept in it (UsageError when the workspace has none)."""
+        if self.config.keys.provider != "pkcs11":
+            raise UsageError(
+                "the workspace keeps no keys in a PKCS#11 token (`sealml keys migrate` first)"
+            )
+        return self.token
+
+    def token_key_of(self, principal: Principal) -> TokenEcdsaKey | None:
+        """The principal's current key if the token holds it, else None."""
+        if self.config.keys.provider != "pkcs11":
+            return None
+        for key in self.token.principal_keys(principal.id):
+            if key.public_key == principal.public_key:
+                return key
+        return None
 
     @property
     def token_pin(self) -> Secret | None:

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 from ..access.principals import Principal
 from ..clock import normalised, utc_now
 from ..crypto.secret import Secret
-from ..crypto.signing import SigningKey
+from ..crypto.signing import Signer, SigningKey
 from ..db.models import SessionRow, TotpRow
 from ..errors import AuthenticationError, NotFoundError, UsageError
+from ..keys.pkcs11 import TokenEcdsaKey
 from .core import WorkspaceCore
 
 
@@ -71,6 +72,7 @@ class CredentialOperations(WorkspaceCore):
                 raise UsageError("the compromise time must be an ISO 8601 date or time") from None
             if compromised_since > utc_now():
                 raise UsageError("the compromise time is in the future")
+        held: TokenEcdsaKey | None = None
         try:
             with self.transaction() as session:
                 before = self.principals.get(session, target)
@@ -80,15 +82,27 @@ class CredentialOperations(WorkspaceCore):
                     if password is None:
                         raise UsageError("confirm a new key with your password")
                     self.principals.authenticate_password(session, target, password)
+                held = self.token_key_of(before)  # a key in the token: its successor too
                 after, key = self._replace_key(
-                    session, "user.rotate-key", before, password, compromised_since
+                    session,
+                    "user.rotate-key",
+                    before,
+                    password,
+                    compromised_since,
+                    in_token=held is not None,
                 )
         except AuthenticationError:
             self.record([self.event("user.rotate-key", resource, "denied")])
             raise AuthenticationError("the password is wrong") from None
+        if held is not None:
+            self.opened_token().destroy_signing_key(held)  # its public half stays on record
         if target == actor.name:
             self.actor = self.principals.act_with_key(after, key, actor.via)
-        return before, after, key if after.kind == "service" else None
+        return (
+            before,
+            after,
+            key if isinstance(key, SigningKey) and after.kind == "service" else None,
+        )
 
     def reset_password(self, name: str, password: Secret) -> tuple[Principal, Principal]:
         """Give a person who forgot their password a new one (``user:admin``, never your
@@ -116,11 +130,13 @@ class CredentialOperations(WorkspaceCore):
         password: Secret | None,
         compromised_since: str | None = None,
         reset_by: str | None = None,
-    ) -> tuple[Principal, SigningKey]:
-        """Give *before* a new key (the old one retired), end its sessions, record
-        *action* with both fingerprints."""
+        in_token: bool = False,
+    ) -> tuple[Principal, Signer]:
+        """Give *before* a new key (the old one retired; *in_token*: the new one generated
+        in the PKCS#11 token), end its sessions, record *action* with both fingerprints."""
+        maker = self.opened_token().create_principal_key if in_token else None
         after, key = self.principals.replace_key(
-            session, before.name, utc_now(), password, compromised_since, reset_by
+            session, before.name, utc_now(), password, compromised_since, reset_by, maker
         )
         session.execute(delete(SessionRow).where(SessionRow.principal_id == after.id))
         event = self.event(

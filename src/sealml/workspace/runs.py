@@ -27,12 +27,12 @@ from ..config import resolve
 from ..crypto.canonical import canonical_json
 from ..crypto.digest import ARTIFACT_DIGEST, hash_bytes
 from ..crypto.secret import Secret
-from ..crypto.signing import SigningKey
+from ..crypto.signing import Signer, SigningKey
 from ..data.sources import Fetched, SourcePolicy, fetch
 from ..data.tables import Limits
 from ..db.models import ArtifactRow, AttestationRow, DataKeyRow, RunRow, StageRunRow
 from ..db.raw import execute, insert_rows
-from ..errors import IntegrityError, SealmlError
+from ..errors import AuthenticationError, IntegrityError, SealmlError
 from ..ledger import EventDraft
 from ..pipeline import codecs
 from ..pipeline.background import Channel, InlineWriter, ProcessWriter, ThreadWriter, Writer
@@ -393,7 +393,10 @@ class RunOperations(ArtifactOperations):
                         runner.name,
                         actor.name,
                         actor.via,
-                        actor.signing_key.pkcs8_der(),
+                        # a key in the token stays there: the process finds it itself
+                        key.pkcs8_der()
+                        if isinstance(key := actor.signing_key, SigningKey)
+                        else b"",
                         self.keystore.session_key,
                         self.token_pin.reveal() if self.token_pin is not None else None,
                     ),
@@ -999,7 +1002,7 @@ class _RunSpec:
     executor: str
     principal: str
     via: str
-    signing_key: bytes
+    signing_key: bytes  # PKCS#8, or empty: the principal's key is in the token
     keystore_key: bytes
     token_pin: bytes | None
 
@@ -1025,8 +1028,14 @@ class _SealingService:
                 workspace.use_token_pin(Secret(spec.token_pin))
             workspace.unlock_with_key(spec.keystore_key)
             with workspace.db.read() as session:
+                if spec.signing_key:
+                    key: Signer | None = SigningKey.from_pkcs8(spec.signing_key)
+                else:
+                    key = workspace.token_key_of(workspace.principals.get(session, spec.principal))
+                if key is None:
+                    raise AuthenticationError(f"the token holds no current key of {spec.principal}")
                 workspace.actor = workspace.principals.authenticate_key(
-                    session, spec.principal, SigningKey.from_pkcs8(spec.signing_key), spec.via
+                    session, spec.principal, key, spec.via
                 )
         except BaseException:
             workspace.close()

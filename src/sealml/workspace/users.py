@@ -18,6 +18,7 @@ from ..crypto.secret import Secret
 from ..crypto.signing import SigningKey
 from ..db.models import SessionRow
 from ..errors import AuthenticationError, NotFoundError, UsageError
+from ..keys.pkcs11 import TokenEcdsaKey
 from ..ledger import EventDraft
 from .core import WorkspaceCore
 
@@ -41,34 +42,48 @@ class UserOperations(WorkspaceCore):
         *,
         password: Secret | None = None,
         service: bool = False,
+        key_in_token: bool = False,
     ) -> tuple[Principal, SigningKey | None]:
         """Create a principal. A service gets its private key back (write it to a 0600
-        file); a human's key is sealed under their password and never returned."""
+        file), unless *key_in_token*: then the key is generated in the workspace's PKCS#11
+        token and never leaves it. A human's key is sealed under their password and never
+        returned."""
         self.check_new_user(name, roles)
         actor = self.authorize("user:admin", f"principal:{name}", action="user.add")
-        with self.transaction() as session:
-            principal, key = self.principals.create(
-                session,
-                name=name,
-                kind="service" if service else "human",
-                roles=roles,
-                password=None if service else password,
-                created_by=actor.name,
-                created_at=utc_now(),
-            )
-            self.append(
-                session,
-                [
-                    self.event(
-                        "user.add",
-                        f"principal:{name}",
-                        roles=sorted(roles),
-                        kind=principal.kind,
-                        key_fingerprint=principal.public_key.fingerprint(),
-                    )
-                ],
-            )
-        return principal, key if service else None
+        if key_in_token and not service:
+            raise UsageError("only a service's key is kept in the token; people use passwords")
+        made: list[TokenEcdsaKey] = []
+
+        def in_token(principal_id: str) -> TokenEcdsaKey:
+            made.append(self.opened_token().create_principal_key(principal_id))
+            return made[-1]
+
+        try:
+            with self.transaction() as session:
+                principal, key = self.principals.create(
+                    session,
+                    name=name,
+                    kind="service" if service else "human",
+                    roles=roles,
+                    password=None if service else password,
+                    created_by=actor.name,
+                    created_at=utc_now(),
+                    key_maker=in_token if key_in_token else None,
+                )
+                event = self.event(
+                    "user.add",
+                    f"principal:{name}",
+                    roles=sorted(roles),
+                    kind=principal.kind,
+                    key_fingerprint=principal.public_key.fingerprint(),
+                    key_in_token=key_in_token,
+                )
+                self.append(session, [event])
+        except BaseException:
+            for orphan in made:
+                self.opened_token().destroy_signing_key(orphan)
+            raise
+        return principal, key if isinstance(key, SigningKey) and service else None
 
     def users(self) -> list[Principal]:
         """Every principal (needs ``user:read``)."""
@@ -149,6 +164,21 @@ class UserOperations(WorkspaceCore):
             "key-file",
             lambda s: self.principals.authenticate_key(s, name, key, services_only=True),
         )
+
+    def login_with_token_key(self, name: str) -> Actor:
+        """Authenticate a service principal by its key in the workspace's PKCS#11 token
+        (the token's PIN opens it) and act as *name*."""
+
+        def check(session: Session) -> Actor:
+            principal = self.principals.get(session, name)
+            if principal.kind != "service":
+                raise AuthenticationError(f"{name!r} is a person; log in with the password")
+            key = self.token_key_of(principal)
+            if key is None:
+                raise AuthenticationError(f"the token holds no current key of {name!r}")
+            return self.principals.act_with_key(principal, key, "token")
+
+        return self._authenticate(name, "token", check)
 
     def start_session(self, keep_keystore: bool = True) -> SessionTicket:
         """Issue a session ticket for the acting principal (``sealml login``); with
