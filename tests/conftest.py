@@ -12,6 +12,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import contextlib
 import io
 import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -159,3 +160,14 @@ def small_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     markers.mkdir()
     monkeypatch.setenv("SEALML_TEST_MARKERS", str(markers))
     return path
+
+
+def reference_verify(
+    model: Path, signature: Path, public_key: Path
+) -> subprocess.CompletedProcess[str]:
+    """`model_signing verify key`, the OpenSSF reference tool, on a signed model."""
+    return subprocess.run(
+        [sys.executable, "-m", "model_signing", "verify", "key", str(model),
+         "--signature", str(signature), "--public_key", str(public_key)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 from sealml.access import totp
 from sealml.models.formats import dump_skops
 
-from ..conftest import admin_env
+from ..conftest import admin_env, reference_verify
 from ..models.corpus import benign, malicious
 from .test_cli import one_line_error
 
@@ -84,9 +84,6 @@ def test_sign_and_verify_with_principal_keys(ready: Any, tmp_path: Path) -> None
 
 def test_exported_public_key_verifies_with_the_reference_tool(ready: Any, tmp_path: Path) -> None:
     """`keys export` gives outsiders what `model_signing verify key` needs."""
-    import subprocess
-    import sys
-
     pytest.importorskip("model_signing", reason="model-signing is in the test extra")
     folder = tmp_path / "model"
     folder.mkdir()
@@ -98,11 +95,7 @@ def test_exported_public_key_verifies_with_the_reference_tool(ready: Any, tmp_pa
     assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
     shown = ready("keys", "export", env=admin_env())
     assert shown.stdout == public.read_text()
-    result = subprocess.run(
-        [sys.executable, "-m", "model_signing", "verify", "key", str(folder),
-         "--signature", str(tmp_path / "model.sig"), "--public_key", str(public)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = reference_verify(folder, tmp_path / "model.sig", public)
     assert result.returncode == 0, result.stderr + result.stdout
     one_line_error(ready("keys", "export", "-o", str(public), env=admin_env()), 2, "exists")
     one_line_error(ready("keys", "export", "--user", "nobody", env=admin_env()), 2, "nobody")

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from sealml import Workspace
+from sealml.crypto.kdf import FAST_PARAMS
 from sealml.crypto.secret import Secret
 from sealml.keys.pkcs11 import TokenSettings
+
+from ..conftest import ADMIN_PASSWORD, PASSPHRASE
 
 SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 PIN = "4286-1131"
@@ -47,3 +51,12 @@ def softhsm() -> Iterator[tuple[TokenSettings, Secret]]:
         check=True, capture_output=True,
     )  # fmt: skip
     yield TokenSettings(str(SOFTHSM_MODULE), label), Secret(PIN)
+
+
+def token_workspace(root: Path, softhsm: tuple[TokenSettings, Secret]) -> Workspace:
+    """A new workspace whose keys live in the test token (cheap KDF parameters)."""
+    settings, pin = softhsm
+    return Workspace.init(
+        root, passphrase=Secret(PASSPHRASE), admin_password=Secret(ADMIN_PASSWORD),
+        kdf=FAST_PARAMS, hsm=settings, hsm_pin=pin,
+    )  # fmt: skip

@@ -24,6 +24,7 @@ from sealml.keys.pkcs11 import Pkcs11Provider, TokenSettings
 from sealml.keys.provider import dek_context
 
 from ..conftest import ADMIN_PASSWORD, PASSPHRASE, admin_env
+from .conftest import token_workspace
 
 Token = tuple[TokenSettings, Secret]
 DEK = bytes(range(32))
@@ -31,15 +32,6 @@ DEK = bytes(range(32))
 
 def _provider(softhsm: Token) -> Pkcs11Provider:
     return Pkcs11Provider.initialise(*softhsm, uuid.uuid4().hex)
-
-
-def _token_workspace(root: Path, softhsm: Token) -> Workspace:
-    """A new workspace whose keys live in the test token."""
-    settings, pin = softhsm
-    return Workspace.init(
-        root, passphrase=Secret(PASSPHRASE), admin_password=Secret(ADMIN_PASSWORD),
-        kdf=FAST_PARAMS, hsm=settings, hsm_pin=pin,
-    )  # fmt: skip
 
 
 def test_wrapping_happens_in_the_token_and_binds_the_context(softhsm: Token) -> None:
@@ -119,7 +111,7 @@ def test_a_workspace_signs_its_checkpoints_in_the_token(softhsm: Token, tmp_path
     """The keystore holds no signing key: the passphrase alone cannot sign checkpoints."""
     from sealml.workspace.core import SIGNING_SECRET
 
-    ws = _token_workspace(tmp_path / "ws", softhsm)
+    ws = token_workspace(tmp_path / "ws", softhsm)
     with pytest.raises(NotFoundError, match="no secret named"):
         ws.keystore.load_secret(SIGNING_SECRET)
     ws.put(io.BytesIO(b"a,b\n1,2\n"), "dataset", "rows.csv")
@@ -164,7 +156,7 @@ def test_a_workspace_keeps_its_keks_in_the_token(
 ) -> None:
     pin = softhsm[1]
     root = tmp_path / "ws"
-    ws = _token_workspace(root, softhsm)
+    ws = token_workspace(root, softhsm)
     info = ws.put(io.BytesIO(b"age,income\n41,52000\n"), "dataset", "rows")
     assert ws.rotate_keys()["kek"] == "hsm:2"
     ws.close()
@@ -205,7 +197,7 @@ def test_a_failed_init_leaves_no_key_on_the_token(
     before = _keks_on(softhsm)
     monkeypatch.setattr(core.Ledger, "initialise", staticmethod(broken))
     with pytest.raises(RuntimeError):
-        _token_workspace(tmp_path / "ws", softhsm)
+        token_workspace(tmp_path / "ws", softhsm)
     assert not (tmp_path / "ws" / "sealml.toml").exists()
     assert _keks_on(softhsm) == before
 
@@ -296,7 +288,7 @@ def test_a_pin_file_must_be_private(
 ) -> None:
     pin = softhsm[1]
     root = tmp_path / "ws"
-    ws = _token_workspace(root, softhsm)
+    ws = token_workspace(root, softhsm)
     ws.close()
     pin_file = tmp_path / "pin"
     pin_file.write_bytes(pin.reveal() + b"\n")
@@ -319,7 +311,7 @@ def test_siblings_of_a_token_workspace_unwrap_side_by_side(softhsm: Token, tmp_p
     session, used from several threads at once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    ws = _token_workspace(tmp_path / "ws", softhsm)
+    ws = token_workspace(tmp_path / "ws", softhsm)
     infos = [ws.put(io.BytesIO(f"row {i}\n".encode()), "dataset", f"rows-{i}") for i in range(6)]
     siblings = [ws.sibling() for _ in range(3)]
     try:
@@ -345,7 +337,7 @@ def test_a_process_open_across_a_token_rotation_seals_under_the_new_kek(
     """The token case of a rotation elsewhere: the KEK object the open process knew is
     destroyed, so it must find the new one before it wraps, and to read re-wrapped keys."""
     root = tmp_path / "ws"
-    ws = _token_workspace(root, softhsm)
+    ws = token_workspace(root, softhsm)
     before = ws.put(io.BytesIO(b"before"), "other", "before")
     monkeypatch.setenv("SEALML_HSM_PIN", softhsm[1].reveal().decode())
     admin = Workspace.open(root, passphrase=Secret(PASSPHRASE))

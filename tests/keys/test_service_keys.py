@@ -6,29 +6,19 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sealml import Secret, Workspace
-from sealml.crypto.kdf import FAST_PARAMS
 from sealml.errors import AuthenticationError, UsageError
 from sealml.keys.pkcs11 import TokenEcdsaKey, TokenSettings
 
-from ..conftest import ADMIN_PASSWORD, PASSPHRASE, admin_env
+from ..conftest import ADMIN_PASSWORD, PASSPHRASE, admin_env, reference_verify
+from .conftest import token_workspace
 
 Token = tuple[TokenSettings, Secret]
-
-
-def _token_workspace(root: Path, softhsm: Token) -> Workspace:
-    settings, pin = softhsm
-    return Workspace.init(
-        root, passphrase=Secret(PASSPHRASE), admin_password=Secret(ADMIN_PASSWORD),
-        kdf=FAST_PARAMS, hsm=settings, hsm_pin=pin,
-    )  # fmt: skip
 
 
 def _as(root: Path, softhsm: Token, name: str, monkeypatch: pytest.MonkeyPatch) -> Workspace:
@@ -44,7 +34,7 @@ def test_a_service_signs_with_a_key_that_stays_in_the_token(
     from pkcs11 import Attribute
 
     root = tmp_path / "ws"
-    admin = _token_workspace(root, softhsm)
+    admin = token_workspace(root, softhsm)
     principal, key = admin.add_user("ci", ["ml-engineer"], service=True, key_in_token=True)
     assert key is None  # nothing to write to a file
     [held] = admin.token.principal_keys(principal.id)
@@ -66,11 +56,7 @@ def test_a_service_signs_with_a_key_that_stays_in_the_token(
     assert signer == "ci" and manifest.root_digest
     public = tmp_path / "ci.pub"
     public.write_text(principal.public_key.pem())
-    reference = subprocess.run(
-        [sys.executable, "-m", "model_signing", "verify", "key", str(model),
-         "--signature", str(tmp_path / "model.sig"), "--public_key", str(public)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    reference = reference_verify(model, tmp_path / "model.sig", public)
     assert reference.returncode == 0, reference.stderr + reference.stdout
     with pytest.raises(UsageError, match="session"):
         ci.start_session()
@@ -94,7 +80,7 @@ def test_refusals(softhsm: Token, tmp_path: Path, workspace: Workspace) -> None:
         workspace.add_user("ci", ["service"], service=True, key_in_token=True)
     assert [p.name for p in workspace.users()] == ["admin"]
     root = tmp_path / "token-ws"
-    admin = _token_workspace(root, softhsm)
+    admin = token_workspace(root, softhsm)
     with pytest.raises(UsageError, match="only a service"):
         admin.add_user("dana", ["data-scientist"], password=Secret("dana-password-1"),
                        key_in_token=True)  # fmt: skip

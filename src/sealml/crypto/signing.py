@@ -71,9 +71,7 @@ class VerifyingKey:
             key = serialization.load_der_public_key(der)
         except ValueError:
             raise KeyFormatError("not a DER public key") from None
-        if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
-            raise KeyFormatError("unsupported public key type")
-        return cls(key)
+        return cls._supported(key)
 
     @classmethod
     def from_pem(cls, pem: str | bytes) -> VerifyingKey:
@@ -82,6 +80,10 @@ class VerifyingKey:
             key = serialization.load_pem_public_key(data)
         except ValueError:
             raise KeyFormatError("not a PEM public key") from None
+        return cls._supported(key)
+
+    @classmethod
+    def _supported(cls, key: object) -> VerifyingKey:
         if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
             raise KeyFormatError("unsupported public key type")
         return cls(key)

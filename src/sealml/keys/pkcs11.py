@@ -327,9 +327,8 @@ class Pkcs11Provider:
                     key.destroy()
 
 
-class TokenSigningKey:
-    """A :class:`~sealml.crypto.signing.Signer` whose Ed25519 private key stays in the
-    token: every signature is made there."""
+class _TokenKey:
+    """A private key that stays in the token, known by its public half and label."""
 
     def __init__(
         self, provider: Pkcs11Provider, private: Any, public: VerifyingKey, label: str
@@ -338,36 +337,6 @@ class TokenSigningKey:
         self._private = private
         self._public = public
         self.label = label
-
-    def __repr__(self) -> str:
-        return "TokenSigningKey(ed25519, in the PKCS#11 token)"
-
-    @property
-    def public_key(self) -> VerifyingKey:
-        return self._public
-
-    def sign(self, data: bytes) -> bytes:
-        from pkcs11 import Mechanism
-
-        with self._provider._shared_lock():
-            return bytes(self._private.sign(data, mechanism=Mechanism.EDDSA))
-
-
-class TokenEcdsaKey:
-    """A :class:`~sealml.crypto.signing.Signer` whose ECDSA P-256 private key stays in the
-    token (a service principal's): the SHA-256 digest is computed here and signed there
-    (CKM_ECDSA), and the signature DER-encoded as every other ECDSA signature sealml makes."""
-
-    def __init__(
-        self, provider: Pkcs11Provider, private: Any, public: VerifyingKey, label: str
-    ) -> None:
-        self._provider = provider
-        self._private = private
-        self._public = public
-        self.label = label
-
-    def __repr__(self) -> str:
-        return "TokenEcdsaKey(ecdsa-p256, in the PKCS#11 token)"
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("a key in a token cannot be pickled")
@@ -376,9 +345,28 @@ class TokenEcdsaKey:
     def public_key(self) -> VerifyingKey:
         return self._public
 
-    @property
-    def algorithm(self) -> str:
-        return "ecdsa-p256"
+
+class TokenSigningKey(_TokenKey):
+    """A :class:`~sealml.crypto.signing.Signer` whose Ed25519 private key stays in the
+    token: every signature is made there."""
+
+    def __repr__(self) -> str:
+        return "TokenSigningKey(ed25519, in the PKCS#11 token)"
+
+    def sign(self, data: bytes) -> bytes:
+        from pkcs11 import Mechanism
+
+        with self._provider._shared_lock():
+            return bytes(self._private.sign(data, mechanism=Mechanism.EDDSA))
+
+
+class TokenEcdsaKey(_TokenKey):
+    """A :class:`~sealml.crypto.signing.Signer` whose ECDSA P-256 private key stays in the
+    token (a service principal's): the SHA-256 digest is computed here and signed there
+    (CKM_ECDSA), and the signature DER-encoded as every other ECDSA signature sealml makes."""
+
+    def __repr__(self) -> str:
+        return "TokenEcdsaKey(ecdsa-p256, in the PKCS#11 token)"
 
     def sign(self, data: bytes) -> bytes:
         from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
