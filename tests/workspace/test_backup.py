@@ -211,3 +211,33 @@ def test_check_verifies_without_restoring(archive: Path, tmp_path: Path, cli: An
     archive.write_bytes(bytes(data))
     damaged = cli("restore", str(archive), "--check", env=admin_env())
     assert damaged.code == 1 and "failed authentication" in damaged.stderr
+
+
+def test_backups_across_a_workspace_key_rotation(
+    workspace: Workspace, tmp_path: Path, cli: Any
+) -> None:
+    """A backup made after a rotation restores and verifies (its ledger carries the
+    handover); one made before it is, on this machine, a rollback: the witness holds a note
+    signed by a key that backup does not know."""
+    workspace.put(io.BytesIO(b"before"), "other", "before")
+    workspace.close()
+    before = tmp_path / "before.backup"
+    assert cli("backup", str(before), env=admin_env()).code == 0
+    assert cli("keys", "rotate-workspace-key", env=admin_env()).code == 0
+    assert cli("put", str(before), "--kind", "other", "--name", "after", env=admin_env()).code == 0
+    after = tmp_path / "after.backup"
+    assert cli("backup", str(after), env=admin_env()).code == 0
+
+    restored = _restore(cli, after, tmp_path / "restored")
+    assert restored.code == 0, restored.stderr
+    env = admin_env(SEALML_WORKSPACE=str(tmp_path / "restored"))
+    assert cli("audit", "verify", env=env).code == 0
+    assert cli("verify", "--all", env=env).code == 0
+
+    refused = _restore(cli, before, tmp_path / "older")
+    assert refused.code == 2 and "rotated after the backup" in refused.stderr
+    _nothing_left(tmp_path / "older")
+    accepted = _restore(cli, before, tmp_path / "older", "--accept-rollback")
+    assert accepted.code == 0, accepted.stderr
+    witness = list((Path(os.environ["SEALML_STATE_DIR"]) / "witness").glob("*.before-restore-*"))
+    assert witness  # the newer note is kept beside, not lost

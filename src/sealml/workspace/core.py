@@ -664,7 +664,7 @@ class WorkspaceCore:
         try:
             self._follow_key_rotation()  # another process may have rotated the key
             self.witness.advance(latest.note)
-        except IntegrityError:
+        except (IntegrityError, ConfigError):
             pass  # not witnessed; `audit verify` says what is wrong
 
     @contextlib.contextmanager
