@@ -28,7 +28,6 @@ from .config import CONFIG_NAME
 from .db.models import DataKeyRow
 from .errors import AuthenticationError, SealmlError
 from .keys.provider import MigratedProvider
-from .ledger import Ledger
 from .provenance.advisories import AdvisoryDatabase
 from .store.artifacts import live_artifacts, sealed_size
 from .store.s3 import S3BlobStore
@@ -336,11 +335,7 @@ def _workspace_key_age(workspace: Workspace) -> Finding:
     """The workspace key's age: since its last rotation, else since the workspace began."""
     limit = workspace.config.access.max_key_age_days
     try:
-        history = workspace.key_history()
-        since = workspace.config.workspace.created_at
-        if history.handovers:
-            with workspace.db.read() as session:
-                since = str(Ledger.event(session, history.handovers[-1].seq).fields()["ts"])
+        since = workspace.workspace_key_since()
     except SealmlError as error:
         return Finding("workspace key age", "fail", str(error))
     if _older(since, limit):

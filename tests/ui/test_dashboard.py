@@ -441,6 +441,10 @@ def test_people_page_is_an_access_review_for_those_allowed(dashboard: Dashboard)
         rows = {row.split("</td>")[0].split(">")[-1]: row for row in page.text.split("<tr>")[1:]}
         assert "<td>enrolled</td>" in rows["otp"] and "<td>none</td>" in rows["ada"]
         assert "registry:read" in page.text and "audit:verify" in page.text
+        with reopen(dashboard.path) as admin:
+            verifier = admin.verifier.encode()
+        assert "passphrase-protected keystore, current local:" in page.text
+        assert "in the keystore, in use since" in page.text and verifier in page.text
     with dashboard.signed_in("ada") as ada:
         front = ada.get("/").text
         assert 'href="/people"' not in front and 'href="/audit"' not in front

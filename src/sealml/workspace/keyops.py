@@ -19,8 +19,8 @@ from ..errors import UsageError
 from ..fsutil import write_private
 from ..keys.pkcs11 import Pkcs11Provider, TokenSettings, TokenSigningKey
 from ..keys.provider import rewrap_all
-from ..ledger import NoteSigner
-from ..ledger.keyhistory import ROTATION
+from ..ledger import Ledger, NoteSigner
+from ..ledger.keyhistory import ROTATION, KeyHistory
 from ..store.datakeys import DatabaseDataKeys
 from . import apikeys
 from .core import ROTATION_MARKER, SIGNING_NEXT_SECRET, SIGNING_SECRET, WorkspaceCore
@@ -28,6 +28,36 @@ from .core import ROTATION_MARKER, SIGNING_NEXT_SECRET, SIGNING_SECRET, Workspac
 
 class KeyOperations(WorkspaceCore):
     """``sealml keys rotate | migrate | rotate-workspace-key``."""
+
+    def key_summary(self) -> dict[str, Any]:
+        """Where the workspace's keys are and how old (an access review's view; nothing
+        secret): the KEK provider and its current KEK, the workspace key's verifier key,
+        whether a token holds it, its rotations and since when it is in use, and which
+        services sign with a key kept in the token."""
+        self.authorize("user:read", "keys", action="keys.summary")
+        with self.db.read() as session:
+            principals = self.principals.all(session)
+        provider = self.keys
+        history = self.key_history()
+        return {
+            "provider": provider.name,
+            "kek": provider.current_kek_id(),
+            "verifier": self.verifier.encode(),
+            "workspace_key_in_token": isinstance(self.note_signer.key, TokenSigningKey),
+            "rotations": len(history.handovers),
+            "since": self.workspace_key_since(history),
+            "services_in_token": sorted(
+                p.name for p in principals if self.token_key_of(p) is not None
+            ),
+        }
+
+    def workspace_key_since(self, history: KeyHistory | None = None) -> str:
+        """When the workspace key in force began: its rotation, else the workspace's start."""
+        handovers = (history or self.key_history()).handovers
+        if not handovers:
+            return self.config.workspace.created_at
+        with self.db.read() as session:
+            return str(Ledger.event(session, handovers[-1].seq).fields()["ts"])
 
     def rotate_keys(self) -> dict[str, Any]:
         """Make a new KEK current, re-wrap every data key under it, destroy the old KEKs."""
