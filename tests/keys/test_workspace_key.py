@@ -218,6 +218,11 @@ def test_cli(cli: Any, ws_path: Path) -> None:
     result = json.loads(done.stdout)
     assert result["previous"] == before
     assert cli("audit", "vkey", env=admin_env()).stdout.strip() == result["verifier"]
+    shown = json.loads(cli("keys", "show", "--json", env=admin_env()).stdout)
+    assert shown["rotations"] == 1 and shown["verifier"] == result["verifier"]
+    assert shown["provider"] == "local" and not shown["workspace_key_in_token"]
+    text = cli("keys", "show", env=admin_env()).stdout
+    assert "workspace key: in the keystore" in text and "1 rotation(s)" in text
     assert cli("audit", "verify", env=admin_env()).code == 0
     assert (ws_path / "sealml.toml").stat().st_mode & 0o777 == 0o600
 

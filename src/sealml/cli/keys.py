@@ -1,4 +1,4 @@
-"""``sealml keys rotate | migrate | rotate-workspace-key | shred | export | passphrase``."""
+"""``sealml keys show | rotate | migrate | rotate-workspace-key | shred | export | passphrase``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,26 @@ from .credentials import interactive
 
 app = typer.Typer(help="Key-encryption keys and data keys.", no_args_is_help=True)
 NEW_PASSPHRASE_ENV = "SEALML_NEW_PASSPHRASE"  # noqa: S105 (a variable name)
+
+
+@app.command()
+def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Where the workspace's keys are: KEK provider, the workspace key, its age."""
+    with open_workspace(ctx) as workspace:
+        summary = workspace.key_summary()
+    if as_json:
+        print_json(summary)
+        return
+    provider = "PKCS#11 token" if summary["provider"] == "pkcs11" else "keystore"
+    place = "the PKCS#11 token" if summary["workspace_key_in_token"] else "the keystore"
+    out.print(f"key-encryption keys: {provider}, current {summary['kek']}")
+    out.print(
+        f"workspace key: in {place}, in use since {summary['since']}, "
+        f"{summary['rotations']} rotation(s)"
+    )
+    out.print(f"verifier key: {summary['verifier']}")
+    if summary["services_in_token"]:
+        out.print(f"services signing in the token: {', '.join(summary['services_in_token'])}")
 
 
 @app.command()
