@@ -208,6 +208,22 @@ def test_a_handover_without_the_old_keys_signature_is_refused(busy: Workspace) -
     ws.close()
 
 
+def test_the_index_of_rotations_must_match_the_ledger(busy: Workspace) -> None:
+    """Reading the history uses an index of rotation events; `audit verify` checks it
+    against every event, so deleting the index (to hide a rotation) is reported."""
+    root = busy.root
+    busy.rotate_workspace_key()
+    busy.close()
+    connection = sqlite3.connect(root / ".sealml" / "sealml.db")
+    with connection:
+        connection.execute("DELETE FROM workspace_meta WHERE key = 'workspace_key_rotations'")
+    connection.close()
+    ws = reopen(root)
+    report = ws.audit_verify()
+    assert any("index of workspace key rotations" in p for p in report.problems)
+    ws.close()
+
+
 def test_cli(cli: Any, ws_path: Path) -> None:
     assert cli("init", "--insecure-fast-kdf", env=admin_env()).code == 0
     before = cli("audit", "vkey", env=admin_env()).stdout.strip()
@@ -236,7 +252,7 @@ def test_a_forged_rotation_is_not_followed(busy: Workspace) -> None:
     from sealml.db.models import LedgerHeadRow
     from sealml.db.raw import insert_rows
     from sealml.ledger import Checkpoint, EventDraft, NoteSigner
-    from sealml.ledger.keyhistory import ROTATION
+    from sealml.ledger.keyhistory import ROTATION, note_rotation
     from sealml.ledger.merkle import Frontier
 
     root, trusted = busy.root, busy.verifier
@@ -251,7 +267,8 @@ def test_a_forged_rotation_is_not_followed(busy: Workspace) -> None:
                 {"previous": trusted.encode(), "verifier": forger.verifier.encode()},
             )
         ]
-        busy.ledger.append(session, drafts)
+        (seq,) = busy.ledger.append(session, drafts)
+        note_rotation(session, seq)
         head = session.get(LedgerHeadRow, 1)
         assert head is not None
         root_hash = Frontier.from_bytes(head.size, head.frontier).root()

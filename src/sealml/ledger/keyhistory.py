@@ -10,16 +10,19 @@ can start a chain of their own.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from ..db.models import CheckpointRow
+from ..db.models import CheckpointRow, MetaEntry
 from ..errors import IntegrityError, UsageError
 from .checkpoint import Checkpoint, NoteVerifier, open_note, unverified_checkpoint
-from .log import EventFilter, Ledger
+from .log import Event, EventFilter, Ledger
 
 ROTATION = "keys.workspace-key"
+ROTATIONS_INDEX = "workspace_key_rotations"  # workspace_meta: the rotation events' seqs
 
 
 @dataclass(frozen=True)
@@ -82,11 +85,12 @@ class KeyHistory:
             raise IntegrityError("the ledger records no rotation from the key this process trusts")
 
     @classmethod
-    def read(cls, session: Session, current: NoteVerifier) -> KeyHistory:
+    def read(cls, session: Session, current: NoteVerifier, *, scan: bool = False) -> KeyHistory:
         """The history the ledger records, which must end at *current* (the verifier key
         in ``sealml.toml``); IntegrityError otherwise. Signatures are checked by whoever
-        opens a note with it (and the whole chain by ``audit verify``)."""
-        handovers = recorded_handovers(session)
+        opens a note with it (and the whole chain by ``audit verify``, which reads it
+        with *scan*: from every event, not the index of rotations)."""
+        handovers = recorded_handovers(session, scan=scan)
         if handovers and handovers[-1].verifier != current:
             raise IntegrityError(
                 "the ledger's last workspace key rotation does not lead to the verifier key "
@@ -95,11 +99,45 @@ class KeyHistory:
         return cls(current, handovers)
 
 
-def recorded_handovers(session: Session) -> tuple[Handover, ...]:
+def note_rotation(session: Session, seq: int) -> None:
+    """Add the rotation event *seq* to the index of rotations (in its transaction), so
+    that reading the history does not scan the whole ledger."""
+    entry = session.get(MetaEntry, ROTATIONS_INDEX)
+    if entry is None:
+        session.add(MetaEntry(key=ROTATIONS_INDEX, value=json.dumps([seq])))
+    else:
+        entry.value = json.dumps([*_indexed(entry.value), seq])
+
+
+def _indexed(value: str) -> list[int]:
+    try:
+        seqs = json.loads(value)
+        if isinstance(seqs, list) and all(isinstance(s, int) for s in seqs):
+            return seqs
+    except ValueError:
+        pass
+    raise IntegrityError("the index of workspace key rotations is unreadable")
+
+
+def _rotation_events(session: Session, scan: bool) -> Iterator[Event]:
+    if scan:
+        yield from Ledger.events(session, EventFilter(action=ROTATION, outcome="ok"))
+        return
+    entry = session.get(MetaEntry, ROTATIONS_INDEX)
+    for seq in _indexed(entry.value) if entry is not None else []:
+        event = Ledger.event(session, seq)
+        fields = event.fields()
+        if fields.get("action") != ROTATION or fields.get("outcome") != "ok":
+            raise IntegrityError(f"event {seq} is indexed as a workspace key rotation; it is none")
+        yield event
+
+
+def recorded_handovers(session: Session, *, scan: bool = False) -> tuple[Handover, ...]:
     """Every rotation the ledger records, oldest first, each from the key the one before
-    led to (IntegrityError otherwise). A scan of the whole ledger: rotations are rare."""
+    led to (IntegrityError otherwise): from the index of rotations, or with *scan* from
+    every event of the ledger."""
     handovers: list[Handover] = []
-    for event in Ledger.events(session, EventFilter(action=ROTATION, outcome="ok")):
+    for event in _rotation_events(session, scan):
         details = event.fields().get("details") or {}
         try:
             handover = Handover(

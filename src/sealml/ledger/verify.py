@@ -25,7 +25,7 @@ from ..db.models import CheckpointRow, LedgerEventRow, LedgerHeadRow
 from ..db.raw import driver_cursor, driver_sql
 from ..errors import IntegrityError, UsageError
 from .checkpoint import Checkpoint, NoteVerifier
-from .keyhistory import KeyHistory
+from .keyhistory import KeyHistory, recorded_handovers
 from .log import ZERO_HASH
 from .merkle import HASH_SIZE, Frontier
 
@@ -265,7 +265,9 @@ def _expected_roots(
     handover), and every trusted checkpoint."""
     expected: dict[int, list[tuple[str, bytes]]] = {}
     try:
-        history = KeyHistory.read(session, verifier)
+        history = KeyHistory.read(session, verifier, scan=True)
+        if recorded_handovers(session) != history.handovers:
+            report.problem("the index of workspace key rotations differs from the ledger")
     except IntegrityError as error:
         report.problem(str(error))
         history = KeyHistory(verifier)

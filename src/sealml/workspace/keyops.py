@@ -20,7 +20,7 @@ from ..fsutil import write_private
 from ..keys.pkcs11 import Pkcs11Provider, TokenSettings, TokenSigningKey
 from ..keys.provider import rewrap_all
 from ..ledger import Ledger, NoteSigner
-from ..ledger.keyhistory import ROTATION, KeyHistory
+from ..ledger.keyhistory import ROTATION, KeyHistory, note_rotation
 from ..store.datakeys import DatabaseDataKeys
 from . import apikeys
 from .core import ROTATION_MARKER, SIGNING_NEXT_SECRET, SIGNING_SECRET, WorkspaceCore
@@ -183,7 +183,8 @@ class KeyOperations(WorkspaceCore):
                     api_keys=api_keys,
                     in_token=to_token,
                 )
-                self.ledger.append(session, [event])  # no checkpoint by one key alone
+                (seq,) = self.ledger.append(session, [event])  # no checkpoint by one key
+                note_rotation(session, seq)
                 self.ledger.checkpoint(session, old, new)
         except BaseException:
             if isinstance(staged, TokenSigningKey):
