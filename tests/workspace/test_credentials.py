@@ -269,6 +269,31 @@ def test_an_admin_resets_a_forgotten_password(workspace: Workspace, dana: Path) 
     assert service_key is not None
 
 
+def test_after_a_reset_a_second_factor_keeps_the_admin_from_finishing_it(
+    workspace: Workspace, dana: Path
+) -> None:
+    """The admin who reset dana's password knows the temporary one; dana enrolled TOTP, so
+    setting the final password needs a code the admin does not have."""
+    with reopen(dana, "dana", DANA) as ws:
+        secret = ws.totp_enroll().secret
+    workspace.reset_password("dana", Secret("temporary-password-1"))
+    with reopen(dana, "dana", "temporary-password-1") as impostor:
+        with pytest.raises(UsageError, match="code from your authenticator"):
+            impostor.change_password(Secret("temporary-password-1"), Secret("chosen-by-admin"))
+        with pytest.raises(AuthenticationError):
+            impostor.change_password(
+                Secret("temporary-password-1"), Secret("chosen-by-admin"), "000000"
+            )
+        with pytest.raises(UsageError, match="set your own first"):
+            impostor.totp_enroll()  # nor can a new second factor be slipped in
+        impostor.change_password(
+            Secret("temporary-password-1"), Secret("dana-own-password"), totp.current_code(secret)
+        )
+    with reopen(dana, "dana", "dana-own-password") as ws:
+        assert ws.require_actor().principal.password_reset_by is None
+    assert outcomes(workspace, "auth.totp") == ["denied"]
+
+
 def test_a_key_reported_compromised_verifies_only_what_came_before(
     workspace: Workspace, dana: Path, tmp_path: Path
 ) -> None:

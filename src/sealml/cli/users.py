@@ -313,7 +313,15 @@ def totp_enroll(
 
 
 @app.command("passwd")
-def change_password(ctx: typer.Context) -> None:
+def change_password(
+    ctx: typer.Context,
+    code: str | None = typer.Option(
+        None,
+        "--code",
+        envvar="SEALML_TOTP_CODE",
+        help="After a password reset: a code from your authenticator (if you enrolled one).",
+    ),
+) -> None:
     """Change your password; your sessions end, your signing key stays the same.
 
     The current password comes from SEALML_PASSWORD or a prompt, the new one from
@@ -324,7 +332,7 @@ def change_password(ctx: typer.Context) -> None:
             credentials.PASSWORD_ENV, f"Current password for {name}", new=False
         )
         new = credentials.secret_from_env(NEW_PASSWORD_ENV, f"New password for {name}")
-        workspace.change_password(current, new)
+        workspace.change_password(current, new, code)
         credentials.forget_ticket(workspace.config.workspace.id, name)
     out.print(f"changed the password of {name}; log in again")
 

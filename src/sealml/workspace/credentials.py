@@ -16,22 +16,33 @@ from ..crypto.signing import Signer, SigningKey
 from ..db.models import SessionRow, TotpRow
 from ..errors import AuthenticationError, NotFoundError, UsageError
 from ..keys.pkcs11 import TokenEcdsaKey
-from .core import WorkspaceCore
+from .totp import TotpOperations
 
 
-class CredentialOperations(WorkspaceCore):
+class CredentialOperations(TotpOperations):
     """``sealml user passwd | reset-password | rotate-key | roles | totp-reset``, ``sealml
     keys passphrase``."""
 
-    def change_password(self, current: Secret, new: Secret) -> None:
+    def change_password(self, current: Secret, new: Secret, totp_code: str | None = None) -> None:
         """Re-seal the acting human's private key under *new* after checking *current*;
-        every session of theirs ends (log in again with the new password)."""
+        every session of theirs ends (log in again with the new password).
+
+        After a password reset the current password is one an admin chose: a person with a
+        TOTP secret then confirms with *totp_code*, so the admin cannot set the final
+        password in their place."""
         actor = self.require_actor()
         resource = f"principal:{actor.name}"
         if actor.principal.kind != "human":
             raise UsageError(f"{actor.name!r} is a service principal; it has no password")
         if hmac.compare_digest(current.reveal(), new.reveal()):
             raise UsageError("the new password is the same as the current one")
+        if actor.principal.password_reset_by is not None and self.totp_enrolled():
+            if not totp_code:
+                raise UsageError(
+                    "after a password reset, confirm with a code from your authenticator "
+                    "(SEALML_TOTP_CODE or --code)"
+                )
+            self.totp_check(totp_code)
         try:
             with self.transaction() as session:
                 unlocked = self.principals.authenticate_password(session, actor.name, current)

@@ -35,6 +35,10 @@ class TotpOperations(WorkspaceCore):
         """Give the acting principal a new TOTP secret. Replacing an existing one needs a
         valid code from it, so a stolen password alone cannot re-enrol."""
         actor = self.require_actor()
+        if actor.principal.password_reset_by is not None:
+            raise UsageError(
+                "your password was reset: set your own first (`sealml user passwd`), then enrol"
+            )
         secret = totp.new_secret()
         context = f"sealml totp {actor.principal.id}".encode()
         box = seal_box(self.named_secret(TOTP_SECRET), secret.encode(), context)
