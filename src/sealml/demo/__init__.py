@@ -233,7 +233,7 @@ def _tamper_refused(workspace: Workspace, version: int) -> bool:
         refused = True
     data[offset] ^= 0x01
     path.write_bytes(bytes(data))
-    workspace.resolve_model(MODEL, "production")  # loads again once restored
+    workspace.resolve_model(MODEL, version)  # loads again once restored
     return refused
 
 
