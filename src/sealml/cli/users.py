@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -182,6 +183,11 @@ def whoami(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         )
 
 
+def optional_code(help_text: str) -> Any:
+    """A ``--code`` option for a TOTP code that is needed only sometimes."""
+    return typer.Option(None, "--code", envvar="SEALML_TOTP_CODE", help=help_text)
+
+
 @app.command("add")
 def add_user(
     ctx: typer.Context,
@@ -297,12 +303,7 @@ def enable_user(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
 @app.command("totp-enroll")
 def totp_enroll(
     ctx: typer.Context,
-    code: str | None = typer.Option(
-        None,
-        "--code",
-        envvar="SEALML_TOTP_CODE",
-        help="A current code from your existing secret (needed to replace it).",
-    ),
+    code: str | None = optional_code("A current code from your existing secret (to replace it)."),
 ) -> None:
     """Create your TOTP secret for approvals; it is shown once, add it to an authenticator."""
     with open_workspace(ctx) as workspace:
@@ -315,12 +316,7 @@ def totp_enroll(
 @app.command("passwd")
 def change_password(
     ctx: typer.Context,
-    code: str | None = typer.Option(
-        None,
-        "--code",
-        envvar="SEALML_TOTP_CODE",
-        help="After a password reset: a code from your authenticator (if you enrolled one).",
-    ),
+    code: str | None = optional_code("After a password reset: a code from your authenticator."),
 ) -> None:
     """Change your password; your sessions end, your signing key stays the same.
 
