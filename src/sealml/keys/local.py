@@ -198,9 +198,7 @@ class LocalKeystore:
     def _locked(self) -> Iterator[None]:
         """Serialise writers across processes and reload what another writer saved."""
         with _writers_held(self._path):
-            fresh = self._load(self._path)
-            reopened = LocalKeystore(self._path, fresh, self._master)
-            self._data, self._keks = reopened._data, reopened._keks
+            self._adopt(self._load(self._path))
             yield
             write_private(self._path, json.dumps(self._data, indent=2).encode())
 

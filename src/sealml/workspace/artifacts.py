@@ -272,10 +272,12 @@ class ArtifactOperations(WorkspaceCore):
         seqs = self.append(session, [*drafts, *then])
         if sealed:
             # The append holds the ledger until commit, and a rotation re-wraps with it held.
-            self.keys.refresh()
+            keys = self.keys
+            keys.refresh()
+            for item in sealed:
+                item.wrap_under_current(keys)
         for item, seq in zip(sealed, seqs, strict=False):
             item.artifact.ledger_seq = seq
-            item.wrap_under_current(self.keys)
         # In dependency order, through the driver (see sealml.db.raw): the rows are new
         # and nothing else in the session refers to them.
         insert_rows(session, [item.artifact for item in sealed])

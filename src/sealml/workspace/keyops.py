@@ -18,7 +18,7 @@ from ..crypto.signing import Signer, SigningKey
 from ..errors import UsageError
 from ..fsutil import write_private
 from ..keys.pkcs11 import Pkcs11Provider, TokenSettings, TokenSigningKey
-from ..keys.provider import rewrap_all
+from ..keys.provider import KeyProvider, rewrap_all
 from ..ledger import Ledger, NoteSigner
 from ..ledger.keyhistory import ROTATION, KeyHistory, note_rotation
 from ..store.datakeys import DatabaseDataKeys
@@ -65,16 +65,20 @@ class KeyOperations(WorkspaceCore):
         provider = self.keys
         old = provider.kek_ids()
         new = provider.rotate()
-        with self.transaction() as session:
-            self.ledger.hold(session)
-            count = rewrap_all(provider, DatabaseDataKeys(session))
-            self.append(
-                session,
-                [self.event("keys.rotate", "keys", kek=new, rewrapped=count, destroyed=old)],
-            )
+        count = self._rewrap(provider, "keys.rotate", kek=new, destroyed=old)
         provider.destroy(old)
         self.db.truncate_journal()
         return {"kek": new, "rewrapped": count, "destroyed": old}
+
+    def _rewrap(self, keys: KeyProvider, action: str, /, **details: Any) -> int:
+        """Re-wrap every data key not under *keys*' current KEK and record *action*;
+        returns how many changed. The ledger is held throughout: a writer that wrapped
+        under an old KEK waits, then wraps again under the new one before it commits."""
+        with self.transaction() as session:
+            self.ledger.hold(session)
+            count = rewrap_all(keys, DatabaseDataKeys(session))
+            self.append(session, [self.event(action, "keys", rewrapped=count, **details)])
+        return count
 
     def migrate_keys_to_token(self, settings: TokenSettings, pin: Secret) -> dict[str, Any]:
         """Move the workspace's KEKs from its keystore into the PKCS#11 token *settings*.
@@ -117,19 +121,14 @@ class KeyOperations(WorkspaceCore):
         old = keystore.kek_ids()
         # Processes that have not seen the migration yet wrap under this one, which stays.
         keystore.rotate()
-        with self.transaction() as session:
-            self.ledger.hold(session)
-            count = rewrap_all(self.keys, DatabaseDataKeys(session))
-            event = self.event(
-                "keys.migrate",
-                "keys",
-                provider="pkcs11",
-                token=settings.token,
-                kek=token.current_kek_id(),
-                rewrapped=count,
-                destroyed=old,
-            )
-            self.append(session, [event])
+        count = self._rewrap(
+            self.keys,
+            "keys.migrate",
+            provider="pkcs11",
+            token=settings.token,
+            kek=token.current_kek_id(),
+            destroyed=old,
+        )
         keystore.destroy(old)
         self.db.truncate_journal()
         return {
