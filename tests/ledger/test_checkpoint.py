@@ -29,6 +29,21 @@ def test_note_layout_and_round_trip(signer: NoteSigner) -> None:
     assert open_note(note, signer.verifier) == Checkpoint("sealml/test", 42, ROOT)
 
 
+def test_extension_lines_are_signed_and_read_back(signer: NoteSigner) -> None:
+    checkpoint = Checkpoint("sealml/test", 7, ROOT, ("sealml-principals AAAA", "other x"))
+    note = checkpoint.sign(signer)
+    assert note.split("\n")[3:6] == ["sealml-principals AAAA", "other x", ""]
+    assert open_note(note, signer.verifier) == checkpoint
+    with pytest.raises(IntegrityError):  # an extension line is covered by the signature
+        open_note(note.replace("other x", "other y"), signer.verifier)
+    with pytest.raises(IntegrityError):  # and cannot be dropped
+        open_note(note.replace("other x\n", ""), signer.verifier)
+    with pytest.raises(ValueError):
+        Checkpoint("sealml/test", 7, ROOT, ("",))
+    with pytest.raises(ValueError):
+        Checkpoint("sealml/test", 7, ROOT, ("two\nlines",))
+
+
 def test_key_hash_follows_the_signed_note_rule(signer: NoteSigner) -> None:
     raw = signer.key.public_key.raw()
     expected = hashlib.sha256(b"sealml/test\n\x01" + raw).digest()[:4]

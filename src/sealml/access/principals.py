@@ -2,13 +2,16 @@
 
 Each principal row carries a canonical record (name, kind, roles, public key, status) and
 the workspace key's signature over it, so a database edit that grants a role or swaps a
-key is detected when the principal is loaded. A human's private key is sealed under a key
+key is detected when the principal is loaded, and the ledger's checkpoints anchor each
+row's newest state (:mod:`sealml.access.anchor`), so a row restored from an older copy of
+the database is refused too. A human's private key is sealed under a key
 derived from their password with Argon2id; a service holds its private key in a file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Callable
@@ -26,6 +29,17 @@ from ..crypto.signing import KeyFormatError, Signer, SigningKey, VerifyingKey
 from ..db.models import PrincipalRow
 from ..db.raw import select_one
 from ..errors import AuthenticationError, IntegrityError, NotFoundError, UsageError
+from .anchor import (
+    PrincipalState,
+    changed_in,
+    extension_line,
+    fingerprint,
+    load_state,
+    mark_changed,
+    store_state,
+    take_changed,
+    totp_boxes,
+)
 
 Kind = Literal["human", "service"]
 MIN_PASSWORD_LENGTH = 8
@@ -105,7 +119,9 @@ class PrincipalStore:
     """Creates, loads and authenticates principals.
 
     *verifier* checks row attestations; *attestor* (the workspace signing key) is needed
-    only to create or change principals and is fetched lazily.
+    only to create or change principals and is fetched lazily; *anchored* gives the
+    principal state digest the ledger's latest checkpoint anchors (None: none yet), which
+    every row read is checked against.
     """
 
     def __init__(
@@ -113,10 +129,12 @@ class PrincipalStore:
         verifier: VerifyingKey,
         attestor: Callable[[], Signer],
         kdf_params: Argon2idParams,
+        anchored: Callable[[Session], bytes | None] = lambda session: None,
     ) -> None:
         self._verifier = verifier
         self._attestor = attestor
         self._kdf = kdf_params
+        self._anchored = anchored
 
     # -- records --------------------------------------------------------------------------
 
@@ -137,9 +155,10 @@ class PrincipalStore:
             **({"password_reset_by": row.password_reset_by} if row.password_reset_by else {}),
         }
 
-    def _attest(self, row: PrincipalRow) -> None:
+    def _attest(self, session: Session, row: PrincipalRow) -> None:
         row.record = canonical_json(self._record(row))
         row.attestation = self._attestor().sign(row.record)
+        mark_changed(session, row.id)
 
     def attest_again(self, session: Session, signer: Signer) -> int:
         """Check every principal record, then attest each with *signer* (a workspace key
@@ -210,15 +229,106 @@ class PrincipalStore:
         return self._read(session, "id = ?", principal_id, f"no principal with id {principal_id}")
 
     def _read(self, session: Session, where: str, value: str, missing: str) -> Principal:
-        """The one principal matching *where*, verified (read-only: see :meth:`_row`)."""
+        """The one principal matching *where*, verified and checked against the anchored
+        state (read-only: see :meth:`_row`)."""
         row = select_one(session, PrincipalRow, where, (value,))
         if row is None:
             raise NotFoundError(missing)
-        return self._verified(row)
+        principal = self._verified(row)
+        try:
+            self._check_anchored(session, [row])
+        except IntegrityError:
+            # PostgreSQL reads each statement at its own snapshot: a change committed
+            # between reading the row and the state is seen consistently the second time.
+            again = select_one(session, PrincipalRow, where, (value,))
+            if again is None:
+                raise NotFoundError(missing) from None
+            principal = self._verified(again)
+            self._check_anchored(session, [again])
+        return principal
 
     def all(self, session: Session) -> list[Principal]:
-        rows = session.execute(select(PrincipalRow).order_by(PrincipalRow.name)).scalars()
-        return [self._verified(row) for row in rows]
+        rows = list(session.execute(select(PrincipalRow).order_by(PrincipalRow.name)).scalars())
+        principals = [self._verified(row) for row in rows]
+        self._check_anchored(session, rows)
+        return principals
+
+    # -- anchoring in the ledger ----------------------------------------------------------
+
+    def _check_anchored(self, session: Session, rows: list[PrincipalRow]) -> None:
+        """Refuse a row that is not the one the latest checkpoint anchors (restored from
+        an older copy of the database, or its TOTP secret removed); rows this
+        transaction changed are checked when it anchors them."""
+        pending = changed_in(session)
+        rows = [row for row in rows if row.id not in pending]
+        anchored = self._anchored(session) if rows else None
+        if anchored is None:
+            return
+        state = self._anchored_state(session, anchored)
+        boxes = totp_boxes(session, [row.id for row in rows])
+        for row in rows:
+            if state.rows.get(row.id) != fingerprint(row, boxes.get(row.id)):
+                raise IntegrityError(
+                    f"principal {row.name!r} is not as the ledger's latest checkpoint "
+                    "anchors it (its row was restored from an older copy of the database or "
+                    "edited); an admin can set it again, see `sealml audit verify`"
+                )
+
+    @staticmethod
+    def _anchored_state(session: Session, anchored: bytes) -> PrincipalState:
+        state = load_state(session)
+        if state is None or not hmac.compare_digest(state.digest, anchored):
+            raise IntegrityError(
+                "the principal state in the database is not the one the ledger's latest "
+                "checkpoint anchors (restored from an older copy or edited); run "
+                "`sealml audit verify`"
+            )
+        return state
+
+    def anchor_line(self, session: Session, anchored: bytes | None) -> str:
+        """The extension line for the next checkpoint: the digest of the principal state
+        with the rows *session* changed brought up to date (every row, checked, when no
+        checkpoint anchors a state yet). Unchanged rows keep their anchored fingerprint,
+        so signing a checkpoint never launders a restored row."""
+        changed = take_changed(session)
+        if anchored is not None and not changed:
+            return extension_line(anchored)
+        query = select(PrincipalRow)
+        fingerprints: dict[str, str] = {}
+        if anchored is not None:
+            fingerprints = dict(self._anchored_state(session, anchored).rows)
+            query = query.where(PrincipalRow.id.in_(sorted(changed)))
+        rows = list(session.execute(query).scalars())
+        boxes = totp_boxes(session, [row.id for row in rows])
+        for row in rows:
+            self._verified(row)
+            fingerprints[row.id] = fingerprint(row, boxes.get(row.id))
+        state = PrincipalState(fingerprints)
+        store_state(session, state)
+        return extension_line(state.digest)
+
+    def anchor_problems(self, session: Session, anchored: bytes | None) -> list[str]:
+        """What differs between the principal rows and the state *anchored* (for
+        ``audit verify``); nothing to compare when no checkpoint anchors a state."""
+        if anchored is None:
+            return []
+        try:
+            state = self._anchored_state(session, anchored)
+        except IntegrityError as error:
+            return [str(error)]
+        rows = {row.id: row for row in session.execute(select(PrincipalRow)).scalars()}
+        boxes = totp_boxes(session)
+        problems = [
+            f"principal {row.name!r}: its row (or TOTP secret) is not the anchored one "
+            "(restored from an older copy or edited)"
+            for row in rows.values()
+            if state.rows.get(row.id) != fingerprint(row, boxes.get(row.id))
+        ]
+        problems += [
+            f"principal {principal_id}: anchored, but its row was deleted"
+            for principal_id in sorted(set(state.rows) - set(rows))
+        ]
+        return problems
 
     # -- changes --------------------------------------------------------------------------
 
@@ -259,7 +369,7 @@ class PrincipalStore:
             if password is None:
                 raise UsageError("a human principal needs a password")
             self._seal_key(row, key, password)
-        self._attest(row)
+        self._attest(session, row)
         session.add(row)
         session.flush()
         return self._verified(row), key
@@ -283,7 +393,7 @@ class PrincipalStore:
             raise UsageError(f"{actor.name!r} is a service principal; it has no password")
         self._seal_key(row, actor.signing_key, password)
         row.password_reset_by = None  # their own password again
-        self._attest(row)
+        self._attest(session, row)
         session.flush()
 
     def replace_key(
@@ -316,7 +426,7 @@ class PrincipalStore:
             self._seal_key(row, key, password)
         if reset_by is not None:
             row.password_reset_by = reset_by
-        self._attest(row)
+        self._attest(session, row)
         session.flush()
         return self._verified(row), key
 
@@ -324,7 +434,7 @@ class PrincipalStore:
         row = self._row(session, name)
         self._verified(row)
         row.disabled = disabled
-        self._attest(row)
+        self._attest(session, row)
         session.flush()
         return self._verified(row)
 
@@ -333,7 +443,7 @@ class PrincipalStore:
         row = self._row(session, name)
         self._verified(row)
         row.roles = json.dumps(sorted(set(roles)))
-        self._attest(row)
+        self._attest(session, row)
         session.flush()
         return self._verified(row)
 
@@ -349,6 +459,7 @@ class PrincipalStore:
             derive_key(password, new_salt(), self._kdf)
             raise AuthenticationError("unknown user or wrong password") from None
         principal = self._verified(row)
+        self._check_anchored(session, [row])
         if principal.kind != "human" or row.key_box is None or row.kdf is None:
             raise AuthenticationError(f"{name!r} is a service principal; use its key file")
         try:

@@ -5,12 +5,15 @@ A checkpoint note is::
     <origin>\\n
     <tree size, decimal>\\n
     <base64 root hash>\\n
+    [<extension line>\\n ...]
     \\n
     — <key name> <base64(key hash (4 bytes) || Ed25519 signature (64 bytes))>\\n
 
-The signature covers the text above the blank line. The key hash is the first four bytes of
-SHA-256(key name || 0x0A || 0x01 || public key); the verifier key is written
-``<name>+<hex key hash>+<base64(0x01 || public key)>``, as the Go ``sumdb/note`` package does.
+The signature covers the text above the blank line, extension lines included (a
+workspace writes one: the digest of its principal state, see :mod:`sealml.access.anchor`).
+The key hash is the first four bytes of SHA-256(key name || 0x0A || 0x01 || public key);
+the verifier key is written ``<name>+<hex key hash>+<base64(0x01 || public key)>``, as the
+Go ``sumdb/note`` package does.
 """
 
 from __future__ import annotations
@@ -91,14 +94,21 @@ class NoteSigner:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A tree head: the log's origin, its size and its root hash."""
+    """A tree head: the log's origin, its size and its root hash, and the signed note's
+    extension lines (non-empty, after the root hash)."""
 
     origin: str
     size: int
     root: bytes
+    extensions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(not line or "\n" in line for line in self.extensions):
+            raise ValueError("a checkpoint extension line must be one non-empty line")
 
     def body(self) -> str:
-        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
+        lines = (self.origin, str(self.size), base64.b64encode(self.root).decode())
+        return "".join(f"{line}\n" for line in (*lines, *self.extensions))
 
     def sign(self, signer: NoteSigner, *cosigners: NoteSigner) -> str:
         """The signed note text of this checkpoint: one signature line per signer, in
@@ -138,6 +148,9 @@ def _parse(note: str) -> _Note:
             raise ValueError
     except (ValueError, binascii.Error):
         raise UsageError("checkpoint note has a malformed size or root hash") from None
+    extensions = tuple(lines[3:])
+    if any(not line for line in extensions):
+        raise UsageError("checkpoint note has an empty extension line")
     found: list[tuple[str, bytes]] = []
     for line in signatures.split("\n")[:-1]:
         if not line.startswith(_DASH):
@@ -147,7 +160,7 @@ def _parse(note: str) -> _Note:
             found.append((name, base64.b64decode(blob_text, validate=True)))
         except (ValueError, binascii.Error):
             continue
-    return _Note(text, Checkpoint(origin, size, root), tuple(found))
+    return _Note(text, Checkpoint(origin, size, root, extensions), tuple(found))
 
 
 def open_note(note: str, verifier: NoteVerifier) -> Checkpoint:

@@ -10,7 +10,7 @@ when a signer is available, record a signed checkpoint of the new tree head.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
@@ -101,11 +101,20 @@ def _head(session: Session, lock: bool) -> tuple[int, bytes, bytes]:
     return int(size), bytes(frontier), bytes(last_leaf)
 
 
-class Ledger:
-    """The ledger of one workspace; every method works inside a caller's session."""
+# The extension lines a checkpoint about to be signed in a session should carry.
+ExtensionSource = Callable[[Session], Sequence[str]]
 
-    def __init__(self, origin: str) -> None:
+
+class Ledger:
+    """The ledger of one workspace; every method works inside a caller's session.
+
+    *extensions* gives the extension lines of each new checkpoint (what else its
+    signature should vouch for at that tree size).
+    """
+
+    def __init__(self, origin: str, extensions: ExtensionSource | None = None) -> None:
         self.origin = origin
+        self._extensions = extensions
 
     # -- writing --------------------------------------------------------------------------
 
@@ -183,7 +192,8 @@ class Ledger:
                 return latest_note
             if not last_signed_by(latest_note, signer.verifier):
                 return None
-        checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
+        extensions = self._extensions(session) if self._extensions else ()
+        checkpoint = Checkpoint(self.origin, frontier.size, frontier.root(), tuple(extensions))
         note = checkpoint.sign(signer, *cosigners)
         row = CheckpointRow(
             size=frontier.size, root=checkpoint.root, note=note, created_at=utc_now()
@@ -217,6 +227,12 @@ class Ledger:
         return session.execute(
             select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
         ).scalar_one_or_none()
+
+    @staticmethod
+    def checkpoint_notes(session: Session, *, newest_first: bool = False) -> list[str]:
+        """Every stored checkpoint note, by tree size."""
+        order = CheckpointRow.size.desc() if newest_first else CheckpointRow.size
+        return list(session.execute(select(CheckpointRow.note).order_by(order)).scalars())
 
     @staticmethod
     def event(session: Session, seq: int) -> Event:

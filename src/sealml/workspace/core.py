@@ -14,6 +14,7 @@ from typing import Any, Self
 from sqlalchemy.orm import Session
 
 from ..access import approval
+from ..access.anchor import anchored_digest
 from ..access.approval import ApprovedPolicy
 from ..access.policy import Policy
 from ..access.principals import Actor, Principal, PrincipalStore
@@ -96,12 +97,17 @@ class WorkspaceCore:
         self.db = Database(database_url(root, config.database.url), create=create)
         self.blobs = blob_store(root, config.blobs)
         self.approved: ApprovedPolicy | None = None
-        self.ledger = Ledger(config.ledger.origin)
+        self.ledger = Ledger(config.ledger.origin, self._checkpoint_extensions)
         self.verifier = _decoded_verifier(config.ledger.verifier_key)
+        # checkpoint notes this process verified, opened
+        self._opened_notes: dict[str, Checkpoint] = {}
         self.principals = PrincipalStore(
-            self.verifier.key, self._workspace_signing_key, self.kdf_params
+            self.verifier.key,
+            self._workspace_signing_key,
+            self.kdf_params,
+            self._anchored_principals,
         )
-        self.witness = Witness(config.workspace.id, self.open_checkpoint)
+        self.witness = Witness(config.workspace.id, self._trusted_checkpoint)
         self._config_stamp = _stamp(root / CONFIG_NAME)
         # A process sealing for another (see sealml.workspace.runs) advances the witness
         # after answering, not before.
@@ -310,6 +316,57 @@ class WorkspaceCore:
             return open_note(note, self.verifier)
         except IntegrityError:  # perhaps from before a rotation of the workspace key
             return self.key_history().open(note)
+
+    def _trusted_checkpoint(self, note: str) -> Checkpoint:
+        """*note* opened, its signature checked once per process (the ledger's latest
+        checkpoint and the witness are read on every principal read and every append)."""
+        checkpoint = self._opened_notes.get(note)
+        if checkpoint is None:
+            try:
+                checkpoint = self.open_checkpoint(note)
+            except IntegrityError:
+                with contextlib.suppress(ConfigError):
+                    self._follow_key_rotation()  # another process may have rotated the key
+                checkpoint = self.open_checkpoint(note)
+            if len(self._opened_notes) >= 8:
+                self._opened_notes.clear()
+            self._opened_notes[note] = checkpoint
+        return checkpoint
+
+    def _newest_checkpoint(self, session: Session) -> Checkpoint | None:
+        """The newest checkpoint this process can trust: the newest stored one that
+        verifies, or the local witness's when that is newer (the stored ones after it were
+        deleted or forged, or the database is an older copy: ``audit verify`` says which)."""
+        newest: Checkpoint | None = None
+        latest = Ledger.latest_checkpoint(session)
+        if latest is not None:
+            try:
+                newest = self._trusted_checkpoint(latest.note)
+            except (IntegrityError, UsageError):
+                for note in Ledger.checkpoint_notes(session, newest_first=True):
+                    with contextlib.suppress(IntegrityError, UsageError):
+                        newest = self._trusted_checkpoint(note)
+                        break
+        witnessed = self.witness.load()
+        if (
+            witnessed is not None
+            and (newest is None or witnessed.size > newest.size)
+            # a read that started before another process committed (SQLite reads a
+            # snapshot) has not got that far; a database copied back whole is for
+            # `audit verify` to find
+            and witnessed.size <= Ledger.size(session)
+        ):
+            newest = witnessed
+        return newest
+
+    def _anchored_principals(self, session: Session) -> bytes | None:
+        """The principal state digest the newest trusted checkpoint anchors."""
+        newest = self._newest_checkpoint(session)
+        return None if newest is None else anchored_digest(newest)
+
+    def _checkpoint_extensions(self, session: Session) -> list[str]:
+        """The extension lines of a checkpoint this process is about to sign."""
+        return [self.principals.anchor_line(session, self._anchored_principals(session))]
 
     def use_verifier(self, verifier: NoteVerifier) -> None:
         """Check and sign with *verifier*'s key from now on (its rotation committed)."""

@@ -9,6 +9,7 @@ import hmac
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from ..access.anchor import mark_changed
 from ..access.principals import Principal
 from ..clock import normalised, utc_now
 from ..crypto.secret import Secret
@@ -195,6 +196,7 @@ class CredentialOperations(TotpOperations):
             if row is None:
                 raise NotFoundError(f"{name} has no TOTP secret")
             session.delete(row)
+            mark_changed(session, principal.id)
             self.append(session, [self.event("user.totp-reset", f"principal:{name}")])
 
     def change_passphrase(self, current: Secret, new: Secret) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from ..access import totp
+from ..access.anchor import mark_changed
 from ..clock import utc_now
 from ..crypto.box import BoxOpenError, open_box, seal_box
 from ..db.models import TotpRow
@@ -58,6 +59,7 @@ class TotpOperations(WorkspaceCore):
                         created_at=utc_now(),
                     )
                 )
+            mark_changed(session, actor.principal.id)
             self.append(session, [self.event("user.totp-enroll", f"principal:{actor.name}")])
         issuer = f"sealml {self.config.workspace.name}"
         return TotpEnrolment(secret, totp.provisioning_uri(secret, actor.name, issuer))
