@@ -170,3 +170,11 @@ def test_a_read_that_began_before_a_change_is_not_taken_for_a_rollback(
     with other.db.read() as session:
         assert other.principals.get(session, "dana").roles == ("auditor",)
     other.close()
+
+
+def test_a_change_without_a_checkpoint_is_not_committed(workspace: Workspace, dana: Path) -> None:
+    refused = pytest.raises(RuntimeError, match="without a ledger checkpoint")
+    with refused, workspace.db.write() as session:
+        workspace.principals.set_roles(session, "dana", ["auditor"])
+    with workspace.db.read() as session:  # rolled back, and still readable
+        assert workspace.principals.get(session, "dana").roles == ("data-scientist",)

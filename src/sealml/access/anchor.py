@@ -23,6 +23,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from ..crypto.canonical import canonical_json, parse_json
@@ -54,6 +55,14 @@ def take_changed(session: Session) -> set[str]:
     """The principals *session* changed; they count as anchored from now on."""
     changed: set[str] = session.info.pop(_CHANGED, set())
     return changed
+
+
+@event.listens_for(Session, "before_commit")
+def _refuse_unanchored(session: Session) -> None:
+    # A change committed without a checkpoint after it would be refused on every later
+    # read; fail the transaction that made it instead (a bug, never user input).
+    if session.info.get(_CHANGED):
+        raise RuntimeError("a principal changed without a ledger checkpoint anchoring it")
 
 
 def fingerprint(row: PrincipalRow, totp_box: bytes | None) -> str:
