@@ -34,3 +34,12 @@ def test_every_command_has_a_one_line_summary() -> None:
         summary = (command.help or "").strip().split("\n\n")[0]
         assert summary, f"sealml {path} has no help"
         assert "\n" not in summary, f"sealml {path}: first paragraph spans lines: {summary!r}"
+
+
+def test_every_help_page_renders(cli: Any) -> None:
+    """Help text is rich markup: a bracket in it (``s3://bucket[/prefix/]``) broke
+    ``sealml init --help`` with an internal error."""
+    for path, _ in _commands():
+        result = cli(*path.split(), "--help")
+        assert result.code == 0, f"sealml {path} --help: {result.stderr}"
+        assert "Usage:" in result.stdout and "Options" in result.stdout

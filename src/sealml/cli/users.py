@@ -53,8 +53,8 @@ def init(
     blob_store: str | None = typer.Option(
         None,
         "--blob-store",
-        help="s3://bucket[/prefix/]: keep sealed blobs in an S3-compatible bucket "
-        "(credentials from the AWS chain; default prefix sealml/<workspace id>/).",
+        help="s3://bucket or s3://bucket/prefix/: keep sealed blobs in an S3-compatible "
+        "bucket (credentials from the AWS chain; default prefix sealml/<workspace id>/).",
     ),
     s3_endpoint: str | None = typer.Option(
         None, "--s3-endpoint", help="The S3 service's https URL when it is not AWS (MinIO...)."
