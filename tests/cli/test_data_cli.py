@@ -210,3 +210,15 @@ def test_screen_command(ready: Any, tmp_path: Path) -> None:
         2,
         "no label column",
     )
+
+
+def test_an_artifact_named_without_a_suffix_is_read_by_its_media_type(ready: Any) -> None:
+    """`put german_credit.csv --name credit` records text/csv, so `data pii credit` reads it
+    as CSV (the name alone no longer tells)."""
+    env = admin_env()
+    put = ready("put", str(GERMAN), "--kind", "dataset", "--name", "credit", "--json", env=env)
+    assert put.code == 0, put.stderr
+    assert json.loads(put.stdout)["media_type"] == "text/csv"
+    report = ready("data", "pii", "credit", "--json", env=env)
+    assert report.code == 0, report.stderr
+    assert "checking_status" in {c["column"] for c in json.loads(report.stdout)["columns"]}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sealml.data.tables import Limits, detect_format, parse_table, read_source
+from sealml.data.tables import Limits, detect_format, media_type_of, parse_table, read_source
 from sealml.errors import UsageError
 
 
@@ -73,6 +73,12 @@ def test_formats_and_real_data() -> None:
     assert detect_format("x.csv.gz") == "csv" and detect_format("x.parquet") == "parquet"
     with pytest.raises(UsageError, match="cannot tell"):
         detect_format("x.xlsx")
+    assert detect_format("credit", "text/csv") == "csv"  # a name without a suffix
+    assert detect_format("rows", "application/x-ndjson") == "jsonl"
+    with pytest.raises(UsageError, match="cannot tell"):
+        detect_format("credit", "application/octet-stream")
+    assert media_type_of("a.CSV") == "text/csv" and media_type_of("a.csv.gz") == "application/gzip"
+    assert media_type_of("a.bin") is None and media_type_of("a.bin.gz") is None
     data = (
         Path(__file__).resolve().parents[3] / "shared" / "data" / "adult_train.csv.gz"
     ).read_bytes()

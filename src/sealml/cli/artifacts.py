@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..data.tables import media_type_of
 from ..errors import IntegrityError, UsageError
 from ..store.artifacts import ArtifactInfo
 from .common import JsonOption, human_size, open_workspace, out, print_json, print_table
@@ -38,7 +39,7 @@ def put(
             CountingReader(handle, advance),
             kind,
             name or file.name,
-            media_type=media_type,
+            media_type=media_type or media_type_of(file.name),
             parents=parent,
         )
     if as_json:

@@ -31,22 +31,43 @@ class Limits:
     max_line_bytes: int = 64 << 20
 
 
-def detect_format(name: str) -> str:
-    """The format a file name implies (``.gz`` suffixes ignored)."""
-    lowered = name.lower().removesuffix(".gz")
-    for suffix, kind in (
-        (".csv", "csv"),
-        (".tsv", "csv"),
-        (".txt", "csv"),
-        (".parquet", "parquet"),
-        (".pq", "parquet"),
-        (".jsonl", "jsonl"),
-        (".ndjson", "jsonl"),
-        (".json", "jsonl"),
-    ):
-        if lowered.endswith(suffix):
-            return kind
-    raise UsageError(f"cannot tell the format of {name!r}; give one of {', '.join(FORMATS)}")
+# (file name suffix, table format, media type of the plain file)
+_SUFFIXES = (
+    (".csv", "csv", "text/csv"),
+    (".tsv", "csv", "text/tab-separated-values"),
+    (".txt", "csv", "text/plain"),
+    (".parquet", "parquet", "application/vnd.apache.parquet"),
+    (".pq", "parquet", "application/vnd.apache.parquet"),
+    (".jsonl", "jsonl", "application/jsonl"),
+    (".ndjson", "jsonl", "application/x-ndjson"),
+    (".json", "jsonl", "application/json"),
+)
+_GZIP_MEDIA_TYPE = "application/gzip"
+
+
+def media_type_of(name: str) -> str | None:
+    """The media type a table file's name implies (gzip for ``.gz``), None if unknown."""
+    lowered = name.lower()
+    if lowered.endswith(".gz"):
+        return _GZIP_MEDIA_TYPE if _format_by_name(lowered[:-3]) else None
+    return next((media for suffix, _, media in _SUFFIXES if lowered.endswith(suffix)), None)
+
+
+def _format_by_name(lowered: str) -> str | None:
+    return next((kind for suffix, kind, _ in _SUFFIXES if lowered.endswith(suffix)), None)
+
+
+def detect_format(name: str, media_type: str | None = None) -> str:
+    """The format a file name implies (``.gz`` suffixes ignored), else its media type."""
+    kind = _format_by_name(name.lower().removesuffix(".gz"))
+    if kind is None and media_type is not None:
+        kind = next((k for _, k, media in _SUFFIXES if media == media_type), None)
+    if kind is None:
+        raise UsageError(
+            f"cannot tell the format of {name!r} from its name or media type; "
+            f"give it: one of {', '.join(FORMATS)}"
+        )
+    return kind
 
 
 def _inflate(data: bytes, limits: Limits, what: str) -> bytes:

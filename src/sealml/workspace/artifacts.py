@@ -15,6 +15,7 @@ from ..access.policy import ARTIFACT_KINDS
 from ..access.principals import Principal
 from ..clock import utc_now
 from ..crypto.streaming import Readable, StreamingParams, Writable
+from ..data.tables import media_type_of
 from ..db.models import ArtifactParentRow, ArtifactRow, DataKeyRow
 from ..db.raw import insert_rows
 from ..errors import IntegrityError, NotFoundError, SealmlError, ShreddedError, UsageError
@@ -213,7 +214,7 @@ class ArtifactOperations(WorkspaceCore):
                     handle,
                     kind,
                     name,
-                    media_type=media_type,
+                    media_type=media_type or media_type_of(path.name),
                     parents=parents,
                     annotations=annotations,
                 )
@@ -333,7 +334,7 @@ class ArtifactOperations(WorkspaceCore):
         if target.is_dir():
             raise UsageError(f"{target} is a folder; give a file path")
         if target.exists() and not overwrite:
-            raise UsageError(f"{target} exists; choose another path or allow overwriting")
+            raise UsageError(f"{target} exists; choose another path, or overwrite it (get --force)")
         if not target.parent.is_dir():
             raise UsageError(f"folder {target.parent} does not exist")
         row, dek = self._open_for_read(ref, "artifact.get")

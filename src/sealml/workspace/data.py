@@ -38,7 +38,7 @@ class DataOperations(LineageOperations):
             except (ValueError, OSError) as error:
                 message = f"{info.name} is not a readable dataset: {error}"
                 raise UsageError(message.splitlines()[0]) from None
-        kind = fmt or detect_format(info.name)
+        kind = fmt or detect_format(info.name, info.media_type)
         return parse_table(data, kind, info.name, encoding=encoding, limits=limits)
 
     def seal_vault(self, name: str, tokens: dict[str, str], parents: list[str]) -> str:
