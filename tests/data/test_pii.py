@@ -105,3 +105,11 @@ def test_k_anonymity_and_suppression() -> None:
     assert (report.k, report.suppressed, len(kept), report.l_diversity) == (2, 1, 5, 1)
     with pytest.raises(UsageError, match="no column"):
         anonymity(frame, ["missing"])
+
+
+def test_credit_columns_that_are_not_cards_get_no_card_hint() -> None:
+    """German credit's credit_amount / credit_history are amounts and codes, not cards."""
+    for name in ("credit_amount", "credit_history", "existing_credits"):
+        assert classify_column(name, pd.Series([1200, 3400] * 20)).name_hint is None
+    assert classify_column("card_number", pd.Series(["x"] * 5)).name_hint == "credit_card"
+    assert classify_column("cc_num", pd.Series(["x"] * 5)).name_hint == "credit_card"

@@ -36,7 +36,7 @@ _HINTED_THRESHOLD = 0.5
 _HINTS: dict[str, re.Pattern[str]] = {
     "email": re.compile(r"e_?mail"),
     "phone": re.compile(r"phone|mobile|tel(ephone)?\b|fax|cell"),
-    "credit_card": re.compile(r"card|cc_?n(um|o)|\bpan\b|credit"),
+    "credit_card": re.compile(r"card|cc_?n(um|o)|\bpan\b"),  # not "credit": credit_amount
     "iban": re.compile(r"iban|account_?n"),
     "national_id": re.compile(
         r"ssn|social_?sec|national_?id|\bnin\b|passport|tax_?id|\btin\b|\bnir\b|\bbsn\b|\bdni\b"
