@@ -43,3 +43,11 @@ def test_every_help_page_renders(cli: Any) -> None:
         result = cli(*path.split(), "--help")
         assert result.code == 0, f"sealml {path} --help: {result.stderr}"
         assert "Usage:" in result.stdout and "Options" in result.stdout
+
+
+def test_help_paragraphs_are_reflowed_to_the_terminal() -> None:
+    """A line break inside a paragraph is kept by Typer and showed up as a ragged edge
+    (`sealml demo --help` broke "watermarked training," over two lines)."""
+    for path, command in _commands():
+        for paragraph in (command.help or "").split("\n\n"):
+            assert "\n" not in paragraph.strip(), f"sealml {path}: {paragraph!r}"

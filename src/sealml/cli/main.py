@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 a failed check (tamper, bad signature, broken ledger); 
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -103,6 +104,22 @@ def demo(
     from ..demo import run_demo
 
     run_demo(keep=keep, walkthrough=walkthrough)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Join each docstring paragraph's lines: Typer keeps a docstring's single line breaks
+    in help pages, so a paragraph wrapped at 92 columns in the source came out ragged;
+    joined, rich wraps it to the terminal."""
+    for info in typer_app.registered_commands:
+        text = info.help or inspect.getdoc(info.callback) or ""
+        paragraphs = (" ".join(line.strip() for line in p.splitlines()) for p in text.split("\n\n"))
+        info.help = "\n\n".join(paragraphs)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
 
 
 def _fail(message: str, code: int) -> None:
