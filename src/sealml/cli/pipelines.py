@@ -53,7 +53,7 @@ def run(
             stage.stage,
             stage.status,
             f"{stage.seconds:.2f}",
-            ", ".join(f"{n}={i[:12]}" for n, i in stage.outputs.items()),
+            ", ".join(f"{n}={i[:12]}" for n, i in sorted(stage.outputs.items())),
             stage.log[:12] if stage.log else "-",
         )
     print_table(table)
