@@ -357,3 +357,44 @@ def test_key_rotations_while_others_seal_lose_nothing(pg_url: str, tmp_path: Pat
         assert store.ok and len(ws.ls()) >= 6
         report = ws.audit_verify()
         assert report.ok, report.problems
+
+
+def test_principals_read_while_others_change_them_never_look_restored(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL reads each statement at its own moment: a principal change committed
+    between reading a row and reading the checkpoint that anchors it is no tampering."""
+    root = tmp_path / "ws"
+    with create(root, pg_url) as ws:
+        ws.add_user("dana", ["data-scientist"], password=Secret("dana-password"))
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def change() -> None:
+        try:
+            with reopen(root) as admin:
+                for n in range(30):
+                    admin.set_user_roles("dana", ["auditor" if n % 2 else "data-scientist"])
+        except BaseException as error:  # reported below
+            errors.append(error)
+        finally:
+            done.set()
+
+    def read() -> None:
+        try:
+            with reopen(root) as reader:
+                while not done.is_set():
+                    with reader.db.read() as session:
+                        reader.principals.get(session, "dana")
+                        reader.principals.all(session)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=change), *(threading.Thread(target=read) for _ in range(2))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+    with reopen(root) as ws:
+        assert ws.audit_verify().ok

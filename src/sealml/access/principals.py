@@ -27,7 +27,7 @@ from ..crypto.kdf import Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
 from ..crypto.signing import KeyFormatError, Signer, SigningKey, VerifyingKey
 from ..db.models import PrincipalRow
-from ..db.raw import select_one
+from ..db.raw import select_rows
 from ..errors import AuthenticationError, IntegrityError, NotFoundError, UsageError
 from .anchor import (
     PrincipalState,
@@ -43,6 +43,7 @@ from .anchor import (
 
 Kind = Literal["human", "service"]
 MIN_PASSWORD_LENGTH = 8
+_ANCHOR_READS = 3  # see PrincipalStore._anchored_rows
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.@")
 
 
@@ -231,27 +232,40 @@ class PrincipalStore:
     def _read(self, session: Session, where: str, value: str, missing: str) -> Principal:
         """The one principal matching *where*, verified and checked against the anchored
         state (read-only: see :meth:`_row`)."""
-        row = select_one(session, PrincipalRow, where, (value,))
-        if row is None:
+
+        def fetch() -> list[PrincipalRow]:
+            return select_rows(session, PrincipalRow, where, (value,))
+
+        found = self._read_anchored(session, fetch)
+        if not found:
             raise NotFoundError(missing)
-        principal = self._verified(row)
-        try:
-            self._check_anchored(session, [row])
-        except IntegrityError:
-            # PostgreSQL reads each statement at its own snapshot: a change committed
-            # between reading the row and the state is seen consistently the second time.
-            again = select_one(session, PrincipalRow, where, (value,))
-            if again is None:
-                raise NotFoundError(missing) from None
-            principal = self._verified(again)
-            self._check_anchored(session, [again])
-        return principal
+        return found[0]
 
     def all(self, session: Session) -> list[Principal]:
-        rows = list(session.execute(select(PrincipalRow).order_by(PrincipalRow.name)).scalars())
-        principals = [self._verified(row) for row in rows]
-        self._check_anchored(session, rows)
-        return principals
+        def fetch() -> list[PrincipalRow]:
+            query = select(PrincipalRow).order_by(PrincipalRow.name)
+            return list(session.execute(query).scalars())
+
+        return self._read_anchored(session, fetch)
+
+    def _read_anchored(
+        self, session: Session, fetch: Callable[[], list[PrincipalRow]]
+    ) -> list[Principal]:
+        """The rows *fetch* reads, each verified and checked against the anchored state.
+        In a write transaction on PostgreSQL each statement reads at its own moment, so a
+        change committed between reading the rows and the state is looked at again (read
+        transactions have one snapshot and see the same every time)."""
+        for attempt in range(_ANCHOR_READS):
+            rows = fetch()
+            principals = [self._verified(row) for row in rows]
+            try:
+                self._check_anchored(session, rows)
+            except IntegrityError:
+                if attempt + 1 == _ANCHOR_READS:
+                    raise
+                continue
+            return principals
+        raise AssertionError("unreachable")
 
     # -- anchoring in the ledger ----------------------------------------------------------
 

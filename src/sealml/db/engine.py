@@ -141,9 +141,14 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
-        self._reader = sessionmaker(
-            self.engine.execution_options(sealml_read=True), expire_on_commit=False
-        )
+        reading = self.engine.execution_options(sealml_read=True)
+        if not self.is_sqlite:
+            # One snapshot per read transaction, as SQLite gives: a check that reads a row
+            # and then what vouches for it (a principal and the checkpoint anchoring it)
+            # never sees a change committed in between. Read-only, so never a
+            # serialisation failure.
+            reading = reading.execution_options(isolation_level="REPEATABLE READ")
+        self._reader = sessionmaker(reading, expire_on_commit=False)
 
     @property
     def safe_url(self) -> str:
@@ -158,7 +163,8 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
-        """A read transaction (DEFERRED on SQLite, so it takes no write lock)."""
+        """A read transaction on one snapshot (DEFERRED on SQLite, so it takes no write
+        lock; REPEATABLE READ on a server)."""
         with self._guard(), self._reader() as session, session.begin():
             yield session
 
