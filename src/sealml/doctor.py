@@ -346,6 +346,18 @@ def _workspace_key_age(workspace: Workspace) -> Finding:
             f"since {since}, over {limit} days: renew it with `sealml keys "
             "rotate-workspace-key`",
         )
+    try:
+        left = len(workspace.superseded_workspace_keys())
+    except SealmlError:
+        left = 0  # the keystore or token is not open to this check
+    if left:
+        return Finding(
+            "workspace key age",
+            "warn",
+            f"in use since {since}; an interrupted rotation left {left} copy(ies) of a "
+            "superseded workspace key (never used): `sealml keys rotate-workspace-key` "
+            "destroys them",
+        )
     return Finding("workspace key age", "ok", f"in use since {since}")
 
 

@@ -204,3 +204,40 @@ def test_the_workspace_key_moves_into_the_token_and_rotates_there(
     report = again.audit_verify([saved])
     assert report.ok, report.problems
     again.close()
+
+
+def test_copies_an_interrupted_rotation_left_are_reported_and_destroyed_by_the_next(
+    softhsm: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted after its commit, a rotation into the token leaves the keystore's copy of
+    the old workspace key; one killed before its commit leaves a staged pair in the
+    token. Neither is ever used; doctor names them and the next rotation destroys them."""
+    from sealml.doctor import _workspace_key_age
+
+    root = tmp_path / "ws"
+    ws, _ = _local_workspace(root)
+    ws.migrate_keys_to_token(*softhsm)
+
+    def lost_power(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(keyops, "set_options", lost_power)
+        with pytest.raises(KeyboardInterrupt):
+            ws.rotate_workspace_key(in_token=True)
+    ws.close()
+    again = _opened(root, softhsm, monkeypatch)  # finishes the rotation
+    again.token.create_signing_key()  # as a rotation killed before its commit leaves it
+    assert len(again.token.signing_keys()) == 2
+    assert again.key_summary()["superseded_workspace_keys"] == 2  # keystore copy + pair
+    finding = _workspace_key_age(again)
+    assert finding.status == "warn" and "2 copy(ies)" in finding.detail
+    again.rotate_workspace_key()
+    [current] = again.token.signing_keys()
+    assert current.public_key == again.verifier.key
+    keystore = json.loads((root / ".sealml" / "keystore.json").read_text())
+    assert "workspace-signing-key" not in keystore["secrets"]
+    assert again.key_summary()["superseded_workspace_keys"] == 0
+    assert _workspace_key_age(again).status == "ok"
+    assert again.audit_verify().ok
+    again.close()

@@ -15,7 +15,7 @@ import pytest
 
 from sealml import Secret, Workspace
 from sealml.db.models import CheckpointRow
-from sealml.errors import IntegrityError
+from sealml.errors import IntegrityError, UsageError
 from sealml.ledger import EventFilter, NoteVerifier, open_note
 from sealml.workspace import apikeys as apikey_ops
 from sealml.workspace import keyops
@@ -281,3 +281,29 @@ def test_a_forged_rotation_is_not_followed(busy: Workspace) -> None:
         busy.reload_policy()
     assert busy.verifier == trusted
     busy.close()
+
+
+def test_a_staged_key_left_in_the_keystore_is_destroyed_by_the_next_rotation(
+    busy: Workspace,
+) -> None:
+    """A rotation killed before its commit (no chance to clean up) leaves its staged key
+    in the keystore; it is never used, and the next rotation removes it."""
+    from sealml.crypto.signing import SigningKey
+
+    stray = SigningKey.generate("ed25519")
+    busy.keystore.store_secret(SIGNING_NEXT_SECRET, stray.pkcs8_der())
+    assert busy.key_summary()["superseded_workspace_keys"] == 1
+    busy.rotate_workspace_key()
+    assert _keystore_secrets(busy.root) >= {SIGNING_SECRET}
+    assert SIGNING_NEXT_SECRET not in _keystore_secrets(busy.root)
+    assert busy.verifier.key != stray.public_key
+    assert busy.audit_verify().ok
+
+
+def test_two_rotations_at_once_are_refused(busy: Workspace) -> None:
+    marker = busy.root / ".sealml" / "workspace-key-rotation"
+    marker.write_text("another process's staged key")
+    old = busy.verifier
+    with pytest.raises(UsageError, match="under way"):
+        busy.rotate_workspace_key()
+    assert busy.verifier == old and marker.exists()

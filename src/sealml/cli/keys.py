@@ -37,6 +37,11 @@ def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     out.print(f"verifier key: {summary['verifier']}")
     if summary["services_in_token"]:
         out.print(f"services signing in the token: {', '.join(summary['services_in_token'])}")
+    if summary["superseded_workspace_keys"]:
+        out.print(
+            f"superseded workspace key copies left by an interrupted rotation: "
+            f"{summary['superseded_workspace_keys']} (the next rotation destroys them)"
+        )
 
 
 @app.command()

@@ -343,6 +343,10 @@ class LocalKeystore:
         with self._locked():
             self._data["secrets"].pop(name, None)
 
+    def secret_names(self) -> list[str]:
+        """The names of the secrets the keystore holds."""
+        return sorted(self._data["secrets"])
+
     def load_secret(self, name: str) -> bytes:
         """Open a named workspace secret."""
         entry = self._data["secrets"].get(name)

@@ -49,7 +49,36 @@ class KeyOperations(WorkspaceCore):
             "services_in_token": sorted(
                 p.name for p in principals if self.token_key_of(p) is not None
             ),
+            "superseded_workspace_keys": len(self.superseded_workspace_keys()),
         }
+
+    def superseded_workspace_keys(self) -> list[Signer | str]:
+        """Copies of workspace keys no longer in force that an interrupted rotation left
+        (keystore secret names, token keys): never used, since the configured verifier
+        key picks the key, but private keys all the same."""
+        current = self.note_signer.key
+        keystore = self.keystore
+        found: list[Signer | str] = []
+        for name in (SIGNING_SECRET, SIGNING_NEXT_SECRET):
+            if name not in keystore.secret_names():
+                continue
+            if isinstance(current, TokenSigningKey) or name == SIGNING_NEXT_SECRET:
+                found.append(name)  # the one in force is SIGNING_SECRET or in the token
+        if self.config.keys.provider == "pkcs11":
+            found += [
+                key for key in self.token.signing_keys() if key.public_key != current.public_key
+            ]
+        return found
+
+    def _drop_superseded_workspace_keys(self) -> int:
+        """Destroy what :meth:`superseded_workspace_keys` finds; how many."""
+        superseded = self.superseded_workspace_keys()
+        for each in superseded:
+            if isinstance(each, str):
+                self.keystore.delete_secret(each)
+            elif isinstance(each, TokenSigningKey):
+                self.token.destroy_signing_key(each)
+        return len(superseded)
 
     def workspace_key_since(self, history: KeyHistory | None = None) -> str:
         """When the workspace key in force began: its rotation, else the workspace's start."""
@@ -150,8 +179,12 @@ class KeyOperations(WorkspaceCore):
         the workspace finishes the job; interrupted before the commit, nothing changed.
         """
         self.authorize("keys:admin", "keys", action="keys.workspace-key")
+        marker = self.root / STATE_DIR / ROTATION_MARKER
+        if marker.exists():
+            raise UsageError("another workspace key rotation is under way; let it finish")
         old = self.note_signer
         keystore = self.keystore
+        self._drop_superseded_workspace_keys()  # what an interrupted one left
         if in_token and self.config.keys.provider != "pkcs11":
             raise UsageError(
                 "the workspace's keys are not in a PKCS#11 token: `sealml keys migrate` first"
@@ -165,7 +198,6 @@ class KeyOperations(WorkspaceCore):
             keystore.store_secret(SIGNING_NEXT_SECRET, made.pkcs8_der())
             staged = made
         new = NoteSigner(old.name, staged)
-        marker = self.root / STATE_DIR / ROTATION_MARKER
         write_private(marker, new.verifier.encode().encode("ascii"))
         try:
             with self.transaction() as session:
@@ -197,10 +229,7 @@ class KeyOperations(WorkspaceCore):
         )
         marker.unlink()
         self.use_verifier(new.verifier)  # promotes a staged keystore key
-        if isinstance(old.key, TokenSigningKey):
-            self.token.destroy_signing_key(old.key)
-        elif to_token:
-            keystore.delete_secret(SIGNING_SECRET)
+        self._drop_superseded_workspace_keys()  # the old key
         self.advance_witness()
         return {
             "previous": old.verifier.encode(),
