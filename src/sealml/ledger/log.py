@@ -115,6 +115,8 @@ class Ledger:
     def __init__(self, origin: str, extensions: ExtensionSource | None = None) -> None:
         self.origin = origin
         self._extensions = extensions
+        # the last checkpoint note this object signed (its writer need not verify it)
+        self.last_signed: str | None = None
 
     # -- writing --------------------------------------------------------------------------
 
@@ -199,6 +201,7 @@ class Ledger:
             size=frontier.size, root=checkpoint.root, note=note, created_at=utc_now()
         )
         insert_rows(session, [row])
+        self.last_signed = note
         return note
 
     def checkpoint(self, session: Session, signer: NoteSigner, *cosigners: NoteSigner) -> str:
@@ -227,6 +230,13 @@ class Ledger:
         return session.execute(
             select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
         ).scalar_one_or_none()
+
+    @staticmethod
+    def latest_note(session: Session) -> str | None:
+        """The latest stored checkpoint's note (one indexed row, without the ORM: read on
+        every append and every principal read)."""
+        rows = execute(session, _LATEST_CHECKPOINT)
+        return str(rows[0][1]) if rows else None
 
     @staticmethod
     def checkpoint_notes(session: Session, *, newest_first: bool = False) -> list[str]:

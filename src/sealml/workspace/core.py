@@ -56,6 +56,7 @@ from ..keys.local import LocalKeystore
 from ..keys.pkcs11 import Pkcs11Provider, TokenEcdsaKey, TokenSettings
 from ..keys.provider import KeyProvider, MigratedProvider
 from ..ledger import Checkpoint, EventDraft, Ledger, NoteSigner, NoteVerifier, open_note
+from ..ledger.checkpoint import unverified_checkpoint
 from ..ledger.keyhistory import KeyHistory, recorded_handovers
 from ..store.blobs import BlobStore, LocalBlobStore
 from ..store.s3 import S3BlobStore, S3Location
@@ -321,6 +322,8 @@ class WorkspaceCore:
         """*note* opened, its signature checked once per process (the ledger's latest
         checkpoint and the witness are read on every principal read and every append)."""
         checkpoint = self._opened_notes.get(note)
+        if checkpoint is None and note == self.ledger.last_signed:
+            checkpoint = unverified_checkpoint(note)  # this process signed it
         if checkpoint is None:
             try:
                 checkpoint = self.open_checkpoint(note)
@@ -338,10 +341,10 @@ class WorkspaceCore:
         verifies, or the local witness's when that is newer (the stored ones after it were
         deleted or forged, or the database is an older copy: ``audit verify`` says which)."""
         newest: Checkpoint | None = None
-        latest = Ledger.latest_checkpoint(session)
+        latest = Ledger.latest_note(session)
         if latest is not None:
             try:
-                newest = self._trusted_checkpoint(latest.note)
+                newest = self._trusted_checkpoint(latest)
             except (IntegrityError, UsageError):
                 for note in Ledger.checkpoint_notes(session, newest_first=True):
                     with contextlib.suppress(IntegrityError, UsageError):
@@ -715,12 +718,12 @@ class WorkspaceCore:
 
     def _record_witness(self) -> None:
         with self.db.read() as session:
-            latest = Ledger.latest_checkpoint(session)
+            latest = Ledger.latest_note(session)
         if latest is None:
             return
         try:
             self._follow_key_rotation()  # another process may have rotated the key
-            self.witness.advance(latest.note)
+            self.witness.advance(latest)
         except (IntegrityError, ConfigError):
             pass  # not witnessed; `audit verify` says what is wrong
 
