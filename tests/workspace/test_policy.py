@@ -88,3 +88,35 @@ def test_cli_warns_of_proposed_registry_rules_too(cli: Any, ws_path: Path) -> No
     assert cli("policy", "approve", env=admin_env()).code == 0
     after = cli("policy", "show", env=admin_env())
     assert after.stderr == "" and "require_evaluation': True" in after.stdout
+
+
+def test_an_older_approved_policy_copied_back_is_refused(workspace: Workspace) -> None:
+    """The policy from before a grant was approved is validly signed, but it is not the
+    one the ledger's checkpoints anchor: a database edit cannot undo an approval."""
+    root = workspace.root
+    database = root / ".sealml" / "sealml.db"
+
+    def policy_rows() -> list[tuple[str, str]]:
+        connection = sqlite3.connect(database)
+        rows = connection.execute(
+            "SELECT key, value FROM workspace_meta WHERE key IN ('policy', 'policy_signature')"
+        ).fetchall()
+        connection.close()
+        return rows
+
+    before = policy_rows()
+    grant_in_config(root, "data-scientist", "keys:admin")
+    workspace.approve_policy()
+    assert policy_rows() != before
+    with reopen(root) as watcher:  # a long-running process, such as a server
+        connection = sqlite3.connect(database)
+        with connection:
+            connection.executemany(
+                "UPDATE workspace_meta SET value = ? WHERE key = ?",
+                [(value, key) for key, value in before],
+            )
+        connection.close()
+        with pytest.raises(IntegrityError, match="policy is not the one"):
+            watcher.reload_policy()
+    with pytest.raises(IntegrityError, match="policy is not the one"):
+        reopen(root)

@@ -21,7 +21,7 @@ from ..config import RegistrySection
 from ..crypto.canonical import canonical_json, parse_json
 from ..crypto.signing import Signer, VerifyingKey
 from ..db.models import MetaEntry
-from ..db.raw import select_rows
+from ..db.raw import select_one, select_rows
 from ..errors import IntegrityError
 from .policy import Policy
 
@@ -98,6 +98,13 @@ def load(session: Session, verifier: VerifyingKey) -> ApprovedPolicy:
     if not verifier.verify(signature_bytes, body):
         raise IntegrityError("the approved role policy failed verification (database altered)")
     return _parse(body)
+
+
+def record_digest(session: Session) -> str | None:
+    """The hex SHA-256 of the approved policy's record as stored (not checked), None when
+    there is none: what checkpoints anchor (:mod:`sealml.access.anchor`)."""
+    entry = select_one(session, MetaEntry, "key = ?", (_RECORD,))
+    return None if entry is None else hashlib.sha256(entry.value.encode()).hexdigest()
 
 
 def sign_again(session: Session, verifier: VerifyingKey, signer: Signer) -> None:

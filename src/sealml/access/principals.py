@@ -11,7 +11,6 @@ derived from their password with Argon2id; a service holds its private key in a 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import Callable
@@ -29,21 +28,11 @@ from ..crypto.signing import KeyFormatError, Signer, SigningKey, VerifyingKey
 from ..db.models import PrincipalRow
 from ..db.raw import select_rows
 from ..errors import AuthenticationError, IntegrityError, NotFoundError, UsageError
-from .anchor import (
-    PrincipalState,
-    changed_in,
-    extension_line,
-    fingerprint,
-    load_state,
-    mark_changed,
-    store_state,
-    take_changed,
-    totp_boxes,
-)
+from .anchor import Anchor, mark_changed
 
 Kind = Literal["human", "service"]
 MIN_PASSWORD_LENGTH = 8
-_ANCHOR_READS = 3  # see PrincipalStore._anchored_rows
+_ANCHOR_READS = 3  # see PrincipalStore._read_anchored
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.@")
 
 
@@ -120,9 +109,8 @@ class PrincipalStore:
     """Creates, loads and authenticates principals.
 
     *verifier* checks row attestations; *attestor* (the workspace signing key) is needed
-    only to create or change principals and is fetched lazily; *anchored* gives the
-    principal state digest the ledger's latest checkpoint anchors (None: none yet), which
-    every row read is checked against.
+    only to create or change principals and is fetched lazily; *anchor* checks every row
+    read against the state the ledger's checkpoints anchor.
     """
 
     def __init__(
@@ -130,12 +118,12 @@ class PrincipalStore:
         verifier: VerifyingKey,
         attestor: Callable[[], Signer],
         kdf_params: Argon2idParams,
-        anchored: Callable[[Session], bytes | None] = lambda session: None,
+        anchor: Anchor | None = None,
     ) -> None:
         self._verifier = verifier
         self._attestor = attestor
         self._kdf = kdf_params
-        self._anchored = anchored
+        self._anchor = anchor or Anchor(lambda session: None)
 
     # -- records --------------------------------------------------------------------------
 
@@ -259,90 +247,13 @@ class PrincipalStore:
             rows = fetch()
             principals = [self._verified(row) for row in rows]
             try:
-                self._check_anchored(session, rows)
+                self._anchor.check_principals(session, rows)
             except IntegrityError:
                 if attempt + 1 == _ANCHOR_READS:
                     raise
                 continue
             return principals
         raise AssertionError("unreachable")
-
-    # -- anchoring in the ledger ----------------------------------------------------------
-
-    def _check_anchored(self, session: Session, rows: list[PrincipalRow]) -> None:
-        """Refuse a row that is not the one the latest checkpoint anchors (restored from
-        an older copy of the database, or its TOTP secret removed); rows this
-        transaction changed are checked when it anchors them."""
-        pending = changed_in(session)
-        rows = [row for row in rows if row.id not in pending]
-        anchored = self._anchored(session) if rows else None
-        if anchored is None:
-            return
-        state = self._anchored_state(session, anchored)
-        boxes = totp_boxes(session, [row.id for row in rows])
-        for row in rows:
-            if state.rows.get(row.id) != fingerprint(row, boxes.get(row.id)):
-                raise IntegrityError(
-                    f"principal {row.name!r} is not as the ledger's latest checkpoint "
-                    "anchors it (its row was restored from an older copy of the database or "
-                    "edited); an admin can set it again, see `sealml audit verify`"
-                )
-
-    @staticmethod
-    def _anchored_state(session: Session, anchored: bytes) -> PrincipalState:
-        state = load_state(session)
-        if state is None or not hmac.compare_digest(state.digest, anchored):
-            raise IntegrityError(
-                "the principal state in the database is not the one the ledger's latest "
-                "checkpoint anchors (restored from an older copy or edited); run "
-                "`sealml audit verify`"
-            )
-        return state
-
-    def anchor_line(self, session: Session, anchored: bytes | None) -> str:
-        """The extension line for the next checkpoint: the digest of the principal state
-        with the rows *session* changed brought up to date (every row, checked, when no
-        checkpoint anchors a state yet). Unchanged rows keep their anchored fingerprint,
-        so signing a checkpoint never launders a restored row."""
-        changed = take_changed(session)
-        if anchored is not None and not changed:
-            return extension_line(anchored)
-        query = select(PrincipalRow)
-        fingerprints: dict[str, str] = {}
-        if anchored is not None:
-            fingerprints = dict(self._anchored_state(session, anchored).rows)
-            query = query.where(PrincipalRow.id.in_(sorted(changed)))
-        rows = list(session.execute(query).scalars())
-        boxes = totp_boxes(session, [row.id for row in rows])
-        for row in rows:
-            self._verified(row)
-            fingerprints[row.id] = fingerprint(row, boxes.get(row.id))
-        state = PrincipalState(fingerprints)
-        store_state(session, state)
-        return extension_line(state.digest)
-
-    def anchor_problems(self, session: Session, anchored: bytes | None) -> list[str]:
-        """What differs between the principal rows and the state *anchored* (for
-        ``audit verify``); nothing to compare when no checkpoint anchors a state."""
-        if anchored is None:
-            return []
-        try:
-            state = self._anchored_state(session, anchored)
-        except IntegrityError as error:
-            return [str(error)]
-        rows = {row.id: row for row in session.execute(select(PrincipalRow)).scalars()}
-        boxes = totp_boxes(session)
-        problems = [
-            f"principal {row.name!r}: its row (or TOTP secret) is not the anchored one "
-            "(restored from an older copy or edited)"
-            for row in rows.values()
-            if state.rows.get(row.id) != fingerprint(row, boxes.get(row.id))
-        ]
-        problems += [
-            f"principal {principal_id}: anchored, but its row was deleted"
-            for principal_id in sorted(set(state.rows) - set(rows))
-        ]
-        return problems
 
     # -- changes --------------------------------------------------------------------------
 
@@ -473,7 +384,7 @@ class PrincipalStore:
             derive_key(password, new_salt(), self._kdf)
             raise AuthenticationError("unknown user or wrong password") from None
         principal = self._verified(row)
-        self._check_anchored(session, [row])
+        self._anchor.check_principals(session, [row])
         if principal.kind != "human" or row.key_box is None or row.kdf is None:
             raise AuthenticationError(f"{name!r} is a service principal; use its key file")
         try:

@@ -10,7 +10,7 @@ A checkpoint note is::
     — <key name> <base64(key hash (4 bytes) || Ed25519 signature (64 bytes))>\\n
 
 The signature covers the text above the blank line, extension lines included (a
-workspace writes one: the digest of its principal state, see :mod:`sealml.access.anchor`).
+workspace writes one: the digest of its attested state, see :mod:`sealml.access.anchor`).
 The key hash is the first four bytes of SHA-256(key name || 0x0A || 0x01 || public key);
 the verifier key is written ``<name>+<hex key hash>+<base64(0x01 || public key)>``, as the
 Go ``sumdb/note`` package does.

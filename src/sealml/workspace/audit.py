@@ -29,11 +29,7 @@ class AuditOperations(WorkspaceCore):
             trusted.append(witnessed)
         with self.db.read() as session:
             report = verify_ledger(session, self.config.ledger.origin, self.verifier, trusted)
-            try:
-                anchored = self._anchored_principals(session)
-            except (IntegrityError, UsageError):
-                anchored = None  # the latest checkpoint's own problem is reported above
-            for problem in self.principals.anchor_problems(session, anchored):
+            for problem in self.anchor.problems(session):
                 report.problem(problem)
         if unwitnessed is not None:
             report.problem(unwitnessed)

@@ -14,7 +14,7 @@ from typing import Any, Self
 from sqlalchemy.orm import Session
 
 from ..access import approval
-from ..access.anchor import anchored_digest
+from ..access.anchor import Anchor, anchored_digest
 from ..access.approval import ApprovedPolicy
 from ..access.policy import Policy
 from ..access.principals import Actor, Principal, PrincipalStore
@@ -102,11 +102,9 @@ class WorkspaceCore:
         self.verifier = _decoded_verifier(config.ledger.verifier_key)
         # checkpoint notes this process verified, opened
         self._opened_notes: dict[str, Checkpoint] = {}
+        self.anchor = Anchor(self._anchored_state)
         self.principals = PrincipalStore(
-            self.verifier.key,
-            self._workspace_signing_key,
-            self.kdf_params,
-            self._anchored_principals,
+            self.verifier.key, self._workspace_signing_key, self.kdf_params, self.anchor
         )
         self.witness = Witness(config.workspace.id, self._trusted_checkpoint)
         self._config_stamp = _stamp(root / CONFIG_NAME)
@@ -292,7 +290,7 @@ class WorkspaceCore:
             entry = select_one(session, MetaEntry, "key = ?", ("workspace_id",))
             if entry is None or entry.value != workspace.config.workspace.id:
                 raise IntegrityError("the database belongs to another workspace than sealml.toml")
-            workspace.approved = approval.load(session, workspace.verifier.key)
+            workspace.approved = workspace._approved_policy(session)
         return workspace
 
     def reload_policy(self) -> None:
@@ -301,7 +299,13 @@ class WorkspaceCore:
         raises IntegrityError."""
         self._follow_key_rotation()
         with self.db.read() as session:
-            self.approved = approval.load(session, self.verifier.key)
+            self.approved = self._approved_policy(session)
+
+    def _approved_policy(self, session: Session) -> ApprovedPolicy:
+        """The approved policy, its signature and its anchoring checked."""
+        approved = approval.load(session, self.verifier.key)
+        self.anchor.check_policy(session, approved.digest)
+        return approved
 
     # -- the workspace key over time ------------------------------------------------------
 
@@ -362,14 +366,14 @@ class WorkspaceCore:
             newest = witnessed
         return newest
 
-    def _anchored_principals(self, session: Session) -> bytes | None:
-        """The principal state digest the newest trusted checkpoint anchors."""
+    def _anchored_state(self, session: Session) -> bytes | None:
+        """The attested state digest the newest trusted checkpoint anchors."""
         newest = self._newest_checkpoint(session)
         return None if newest is None else anchored_digest(newest)
 
     def _checkpoint_extensions(self, session: Session) -> list[str]:
         """The extension lines of a checkpoint this process is about to sign."""
-        return [self.principals.anchor_line(session, self._anchored_principals(session))]
+        return [self.anchor.line(session)]
 
     def use_verifier(self, verifier: NoteVerifier) -> None:
         """Check and sign with *verifier*'s key from now on (its rotation committed)."""

@@ -9,6 +9,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from ..access import approval, sessions
+from ..access.anchor import mark_policy_changed
 from ..access.approval import ApprovedPolicy
 from ..access.policy import Policy
 from ..access.principals import Actor, Principal, check_name
@@ -131,6 +132,7 @@ class UserOperations(WorkspaceCore):
                 approved_at=utc_now(),
                 signer=self.note_signer.key,
             )
+            mark_policy_changed(session)
             self.append(
                 session, [self.event("policy.approve", "policy", sha256=self.approved.digest)]
             )

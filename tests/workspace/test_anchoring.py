@@ -1,4 +1,4 @@
-"""Principal rows anchored in the ledger's checkpoints: a row (or TOTP secret) copied back
+"""Records anchored in the ledger's checkpoints: a principal row (or TOTP secret) copied back
 from an older copy of the database verifies by its signature but is refused."""
 
 from __future__ import annotations
@@ -56,12 +56,12 @@ def _sql(root: Path, statement: str, *params: object) -> list[tuple[Any, ...]]:
     return rows
 
 
-def test_every_checkpoint_anchors_the_principal_state(workspace: Workspace, dana: Path) -> None:
+def test_every_checkpoint_anchors_the_attested_state(workspace: Workspace, dana: Path) -> None:
     with workspace.db.read() as session:
         note = Ledger.latest_checkpoint(session)
     assert note is not None
     body = note.note.split("\n\n")[0].split("\n")
-    assert len(body) == 4 and body[3].startswith("sealml-principals ")
+    assert len(body) == 4 and body[3].startswith("sealml-attested ")
     assert workspace.audit_verify().ok
 
 
@@ -100,14 +100,14 @@ def test_a_deleted_second_factor_is_refused(workspace: Workspace, dana: Path) ->
     reopen(dana).close()  # other principals are unaffected
 
 
-def test_an_edited_principal_state_is_refused(workspace: Workspace, dana: Path) -> None:
-    ((value,),) = _sql(dana, "SELECT value FROM workspace_meta WHERE key = 'principal_state'")
-    edited = value.replace('"rows":{"', '"rows":{"0', 1)
+def test_an_edited_attested_state_is_refused(workspace: Workspace, dana: Path) -> None:
+    ((value,),) = _sql(dana, "SELECT value FROM workspace_meta WHERE key = 'attested_state'")
+    edited = value.replace('"principals":{"', '"principals":{"0', 1)
     assert edited != value
-    _sql(dana, "UPDATE workspace_meta SET value = ? WHERE key = 'principal_state'", edited)
-    with pytest.raises(IntegrityError, match="principal state"):
+    _sql(dana, "UPDATE workspace_meta SET value = ? WHERE key = 'attested_state'", edited)
+    with pytest.raises(IntegrityError, match="attested state"):
         reopen(dana, "dana", DANA)
-    with pytest.raises(IntegrityError, match="principal state"):
+    with pytest.raises(IntegrityError, match="attested state"):
         workspace.set_user_disabled("dana", True)  # nor is it signed into a new checkpoint
 
 
@@ -117,14 +117,14 @@ def test_deleting_the_checkpoints_since_does_not_hide_a_restored_row(
     """Restoring the row, the state and the checkpoints of before the disable would pass
     against the database alone; the local witness holds the newer checkpoint."""
     enabled = _row(dana, "dana")
-    ((state,),) = _sql(dana, "SELECT value FROM workspace_meta WHERE key = 'principal_state'")
+    ((state,),) = _sql(dana, "SELECT value FROM workspace_meta WHERE key = 'attested_state'")
     ((size,),) = _sql(dana, "SELECT max(size) FROM checkpoints")
     workspace.set_user_disabled("dana", True)
     workspace.close()
     _put_back(dana, "dana", enabled)
-    _sql(dana, "UPDATE workspace_meta SET value = ? WHERE key = 'principal_state'", state)
+    _sql(dana, "UPDATE workspace_meta SET value = ? WHERE key = 'attested_state'", state)
     _sql(dana, "DELETE FROM checkpoints WHERE size > ?", size)
-    with pytest.raises(IntegrityError, match="principal state"):
+    with pytest.raises(IntegrityError, match="attested state"):
         reopen(dana, "dana", DANA)
 
 
