@@ -26,8 +26,9 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from ..crypto.canonical import canonical_json, parse_json
-from ..db.models import MetaEntry, PrincipalRow, TotpRow
-from ..db.raw import select_one, select_rows
+from ..db.meta import read_meta, write_meta
+from ..db.models import PrincipalRow, TotpRow
+from ..db.raw import select_rows
 from ..errors import IntegrityError
 from ..ledger import Checkpoint
 from . import approval
@@ -176,8 +177,8 @@ class Anchor:
 
     @staticmethod
     def _stored(session: Session, anchored: bytes) -> AttestedState:
-        entry = select_one(session, MetaEntry, "key = ?", (STATE_KEY,))
-        state = None if entry is None else AttestedState.decode(entry.value)
+        stored = read_meta(session, STATE_KEY)
+        state = None if stored is None else AttestedState.decode(stored)
         if state is None or not hmac.compare_digest(state.digest, anchored):
             raise IntegrityError(
                 "the attested state in the database is not the one the ledger's latest "
@@ -238,13 +239,7 @@ class Anchor:
         if anchored is None or policy_changed:
             policy = approval.record_digest(session)
         state = AttestedState(principals, policy)
-        value = state.encode().decode()
-        entry = session.get(MetaEntry, STATE_KEY)
-        if entry is None:
-            session.add(MetaEntry(key=STATE_KEY, value=value))
-        else:
-            entry.value = value
-        session.flush()
+        write_meta(session, STATE_KEY, state.encode().decode())
         return extension_line(state.digest)
 
     def problems(self, session: Session) -> list[str]:

@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 from ..config import RegistrySection
 from ..crypto.canonical import canonical_json, parse_json
 from ..crypto.signing import Signer, VerifyingKey
+from ..db.meta import read_meta, write_meta
 from ..db.models import MetaEntry
-from ..db.raw import select_one, select_rows
+from ..db.raw import select_rows
 from ..errors import IntegrityError
 from .policy import Policy
 
@@ -71,13 +72,8 @@ def approve(
         }
     )
     signature = base64.b64encode(signer.sign(record)).decode()
-    for key, value in ((_RECORD, record.decode()), (_SIGNATURE, signature)):
-        entry = session.get(MetaEntry, key)
-        if entry is None:
-            session.add(MetaEntry(key=key, value=value))
-        else:
-            entry.value = value
-    session.flush()
+    write_meta(session, _RECORD, record.decode())
+    write_meta(session, _SIGNATURE, signature)
     return _parse(record)
 
 
@@ -103,19 +99,17 @@ def load(session: Session, verifier: VerifyingKey) -> ApprovedPolicy:
 def record_digest(session: Session) -> str | None:
     """The hex SHA-256 of the approved policy's record as stored (not checked), None when
     there is none: what checkpoints anchor (:mod:`sealml.access.anchor`)."""
-    entry = select_one(session, MetaEntry, "key = ?", (_RECORD,))
-    return None if entry is None else hashlib.sha256(entry.value.encode()).hexdigest()
+    record = read_meta(session, _RECORD)
+    return None if record is None else hashlib.sha256(record.encode()).hexdigest()
 
 
 def sign_again(session: Session, verifier: VerifyingKey, signer: Signer) -> None:
     """Check the approved policy with *verifier*, then sign the same record with *signer*
     (a workspace key rotation; an altered record raises IntegrityError)."""
     load(session, verifier)
-    entry = session.get(MetaEntry, _RECORD)
-    signature = session.get(MetaEntry, _SIGNATURE)
-    assert entry is not None and signature is not None  # load found both
-    signature.value = base64.b64encode(signer.sign(entry.value.encode())).decode()
-    session.flush()
+    record = read_meta(session, _RECORD)
+    assert record is not None  # load found it
+    write_meta(session, _SIGNATURE, base64.b64encode(signer.sign(record.encode())).decode())
 
 
 def _parse(body: bytes) -> ApprovedPolicy:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from ..db.models import CheckpointRow, MetaEntry
+from ..db.meta import read_meta, write_meta
+from ..db.models import CheckpointRow
 from ..errors import IntegrityError, UsageError
 from .checkpoint import Checkpoint, NoteVerifier, open_note, unverified_checkpoint
 from .log import Event, EventFilter, Ledger
@@ -102,11 +103,9 @@ class KeyHistory:
 def note_rotation(session: Session, seq: int) -> None:
     """Add the rotation event *seq* to the index of rotations (in its transaction), so
     that reading the history does not scan the whole ledger."""
-    entry = session.get(MetaEntry, ROTATIONS_INDEX)
-    if entry is None:
-        session.add(MetaEntry(key=ROTATIONS_INDEX, value=json.dumps([seq])))
-    else:
-        entry.value = json.dumps([*_indexed(entry.value), seq])
+    stored = read_meta(session, ROTATIONS_INDEX)
+    indexed = [] if stored is None else _indexed(stored)
+    write_meta(session, ROTATIONS_INDEX, json.dumps([*indexed, seq]))
 
 
 def _indexed(value: str) -> list[int]:
@@ -123,8 +122,8 @@ def _rotation_events(session: Session, scan: bool) -> Iterator[Event]:
     if scan:
         yield from Ledger.events(session, EventFilter(action=ROTATION, outcome="ok"))
         return
-    entry = session.get(MetaEntry, ROTATIONS_INDEX)
-    for seq in _indexed(entry.value) if entry is not None else []:
+    stored = read_meta(session, ROTATIONS_INDEX)
+    for seq in _indexed(stored) if stored is not None else []:
         event = Ledger.event(session, seq)
         fields = event.fields()
         if fields.get("action") != ROTATION or fields.get("outcome") != "ok":

@@ -38,8 +38,8 @@ from ..crypto.secret import Secret
 from ..crypto.signing import Signer, SigningKey
 from ..db import Database
 from ..db.engine import check_workspace_url
+from ..db.meta import read_meta
 from ..db.models import MetaEntry
-from ..db.raw import select_one
 from ..errors import (
     AuthenticationError,
     ConfigError,
@@ -287,8 +287,7 @@ class WorkspaceCore:
             workspace.db.upgrade()
         workspace._finish_key_rotation()
         with workspace.db.read() as session:
-            entry = select_one(session, MetaEntry, "key = ?", ("workspace_id",))
-            if entry is None or entry.value != workspace.config.workspace.id:
+            if read_meta(session, "workspace_id") != workspace.config.workspace.id:
                 raise IntegrityError("the database belongs to another workspace than sealml.toml")
             workspace.approved = workspace._approved_policy(session)
         return workspace
