@@ -178,3 +178,19 @@ def test_a_change_without_a_checkpoint_is_not_committed(workspace: Workspace, da
         workspace.principals.set_roles(session, "dana", ["auditor"])
     with workspace.db.read() as session:  # rolled back, and still readable
         assert workspace.principals.get(session, "dana").roles == ("data-scientist",)
+
+
+def test_audit_verify_reports_a_deleted_checkpoint_this_user_witnessed(
+    workspace: Workspace, dana: Path
+) -> None:
+    ((size,),) = _sql(dana, "SELECT max(size) FROM checkpoints")
+    workspace.record([workspace.event("test.after", "x")])  # the witness moves past it too
+    _sql(dana, "DELETE FROM checkpoints WHERE size = ?", size)
+    saved = [note for (note,) in _sql(dana, "SELECT note FROM checkpoints")]
+    assert saved  # others remain, so nothing else is missing
+    report = workspace.audit_verify()
+    assert not any(f"size {size} is missing" in p for p in report.problems)  # not witnessed
+    ((latest,),) = _sql(dana, "SELECT max(size) FROM checkpoints")
+    _sql(dana, "DELETE FROM checkpoints WHERE size = ?", latest)
+    report = workspace.audit_verify()
+    assert any(f"size {latest} is missing" in p for p in report.problems), report.problems

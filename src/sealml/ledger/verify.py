@@ -26,7 +26,7 @@ from ..db.raw import driver_cursor, driver_sql
 from ..errors import IntegrityError, UsageError
 from .checkpoint import Checkpoint, NoteVerifier
 from .keyhistory import KeyHistory, recorded_handovers
-from .log import ZERO_HASH
+from .log import ZERO_HASH, Ledger
 from .merkle import HASH_SIZE, Frontier
 
 _MAX_PROBLEMS = 50
@@ -295,6 +295,13 @@ def _expected_roots(
         if checkpoint.origin != origin:
             raise UsageError(f"trusted checkpoint is for another log ({checkpoint.origin!r})")
         expected.setdefault(checkpoint.size, []).append(("trusted checkpoint", checkpoint.root))
+        if checkpoint.size not in stored_sizes and checkpoint.size <= Ledger.size(session):
+            # Every checkpoint a user keeps came from this table: its events are there,
+            # so the row was deleted (hiding what that checkpoint anchors).
+            report.problem(
+                f"the trusted checkpoint at size {checkpoint.size} is missing from the "
+                "stored checkpoints (deleted)"
+            )
     return expected
 
 
