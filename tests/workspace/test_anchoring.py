@@ -194,3 +194,34 @@ def test_audit_verify_reports_a_deleted_checkpoint_this_user_witnessed(
     _sql(dana, "DELETE FROM checkpoints WHERE size = ?", latest)
     report = workspace.audit_verify()
     assert any(f"size {latest} is missing" in p for p in report.problems), report.problems
+
+
+def test_a_workspace_from_before_anchoring_is_anchored_by_its_next_checkpoint(
+    ws_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints written by an earlier sealml carry no attested-state line: nothing is
+    checked until the next checkpoint anchors the records as they are."""
+    from sealml.crypto.kdf import FAST_PARAMS
+    from sealml.workspace.core import WorkspaceCore
+
+    with monkeypatch.context() as earlier:
+
+        def no_line(self: WorkspaceCore, session: Any) -> list[str]:
+            session.info.clear()  # nor anything to anchor
+            return []
+
+        earlier.setattr(WorkspaceCore, "_checkpoint_extensions", no_line)
+        ws = Workspace.init(
+            ws_path, passphrase=Secret(PASSPHRASE), admin_password=Secret("admin-password-1"),
+            kdf=FAST_PARAMS,
+        )  # fmt: skip
+        ws.add_user("dana", ["data-scientist"], password=Secret(DANA))
+        ws.close()
+    assert not _sql(ws_path, "SELECT value FROM workspace_meta WHERE key = 'attested_state'")
+    enabled = _row(ws_path, "dana")
+    with reopen(ws_path) as admin:  # reads check nothing yet; this write anchors
+        admin.set_user_disabled("dana", True)
+    assert _sql(ws_path, "SELECT value FROM workspace_meta WHERE key = 'attested_state'")
+    _put_back(ws_path, "dana", enabled)
+    with pytest.raises(IntegrityError, match="'dana'"):
+        reopen(ws_path, "dana", DANA)
