@@ -364,6 +364,32 @@ def test_promotion_consumes_the_approval(
         erin.promote_model("credit", second, "production")
 
 
+def test_approvals_written_into_the_database_approve_nothing(
+    team: Path, model_pipeline: Path, erin_secret: str, clock: Clock
+) -> None:
+    """Approvals are the ledger's: a row inserted into the approvals table (no TOTP, no
+    second person) or a used one marked unused again lets no promotion through."""
+    first = register(team, model_pipeline)
+    approve_and_promote(team, first, erin_secret, clock)
+    second = register(team, model_pipeline, trees=6)
+    database = sqlite3.connect(team / ".sealml" / "sealml.db")
+    with database:
+        database.execute("UPDATE model_approvals SET used_at = NULL")  # reuse the first one
+        database.execute(
+            "INSERT INTO model_approvals (id, name, version, alias, approver, approved_at, "
+            "ledger_seq) VALUES ('f0f0', 'credit', ?, 'production', 'erin', '2026-01-01', 1)",
+            (second,),
+        )
+    database.close()
+    with reopen(team, "erin", ENGINEER_PASSWORD) as erin:
+        checks = {c.check: c for c in erin.gate_report("credit", second, "production")}
+        assert not checks["approval"].passed
+        with pytest.raises(PermissionDeniedError, match="no unused approval"):
+            erin.promote_model("credit", second, "production")
+        erin.approve_model("credit", second, "production", clock.code(erin_secret))
+        assert erin.promote_model("credit", second, "production").version == second
+
+
 def test_rollback_restores_the_previous_version(
     team: Path, model_pipeline: Path, erin_secret: str, clock: Clock
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -162,6 +162,16 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+@dataclass(frozen=True)
+class Approval:
+    """A second principal's approval of a version for an alias, as the ledger records it."""
+
+    version: int
+    alias: str
+    approver: str
+    used: bool = False
+
+
 @dataclass
 class RegistryState:
     """A model's registry state as its ledger events tell it."""
@@ -173,10 +183,25 @@ class RegistryState:
     # version -> (time, findings) of its newest `sealml model vulnerabilities` check
     vulnerability_checks: dict[int, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     registered_at: dict[int, str] = field(default_factory=dict)  # the ledger's time
+    approvals: dict[str, Approval] = field(default_factory=dict)  # by approval id
 
     def current(self, alias: str) -> int | None:
         stack = self.aliases.get(alias)
         return stack[-1] if stack else None
+
+    def open_approval(self, version: int, alias: str, not_by: str) -> str | None:
+        """The id of an unused approval of *version* for *alias* by someone other than
+        *not_by* (who trained it), oldest first; None when there is none."""
+        return next(
+            (
+                approval_id
+                for approval_id, approval in self.approvals.items()
+                if (approval.version, approval.alias) == (version, alias)
+                and not approval.used
+                and approval.approver != not_by
+            ),
+            None,
+        )
 
 
 def replay(events: Iterable[Mapping[str, Any]]) -> RegistryState:
@@ -207,7 +232,14 @@ def replay(events: Iterable[Mapping[str, Any]]) -> RegistryState:
                 str(event.get("ts", "")),
                 tuple(str(f) for f in found) if isinstance(found, list) else ("unreadable",),
             )
-        elif action in ("model.promote", "model.rollback"):
+        elif action == "model.approve" and isinstance(details.get("approval"), str):
+            state.approvals[details["approval"]] = Approval(
+                version, str(details.get("alias")), str(event.get("principal"))
+            )
+        if action == "model.promote" and details.get("approval") in state.approvals:
+            used = state.approvals[details["approval"]]
+            state.approvals[details["approval"]] = replace(used, used=True)
+        if action in ("model.promote", "model.rollback"):
             alias = str(details.get("alias"))
             stack = state.aliases.setdefault(alias, [])
             if action == "model.promote":

@@ -667,7 +667,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 )
             )
         if alias in self.registry_rules.two_person_aliases:
-            approved = self._open_approval(session, row, alias) is not None
+            approved = self._open_approval(state, row, alias) is not None
             checks.append(
                 GateCheck(
                     "approval", "a second principal, TOTP", "yes" if approved else "none",
@@ -757,20 +757,12 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
     ) -> list[str]:
         return [c.reason for c in self._gate_checks(session, state, row, alias) if not c.passed]
 
-    def _open_approval(
-        self, session: Session, row: ModelVersionRow, alias: str
-    ) -> ModelApprovalRow | None:
-        return session.execute(
-            select(ModelApprovalRow)
-            .where(
-                ModelApprovalRow.name == row.name,
-                ModelApprovalRow.version == row.version,
-                ModelApprovalRow.alias == alias,
-                ModelApprovalRow.used_at.is_(None),
-                ModelApprovalRow.approver != row.trained_by,
-            )
-            .limit(1)
-        ).scalar_one_or_none()
+    @staticmethod
+    def _open_approval(state: RegistryState, row: ModelVersionRow, alias: str) -> str | None:
+        """An unused approval by a second principal, as the ledger records approvals and
+        the promotions that used them (the approvals table is only a listing: a row
+        inserted there, or marked unused again, approves nothing)."""
+        return state.open_approval(row.version, alias, not_by=row.trained_by)
 
     @verifies_once
     def promote_model(self, name: str, version: int, alias: str) -> ModelVersion:
@@ -786,7 +778,7 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                 raise UsageError(f"{name}@{alias} already points at v{version}")
             failures = self._gate_failures(session, state, row, alias)
             if not failures:
-                approval = self._open_approval(session, row, alias)
+                approval = self._open_approval(state, row, alias)
                 (seq,) = self.append(
                     session,
                     [
@@ -796,12 +788,14 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
                             version=version,
                             alias=alias,
                             previous=state.current(alias),
-                            approval=approval.id if approval else None,
+                            approval=approval,
                         )
                     ],
                 )
                 if approval is not None:
-                    approval.used_at = utc_now()
+                    listed = session.get(ModelApprovalRow, approval)
+                    if listed is not None:
+                        listed.used_at = utc_now()
                 self._move(session, name, alias, version, "promote", actor.name, seq)
         if failures:
             self.record(
