@@ -46,6 +46,26 @@ def test_first_run_executes_rerun_reuses(workspace: Workspace, small_pipeline: P
     assert len(executed) == 3
 
 
+def test_an_edited_cache_row_hands_back_nothing_else(
+    workspace: Workspace, small_pipeline: Path
+) -> None:
+    """The cache row maps a stage's outputs to artifacts; pointed at another (validly
+    signed) artifact, it no longer matches the attestation, so the stage runs again."""
+    first = run(workspace, small_pipeline, scale=1)
+    other = run(workspace, small_pipeline, scale=2)
+    assert first.artifacts["summary"] != other.artifacts["summary"]
+    database = sqlite3.connect(workspace.root / ".sealml" / "sealml.db")
+    with database:
+        database.execute(
+            "UPDATE stage_runs SET outputs = replace(outputs, ?, ?)",
+            (first.artifacts["summary"], other.artifacts["summary"]),
+        )
+    database.close()
+    again = run(workspace, small_pipeline, scale=1)
+    assert statuses(again)["summarise"] == "executed"
+    assert workspace.read_bytes(again.artifacts["summary"]) == b"sum=10"
+
+
 def test_every_run_ends_once_in_the_ledger(workspace: Workspace, small_pipeline: Path) -> None:
     """An executed last stage records the run's end in its own commit; a run whose last
     stage was reused records it separately. Either way: one end per run, after its stages,

@@ -277,11 +277,20 @@ class RunOperations(ArtifactOperations):
                 dependencies = {
                     d.name: d.digests.get(ARTIFACT_DIGEST) for d in intoto.dependencies(document)
                 }
+                subjects = intoto.subjects(document)
                 if (
                     build["externalParameters"]["parameters"]
                     != json.loads(canonical_json(dict(params)))
                     or code_entry["digest"].get("sha256") != code
                     or dependencies != dict(inputs)
+                    # the outputs the cache row names must be the ones attested, digest and
+                    # all: an edited row could otherwise hand back another artifact
+                    or {subject.name: subject.artifact_id for subject in subjects} != outputs
+                    or any(
+                        f"{ARTIFACT_DIGEST}:{subject.digests.get(ARTIFACT_DIGEST)}"
+                        != getattr(session.get(ArtifactRow, subject.artifact_id), "digest", None)
+                        for subject in subjects
+                    )
                 ):
                     continue
             except (IntegrityError, KeyError, TypeError, IndexError):
