@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,8 @@ def test_sign_and_verify_with_principal_keys(ready: Any, tmp_path: Path) -> None
     assert signature.is_file()
     verified = ready("model", "verify", str(folder), env=admin_env())
     assert verified.code == 0 and "signed by admin" in verified.stdout
+    as_json = json.loads(ready("model", "verify", str(folder), "--json", env=admin_env()).stdout)
+    assert as_json == {"verified": True, "files": 2, "signer": "admin"}
     (folder / "config.json").write_text('{"evil": 1}')
     one_line_error(ready("model", "verify", str(folder), env=admin_env()), 1, "changed")
     signature.write_text("{not json")
@@ -118,8 +119,11 @@ def test_import_refuses_unsafe_files(ready: Any, tmp_path: Path) -> None:
         "not imported",
     )
     good = skops_model(tmp_path)
-    done = ready("model", "import", str(good), "--source", "https://x.test/t", env=admin_env())
+    done = ready("model", "import", str(good), "--source", "https://x.test/t", "--json",
+                 env=admin_env())  # fmt: skip
     assert done.code == 0, done.stderr
+    assert json.loads(done.stdout)["source"] == "https://x.test/t"
+    assert ready("verify", json.loads(done.stdout)["artifact"], env=admin_env()).code == 0
 
 
 def test_import_refuses_skops_naming_code_and_files_that_are_not_their_format(
@@ -164,10 +168,10 @@ def test_register_approve_promote_rollback(ready: Any, tmp_path: Path) -> None:
         assert registered.code == 0, registered.stderr
         versions.append(json.loads(registered.stdout)["version"])
     assert versions == [1, 2]
-    enrolled = ready("user", "totp-enroll", env=erin_env())
-    secret = re.search(r"secret\s+([A-Z2-7]+)", enrolled.stdout)
-    assert secret is not None
-    code = totp.current_code(secret.group(1))
+    enrolled = ready("user", "totp-enroll", "--json", env=erin_env())
+    secret = json.loads(enrolled.stdout)["secret"]
+    assert json.loads(enrolled.stdout)["uri"].startswith("otpauth://totp/")
+    code = totp.current_code(secret)
     one_line_error(
         ready(
             "model",
@@ -181,7 +185,8 @@ def test_register_approve_promote_rollback(ready: Any, tmp_path: Path) -> None:
         2,
         "one-time code",
     )
-    assert ready("model", "approve", "credit", "1", "--code", code, env=erin_env()).code == 0
+    approved = ready("model", "approve", "credit", "1", "--code", code, "--json", env=erin_env())
+    assert approved.code == 0 and json.loads(approved.stdout)["version"] == 1
     one_line_error(
         ready("model", "approve", "credit", "1", "--code", code, env=erin_env()), 2, "already used"
     )

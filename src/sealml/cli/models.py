@@ -115,11 +115,15 @@ def import_command(
     path: Path = typer.Argument(..., help="Model file (.skops, .safetensors, .pkl, .joblib)."),
     source: str = typer.Option(..., "--source", help="Where the file came from (URL)."),
     name: str | None = typer.Option(None, "--name", help="Artifact name (default: file name)."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Scan a third-party model and seal it with its source and digest; refuse unsafe files."""
     with open_workspace(ctx) as workspace:
         artifact = workspace.import_model(path, source, name)
-    out.print(f"imported {path.name} as artifact {artifact}")
+    if as_json:
+        print_json({"artifact": artifact, "file": str(path), "source": source})
+    else:
+        out.print(f"imported {path.name} as artifact {artifact}")
 
 
 def _signature_for(path: Path, signature: Path | None) -> Path:
@@ -153,6 +157,7 @@ def verify_command(
     key: Path | None = typer.Option(
         None, "--key", help="Signer's public key (PEM); default: the workspace principal named."
     ),
+    as_json: bool = JsonOption,
 ) -> None:
     """Verify a signed model: any changed, added or removed file fails (exit 1)."""
     target = _signature_for(path, signature)
@@ -164,7 +169,10 @@ def verify_command(
     else:
         with open_workspace(ctx) as workspace:
             manifest, signer = workspace.verify_path(path, target)
-    out.print(f"verified {len(manifest.resources)} files, signed by {signer}")
+    if as_json:
+        print_json({"verified": True, "files": len(manifest.resources), "signer": signer})
+    else:
+        out.print(f"verified {len(manifest.resources)} files, signed by {signer}")
 
 
 @app.command("register")
@@ -190,11 +198,15 @@ def approve_command(
     version: int = typer.Argument(..., min=1),
     alias: str = typer.Option("production", "--alias"),
     code: str = CodeOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Approve VERSION for ALIAS as a second principal, confirmed with a TOTP code."""
     with open_workspace(ctx) as workspace:
         approval = workspace.approve_model(name, version, alias, code)
-    out.print(f"approved {name} v{version} for {alias} (approval {approval})")
+    if as_json:
+        print_json({"approval": approval, "model": name, "version": version, "alias": alias})
+    else:
+        out.print(f"approved {name} v{version} for {alias} (approval {approval})")
 
 
 @app.command("promote")
@@ -258,10 +270,12 @@ def rollback_command(
     _show_version(result, as_json)
 
 
-def _set_status(ctx: typer.Context, name: str, version: int, status: str, reason: str) -> None:
+def _set_status(
+    ctx: typer.Context, name: str, version: int, status: str, reason: str, as_json: bool
+) -> None:
     with open_workspace(ctx) as workspace:
         result = workspace.set_model_status(name, version, status, reason)
-    _show_version(result, False)
+    _show_version(result, as_json)
 
 
 @app.command("revoke")
@@ -270,9 +284,10 @@ def revoke_command(
     name: str = typer.Argument(...),
     version: int = typer.Argument(..., min=1),
     reason: str = typer.Option(..., "--reason"),
+    as_json: bool = JsonOption,
 ) -> None:
     """Revoke VERSION for good: it can never be loaded or served again."""
-    _set_status(ctx, name, version, "revoked", reason)
+    _set_status(ctx, name, version, "revoked", reason, as_json)
 
 
 @app.command("deprecate")
@@ -281,9 +296,10 @@ def deprecate_command(
     name: str = typer.Argument(...),
     version: int = typer.Argument(..., min=1),
     reason: str = typer.Option(..., "--reason"),
+    as_json: bool = JsonOption,
 ) -> None:
     """Deprecate VERSION: it is no longer served (a later revocation is still possible)."""
-    _set_status(ctx, name, version, "deprecated", reason)
+    _set_status(ctx, name, version, "deprecated", reason, as_json)
 
 
 @app.command("ls")

@@ -304,10 +304,14 @@ def enable_user(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
 def totp_enroll(
     ctx: typer.Context,
     code: str | None = optional_code("A current code from your existing secret (to replace it)."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Create your TOTP secret for approvals; it is shown once, add it to an authenticator."""
     with open_workspace(ctx) as workspace:
         enrolment = workspace.totp_enroll(code)
+    if as_json:
+        print_json({"secret": enrolment.secret, "uri": enrolment.uri})
+        return
     out.print("add this secret to your authenticator app; it is not shown again:")
     out.print(f"  secret  {enrolment.secret}", markup=False)
     out.print(f"  uri     {enrolment.uri}", markup=False)
