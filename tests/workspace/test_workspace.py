@@ -265,6 +265,44 @@ def test_sessions_expire_and_are_revocable(workspace: Workspace) -> None:
         ws.resume_session(fresh)
 
 
+def test_a_session_row_pushed_or_copied_back_in_the_database_opens_nothing(
+    workspace: Workspace,
+) -> None:
+    """With a stolen ticket and write access to the database, neither pushing the row's
+    expiry back nor restoring the row a password change deleted brings the session back."""
+    import sqlite3
+
+    database = workspace.root / ".sealml" / "sealml.db"
+    workspace.add_user("dana", ["data-scientist"], password=Secret("dana-password"))
+    dana = Workspace.open(workspace.root, passphrase=Secret(PASSPHRASE))
+    dana.login("dana", Secret("dana-password"))
+    ticket = dana.start_session()
+    connection = sqlite3.connect(database)
+    with connection:
+        connection.execute("UPDATE sessions SET expires_at = expires_at + 86400")
+    connection.close()
+    with pytest.raises(AuthenticationError, match="run `sealml login`"):
+        Workspace.open(workspace.root).resume_session(ticket)
+    ticket = dana.start_session()
+    connection = sqlite3.connect(database)
+    saved = connection.execute(
+        "SELECT token_hash, principal_id, key_share, created_at, expires_at FROM sessions "
+        "WHERE expires_at = (SELECT max(expires_at) FROM sessions)"
+    ).fetchone()
+    connection.close()
+    dana.change_password(Secret("dana-password"), Secret("dana-new-password"))
+    connection = sqlite3.connect(database)
+    with connection:  # the change ended the session; copy its row back
+        connection.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", saved)
+    connection.close()
+    with pytest.raises(AuthenticationError, match="run `sealml login`"):
+        Workspace.open(workspace.root).resume_session(ticket)
+    with pytest.raises(AuthenticationError, match="changed since this login"):
+        dana.start_session()  # nor does the login from before the change mint a new one
+    dana.login("dana", Secret("dana-new-password"))
+    assert Workspace.open(workspace.root).resume_session(dana.start_session()).name == "dana"
+
+
 def test_service_principal_authenticates_with_its_key(workspace: Workspace) -> None:
     principal, key = workspace.add_user("scorer", ["service"], service=True)
     assert key is not None and principal.kind == "service"

@@ -3,7 +3,10 @@
 ``login`` checks the password once, then issues a random token. The client keeps the token
 and the principal's signing key sealed under ``HKDF(token || key_share)``; the database keeps
 only the token's hash and ``key_share``. Neither half alone unlocks the key, and deleting
-the database row (logout, expiry) makes the client's file useless.
+the database row (logout, expiry) makes the client's file useless. The sealing is bound to
+the session's expiry and to the principal's password as it was at login, so a row whose
+expiry was pushed back in the database, or copied back after a password change ended it,
+opens nothing.
 
 When the keystore was unlocked at login, its passphrase-derived key is sealed the same way
 (``keystore_box``), so commands of the session skip the memory-hard KDF, as ``sudo`` or
@@ -46,10 +49,9 @@ class SessionTicket:
         return f"SessionTicket({self.principal}, expires_at={self.expires_at}, ***)"
 
 
-def _session_key(token: bytes, key_share: bytes) -> bytes:
-    return HKDF(algorithm=SHA256(), length=32, salt=None, info=b"sealml/session/v1").derive(
-        token + key_share
-    )
+def _session_key(token: bytes, key_share: bytes, expires_at: int, password_stamp: str) -> bytes:
+    info = f"sealml/session/v2:{expires_at}:{password_stamp}".encode()
+    return HKDF(algorithm=SHA256(), length=32, salt=None, info=info).derive(token + key_share)
 
 
 def _token_hash(token: bytes) -> bytes:
@@ -92,7 +94,8 @@ def issue(
             "a key kept in a PKCS#11 token cannot be carried by a session: log in with it "
             "for each command"
         )
-    sealing_key = _session_key(token, key_share)
+    expires_at = now + ttl_seconds
+    sealing_key = _session_key(token, key_share, expires_at, actor.principal.password_stamp)
     box = seal_box(sealing_key, actor.signing_key.pkcs8_der(), actor.principal.id.encode())
     keystore_box = (
         seal_box(sealing_key, keystore_key, _keystore_context(actor.principal.id))
@@ -113,7 +116,9 @@ def resume(session: Session, principals: PrincipalStore, ticket: SessionTicket) 
     principal = principals.get_by_id(session, row.principal_id)
     if principal.name != ticket.principal:
         raise AuthenticationError("session does not belong to this user; run `sealml login`")
-    sealing_key = _session_key(ticket.token, row.key_share)
+    sealing_key = _session_key(
+        ticket.token, row.key_share, row.expires_at, principal.password_stamp
+    )
     try:
         der = open_box(sealing_key, ticket.key_box, principal.id.encode())
         keystore_key = (
@@ -122,7 +127,10 @@ def resume(session: Session, principals: PrincipalStore, ticket: SessionTicket) 
             else None
         )
     except BoxOpenError:
-        raise AuthenticationError("session file is damaged; run `sealml login`") from None
+        raise AuthenticationError(
+            "the session does not open (its file is damaged, or its record was changed); "
+            "run `sealml login`"
+        ) from None
     actor = principals.act_with_key(principal, SigningKey.from_pkcs8(der), via="session")
     return Resumed(actor, keystore_key)
 

@@ -189,6 +189,12 @@ class UserOperations(WorkspaceCore):
         ttl = self.config.access.session_ttl_minutes * 60
         keystore_key = self.keystore.session_key if keep_keystore and self.unlocked else None
         with self.transaction() as session:
+            current = self.principals.get(session, actor.name)
+            if current.password_stamp != actor.principal.password_stamp:
+                # a login from before a password change mints no session that outlives it
+                raise AuthenticationError(
+                    f"the password of {actor.name} changed since this login; log in again"
+                )
             sessions.purge_expired(session)
             ticket = sessions.issue(session, actor, ttl, keystore_key)
             self.append(
