@@ -606,3 +606,28 @@ def test_the_command_starts_without_the_data_libraries() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "[]"
+
+
+def test_names_that_look_like_markup_are_printed_as_they_are(
+    initialised: Any, tmp_path: Path
+) -> None:
+    """Rich reads "[/x]" as a closing tag: an artifact named so made `put` fail after
+    sealing and `ls` and `verify --all` fail for everyone (exit 70) until it was gone."""
+    source = tmp_path / "note.txt"
+    source.write_text("hello\n")
+    names = ["[/evil]", "[bold red]boom", "[link=https://x.test]click[/link]"]
+    for name in names:
+        put = initialised("put", str(source), "--kind", "other", "--name", name, env=admin_env())
+        assert put.code == 0, put.stderr
+        assert name in put.stdout
+    listed = initialised("ls", env=admin_env())
+    assert listed.code == 0, listed.stderr
+    assert all(name in listed.stdout for name in names)
+    verified = initialised("verify", "--all", env=admin_env())
+    assert verified.code == 0, verified.stderr
+    assert all(name in verified.stdout for name in names)
+    one_line_error(initialised("get", "[nothing]", "-o", str(tmp_path / "o"), env=admin_env()))
+    added = initialised(
+        "user", "add", "[b]x", "--role", "auditor", env={**admin_env(), "SEALML_NEW_PASSWORD": "p" * 12}
+    )
+    assert added.code == 2 and "Traceback" not in added.stderr  # an invalid name, said plainly

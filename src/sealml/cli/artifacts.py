@@ -10,12 +10,16 @@ from rich.table import Table
 from ..data.tables import media_type_of
 from ..errors import IntegrityError, UsageError
 from ..store.artifacts import ArtifactInfo
-from .common import JsonOption, human_size, open_workspace, out, print_json, print_table
+from .common import JsonOption, human_size, open_workspace, out, print_json, print_table, styled
 from .progress import CountingReader, transfer
 
 
 def _show(info: ArtifactInfo, verb: str) -> None:
-    out.print(f"{verb} {info.kind} [bold]{info.name}[/bold]  id {info.id}  {human_size(info.size)}")
+    out.print(
+        styled(
+            f"{verb} {info.kind} ", (info.name, "bold"), f"  id {info.id}  {human_size(info.size)}"
+        )
+    )
 
 
 def put(
@@ -124,13 +128,14 @@ def verify(
         )
     else:
         for check in report.checks:
-            mark = {"ok": "[green]ok[/green]", "shredded": "[yellow]shredded[/yellow]"}.get(
-                check.status, "[red]FAILED[/red]"
+            word, style = {"ok": ("ok", "green"), "shredded": ("shredded", "yellow")}.get(
+                check.status, ("FAILED", "red")
             )
             detail = f"  {check.problem}" if check.problem else ""
-            out.print(f"{mark:>24}  {check.info.id[:12]}  {check.info.name}{detail}")
+            line = f"  {check.info.id[:12]}  {check.info.name}{detail}"
+            out.print(styled((f"{word:>8}", style), line))
         for problem in report.problems:
-            out.print(f"[red]FAILED[/red]  {problem}")
+            out.print(styled(("FAILED", "red"), f"  {problem}"))
         if report.orphan_blobs:
             out.print(f"note: {report.orphan_blobs} unreferenced blob(s) from interrupted puts")
         status = "all artifacts verified" if report.ok else "verification FAILED"

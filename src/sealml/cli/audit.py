@@ -16,7 +16,16 @@ from ..ledger import EventFilter, NoteVerifier
 from ..ledger.log import OUTCOMES
 from ..ledger.proofs import check_consistency, check_inclusion
 from ..workspace.core import find_root
-from .common import JsonOption, open_workspace, out, print_json, print_table, state, write_or_print
+from .common import (
+    JsonOption,
+    open_workspace,
+    out,
+    print_json,
+    print_table,
+    state,
+    styled,
+    write_or_print,
+)
 
 app = typer.Typer(help="The tamper-evident audit ledger.", no_args_is_help=True)
 
@@ -89,7 +98,7 @@ def verify(
         )
     else:
         for problem in report.problems:
-            out.print(f"[red]FAILED[/red]  {problem}")
+            out.print(styled(("FAILED", "red"), f"  {problem}"))
         if report.ok:
             out.print(
                 f"ledger verified: {report.events} events, {report.checkpoints} checkpoints, "
@@ -167,7 +176,7 @@ def show(
             row["principal"],
             row["action"],
             row["resource"],
-            f"[{colour}]{row['outcome']}[/{colour}]",
+            styled((row["outcome"], colour)),
             ", ".join(f"{k}={v}" for k, v in row["details"].items()),
         )
     print_table(table)

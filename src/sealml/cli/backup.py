@@ -10,7 +10,7 @@ from ..config import CONFIG_NAME, load_config
 from ..errors import UsageError
 from ..workspace.core import find_root
 from . import credentials
-from .common import JsonOption, open_workspace, out, print_json, state
+from .common import JsonOption, open_workspace, out, print_json, state, styled
 
 
 def backup(
@@ -97,8 +97,13 @@ def restore(
     if restored.rolled_back_events:
         done = "would roll back" if check else "rolled back"
         out.print(
-            f"[yellow]restoring {done} {restored.rolled_back_events} later ledger events "
-            "this machine saw[/yellow]"
+            styled(
+                (
+                    f"restoring {done} {restored.rolled_back_events} later ledger events "
+                    "this machine saw",
+                    "yellow",
+                )
+            )
         )
     if not check:
         out.print("next: `sealml verify --all` and `sealml audit verify` in the restored workspace")

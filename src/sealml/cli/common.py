@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..config import CONFIG_NAME, load_config
 from ..errors import UsageError
@@ -21,8 +22,16 @@ from ..workspace import Workspace
 from ..workspace.core import find_root
 from . import credentials
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup: names, paths and messages come from users and files, and a bracket in one
+# ("[/x]") would be read as a tag (and fail). Styling is asked for with styled().
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of plain strings and (text, style) pairs, none of it read as markup."""
+    return Text.assemble(*parts)
+
 
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 
@@ -74,7 +83,7 @@ def print_table(table: Table) -> None:
     if out.is_terminal:
         out.print(table)
     else:
-        Console(highlight=False, width=250).print(table)
+        Console(highlight=False, width=250, markup=False).print(table)
 
 
 def print_json(data: Any) -> None:

@@ -212,7 +212,7 @@ def reveal_command(
         print_json(found)
         return
     for token, value in found.items():
-        out.print(f"{token}\t{value if value is not None else '(unknown token)'}", markup=False)
+        out.print(f"{token}\t{value if value is not None else '(unknown token)'}")
 
 
 @app.command("screen")
@@ -270,7 +270,7 @@ def screen_command(
         pattern = ", ".join(
             f"{c}={v}" for c, v in zip(trigger["columns"], trigger["values"], strict=True)
         )
-        out.print(f"suspected trigger: {pattern} ({trigger['rows']} rows)", markup=False)
+        out.print(f"suspected trigger: {pattern} ({trigger['rows']} rows)")
     out.print(f"{report.rows} rows, {report.flagged_share:.2%} flagged ({action})")
 
 

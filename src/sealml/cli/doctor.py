@@ -7,13 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .common import JsonOption, open_workspace, out, print_json, print_table
+from .common import JsonOption, open_workspace, out, print_json, print_table, styled
 
-_STYLE = {
-    "ok": "[green]ok[/green]",
-    "warn": "[yellow]warn[/yellow]",
-    "fail": "[bold red]fail[/bold red]",
-}
+_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
 def doctor(
@@ -50,8 +46,12 @@ def doctor(
     else:
         table = Table("check", "status", "detail")
         for finding in findings:
-            table.add_row(finding.check, _STYLE[finding.status], finding.detail)
+            table.add_row(
+                finding.check, styled((finding.status, _STYLE[finding.status])), finding.detail
+            )
         print_table(table)
-        out.print("healthy" if healthy else "[bold red]not healthy[/bold red]: see what failed")
+        out.print(
+            "healthy" if healthy else styled(("not healthy", "bold red"), ": see what failed")
+        )
     if not healthy:
         raise typer.Exit(1)

@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..models import openssf
 from ..models.scanner import ScanResult, report_json, scan_path
 from ..workspace import ModelVersion, Workspace
-from .common import JsonOption, open_workspace, out, print_json, print_table, write_or_print
+from .common import JsonOption, open_workspace, out, print_json, print_table, styled, write_or_print
 
 app = typer.Typer(help="Model supply chain: scan, sign, register, promote.", no_args_is_help=True)
 
@@ -40,18 +40,18 @@ def _selector_or_latest(workspace: Workspace, name: str, selector: str | None) -
 
 def _print_scan(result: ScanResult, as_json: bool) -> None:
     if as_json:
-        out.print(report_json(result), markup=False)
+        out.print(report_json(result))
         return
     style = {"safe": "green", "unsafe": "bold red"}.get(result.verdict, "yellow")
+    counts = f"{result.files} files, {result.members} archive members"
     out.print(
-        f"[{style}]{result.verdict}[/{style}]  {result.path}  "
-        f"({result.files} files, {result.members} archive members, {len(result.findings)} findings)"
+        styled(
+            (result.verdict, style),
+            f"  {result.path}  ({counts}, {len(result.findings)} findings)",
+        )
     )
     for finding in result.findings:
-        out.print(
-            f"  {finding.severity:8} {finding.kind:10} {finding.location}: {finding.detail}",
-            markup=False,
-        )
+        out.print(f"  {finding.severity:8} {finding.kind:10} {finding.location}: {finding.detail}")
 
 
 def scan(
@@ -91,7 +91,7 @@ def _show_version(version: ModelVersion, as_json: bool) -> None:
         return
     aliases = ", ".join(version.aliases) or "-"
     out.print(
-        f"[bold]{version.name}[/bold] v{version.version}  {version.status}  aliases: {aliases}"
+        styled((version.name, "bold"), f" v{version.version}  {version.status}  aliases: {aliases}")
     )
     for label, value in (
         ("artifact", f"{version.artifact_id} ({version.artifact_digest})"),
@@ -104,9 +104,9 @@ def _show_version(version: ModelVersion, as_json: bool) -> None:
         ("registered", f"{version.registered_by} at {version.registered_at}"),
         ("advisories", _advisories_line(version.vulnerability_check)),
     ):
-        out.print(f"  {label:12} {value}", markup=False)
+        out.print(f"  {label:12} {value}")
     if version.status_reason:
-        out.print(f"  {'reason':12} {version.status_reason}", markup=False)
+        out.print(f"  {'reason':12} {version.status_reason}")
 
 
 @app.command("import")
@@ -248,7 +248,7 @@ def gate_command(
     else:
         table = Table("check", "requirement", "measured", "result")
         for check in checks:
-            result = "[green]pass[/green]" if check.passed else "[bold red]fail[/bold red]"
+            result = styled(("pass", "green") if check.passed else ("fail", "bold red"))
             table.add_row(check.check, check.requirement, check.measured, result)
         print_table(table)
         verdict = "may" if passed else "may not"
@@ -458,10 +458,13 @@ def watermark_verify_command(
     if as_json:
         print_json({**report.to_dict(), "found": found})
     else:
-        verdict = "[green]watermark found[/green]" if found else "[yellow]no watermark[/yellow]"
+        verdict = ("watermark found", "green") if found else ("no watermark", "yellow")
         out.print(
-            f"{verdict}: {report.matches}/{report.count} triggers match "
-            f"(rate {report.match_rate:.2f}, chance {report.chance:.2f}, p = {report.p_value:.2e})"
+            styled(
+                verdict,
+                f": {report.matches}/{report.count} triggers match (rate "
+                f"{report.match_rate:.2f}, chance {report.chance:.2f}, p = {report.p_value:.2e})",
+            )
         )
     if not found:
         raise typer.Exit(1)

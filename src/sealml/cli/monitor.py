@@ -11,7 +11,7 @@ from rich.table import Table
 from ..data.tables import Limits, detect_format, parse_table, read_source
 from ..errors import UsageError
 from ..serving.target import Target
-from .common import JsonOption, open_workspace, out, print_json, print_table
+from .common import JsonOption, open_workspace, out, print_json, print_table, styled
 
 app = typer.Typer(
     help="Monitoring: drift against the model's sealed reference.", no_args_is_help=True
@@ -75,7 +75,7 @@ def run(
                 f"{column.threshold:g}",
                 "-" if column.p_adjusted is None else f"{column.p_adjusted:.2g}",
                 "-" if column.psi is None else f"{column.psi:.3f}",
-                "[bold red]yes[/bold red]" if column.drifted else "no",
+                styled(("yes", "bold red")) if column.drifted else "no",
             )  # fmt: skip
         print_table(table)
         drifted = ", ".join(report.drifted) or "none"
@@ -176,7 +176,7 @@ def watch_command(
             target.name,
             seconds,
             iterations=count,
-            report=lambda line: out.print(line, markup=False),
+            report=lambda line: out.print(line),
         )
 
 
@@ -238,9 +238,10 @@ def drill(
     if as_json:
         print_json(result.to_dict())
     else:
-        verdict = "detected" if result.detected else "[bold red]NOT detected[/bold red]"
-        held = "contained" if result.contained else "[bold red]NOT contained[/bold red]"
-        out.print(f"{scenario}: {verdict} by {result.control} in {result.seconds:.3f} s; {held}")
-        out.print(f"  {result.detail}", markup=False)
+        verdict = "detected" if result.detected else ("NOT detected", "bold red")
+        held = "contained" if result.contained else ("NOT contained", "bold red")
+        timing = f" by {result.control} in {result.seconds:.3f} s; "
+        out.print(styled(f"{scenario}: ", verdict, timing, held))
+        out.print(f"  {result.detail}")
     if not (result.detected and result.contained):
         raise typer.Exit(1)

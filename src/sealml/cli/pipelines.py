@@ -8,12 +8,13 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from ..errors import UsageError
 from ..pipeline.loader import load_pipeline
 from ..workspace.lineage import LineageGraph
-from .common import JsonOption, open_workspace, out, print_json, print_table
+from .common import JsonOption, open_workspace, out, print_json, print_table, styled
 
 app = typer.Typer(help="Signed provenance of pipeline outputs.", no_args_is_help=True)
 
@@ -61,12 +62,12 @@ def run(
 
 
 def _render_tree(graph: LineageGraph) -> Tree:
-    def label(artifact_id: str) -> str:
+    def label(artifact_id: str) -> Text:
         info = graph.nodes.get(artifact_id)
         if info is None:
-            return f"{artifact_id[:12]} (missing)"
-        mark = " [green]attested[/green]" if artifact_id in graph.attested else ""
-        return f"{info.name} [dim]{info.kind} {artifact_id[:12]}[/dim]{mark}"
+            return styled(f"{artifact_id[:12]} (missing)")
+        mark = (" attested", "green") if artifact_id in graph.attested else ""
+        return styled(f"{info.name} ", (f"{info.kind} {artifact_id[:12]}", "dim"), mark)
 
     parents: dict[str, list[str]] = {}
     children: dict[str, list[str]] = {}
@@ -82,9 +83,9 @@ def _render_tree(graph: LineageGraph) -> Tree:
             grow(node.add(label(linked)), linked, links, seen | {linked})
 
     if graph.root in parents:
-        grow(root.add("[bold]came from[/bold]"), graph.root, parents, {graph.root})
+        grow(root.add(styled(("came from", "bold"))), graph.root, parents, {graph.root})
     if graph.root in children:
-        grow(root.add("[bold]used by[/bold]"), graph.root, children, {graph.root})
+        grow(root.add(styled(("used by", "bold"))), graph.root, children, {graph.root})
     return root
 
 
@@ -115,7 +116,7 @@ def lineage(
     if output_format == "json":
         print_json(graph.to_dict())
     elif output_format == "dot":
-        out.print(_dot(graph), markup=False)
+        out.print(_dot(graph))
     else:
         out.print(_render_tree(graph))
 
@@ -146,7 +147,8 @@ def verify_provenance(
         return
     for step in steps:
         how = f"attested by {step.signer}" if step.status == "attested" else "source"
-        out.print(f"[green]ok[/green]  {step.artifact.name} ({step.artifact.id[:12]}): {how}")
+        where = f"{step.artifact.name} ({step.artifact.id[:12]})"
+        out.print(styled(("ok", "green"), f"  {where}: {how}"))
     out.print(f"provenance verified: {len(steps)} artifact(s) back to the sources")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import JsonOption, err, open_workspace, out, print_json
+from .common import JsonOption, err, open_workspace, out, print_json, styled
 
 app = typer.Typer(help="The role → permission policy in force.", no_args_is_help=True)
 
@@ -29,11 +29,11 @@ def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         )
         return
     for role, patterns in sorted(approved.roles.items()):
-        out.print(f"[bold]{role}[/bold]: {', '.join(patterns)}")
+        out.print(styled((role, "bold"), f": {', '.join(patterns)}"))
     registry = approved.registry
     out.print(f"two-person rule on aliases: {', '.join(registry.two_person_aliases) or 'none'}")
     for alias, gate in sorted(registry.gates.items()):
-        out.print(f"gate [bold]{alias}[/bold]: {gate.model_dump()}")
+        out.print(styled("gate ", (alias, "bold"), f": {gate.model_dump()}"))
     out.print(f"approved by {approved.approved_by} at {approved.approved_at}")
     if pending:
         err.print(

@@ -46,7 +46,7 @@ def transfer(label: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda _count: None
         return
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # file names, not markup
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),

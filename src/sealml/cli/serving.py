@@ -72,7 +72,7 @@ def create(
         print_json({**_key_dict(key), "key": text})
         return
     err.print(f"API key {key.id} ({', '.join(key.scopes)}); shown once, store it now:")
-    out.print(text, markup=False)
+    out.print(text)
 
 
 @app.command("ls")
@@ -132,7 +132,7 @@ def rotate(
         f"API key {new.id} replaces {old.id}, which works until {old.expires_at}; "
         "the new key is shown once, store it now:"
     )
-    out.print(text, markup=False)
+    out.print(text)
 
 
 def serve(

@@ -19,7 +19,7 @@ from ..store.s3 import S3Location
 from ..workspace import Workspace
 from ..workspace.core import HSM_PIN_ENV, find_root
 from . import credentials
-from .common import JsonOption, open_workspace, out, print_json, print_table, state
+from .common import JsonOption, open_workspace, out, print_json, print_table, state, styled
 
 app = typer.Typer(help="Principals: users and services.", no_args_is_help=True)
 NEW_PASSWORD_ENV = "SEALML_NEW_PASSWORD"  # noqa: S105 (a variable name)
@@ -110,7 +110,7 @@ def init(
     if as_json:
         print_json(result)
         return
-    out.print(f"created workspace {root} (id {result['id']}) with admin [bold]{admin}[/bold]")
+    out.print(styled(f"created workspace {root} (id {result['id']}) with admin ", (admin, "bold")))
     out.print(f"checkpoint verifier key (keep a copy elsewhere): {result['verifier_key']}")
 
 
@@ -148,7 +148,7 @@ def login(
         print_json({"user": ticket.principal, "expires_at": ticket.expires_at})
     else:
         minutes = workspace.config.access.session_ttl_minutes
-        out.print(f"logged in as [bold]{ticket.principal}[/bold] for {minutes} minutes")
+        out.print(styled("logged in as ", (ticket.principal, "bold"), f" for {minutes} minutes"))
 
 
 def logout(ctx: typer.Context) -> None:
@@ -238,9 +238,8 @@ def add_user(
     if as_json:
         print_json(result)
     else:
-        out.print(
-            f"added {principal.kind} [bold]{name}[/bold] with roles {', '.join(principal.roles)}"
-        )
+        roles = ", ".join(principal.roles)
+        out.print(styled(f"added {principal.kind} ", (name, "bold"), f" with roles {roles}"))
         if key_file:
             out.print(f"private key written to {key_file} (0600); keep it secret")
         if key_in_token:
@@ -313,8 +312,8 @@ def totp_enroll(
         print_json({"secret": enrolment.secret, "uri": enrolment.uri})
         return
     out.print("add this secret to your authenticator app; it is not shown again:")
-    out.print(f"  secret  {enrolment.secret}", markup=False)
-    out.print(f"  uri     {enrolment.uri}", markup=False)
+    out.print(f"  secret  {enrolment.secret}")
+    out.print(f"  uri     {enrolment.uri}")
 
 
 @app.command("passwd")
@@ -350,8 +349,12 @@ def reset_password(ctx: typer.Context, name: str = typer.Argument(..., help="A p
         password = credentials.secret_from_env(NEW_PASSWORD_ENV, f"New password for {name}")
         _, after = workspace.reset_password(name, password)
     out.print(
-        f"reset the password of [bold]{name}[/bold]; new signing key "
-        f"{after.public_key.fingerprint()[:16]}; they should change it with `sealml user passwd`"
+        styled(
+            "reset the password of ",
+            (name, "bold"),
+            f"; new signing key {after.public_key.fingerprint()[:16]}; they should change it "
+            "with `sealml user passwd`",
+        )
     )
 
 
@@ -418,7 +421,7 @@ def rotate_key(
             }
         )
         return
-    out.print(f"new signing key for [bold]{target}[/bold]: {current[:16]}")
+    out.print(styled("new signing key for ", (target, "bold"), f": {current[:16]}"))
     if since:
         out.print(
             f"retired {retired[:16]} as compromised: it verifies only what the ledger shows "
@@ -443,10 +446,8 @@ def set_roles(
     if as_json:
         print_json({"name": name, "before": list(before.roles), "after": list(after.roles)})
     else:
-        out.print(
-            f"roles of [bold]{name}[/bold]: {', '.join(after.roles)} "
-            f"(were {', '.join(before.roles)})"
-        )
+        now, were = ", ".join(after.roles), ", ".join(before.roles)
+        out.print(styled("roles of ", (name, "bold"), f": {now} (were {were})"))
 
 
 @app.command("totp-reset")

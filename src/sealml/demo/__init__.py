@@ -248,6 +248,7 @@ def _summary(
     artifacts: int,
 ) -> Any:
     from rich.console import Group
+    from rich.markup import escape  # paths come from --keep, and may hold brackets
 
     gates = Table("gate check", "requirement", "measured", "result", title="production gates")
     for check in checks:
@@ -267,13 +268,18 @@ def _summary(
         f"{metrics.get('privacy.membership_auc')}, demographic-parity difference "
         f"{metrics.get('fairness.demographic_parity_difference')}.",
         "Tampering: one flipped byte in the sealed model was refused at load time.",
-        f"Model card: {card} (and .md)"
+        f"Model card: {escape(str(card))} (and .md)"
         if credentials is not None
         else "Model card: written "
         "(the workspace was temporary; use --keep DIR to keep everything).",
-        f"Workspace and ledger: {base / 'workspace'}" if credentials is not None else "",
-        f"Its generated secrets (demo only, 0600): {credentials}" if credentials else "",
-        f"Look around: set -a; . {credentials}; set +a; sealml model show {MODEL}@production"
+        f"Workspace and ledger: {escape(str(base / 'workspace'))}"
+        if credentials is not None
+        else "",
+        f"Its generated secrets (demo only, 0600): {escape(str(credentials))}"
+        if credentials
+        else "",
+        f"Look around: set -a; . {escape(str(credentials))}; set +a; "
+        f"sealml model show {MODEL}@production"
         if credentials is not None
         else "",
         "In a browser: sealml ui --dev-tls, then https://127.0.0.1:8600 (sign in as admin)"

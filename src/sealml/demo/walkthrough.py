@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from ..crypto.secret import Secret
@@ -84,7 +85,7 @@ class _Demo:
         try:
             action()
         except error as caught:
-            self.expect(f"{what}: [dim]{caught}[/dim]", True)
+            self.expect(f"{what}: [dim]{escape(str(caught))}[/dim]", True)
             return
         self.expect(f"{what} (it was NOT refused)", False)
 
@@ -138,14 +139,14 @@ def _walk(demo: _Demo, data_dir: Path | None) -> None:
 
     demo.step("Create a workspace")
     ws = Workspace.init(demo.root, passphrase=passphrase, admin_password=admin_password)
-    demo.say(f"workspace {demo.root} (id {ws.config.workspace.id})")
+    demo.say(f"workspace {escape(str(demo.root))} (id {ws.config.workspace.id})")
     demo.say("keystore sealed by an Argon2id-derived key; files 0600, folders 0700")
     ws.add_user("dana", ["data-scientist"], password=dana_password)
     demo.say("added dana (data-scientist)")
     if demo.kept:
         passwords = {"admin": admin_password, "dana": dana_password}
         kept = write_credentials(demo.root, passphrase, passwords)
-        demo.say(f"generated secrets written to {kept} (0600, demo only)")
+        demo.say(f"generated secrets written to {escape(str(kept))} (0600, demo only)")
 
     demo.step(f"Seal a real dataset: {demo.data.name}")
     info = ws.put(demo.data, "dataset")
@@ -217,7 +218,7 @@ def _walk(demo: _Demo, data_dir: Path | None) -> None:
     ledger = ws.audit_verify()
     demo.expect("`audit verify` detects the edit", not ledger.ok)
     for problem in ledger.problems[:2]:
-        demo.say(f"    [dim]{problem}[/dim]")
+        demo.say(f"    [dim]{escape(problem)}[/dim]")
     connection = sqlite3.connect(database)
     with connection:
         connection.execute("UPDATE ledger_events SET body = ? WHERE seq = 2", (body,))
