@@ -627,7 +627,6 @@ def test_names_that_look_like_markup_are_printed_as_they_are(
     assert verified.code == 0, verified.stderr
     assert all(name in verified.stdout for name in names)
     one_line_error(initialised("get", "[nothing]", "-o", str(tmp_path / "o"), env=admin_env()))
-    added = initialised(
-        "user", "add", "[b]x", "--role", "auditor", env={**admin_env(), "SEALML_NEW_PASSWORD": "p" * 12}
-    )
+    env = {**admin_env(), "SEALML_NEW_PASSWORD": "p" * 12}
+    added = initialised("user", "add", "[b]x", "--role", "auditor", env=env)
     assert added.code == 2 and "Traceback" not in added.stderr  # an invalid name, said plainly
