@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import stat
 from pathlib import Path
@@ -630,3 +631,20 @@ def test_names_that_look_like_markup_are_printed_as_they_are(
     env = {**admin_env(), "SEALML_NEW_PASSWORD": "p" * 12}
     added = initialised("user", "add", "[b]x", "--role", "auditor", env=env)
     assert added.code == 2 and "Traceback" not in added.stderr  # an invalid name, said plainly
+
+
+def test_a_progress_bar_shows_a_bracketed_file_name_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal, sealing `[/x].csv` drew its progress bar with the name read as
+    markup (and failed)."""
+    from rich.console import Console
+
+    from sealml.cli import progress
+
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=120, markup=False)
+    monkeypatch.setattr(progress, "err", terminal)
+    with progress.transfer("sealing [/x].csv", progress.THRESHOLD * 2) as advance:
+        advance(progress.THRESHOLD)
+    assert "[/x].csv" in screen.getvalue()
