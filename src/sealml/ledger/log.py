@@ -239,10 +239,11 @@ class Ledger:
         return str(rows[0][1]) if rows else None
 
     @staticmethod
-    def checkpoint_notes(session: Session, *, newest_first: bool = False) -> list[str]:
-        """Every stored checkpoint note, by tree size."""
+    def checkpoint_notes(session: Session, *, newest_first: bool = False) -> Iterator[str]:
+        """Every stored checkpoint note, by tree size, fetched as the caller goes (a
+        caller looking for the newest one that verifies usually stops at the first)."""
         order = CheckpointRow.size.desc() if newest_first else CheckpointRow.size
-        return list(session.execute(select(CheckpointRow.note).order_by(order)).scalars())
+        yield from session.execute(select(CheckpointRow.note).order_by(order)).scalars()
 
     @staticmethod
     def event(session: Session, seq: int) -> Event:
