@@ -54,6 +54,13 @@ def atomic_writer(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
         raise
 
 
+def replacement_stamp(path: Path) -> tuple[int, int, int]:
+    """What changes whenever *path* is replaced (sealml writes its files by atomic rename):
+    compare two stamps to learn cheaply whether another process wrote it since."""
+    status = path.stat()
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Atomically replace *path* with *data*, mode 0600."""
     with atomic_writer(path) as handle:

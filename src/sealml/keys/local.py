@@ -23,7 +23,7 @@ from ..crypto.canonical import parse_json
 from ..crypto.kdf import DEFAULT_PARAMS, Argon2idParams, derive_key, new_salt
 from ..crypto.secret import Secret
 from ..errors import AuthenticationError, ConfigError, IntegrityError, NotFoundError, UsageError
-from ..fsutil import create_private, write_private
+from ..fsutil import create_private, replacement_stamp, write_private
 from .provider import DEK_SIZE, WrappedKey
 
 FORMAT = "sealml-keystore/1"
@@ -265,12 +265,10 @@ class LocalKeystore:
         self._data, self._keks = reopened._data, reopened._keks
 
     def _stamp(self) -> tuple[int, int, int]:
-        """What changes whenever the file is replaced (writes are atomic renames)."""
         try:
-            status = self._path.stat()
+            return replacement_stamp(self._path)
         except FileNotFoundError:
             raise NotFoundError(f"no keystore at {self._path}") from None
-        return status.st_ino, status.st_mtime_ns, status.st_size
 
     def rotate(self) -> str:
         with self._locked():

@@ -50,7 +50,7 @@ from ..errors import (
     UsageError,
     WorkspaceExistsError,
 )
-from ..fsutil import create_private, read_private_file
+from ..fsutil import create_private, read_private_file, replacement_stamp
 from ..keys.local import KEK_PREFIX as LOCAL_KEK_PREFIX
 from ..keys.local import LocalKeystore
 from ..keys.pkcs11 import Pkcs11Provider, TokenEcdsaKey, TokenSettings
@@ -107,7 +107,7 @@ class WorkspaceCore:
             self.verifier.key, self._workspace_signing_key, self.kdf_params, self.anchor
         )
         self.witness = Witness(config.workspace.id, self._trusted_checkpoint)
-        self._config_stamp = _stamp(root / CONFIG_NAME)
+        self._config_stamp = replacement_stamp(root / CONFIG_NAME)
         # A process sealing for another (see sealml.workspace.runs) advances the witness
         # after answering, not before.
         self.witness_deferred = False
@@ -390,7 +390,7 @@ class WorkspaceCore:
         """Take up a workspace key rotation another process made since this one opened:
         sealml.toml names a new verifier key, accepted only when the ledger records the
         handover from the key this process trusts."""
-        stamp = _stamp(self.root / CONFIG_NAME)
+        stamp = replacement_stamp(self.root / CONFIG_NAME)
         if stamp == self._config_stamp:
             return
         configured = load_config(self.root / CONFIG_NAME)
@@ -436,7 +436,7 @@ class WorkspaceCore:
             self.config = set_options(
                 self.root / CONFIG_NAME, "ledger", {"verifier_key": last.verifier.encode()}
             )
-            self._config_stamp = _stamp(self.root / CONFIG_NAME)
+            self._config_stamp = replacement_stamp(self.root / CONFIG_NAME)
             self.use_verifier(last.verifier)
         marker.unlink(missing_ok=True)
 
@@ -725,7 +725,9 @@ class WorkspaceCore:
         if latest is None:
             return
         try:
-            self._follow_key_rotation()  # another process may have rotated the key
+            # Take up a rotation made elsewhere now: the handover note opens under the old
+            # key too, so opening it would not make this process follow.
+            self._follow_key_rotation()
             self.witness.advance(latest)
         except (IntegrityError, ConfigError):
             pass  # not witnessed; `audit verify` says what is wrong
@@ -747,9 +749,3 @@ def _decoded_verifier(text: str) -> NoteVerifier:
         return NoteVerifier.decode(text)
     except UsageError:
         raise ConfigError(f"{CONFIG_NAME}: ledger.verifier_key is malformed") from None
-
-
-def _stamp(path: Path) -> tuple[int, int, int]:
-    """What changes whenever a file is replaced (sealml.toml is written atomically)."""
-    status = path.stat()
-    return status.st_ino, status.st_mtime_ns, status.st_size
