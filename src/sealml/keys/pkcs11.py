@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..crypto.secret import Secret
 from ..crypto.signing import VerifyingKey
@@ -87,15 +87,11 @@ class Pkcs11Provider:
         workspace), or the next one (a workspace key rotation), labelled apart."""
         from pkcs11 import KeyType, Mechanism
 
-        label = self._next_label(self._signing_label)
         ed25519_oid = "1.3.101.112"
-        self._generate_pair(
-            KeyType.EC_EDWARDS, ed25519_oid, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, label
+        label = self._generate_pair(
+            KeyType.EC_EDWARDS, ed25519_oid, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, self._signing_label
         )
-        made = [key for key in self.signing_keys() if key.label == label]
-        if not made:
-            raise IntegrityError("the token did not keep the signing key it generated")
-        return made[0]
+        return _labelled(self.signing_keys(), label)
 
     def signing_key(self) -> TokenSigningKey | None:
         """The workspace's first signing key in the token, or None when the token holds
@@ -121,12 +117,9 @@ class Pkcs11Provider:
         extractable): it signs there, and no key file exists."""
         from pkcs11 import KeyType, Mechanism
 
-        label = self._next_label(self._principal_label(principal_id))
-        self._generate_pair(KeyType.EC, "secp256r1", Mechanism.EC_KEY_PAIR_GEN, label)
-        made = [key for key in self.principal_keys(principal_id) if key.label == label]
-        if not made:
-            raise IntegrityError("the token did not keep the key it generated")
-        return made[0]
+        base = self._principal_label(principal_id)
+        label = self._generate_pair(KeyType.EC, "secp256r1", Mechanism.EC_KEY_PAIR_GEN, base)
+        return _labelled(self.principal_keys(principal_id), label)
 
     def principal_keys(self, principal_id: str) -> list[TokenEcdsaKey]:
         """The keys of a service principal in the token, oldest first."""
@@ -154,10 +147,13 @@ class Pkcs11Provider:
         numbers = [_label_number(label, base) or 1 for label, _, _ in self._pairs(base)]
         return f"{base}:{max(numbers) + 1}" if numbers else base
 
-    def _generate_pair(self, key_type: Any, curve: str, mechanism: Any, label: str) -> None:
+    def _generate_pair(self, key_type: Any, curve: str, mechanism: Any, base: str) -> str:
+        """Generate a key pair (the private half sensitive, not extractable) labelled
+        after the keys *base* already names; its label."""
         from pkcs11 import Attribute
         from pkcs11.util.ec import encode_named_curve_parameters
 
+        label = self._next_label(base)
         with self._shared_lock():
             parameters = self._session.create_domain_parameters(
                 key_type, {Attribute.EC_PARAMS: encode_named_curve_parameters(curve)}, local=True
@@ -172,6 +168,7 @@ class Pkcs11Provider:
                     Attribute.SIGN: True,
                 },
             )
+        return label
 
     def _pairs(self, base: str) -> list[tuple[str, Any, Any]]:
         """(label, private half, public half) of every complete key pair labelled *base*
@@ -379,6 +376,17 @@ class TokenEcdsaKey(_TokenKey):
         return encode_dss_signature(
             int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
         )
+
+
+_Keyed = TypeVar("_Keyed", bound="_TokenKey")
+
+
+def _labelled(keys: list[_Keyed], label: str) -> _Keyed:
+    """The key labelled *label* among *keys* (the one just generated)."""
+    for key in keys:
+        if key.label == label:
+            return key
+    raise IntegrityError("the token did not keep the key it generated")
 
 
 def _label_number(label: str, base: str) -> int | None:
