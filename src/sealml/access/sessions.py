@@ -79,6 +79,7 @@ def issue(
     """Start a session for an authenticated actor; *keystore_key*, when given, is sealed
     into the ticket beside the signing key."""
     now = int(time.time())
+    expires_at = now + ttl_seconds
     token, key_share = os.urandom(TOKEN_SIZE), os.urandom(32)
     session.add(
         SessionRow(
@@ -86,7 +87,7 @@ def issue(
             principal_id=actor.principal.id,
             key_share=key_share,
             created_at=now,
-            expires_at=now + ttl_seconds,
+            expires_at=expires_at,
         )
     )
     if not isinstance(actor.signing_key, SigningKey):
@@ -94,7 +95,6 @@ def issue(
             "a key kept in a PKCS#11 token cannot be carried by a session: log in with it "
             "for each command"
         )
-    expires_at = now + ttl_seconds
     sealing_key = _session_key(token, key_share, expires_at, actor.principal.password_stamp)
     box = seal_box(sealing_key, actor.signing_key.pkcs8_der(), actor.principal.id.encode())
     keystore_box = (
@@ -102,7 +102,7 @@ def issue(
         if keystore_key is not None
         else None
     )
-    return SessionTicket(actor.principal.name, token, box, now + ttl_seconds, keystore_box)
+    return SessionTicket(actor.principal.name, token, box, expires_at, keystore_box)
 
 
 def resume(session: Session, principals: PrincipalStore, ticket: SessionTicket) -> Resumed:

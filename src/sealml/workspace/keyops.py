@@ -52,13 +52,13 @@ class KeyOperations(WorkspaceCore):
             "superseded_workspace_keys": len(self.superseded_workspace_keys()),
         }
 
-    def superseded_workspace_keys(self) -> list[Signer | str]:
+    def superseded_workspace_keys(self) -> list[TokenSigningKey | str]:
         """Copies of workspace keys no longer in force that an interrupted rotation left
         (keystore secret names, token keys): never used, since the configured verifier
         key picks the key, but private keys all the same."""
         current = self.note_signer.key
         keystore = self.keystore
-        found: list[Signer | str] = []
+        found: list[TokenSigningKey | str] = []
         for name in (SIGNING_SECRET, SIGNING_NEXT_SECRET):
             if name not in keystore.secret_names():
                 continue
@@ -76,7 +76,7 @@ class KeyOperations(WorkspaceCore):
         for each in superseded:
             if isinstance(each, str):
                 self.keystore.delete_secret(each)
-            elif isinstance(each, TokenSigningKey):
+            else:
                 self.token.destroy_signing_key(each)
         return len(superseded)
 

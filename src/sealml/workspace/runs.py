@@ -278,6 +278,7 @@ class RunOperations(ArtifactOperations):
                     d.name: d.digests.get(ARTIFACT_DIGEST) for d in intoto.dependencies(document)
                 }
                 subjects = intoto.subjects(document)
+                digests = {row.id: row.digest for row in rows if row is not None}
                 if (
                     build["externalParameters"]["parameters"]
                     != json.loads(canonical_json(dict(params)))
@@ -288,7 +289,7 @@ class RunOperations(ArtifactOperations):
                     or {subject.name: subject.artifact_id for subject in subjects} != outputs
                     or any(
                         f"{ARTIFACT_DIGEST}:{subject.digests.get(ARTIFACT_DIGEST)}"
-                        != getattr(session.get(ArtifactRow, subject.artifact_id), "digest", None)
+                        != digests.get(str(subject.artifact_id))
                         for subject in subjects
                     )
                 ):
