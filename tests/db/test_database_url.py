@@ -4,9 +4,12 @@ default SQLite file, or a SQLite file elsewhere."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import threading
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -183,25 +186,40 @@ def test_cli_init_takes_a_database_url(cli: object, pg_url: str, postgres_socket
     assert "Traceback" not in result.stderr
 
 
+@contextlib.contextmanager
+def concurrently(*workers: Callable[[], None]) -> Iterator[list[BaseException]]:
+    """Run each worker in a thread while the block runs; the errors they raised, complete
+    once the block is left (every thread joined)."""
+    errors: list[BaseException] = []
+
+    def guarded(work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException as error:  # reported by the caller, with the thread's error
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded, args=(work,)) for work in workers]
+    for thread in threads:
+        thread.start()
+    try:
+        yield errors
+    finally:
+        for thread in threads:
+            thread.join()
+
+
 def test_concurrent_writers_keep_one_consistent_ledger(pg_url: str, tmp_path: Path) -> None:
     root = tmp_path / "ws"
     with create(root, pg_url) as ws:
         before = ws.audit_verify().events
-    errors: list[BaseException] = []
 
     def write(worker: int) -> None:
-        try:
-            with reopen(root) as ws:
-                for n in range(15):
-                    ws.record([ws.event("test.write", f"test:{worker}", n=n)])
-        except BaseException as error:  # reported below, with the thread's error
-            errors.append(error)
+        with reopen(root) as ws:
+            for n in range(15):
+                ws.record([ws.event("test.write", f"test:{worker}", n=n)])
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with concurrently(*(functools.partial(write, w) for w in range(3))) as errors:
+        pass
     assert not errors
     with reopen(root) as ws:
         report = ws.audit_verify()
@@ -327,30 +345,22 @@ def test_key_rotations_while_others_seal_lose_nothing(pg_url: str, tmp_path: Pat
     table), so this is where the ledger fence has to hold."""
     root = tmp_path / "ws"
     create(root, pg_url).close()
-    errors: list[BaseException] = []
     stop = threading.Event()
 
     def seal(worker: int) -> None:
-        try:
-            with reopen(root) as ws:
-                n = 0
-                while not stop.is_set() or n < 3:
-                    ws.put(io.BytesIO(f"{worker}:{n}".encode()), "other", f"w{worker}-{n}")
-                    n += 1
-        except BaseException as error:  # reported below, with the thread's error
-            errors.append(error)
+        with reopen(root) as ws:
+            n = 0
+            while not stop.is_set() or n < 3:
+                ws.put(io.BytesIO(f"{worker}:{n}".encode()), "other", f"w{worker}-{n}")
+                n += 1
 
-    threads = [threading.Thread(target=seal, args=(w,)) for w in range(2)]
-    for thread in threads:
-        thread.start()
-    with reopen(root) as admin:
-        for _ in range(3):
+    with concurrently(*(functools.partial(seal, w) for w in range(2))) as errors:
+        with reopen(root) as admin:
+            for _ in range(3):
+                admin.rotate_keys()
+            admin.rotate_workspace_key()
             admin.rotate_keys()
-        admin.rotate_workspace_key()
-        admin.rotate_keys()
-    stop.set()
-    for thread in threads:
-        thread.join()
+        stop.set()
     assert not errors
     with reopen(root) as ws:
         store = ws.verify_store()
@@ -367,7 +377,6 @@ def test_principals_read_while_others_change_them_never_look_restored(
     root = tmp_path / "ws"
     with create(root, pg_url) as ws:
         ws.add_user("dana", ["data-scientist"], password=Secret("dana-password"))
-    errors: list[BaseException] = []
     done = threading.Event()
 
     def change() -> None:
@@ -375,26 +384,18 @@ def test_principals_read_while_others_change_them_never_look_restored(
             with reopen(root) as admin:
                 for n in range(30):
                     admin.set_user_roles("dana", ["auditor" if n % 2 else "data-scientist"])
-        except BaseException as error:  # reported below
-            errors.append(error)
         finally:
             done.set()
 
     def read() -> None:
-        try:
-            with reopen(root) as reader:
-                while not done.is_set():
-                    with reader.db.read() as session:
-                        reader.principals.get(session, "dana")
-                        reader.principals.all(session)
-        except BaseException as error:  # reported below
-            errors.append(error)
+        with reopen(root) as reader:
+            while not done.is_set():
+                with reader.db.read() as session:
+                    reader.principals.get(session, "dana")
+                    reader.principals.all(session)
 
-    threads = [threading.Thread(target=change), *(threading.Thread(target=read) for _ in range(2))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with concurrently(change, read, read) as errors:
+        pass
     assert not errors, errors[0]
     with reopen(root) as ws:
         assert ws.audit_verify().ok
