@@ -50,6 +50,9 @@ def test_scan_verdicts_and_exit_codes(cli: Any, tmp_path: Path) -> None:
     assert json.loads(unsafe.stdout)["verdict"] == "unsafe"
     assert cli("scan", str(good.parent)).code == 0
     assert "safe" in cli("scan", str(good)).stdout
+    (good.parent / "README.md").write_text("# A forest\n\nTrained on census data.\n")
+    folder = cli("scan", str(good.parent))
+    assert folder.code == 0 and "1 of no model format" in folder.stdout
     one_line_error(cli("scan", str(tmp_path / "missing.pkl")), 2, "does not exist")
     one_line_error(cli("scan"), 2, "give a PATH")
 

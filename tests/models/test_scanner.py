@@ -128,6 +128,47 @@ def test_folder_scan(tmp_path: Path) -> None:
     assert folder.verdict == "unsafe" and folder.files == len(BENIGN) + 1
 
 
+# A protocol 0 pickle may open with any opcode: NONE and POP first, then os.system.
+HEADLESS = b"N0cos\nsystem\n(S'echo pwned'\ntR."
+
+
+@pytest.mark.parametrize("name", ["model", "weights.model", "checkpoint.data"])
+def test_a_pickle_in_a_file_of_no_known_name_or_head_is_still_walked(name: str) -> None:
+    """Unpickling reads any file: a name or first byte the scanner does not know is no
+    reason to call it safe, on disk or inside an archive."""
+    assert scan_bytes(HEADLESS, name).verdict == "unsafe"
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr(f"export/{name}", HEADLESS)
+    assert scan_bytes(archive.getvalue(), "export.zip").verdict == "unsafe"
+    cut = scan_bytes(HEADLESS[:-6], name)  # malformed after the import: still imported
+    assert cut.verdict == "unsafe" and "os.system" in cut.globals
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"checking_status,duration,credit_amount\nA11,6,1169\n",  # GLOBAL of a non-name
+        b"# README\n\nThis model predicts income. Path: C:\\models\\x\n",
+        b'{"architectures": ["Forest"], "n_estimators": 100}',
+        bytes(range(256)) * 4,
+    ],
+    ids=["csv", "text", "json", "binary"],
+)
+def test_files_of_no_model_format_are_counted_not_flagged(data: bytes) -> None:
+    """Data that unpickling would reject before importing anything is no finding; the
+    report counts it as of no model format."""
+    result = scan_bytes(data, "notes")
+    assert result.verdict == "safe", [f.detail for f in result.findings]
+    assert result.unrecognised == 1 and not result.globals
+
+
+def test_a_plain_data_pickle_without_a_suffix_is_a_pickle(tmp_path: Path) -> None:
+    (tmp_path / "state").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=0))
+    result = scan_path(tmp_path / "state")
+    assert result.verdict == "safe" and result.unrecognised == 0
+
+
 def test_symbolic_links_are_scanned_or_reported(tmp_path: Path) -> None:
     """A link to a file is scanned as its target (what a loader would read); a link to a
     folder, or to nothing, is a finding rather than silently skipped."""

@@ -44,6 +44,8 @@ def _print_scan(result: ScanResult, as_json: bool) -> None:
         return
     style = {"safe": "green", "unsafe": "bold red"}.get(result.verdict, "yellow")
     counts = f"{result.files} files, {result.members} archive members"
+    if result.unrecognised:
+        counts += f", {result.unrecognised} of no model format"
     out.print(
         styled(
             (result.verdict, style),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import pickletools
 import struct
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -132,7 +133,10 @@ def _lines(reader: Callable[[Any], Any], count: int) -> Callable[[Cursor], Any]:
             end = newline + 1
         line = io.BytesIO(bytes(cursor.data[cursor.pos : end]))
         cursor.pos = end
-        return reader(line)
+        with warnings.catch_warnings():
+            # a quoted string with a stray backslash warns as it is decoded: data, not news
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return reader(line)
 
     return read
 

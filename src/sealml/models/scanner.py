@@ -90,6 +90,9 @@ class ScanResult:
     files: int = 0  # files on disk (or the one in-memory file)
     members: int = 0  # entries read from inside archives
     bytes: int = 0
+    # files and members of no model format that are no pickle either (unpickling one fails
+    # before it imports anything): nothing in them runs when they are loaded
+    unrecognised: int = 0
     findings: list[Finding] = field(default_factory=list)
     globals: set[str] = field(default_factory=set)
 
@@ -114,14 +117,18 @@ class ScanResult:
             "files": self.files,
             "members": self.members,
             "bytes": self.bytes,
+            "unrecognised": self.unrecognised,
             "globals": sorted(self.globals),
             "findings": [f.to_dict() for f in self.findings],
         }
 
 
 class _Scan:
-    def __init__(self, result: ScanResult) -> None:
+    def __init__(self, result: ScanResult, probing: bool = False) -> None:
         self.result = result
+        # Probing walks data of no known format as if it were a pickle, to learn what
+        # unpickling it would import before it fails: see ``probe``.
+        self.probing = probing
 
     def find(self, location: str, severity: str, kind: str, detail: str) -> None:
         self.result.findings.append(Finding(location, severity, kind, detail))
@@ -194,12 +201,16 @@ class _Scan:
             return len(data)
 
     def extension_code(self, where: str, code: object) -> None:
+        if self.probing:
+            return  # Python's extension registry is empty unless a program fills it
         self.find(
             where, "high", "extension_code",
             f"imports callable #{code} from the copyreg extension registry",
         )  # fmt: skip
 
     def judge_global(self, module: str, name: str, where: str) -> None:
+        if self.probing and not _importable(module):
+            return  # unpickling stops here, importing nothing (text read as GLOBAL)
         self.result.globals.add(f"{module}.{name}")
         severity = judge(module, name)
         if severity is not None:
@@ -232,12 +243,23 @@ class _Scan:
             self.onnx(data, location)
         elif head[:1] == b"\x78" and len(data) > 2 and (head[0] * 256 + head[1]) % 31 == 0:
             self.compressed(data, location, depth)
-        elif (
-            head[:1] == b"\x80"
-            or location.lower().endswith(_PICKLE_SUFFIXES)
-            or _looks_like_protocol0(head)
-        ):
+        elif head[:1] == b"\x80" or location.lower().endswith(_PICKLE_SUFFIXES):
             self.pickles(data, location)
+        else:
+            self.probe(data, location)
+
+    def probe(self, data: Buffer, location: str) -> None:
+        """Data of no model format: a protocol 0 pickle may start with almost any opcode and
+        carry any name, so walk it as one. What unpickling would import before the stream
+        turns out malformed is reported as for any pickle; data that imports nothing is
+        counted as unrecognised (loading it as a pickle fails before anything runs)."""
+        trial = _Scan(ScanResult(location), probing=True)
+        trial.pickles(data, location)
+        found = [f for f in trial.result.findings if f.kind != "malformed"]
+        self.result.findings.extend(found)
+        self.result.globals |= trial.result.globals
+        if not found and len(found) < len(trial.result.findings):
+            self.result.unrecognised += 1
 
     def compressed(self, data: Buffer, location: str, depth: int) -> None:
         """zlib-compressed joblib files: inflate within bounds, then scan."""
@@ -624,9 +646,9 @@ def _skip_raw_array(cursor: Cursor, raw: Any) -> None:
     cursor.pos += size
 
 
-def _looks_like_protocol0(head: bytes) -> bool:
-    """Protocol 0/1 pickles start with a MARK, GLOBAL, or a push opcode."""
-    return head[:1] in (b"(", b"c", b"]", b"}", b")") and head[1:2] != b""
+def _importable(module: str) -> bool:
+    """Whether ``__import__`` could find a module of this name at all."""
+    return all(part.isidentifier() for part in module.split("."))
 
 
 def _files(root: Path) -> tuple[list[tuple[Path, int]], list[Path]]:
