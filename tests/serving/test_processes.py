@@ -18,7 +18,7 @@ import httpx
 import pytest
 import tomli_w
 
-from ..conftest import PASSPHRASE
+from ..conftest import PASSPHRASE, reopen
 from .conftest import GOOD, SERVICE_PASSWORD, Template, free_port, running_process
 
 PREDICT = "/v1/models/credit/predict"
@@ -75,6 +75,9 @@ def test_two_replicas_share_one_limit(ws_copy: Path, template: Template, redis_u
     config = tomllib.loads((ws_copy / "sealml.toml").read_text())
     config.setdefault("serve", {}).update(key_rate=1.0, key_burst=10)
     (ws_copy / "sealml.toml").write_text(tomli_w.dumps(config))
+    with reopen(ws_copy) as admin:  # serving settings are in force once approved
+        assert admin.serve_settings.key_rate == 50.0
+        admin.approve_policy()
     ports = [free_port(), free_port()]
     env = _env(ws_copy)
     key = template.keys["predict"]

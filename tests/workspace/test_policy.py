@@ -4,6 +4,7 @@ nothing until an administrator approves."""
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,14 @@ def test_cli_warns_of_proposed_registry_rules_too(cli: Any, ws_path: Path) -> No
     assert cli("policy", "approve", env=admin_env()).code == 0
     after = cli("policy", "show", env=admin_env())
     assert after.stderr == "" and "require_evaluation': True" in after.stdout
+    assert "serving: answers labels only" in after.stdout
+    path.write_text(path.read_text().replace('output = "label"', 'output = "probability"'))
+    shown = cli("policy", "show", "--json", env=admin_env())
+    assert "serving settings" in shown.stderr
+    assert json.loads(shown.stdout)["serve"]["output"] == "label"
+    assert cli("policy", "approve", env=admin_env()).code == 0
+    after = cli("policy", "show", env=admin_env())
+    assert "answers probabilities rounded to 2 digits" in after.stdout
 
 
 def test_an_older_approved_policy_copied_back_is_refused(workspace: Workspace) -> None:
@@ -120,3 +129,43 @@ def test_an_older_approved_policy_copied_back_is_refused(workspace: Workspace) -
             watcher.reload_policy()
     with pytest.raises(IntegrityError, match="policy is not the one"):
         reopen(root)
+
+
+def test_serving_settings_take_effect_only_once_approved(workspace: Workspace) -> None:
+    """Whoever can edit sealml.toml cannot make a server answer probabilities, trust
+    another token issuer or drop its limits: the server runs on the approved settings."""
+    path = workspace.root / "sealml.toml"
+    loosened = (
+        path.read_text()
+        .replace('output = "label"', 'output = "probability"')
+        .replace("key_rate = 50.0", "key_rate = 100000.0")
+    )
+    path.write_text(loosened + '\n[serve.jwt]\nissuer = "https://attacker.example/"\n')
+    workspace.close()
+    admin = reopen(workspace.root)
+    assert admin.config.serve.output == "probability" and admin.policy_pending
+    served = admin.serve_settings
+    assert (served.output, served.key_rate, served.jwt) == ("label", 50.0, None)
+    admin.approve_policy()
+    assert not admin.policy_pending
+    admin.close()
+    admin = reopen(workspace.root)
+    served = admin.serve_settings
+    assert served.output == "probability" and served.key_rate == 100000.0
+    assert served.jwt is not None and served.jwt.issuer == "https://attacker.example/"
+    admin.close()
+
+
+def test_a_policy_approved_before_serving_settings_approves_the_defaults() -> None:
+    """A record without serving settings (approved by an earlier sealml) stands for the
+    secure defaults; anything else in sealml.toml waits for an approval."""
+    from sealml.access.approval import _parse
+    from sealml.config import RegistrySection, ServeSection
+    from sealml.crypto.canonical import canonical_json
+
+    legacy = {"v": 1, "roles": {"admin": ["*"]}, "approved_by": "init", "approved_at": "x"}
+    approved = _parse(canonical_json(legacy))
+    assert approved.serve == ServeSection() and approved.serve.output == "label"
+    loosened = ServeSection(output="probability")
+    assert approved.differs_from({"admin": ["*"]}, RegistrySection(), loosened)
+    assert not approved.differs_from({"admin": ["*"]}, RegistrySection(), ServeSection())

@@ -1,9 +1,11 @@
 """The approved policy: signed by the workspace key and kept in the database.
 
-``sealml.toml`` proposes roles and model registry rules (gates, the two-person rule); only
-what an administrator approved (``sealml policy approve``) is in force. The approved record
-is signed by the workspace key, so neither an edit of the configuration file nor an edit of
-the database grants a permission or lifts a gate.
+``sealml.toml`` proposes roles, model registry rules (gates, the two-person rule) and the
+model server's settings (who may call it, what it answers, its limits); only what an
+administrator approved (``sealml policy approve``) is in force. The approved record is
+signed by the workspace key, so neither an edit of the configuration file nor an edit of
+the database grants a permission, lifts a gate, trusts another token issuer or loosens what
+a server answers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..config import RegistrySection
+from ..config import RegistrySection, ServeSection
 from ..crypto.canonical import canonical_json, parse_json
 from ..crypto.signing import Signer, VerifyingKey
 from ..db.meta import read_meta, write_meta
@@ -45,28 +47,33 @@ class ApprovedPolicy:
     approved_at: str
     digest: str
     registry: RegistrySection
+    serve: ServeSection
 
     def differs_from(
-        self, proposed: Mapping[str, Sequence[str]], registry: RegistrySection
+        self, proposed: Mapping[str, Sequence[str]], registry: RegistrySection, serve: ServeSection
     ) -> bool:
-        return roles_record(proposed) != self.roles or registry != self.registry
+        return (
+            roles_record(proposed) != self.roles or registry != self.registry or serve != self.serve
+        )
 
 
 def approve(
     session: Session,
     roles: Mapping[str, Sequence[str]],
     registry: RegistrySection,
+    serve: ServeSection,
     *,
     approved_by: str,
     approved_at: str,
     signer: Signer,
 ) -> ApprovedPolicy:
-    """Sign *roles* as the policy in force."""
+    """Sign *roles*, *registry* rules and *serve* settings as the policy in force."""
     record = canonical_json(
         {
             "v": 1,
             "roles": roles_record(roles),
             "registry": registry.model_dump(),
+            "serve": serve.model_dump(),
             "approved_by": approved_by,
             "approved_at": approved_at,
         }
@@ -117,6 +124,8 @@ def _parse(body: bytes) -> ApprovedPolicy:
         data: Any = parse_json(body)
         roles = {str(role): [str(p) for p in patterns] for role, patterns in data["roles"].items()}
         registry = RegistrySection.model_validate(data.get("registry", {}))
+        # A record from before serving settings were approved approves the defaults.
+        serve = ServeSection.model_validate(data.get("serve", {}))
         return ApprovedPolicy(
             policy=Policy(roles),
             roles=roles,
@@ -124,6 +133,7 @@ def _parse(body: bytes) -> ApprovedPolicy:
             approved_at=str(data["approved_at"]),
             digest=hashlib.sha256(body).hexdigest(),
             registry=registry,
+            serve=serve,
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise IntegrityError("the approved role policy is unreadable") from None

@@ -6,12 +6,15 @@ import typer
 
 from .common import JsonOption, err, open_workspace, out, print_json, styled
 
-app = typer.Typer(help="The role → permission policy in force.", no_args_is_help=True)
+app = typer.Typer(
+    help="The policy in force: roles, registry rules, serving settings.", no_args_is_help=True
+)
 
 
 @app.command()
 def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """Show the approved roles and registry rules, and whether sealml.toml proposes changes."""
+    """Show the approved roles, registry rules and serving settings, and whether sealml.toml
+    proposes changes."""
     with open_workspace(ctx) as workspace:
         approved = workspace.approved
         pending = workspace.policy_pending
@@ -21,6 +24,7 @@ def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             {
                 "roles": approved.roles,
                 "registry": approved.registry.model_dump(),
+                "serve": approved.serve.model_dump(),
                 "approved_by": approved.approved_by,
                 "approved_at": approved.approved_at,
                 "sha256": approved.digest,
@@ -34,17 +38,31 @@ def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     out.print(f"two-person rule on aliases: {', '.join(registry.two_person_aliases) or 'none'}")
     for alias, gate in sorted(registry.gates.items()):
         out.print(styled("gate ", (alias, "bold"), f": {gate.model_dump()}"))
+    serve = approved.serve
+    issuer = serve.jwt.issuer if serve.jwt else "none"
+    answers = (
+        f"probabilities rounded to {serve.round_digits} digits"
+        if serve.output == "probability"
+        else "labels only"
+    )
+    out.print(
+        f"serving: answers {answers}, {serve.key_rate:g} requests/s per key, "
+        f"batches of at most {serve.max_batch}, "
+        f"JWT issuer {issuer}, client certificates "
+        + ("required" if serve.client_ca else "not required")
+    )
     out.print(f"approved by {approved.approved_by} at {approved.approved_at}")
     if pending:
         err.print(
-            "sealml.toml proposes other roles or registry rules; "
+            "sealml.toml proposes other roles, registry rules or serving settings; "
             "`sealml policy approve` puts them in force"
         )
 
 
 @app.command()
 def approve(ctx: typer.Context) -> None:
-    """Put the roles and registry rules in sealml.toml into force (signed, audited)."""
+    """Put the roles, registry rules and serving settings in sealml.toml into force (signed,
+    audited)."""
     with open_workspace(ctx) as workspace:
         approved = workspace.approve_policy()
     out.print(f"approved roles {', '.join(sorted(approved.roles))} (sha256 {approved.digest[:16]})")

@@ -180,7 +180,7 @@ def serve(
         )
         return
     with open_workspace(ctx) as workspace:
-        settings = workspace.config.serve
+        settings = workspace.serve_settings
         given = {"host": host, "port": port, "workers": workers, "redis_url": redis}
         updates = {k: v for k, v in given.items() if v is not None}
         settings = settings.model_copy(update=updates)

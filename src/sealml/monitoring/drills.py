@@ -165,7 +165,7 @@ def stolen_key(ws: Workspace, name: str, ref: str) -> DrillResult:
     from ..serving.target import Target
 
     key, text = ws.create_api_key("drill-stolen", scopes=["predict"], models=[name])
-    settings = ws.config.serve.model_copy(
+    settings = ws.serve_settings.model_copy(
         update={"extraction_window": 100, "poll_seconds": 3600, "log_sample": 0.0}
     )
     quiet = open(os.devnull, "w")  # noqa: SIM115 (closed in the finally below)

@@ -27,6 +27,7 @@ from ..config import (
     DatabaseSection,
     KdfSection,
     LedgerSection,
+    ServeSection,
     WorkspaceSection,
     database_url,
     load_config,
@@ -265,6 +266,7 @@ class WorkspaceCore:
                     session,
                     config.access.roles,
                     config.registry,
+                    config.serve,
                     approved_by="init",
                     approved_at=utc_now(),
                     signer=signer.key,
@@ -464,10 +466,18 @@ class WorkspaceCore:
 
     @property
     def policy_pending(self) -> bool:
-        """True when sealml.toml proposes roles or registry rules other than those approved."""
+        """True when sealml.toml proposes roles, registry rules or serving settings other
+        than those approved."""
         return self.approved is not None and self.approved.differs_from(
-            self.config.access.roles, self.config.registry
+            self.config.access.roles, self.config.registry, self.config.serve
         )
+
+    @property
+    def serve_settings(self) -> ServeSection:
+        """The model server's approved settings (never sealml.toml's unapproved proposal)."""
+        if self.approved is None:
+            raise IntegrityError("the workspace has no approved policy")
+        return self.approved.serve
 
     def sibling(self) -> Self:
         """Another object for this workspace, for a thread of its own: same files and
