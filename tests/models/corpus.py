@@ -118,6 +118,8 @@ def malicious() -> dict[str, bytes]:
     corpus["extension_code.pkl"] = (
         proto + _op("EXT1") + b"\xf0" + _op("EMPTY_TUPLE") + _op("REDUCE") + _op("STOP")
     )
+    # no pickle suffix and no pickle-looking first byte: NONE, POP, then the import
+    corpus["headless_protocol0"] = b"N0cos\nsystem\n(S'id'\ntR."
     corpus["py2_builtin.pkl"] = b"c__builtin__\neval\n(S'1'\ntR."
     corpus["nt_system.pkl"] = b"cnt\nsystem\n(S'dir'\ntR."
     corpus["benign_then_evil.pkl"] = pickle.dumps([OrderedDict(a=1), _Call(system, "id")])
