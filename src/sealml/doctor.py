@@ -394,8 +394,8 @@ def _policy(workspace: Workspace) -> Finding:
         return Finding(
             "policy",
             "warn",
-            f"{CONFIG_NAME} proposes roles, registry rules or serving settings that are not in "
-            "force; an admin "
+            f"{CONFIG_NAME} proposes roles, registry rules, serving or monitoring settings that "
+            "are not in force; an admin "
             "can review them with `sealml policy show` and run `sealml policy approve`",
         )
     return Finding("policy", "ok", "what is in force is what sealml.toml says")

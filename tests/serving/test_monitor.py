@@ -34,6 +34,14 @@ def _traffic(rows: int, seed: int, income_shift: float = 0.0) -> list[dict[str, 
     return sample[["age", "income", "colour"]].to_dict(orient="records")
 
 
+def _write_and_approve(path: Path, config: dict[str, Any]) -> None:
+    """Write *config* to sealml.toml and approve it: monitoring settings are in force only
+    once an admin approved them."""
+    (path / "sealml.toml").write_text(tomli_w.dumps(config))
+    with reopen(path) as admin:
+        admin.approve_policy()
+
+
 def test_reference_sample_is_sealed_at_registration(ws_copy: Path) -> None:
     with reopen(ws_copy) as admin:
         reference = admin.reference_sample("credit", 1)
@@ -126,7 +134,7 @@ def test_critical_drift_opens_an_incident_and_freezes(ws_copy: Path, cli: Any) -
         "rules": [{"name": "input-drift", "metric": "drifted_columns", "above": 0,
                    "severity": "critical", "actions": ["freeze"]}],
     }  # fmt: skip
-    (ws_copy / "sealml.toml").write_text(tomli_w.dumps(config))
+    _write_and_approve(ws_copy, config)
     shifted = pd.DataFrame(_traffic(2000, 7, income_shift=15.0))
     try:
         with reopen(ws_copy) as admin:
@@ -176,7 +184,7 @@ def test_an_extraction_alert_gets_the_key_revoked(ws_copy: Path, template: Templ
          "actions": ["revoke-key"]},
         {"name": "probing", "metric": "denials", "above": 0, "severity": "warning"},
     ]}  # fmt: skip
-    (ws_copy / "sealml.toml").write_text(tomli_w.dumps(config))
+    _write_and_approve(ws_copy, config)
     with reopen(ws_copy) as admin:
         outcome = admin.monitor_check("credit", "staging", data=pd.DataFrame(_traffic(500, 3)))
         keys = {k.id: k for k in admin.api_keys()}
@@ -217,7 +225,7 @@ def test_alerts_by_mail_over_starttls(ws_copy: Path, tmp_path: Path) -> None:
         "rules": [{"name": "input-drift", "metric": "drifted_columns", "above": 0,
                    "severity": "warning"}],
     }  # fmt: skip
-    (ws_copy / "sealml.toml").write_text(tomli_w.dumps(config))
+    _write_and_approve(ws_copy, config)
     try:
         with reopen(ws_copy) as admin:
             outcome = admin.monitor_check(
@@ -290,7 +298,7 @@ def test_late_labels_measure_accuracy(ws_copy: Path, template: Template, cli: An
     config = tomllib.loads((ws_copy / "sealml.toml").read_text())
     config["monitor"] = {"rules": [{"name": "accuracy", "metric": "accuracy", "below": 0.6,
                                     "severity": "warning"}]}  # fmt: skip
-    (ws_copy / "sealml.toml").write_text(tomli_w.dumps(config))
+    _write_and_approve(ws_copy, config)
     with reopen(ws_copy) as admin:
         outcome = admin.monitor_check("credit", "staging", window=len(replies))
     assert outcome.figures["accuracy"] == 0.0

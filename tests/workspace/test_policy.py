@@ -90,9 +90,10 @@ def test_cli_warns_of_proposed_registry_rules_too(cli: Any, ws_path: Path) -> No
     after = cli("policy", "show", env=admin_env())
     assert after.stderr == "" and "require_evaluation': True" in after.stdout
     assert "serving: answers labels only" in after.stdout
+    assert "monitoring: alert rules input-drift; alerts go to the ledger" in after.stdout
     path.write_text(path.read_text().replace('output = "label"', 'output = "probability"'))
     shown = cli("policy", "show", "--json", env=admin_env())
-    assert "serving settings" in shown.stderr
+    assert "serving or monitoring settings" in shown.stderr
     assert json.loads(shown.stdout)["serve"]["output"] == "label"
     assert cli("policy", "approve", env=admin_env()).code == 0
     after = cli("policy", "show", env=admin_env())
@@ -156,16 +157,46 @@ def test_serving_settings_take_effect_only_once_approved(workspace: Workspace) -
     admin.close()
 
 
-def test_a_policy_approved_before_serving_settings_approves_the_defaults() -> None:
-    """A record without serving settings (approved by an earlier sealml) stands for the
-    secure defaults; anything else in sealml.toml waits for an approval."""
-    from sealml.access.approval import _parse
-    from sealml.config import RegistrySection, ServeSection
+def test_a_policy_approved_before_serving_settings_approves_the_defaults(
+    workspace: Workspace,
+) -> None:
+    """A record without serving or monitoring settings (approved by an earlier sealml)
+    stands for their defaults; anything else in sealml.toml waits for an approval."""
+    from sealml.access.approval import _parse, roles_record
+    from sealml.config import MonitorSection, ServeSection
     from sealml.crypto.canonical import canonical_json
 
-    legacy = {"v": 1, "roles": {"admin": ["*"]}, "approved_by": "init", "approved_at": "x"}
+    config = workspace.config
+    legacy = {
+        "v": 1,
+        "roles": roles_record(config.access.roles),
+        "registry": config.registry.model_dump(),
+        "approved_by": "init",
+        "approved_at": "2026-01-01T00:00:00Z",
+    }
     approved = _parse(canonical_json(legacy))
-    assert approved.serve == ServeSection() and approved.serve.output == "label"
-    loosened = ServeSection(output="probability")
-    assert approved.differs_from({"admin": ["*"]}, RegistrySection(), loosened)
-    assert not approved.differs_from({"admin": ["*"]}, RegistrySection(), ServeSection())
+    assert approved.serve == ServeSection() and approved.monitor == MonitorSection()
+    assert not approved.differs_from(config)
+    probabilities = config.model_copy(update={"serve": ServeSection(output="probability")})
+    assert approved.differs_from(probabilities)
+    silenced = config.model_copy(update={"monitor": MonitorSection(rules=[])})
+    assert approved.differs_from(silenced)
+
+
+def test_alert_rules_take_effect_only_once_approved(workspace: Workspace) -> None:
+    """Deleting the alert rule that freezes a model, or sending alerts elsewhere, by an
+    edit of sealml.toml changes nothing until an admin approves it."""
+    default_rules = workspace.monitor_settings.rules
+    assert [rule.name for rule in default_rules] == ["input-drift"]
+    path = workspace.root / "sealml.toml"
+    text = path.read_text()
+    start = text.index("[[monitor.rules]]")
+    path.write_text(text[:start] + 'rules = []\nwebhook_url = "https://collector.example/hook"\n')
+    workspace.close()
+    admin = reopen(workspace.root)
+    assert admin.config.monitor.rules == [] and admin.policy_pending
+    assert admin.monitor_settings.rules == default_rules
+    assert admin.monitor_settings.webhook_url is None
+    admin.approve_policy()
+    assert admin.monitor_settings.rules == [] and not admin.policy_pending
+    admin.close()

@@ -1,11 +1,12 @@
 """The approved policy: signed by the workspace key and kept in the database.
 
-``sealml.toml`` proposes roles, model registry rules (gates, the two-person rule) and the
-model server's settings (who may call it, what it answers, its limits); only what an
-administrator approved (``sealml policy approve``) is in force. The approved record is
-signed by the workspace key, so neither an edit of the configuration file nor an edit of
-the database grants a permission, lifts a gate, trusts another token issuer or loosens what
-a server answers.
+``sealml.toml`` proposes roles, model registry rules (gates, the two-person rule), the
+model server's settings (who may call it, what it answers, its limits) and monitoring's
+(alert rules, their actions, where alerts go); only what an administrator approved
+(``sealml policy approve``) is in force. The approved record is signed by the workspace
+key, so neither an edit of the configuration file nor an edit of the database grants a
+permission, lifts a gate, trusts another token issuer, loosens what a server answers or
+silences an alert.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..config import RegistrySection, ServeSection
+from ..config import Config, MonitorSection, RegistrySection, ServeSection
 from ..crypto.canonical import canonical_json, parse_json
 from ..crypto.signing import Signer, VerifyingKey
 from ..db.meta import read_meta, write_meta
@@ -48,32 +49,30 @@ class ApprovedPolicy:
     digest: str
     registry: RegistrySection
     serve: ServeSection
+    monitor: MonitorSection
 
-    def differs_from(
-        self, proposed: Mapping[str, Sequence[str]], registry: RegistrySection, serve: ServeSection
-    ) -> bool:
+    def differs_from(self, config: Config) -> bool:
+        """Whether *config* proposes anything other than what is in force."""
         return (
-            roles_record(proposed) != self.roles or registry != self.registry or serve != self.serve
+            roles_record(config.access.roles) != self.roles
+            or config.registry != self.registry
+            or config.serve != self.serve
+            or config.monitor != self.monitor
         )
 
 
 def approve(
-    session: Session,
-    roles: Mapping[str, Sequence[str]],
-    registry: RegistrySection,
-    serve: ServeSection,
-    *,
-    approved_by: str,
-    approved_at: str,
-    signer: Signer,
+    session: Session, config: Config, *, approved_by: str, approved_at: str, signer: Signer
 ) -> ApprovedPolicy:
-    """Sign *roles*, *registry* rules and *serve* settings as the policy in force."""
+    """Sign the roles, registry rules, serving and monitoring settings *config* proposes as
+    the policy in force."""
     record = canonical_json(
         {
             "v": 1,
-            "roles": roles_record(roles),
-            "registry": registry.model_dump(),
-            "serve": serve.model_dump(),
+            "roles": roles_record(config.access.roles),
+            "registry": config.registry.model_dump(),
+            "serve": config.serve.model_dump(),
+            "monitor": config.monitor.model_dump(),
             "approved_by": approved_by,
             "approved_at": approved_at,
         }
@@ -124,8 +123,10 @@ def _parse(body: bytes) -> ApprovedPolicy:
         data: Any = parse_json(body)
         roles = {str(role): [str(p) for p in patterns] for role, patterns in data["roles"].items()}
         registry = RegistrySection.model_validate(data.get("registry", {}))
-        # A record from before serving settings were approved approves the defaults.
+        # A record from before serving and monitoring settings were approved approves
+        # their defaults.
         serve = ServeSection.model_validate(data.get("serve", {}))
+        monitor = MonitorSection.model_validate(data.get("monitor", {}))
         return ApprovedPolicy(
             policy=Policy(roles),
             roles=roles,
@@ -134,6 +135,7 @@ def _parse(body: bytes) -> ApprovedPolicy:
             digest=hashlib.sha256(body).hexdigest(),
             registry=registry,
             serve=serve,
+            monitor=monitor,
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise IntegrityError("the approved role policy is unreadable") from None

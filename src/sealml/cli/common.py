@@ -70,8 +70,8 @@ def open_workspace(ctx: typer.Context, *, act: bool = True) -> Iterator[Workspac
         unlock()
         if workspace.policy_pending:
             err.print(
-                "warning: sealml.toml proposes roles, registry rules or serving settings that "
-                "are not in force; "
+                "warning: sealml.toml proposes roles, registry rules, serving or monitoring "
+                "settings that are not in force; "
                 "an admin can run `sealml policy approve`"
             )
         yield workspace

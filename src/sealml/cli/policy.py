@@ -7,14 +7,14 @@ import typer
 from .common import JsonOption, err, open_workspace, out, print_json, styled
 
 app = typer.Typer(
-    help="The policy in force: roles, registry rules, serving settings.", no_args_is_help=True
+    help="The policy in force: roles, registry, serving and monitoring rules.", no_args_is_help=True
 )
 
 
 @app.command()
 def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """Show the approved roles, registry rules and serving settings, and whether sealml.toml
-    proposes changes."""
+    """Show the approved roles, registry rules, serving and monitoring settings, and whether
+    sealml.toml proposes changes."""
     with open_workspace(ctx) as workspace:
         approved = workspace.approved
         pending = workspace.policy_pending
@@ -25,6 +25,7 @@ def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
                 "roles": approved.roles,
                 "registry": approved.registry.model_dump(),
                 "serve": approved.serve.model_dump(),
+                "monitor": approved.monitor.model_dump(),
                 "approved_by": approved.approved_by,
                 "approved_at": approved.approved_at,
                 "sha256": approved.digest,
@@ -51,18 +52,32 @@ def show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         f"JWT issuer {issuer}, client certificates "
         + ("required" if serve.client_ca else "not required")
     )
+    monitor = approved.monitor
+    rules = ", ".join(
+        rule.name + (f" ({rule.severity}: {', '.join(rule.actions)})" if rule.actions else "")
+        for rule in monitor.rules
+    )
+    destinations = [
+        label
+        for label, set_ in (("webhook", monitor.webhook_url), ("e-mail", monitor.smtp_host))
+        if set_
+    ]
+    out.print(
+        f"monitoring: alert rules {rules or 'none'}; alerts go to the ledger"
+        + "".join(f", {d}" for d in destinations)
+    )
     out.print(f"approved by {approved.approved_by} at {approved.approved_at}")
     if pending:
         err.print(
-            "sealml.toml proposes other roles, registry rules or serving settings; "
+            "sealml.toml proposes other roles, registry rules, serving or monitoring settings; "
             "`sealml policy approve` puts them in force"
         )
 
 
 @app.command()
 def approve(ctx: typer.Context) -> None:
-    """Put the roles, registry rules and serving settings in sealml.toml into force (signed,
-    audited)."""
+    """Put the roles, registry rules, serving and monitoring settings in sealml.toml into
+    force (signed, audited)."""
     with open_workspace(ctx) as workspace:
         approved = workspace.approve_policy()
     out.print(f"approved roles {', '.join(sorted(approved.roles))} (sha256 {approved.digest[:16]})")

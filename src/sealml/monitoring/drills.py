@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import sqlite3
@@ -143,15 +144,23 @@ def drifted_stream(ws: Workspace, name: str, ref: str) -> DrillResult:
     stream[column] = stream[column] + stream[column].std()
     rule = AlertRule(name="drill-drift", metric="drifted_columns", above=0,
                      severity="critical", actions=["freeze"])  # fmt: skip
-    ws.config.monitor.rules = [rule]
-    ws.config.monitor.webhook_url = None
-    ws.config.monitor.smtp_host = None
+    _check_only(ws, rule)
     outcome, seconds = _timed(lambda: ws.monitor_check(name, ref, data=stream))
     frozen = ws.serving_state(name, str(ref))[2] is not None
     return DrillResult("drifted-stream", column in outcome.run.report.drifted,
                        "drift monitoring (monitor run)", seconds, frozen,
                        f"drifted: {', '.join(outcome.run.report.drifted)}; "
                        f"incident {outcome.incident}")  # fmt: skip
+
+
+def _check_only(ws: Workspace, rule: AlertRule) -> None:
+    """Have the drill's copy check *rule* alone and alert nobody outside: its approved
+    monitoring settings are replaced in memory (the copy's database is not written)."""
+    assert ws.approved is not None
+    monitor = ws.approved.monitor.model_copy(
+        update={"rules": [rule], "webhook_url": None, "smtp_host": None}
+    )
+    ws.approved = dataclasses.replace(ws.approved, monitor=monitor)
 
 
 def stolen_key(ws: Workspace, name: str, ref: str) -> DrillResult:
@@ -212,9 +221,7 @@ def stolen_key(ws: Workspace, name: str, ref: str) -> DrillResult:
         return DrillResult("stolen-key", False, "-", 0.0, False, "no extraction alert")
     rule = AlertRule(name="drill-extraction", metric="extraction_alerts", above=0,
                      severity="critical", actions=["revoke-key"])  # fmt: skip
-    ws.config.monitor.rules = [rule]
-    ws.config.monitor.webhook_url = None
-    ws.config.monitor.smtp_host = None
+    _check_only(ws, rule)
     reference = ws.reference_sample(name, ws.show_model(name, ref).version)
     ws.monitor_check(name, ref, data=reference.drop(columns=["prediction"]))
     revoked = next(k for k in ws.api_keys() if k.id == key.id).revoked_at is not None

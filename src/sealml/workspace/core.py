@@ -27,6 +27,7 @@ from ..config import (
     DatabaseSection,
     KdfSection,
     LedgerSection,
+    MonitorSection,
     ServeSection,
     WorkspaceSection,
     database_url,
@@ -264,9 +265,7 @@ class WorkspaceCore:
                 Ledger.initialise(session)
                 workspace.approved = approval.approve(
                     session,
-                    config.access.roles,
-                    config.registry,
-                    config.serve,
+                    config,
                     approved_by="init",
                     approved_at=utc_now(),
                     signer=signer.key,
@@ -466,11 +465,9 @@ class WorkspaceCore:
 
     @property
     def policy_pending(self) -> bool:
-        """True when sealml.toml proposes roles, registry rules or serving settings other
-        than those approved."""
-        return self.approved is not None and self.approved.differs_from(
-            self.config.access.roles, self.config.registry, self.config.serve
-        )
+        """True when sealml.toml proposes roles, registry rules, serving or monitoring
+        settings other than those approved."""
+        return self.approved is not None and self.approved.differs_from(self.config)
 
     @property
     def serve_settings(self) -> ServeSection:
@@ -478,6 +475,13 @@ class WorkspaceCore:
         if self.approved is None:
             raise IntegrityError("the workspace has no approved policy")
         return self.approved.serve
+
+    @property
+    def monitor_settings(self) -> MonitorSection:
+        """Monitoring's approved settings: alert rules, their actions, where alerts go."""
+        if self.approved is None:
+            raise IntegrityError("the workspace has no approved policy")
+        return self.approved.monitor
 
     def sibling(self) -> Self:
         """Another object for this workspace, for a thread of its own: same files and

@@ -93,7 +93,7 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
         webhook), and on a critical alert open an incident and take its actions."""
         from ..monitoring import alerts as alerting
 
-        settings = self.config.monitor
+        settings = self.monitor_settings
         abuse, flagged_keys = self._abuse_since_last_run(name)
         run = self.monitor_run(
             name, ref, data=data, window=window or settings.window, within=within,
@@ -200,7 +200,7 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
     def _deliver(
         self, name: str, run: MonitorRun, raised: list[Alert], figures: dict[str, float]
     ) -> None:
-        settings = self.config.monitor
+        settings = self.monitor_settings
         if settings.smtp_host and settings.smtp_from and settings.smtp_to:
             self._mail(name, run, raised, figures)
         if not settings.webhook_url:
@@ -228,7 +228,7 @@ class IncidentOperations(MonitorOperations, ApiKeyOperations):
     def _mail(
         self, name: str, run: MonitorRun, raised: list[Alert], figures: dict[str, float]
     ) -> None:
-        settings = self.config.monitor
+        settings = self.monitor_settings
         assert settings.smtp_host is not None and settings.smtp_from is not None
         password = None
         if settings.smtp_password_file:

@@ -116,8 +116,8 @@ class UserOperations(WorkspaceCore):
         return principal
 
     def approve_policy(self) -> ApprovedPolicy:
-        """Put the roles, registry rules and serving settings proposed in sealml.toml into
-        force, signed by the workspace key."""
+        """Put the roles, registry rules, serving and monitoring settings proposed in
+        sealml.toml into force, signed by the workspace key."""
         actor = self.authorize("policy:admin", "policy", action="policy.approve")
         proposed = Policy(self.config.access.roles)
         if not proposed.allows(actor.principal.roles, "policy:admin"):
@@ -127,9 +127,7 @@ class UserOperations(WorkspaceCore):
         with self.transaction() as session:
             self.approved = approval.approve(
                 session,
-                self.config.access.roles,
-                self.config.registry,
-                self.config.serve,
+                self.config,
                 approved_by=actor.name,
                 approved_at=utc_now(),
                 signer=self.note_signer.key,
