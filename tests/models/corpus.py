@@ -3,9 +3,9 @@
 Malicious files use distinct techniques: different dangerous callables, every pickle
 protocol, STACK_GLOBAL with names from the memo or computed at load time, INST/OBJ,
 extension codes, nested archives, PyTorch-style zips with odd inner names, NumPy object
-arrays, joblib (plain and compressed), legacy multi-pickle files. Benign files are real
-scikit-learn models, NumPy arrays, pandas frames and PyTorch-style state dicts. Nothing
-here is ever unpickled.
+arrays, joblib (plain and compressed every way joblib compresses), legacy multi-pickle
+files. Benign files are real scikit-learn models, NumPy arrays, pandas frames and
+PyTorch-style state dicts. Nothing here is ever unpickled.
 """
 
 from __future__ import annotations
@@ -140,6 +140,16 @@ def malicious() -> dict[str, bytes]:
     sink = io.BytesIO()
     joblib.dump({"model": _Call(system, "id")}, sink, compress=3)
     corpus["joblib_compressed.joblib"] = sink.getvalue()
+    # joblib.load recognises every compression by its first bytes, whatever the name
+    for method, name in (
+        ("gzip", "joblib_gzip.joblib"),
+        ("bz2", "joblib_bz2.joblib"),
+        ("xz", "joblib_xz.joblib"),
+        ("lzma", "joblib_lzma_no_suffix"),
+    ):
+        sink = io.BytesIO()
+        joblib.dump({"model": _Call(system, "id")}, sink, compress=(method, 3))
+        corpus[name] = sink.getvalue()
     import numpy
 
     hidden = numpy.empty(2, dtype=object)
@@ -253,7 +263,8 @@ def benign() -> dict[str, bytes]:
     for index, (name, model) in enumerate(models.items()):
         corpus[f"{name}.pkl"] = pickle.dumps(model, protocol=2 + index % 4)
         sink = io.BytesIO()
-        joblib.dump(model, sink, compress=3 if index % 2 else 0)
+        compression = (0, 3, ("gzip", 3), ("bz2", 3), ("xz", 3), ("lzma", 3))[index % 6]
+        joblib.dump(model, sink, compress=compression)
         corpus[f"{name}.joblib"] = sink.getvalue()
     sink = io.BytesIO()
     np.save(sink, features)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
+import os
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -118,6 +123,32 @@ def test_archive_bombs_and_deep_nesting_are_bounded() -> None:
     for level in range(MAX_DEPTH + 3):
         nested = corpus._zip({f"level{level}.zip": nested})
     assert any(f.kind == "nesting" for f in scan_bytes(nested, "deep.zip").findings)
+
+
+COMPRESSORS = {
+    "zlib": zlib.compress,
+    "gzip": gzip.compress,
+    "bz2": bz2.compress,
+    "xz": lzma.compress,
+    "lzma": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_every_compression_joblib_reads_is_inflated_within_bounds(kind: str) -> None:
+    compress = COMPRESSORS[kind]
+    evil = scan_bytes(compress(HEADLESS), "weights")
+    assert evil.verdict == "unsafe" and evil.findings[0].location.startswith(f"weights!{kind}")
+    bomb = scan_bytes(compress(b"\0" * (300 << 20)), "zeros.joblib")
+    assert {f.kind for f in bomb.findings} == {"bomb"}
+    cut = compress(pickle.dumps(os.system, protocol=2))
+    truncated = scan_bytes(cut[: len(cut) * 2 // 3], "cut.joblib")
+    assert truncated.verdict != "safe"
+
+
+@pytest.mark.parametrize("head", [b"BZ", b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x5d\x00", b"\x78\x9c"])
+def test_data_that_only_starts_like_compression_is_walked_as_a_pickle(head: bytes) -> None:
+    assert scan_bytes(head + b"ranch office notes, not compressed\n", "notes").unrecognised == 1
 
 
 def test_folder_scan(tmp_path: Path) -> None:

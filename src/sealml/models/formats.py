@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from ..errors import IntegrityError, UsageError
 from .allowlist import judge
+from .inflate import compression_of
 from .onnxmodels import ONNX_MEDIA_TYPE, load_onnx, onnx_problems
 from .scanner import scan_bytes
 from .skopsaudit import is_skops_file, severity, untrusted_types
@@ -194,7 +195,8 @@ def load_pickle(data: bytes, name: str = "model.pkl") -> Any:
 
 
 def _is_joblib(data: bytes) -> bool:
-    return b"joblib.numpy_pickle" in data[: 1 << 16] or data[:1] == b"\x78"
+    """A joblib file: its array wrapper named, or compressed (joblib inflates it)."""
+    return b"joblib.numpy_pickle" in data[: 1 << 16] or compression_of(data[:8]) is not None
 
 
 def _load_joblib(data: bytes) -> Any:

@@ -6,9 +6,10 @@ stream would import: ``GLOBAL``/``INST`` names, ``STACK_GLOBAL`` names built fro
 the stack or fetched back from the memo, and extension-registry codes; each is judged
 against the allowlist. It opens zip archives (PyTorch checkpoints, ``.npz``, nested
 archives), legacy PyTorch files (several pickles in a row), joblib files (pickles with raw
-array data between opcodes, plain or zlib-compressed) and NumPy ``.npy`` files (whose object
-arrays are pickles). Malformed or truncated streams, archive bombs, absurd sizes and deep
-nesting are findings, never crashes.
+array data between opcodes, plain or compressed with zlib, gzip, bz2, xz or LZMA, see
+``inflate``) and NumPy ``.npy`` files (whose object arrays are pickles). Malformed or
+truncated streams, archive bombs, absurd sizes and deep nesting are findings, never
+crashes; a file of no format it knows is walked as a pickle all the same.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import pickletools
 import re
 import struct
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import IO, Any, NamedTuple, cast
 from ..errors import SealmlError
 from . import fastpath
 from .allowlist import judge
+from .inflate import Compression, DamagedError, compression_of, inflate
 from .onnxmodels import onnx_problems
 from .opcodes import STOP, TABLE, Cursor, Reader, TruncatedPickleError
 from .skopsaudit import is_skops_schema, severity, untrusted_types
@@ -241,8 +242,8 @@ class _Scan:
             self.npy(data, location)
         elif location.lower().endswith(".onnx"):
             self.onnx(data, location)
-        elif head[:1] == b"\x78" and len(data) > 2 and (head[0] * 256 + head[1]) % 31 == 0:
-            self.compressed(data, location, depth)
+        elif (compression := compression_of(head)) is not None:
+            self.compressed(data, location, depth, compression)
         elif head[:1] == b"\x80" or location.lower().endswith(_PICKLE_SUFFIXES):
             self.pickles(data, location)
         else:
@@ -261,17 +262,21 @@ class _Scan:
         if not found and len(found) < len(trial.result.findings):
             self.result.unrecognised += 1
 
-    def compressed(self, data: Buffer, location: str, depth: int) -> None:
-        """zlib-compressed joblib files: inflate within bounds, then scan."""
-        inflater = zlib.decompressobj()
+    def compressed(self, data: Buffer, location: str, depth: int, kind: Compression) -> None:
+        """Compressed joblib files (zlib, gzip, bz2, xz, LZMA): inflate within bounds, then
+        scan what they hold."""
         try:
-            out = inflater.decompress(data, MAX_RATIO * max(len(data), 1 << 20))
-        except zlib.error:
-            return  # not compressed data after all
-        if inflater.unconsumed_tail:
+            inflated = inflate(kind, data, MAX_RATIO * max(len(data), 1 << 20))
+        except DamagedError:
+            # Not compressed after all: no loader inflates it, but unpickling might read it.
+            self.probe(data, location)
+            return
+        if inflated.over_limit:
             self.find(location, "high", "bomb", "compressed data expands beyond the ratio limit")
             return
-        self.blob(out, f"{location}!zlib", depth + 1)
+        if not inflated.ended:
+            self.find(location, "high", "malformed", f"the {kind} stream is cut short")
+        self.blob(inflated.data, f"{location}!{kind}", depth + 1)
 
     def archive(self, data: Buffer, location: str, depth: int) -> None:
         try:
