@@ -14,6 +14,7 @@ import io
 import pickle
 import struct
 import sys
+import tarfile
 import types
 import zipfile
 from collections import OrderedDict
@@ -48,6 +49,16 @@ def _zip(entries: dict[str, bytes]) -> bytes:
     with zipfile.ZipFile(sink, "w") as archive:
         for name, data in entries.items():
             archive.writestr(name, data)
+    return sink.getvalue()
+
+
+def _tar(entries: dict[str, bytes], compression: str = "") -> bytes:
+    sink = io.BytesIO()
+    with tarfile.open(fileobj=sink, mode=f"w:{compression}") as archive:
+        for name, data in entries.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
     return sink.getvalue()
 
 
@@ -131,6 +142,12 @@ def malicious() -> dict[str, bytes]:
     corpus["torch_data_pkl.pt"] = _zip({"model/data.pkl": evil, "model/version": b"3\n"})
     corpus["object_array.npy"] = _npy_object(evil)
     corpus["object_array.npz"] = _zip({"weights.npy": _npy_object(evil)})
+    # PyTorch's oldest format: a tar of sys_info, pickle, storages and tensors
+    corpus["legacy_torch_tar.pt"] = _tar(
+        {"sys_info": pickle.dumps({"protocol_version": 1001}, protocol=2), "pickle": evil,
+         "storages": pickle.dumps(0, protocol=2), "tensors": pickle.dumps(0, protocol=2)}
+    )  # fmt: skip
+    corpus["export.tar.gz"] = _tar({"export/weights": evil, "export/README": b"a model\n"}, "gz")
     corpus["legacy_torch.pt"] = pickle.dumps(0x1950A86A20F9469CFC6C) + pickle.dumps(1001) + evil
     import joblib
 
@@ -282,6 +299,9 @@ def benign() -> dict[str, bytes]:
     corpus["torch_state_dict.pt"] = _fake_torch_state_dict()
     corpus["models.zip"] = _zip(
         {"bundle/forest.pkl": corpus["forest.pkl"], "bundle/x.npy": corpus["features.npy"]}
+    )
+    corpus["models.tar.gz"] = _tar(
+        {"bundle/forest": corpus["forest.pkl"], "bundle/README.md": b"# A forest\n"}, "gz"
     )
     return corpus
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sealml.models.scanner import MAX_DEPTH, scan_bytes, scan_path
+from sealml.models.scanner import MAX_DEPTH, MAX_ENTRIES, scan_bytes, scan_path
 
 from . import corpus
 
@@ -149,6 +149,14 @@ def test_every_compression_joblib_reads_is_inflated_within_bounds(kind: str) -> 
 @pytest.mark.parametrize("head", [b"BZ", b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x5d\x00", b"\x78\x9c"])
 def test_data_that_only_starts_like_compression_is_walked_as_a_pickle(head: bytes) -> None:
     assert scan_bytes(head + b"ranch office notes, not compressed\n", "notes").unrecognised == 1
+
+
+def test_tar_archives_are_bounded_and_damage_is_a_finding() -> None:
+    many = corpus._tar({f"part{index}": b"x" for index in range(MAX_ENTRIES + 1)})
+    assert {f.kind for f in scan_bytes(many, "parts.tar").findings} == {"bomb"}
+    whole = corpus._tar({"model/weights": pickle.dumps(os.system, protocol=2)})
+    cut = scan_bytes(whole[:700], "cut.tar")  # the member's data cut off
+    assert cut.verdict != "safe" and any(f.kind == "malformed" for f in cut.findings)
 
 
 def test_folder_scan(tmp_path: Path) -> None:

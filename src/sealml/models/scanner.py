@@ -1,12 +1,12 @@
 """A static scanner for model files: it never unpickles or executes anything.
 
 It walks pickle opcode streams (a quick exact pass first, see ``fastpath``, and when that
-declines) with a small stack machine that resolves every global the
-stream would import: ``GLOBAL``/``INST`` names, ``STACK_GLOBAL`` names built from strings on
-the stack or fetched back from the memo, and extension-registry codes; each is judged
-against the allowlist. It opens zip archives (PyTorch checkpoints, ``.npz``, nested
-archives), legacy PyTorch files (several pickles in a row), joblib files (pickles with raw
-array data between opcodes, plain or compressed with zlib, gzip, bz2, xz or LZMA, see
+declines) with a small stack machine that resolves every global the stream would import:
+``GLOBAL``/``INST`` names, ``STACK_GLOBAL`` names built from strings on the stack or
+fetched back from the memo, and extension-registry codes; each is judged against the
+allowlist. It opens zip and tar archives (PyTorch checkpoints, legacy ones too, ``.npz``,
+nested archives), legacy PyTorch files (several pickles in a row), joblib files (pickles
+with raw array data between opcodes, plain or compressed with zlib, gzip, bz2, xz or LZMA, see
 ``inflate``) and NumPy ``.npy`` files (whose object arrays are pickles). Malformed or
 truncated streams, archive bombs, absurd sizes and deep nesting are findings, never
 crashes; a file of no format it knows is walked as a pickle all the same.
@@ -23,6 +23,7 @@ import pickle
 import pickletools
 import re
 import struct
+import tarfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -238,6 +239,8 @@ class _Scan:
         head = bytes(data[:8])
         if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
             self.archive(data, location, depth)
+        elif data[257:262] == b"ustar":
+            self.tar(data, location, depth)
         elif head.startswith(b"\x93NUMPY"):
             self.npy(data, location)
         elif location.lower().endswith(".onnx"):
@@ -307,15 +310,42 @@ class _Scan:
             except Exception as error:
                 self.find(where, "high", "malformed", f"unreadable entry: {str(error)[:100]}")
                 continue
-            self.result.members += 1
-            name = entry.filename.lower()
-            if name.endswith(("data.pkl", ".pkl", ".pickle")) or content[:1] == b"\x80":
-                self.result.bytes += len(content)
-                self.pickles(content, where)
-            elif entry.filename == "schema.json" and is_skops_schema(content):
+            if entry.filename == "schema.json" and is_skops_schema(content):
+                self.result.members += 1
                 self.skops(data, location)
             else:
-                self.blob(content, where, depth + 1)
+                self.member(content, entry.filename, where, depth)
+
+    def tar(self, data: Buffer, location: str, depth: int) -> None:
+        """A tar archive (PyTorch's legacy format among others): every file in it."""
+        total = count = 0
+        try:
+            with tarfile.open(fileobj=_stream(data), mode="r:") as archive:
+                for entry in archive:  # headers are read one at a time: the count is bounded
+                    count += 1
+                    if count > MAX_ENTRIES:
+                        self.find(location, "high", "bomb", f"over {MAX_ENTRIES} archive entries")
+                        return
+                    if not entry.isfile():
+                        continue  # folders, links (a hard link's target is scanned itself)
+                    total += entry.size
+                    if total > MAX_BYTES:
+                        self.find(location, "high", "bomb", "archive expands beyond the size limit")
+                        return
+                    handle = archive.extractfile(entry)
+                    content = handle.read() if handle is not None else b""
+                    self.member(content, entry.name, f"{location}!{entry.name}", depth)
+        except (tarfile.TarError, OSError, EOFError) as error:
+            self.find(location, "high", "malformed", f"damaged tar archive: {str(error)[:100]}")
+
+    def member(self, content: bytes, name: str, where: str, depth: int) -> None:
+        """One file read from an archive."""
+        self.result.members += 1
+        if name.lower().endswith(("data.pkl", ".pkl", ".pickle")) or content[:1] == b"\x80":
+            self.result.bytes += len(content)
+            self.pickles(content, where)
+        else:
+            self.blob(content, where, depth + 1)
 
     def skops(self, data: Buffer, location: str) -> None:
         """A skops file: every type and function its schema names, judged like globals."""
