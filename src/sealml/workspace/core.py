@@ -457,11 +457,17 @@ class WorkspaceCore:
         return self.actor
 
     @property
-    def policy(self) -> Policy:
-        """The role policy in force: the approved one, never sealml.toml's proposal."""
+    def in_force(self) -> ApprovedPolicy:
+        """The approved policy: roles, registry rules, serving and monitoring settings (never
+        sealml.toml's unapproved proposal)."""
         if self.approved is None:
-            raise IntegrityError("the workspace has no approved role policy")
-        return self.approved.policy
+            raise IntegrityError("the workspace has no approved policy")
+        return self.approved
+
+    @property
+    def policy(self) -> Policy:
+        """The role policy in force."""
+        return self.in_force.policy
 
     @property
     def policy_pending(self) -> bool:
@@ -471,17 +477,13 @@ class WorkspaceCore:
 
     @property
     def serve_settings(self) -> ServeSection:
-        """The model server's approved settings (never sealml.toml's unapproved proposal)."""
-        if self.approved is None:
-            raise IntegrityError("the workspace has no approved policy")
-        return self.approved.serve
+        """The model server's settings in force."""
+        return self.in_force.serve
 
     @property
     def monitor_settings(self) -> MonitorSection:
-        """Monitoring's approved settings: alert rules, their actions, where alerts go."""
-        if self.approved is None:
-            raise IntegrityError("the workspace has no approved policy")
-        return self.approved.monitor
+        """Monitoring's settings in force: alert rules, their actions, where alerts go."""
+        return self.in_force.monitor
 
     def sibling(self) -> Self:
         """Another object for this workspace, for a thread of its own: same files and

@@ -115,10 +115,8 @@ class RegistryOperations(ModelFileOperations, TotpOperations):
 
     @property
     def registry_rules(self) -> RegistrySection:
-        """The approved registry rules (never sealml.toml's unapproved proposal)."""
-        if self.approved is None:
-            raise IntegrityError("the workspace has no approved policy")
-        return self.approved.registry
+        """The registry rules in force."""
+        return self.in_force.registry
 
     # -- registration ---------------------------------------------------------------------
 
