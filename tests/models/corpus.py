@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import zstandard
+
 
 class _Call:
     """An object that pickles as ``function(*args)`` (the classic payload shape)."""
@@ -147,6 +149,8 @@ def malicious() -> dict[str, bytes]:
         {"sys_info": pickle.dumps({"protocol_version": 1001}, protocol=2), "pickle": evil,
          "storages": pickle.dumps(0, protocol=2), "tensors": pickle.dumps(0, protocol=2)}
     )  # fmt: skip
+    # pandas.read_pickle infers Zstandard from the suffix
+    corpus["frame.pkl.zst"] = zstandard.ZstdCompressor().compress(evil)
     corpus["export.tar.gz"] = _tar({"export/weights": evil, "export/README": b"a model\n"}, "gz")
     corpus["legacy_torch.pt"] = pickle.dumps(0x1950A86A20F9469CFC6C) + pickle.dumps(1001) + evil
     import joblib

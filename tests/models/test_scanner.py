@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from sealml.models.scanner import MAX_DEPTH, MAX_ENTRIES, scan_bytes, scan_path
 
@@ -131,6 +132,7 @@ COMPRESSORS = {
     "bz2": bz2.compress,
     "xz": lzma.compress,
     "lzma": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
+    "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
 }
 
 
@@ -146,7 +148,9 @@ def test_every_compression_joblib_reads_is_inflated_within_bounds(kind: str) -> 
     assert truncated.verdict != "safe"
 
 
-@pytest.mark.parametrize("head", [b"BZ", b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x5d\x00", b"\x78\x9c"])
+@pytest.mark.parametrize(
+    "head", [b"BZ", b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x5d\x00", b"\x78\x9c", b"\x28\xb5\x2f\xfd"]
+)
 def test_data_that_only_starts_like_compression_is_walked_as_a_pickle(head: bytes) -> None:
     assert scan_bytes(head + b"ranch office notes, not compressed\n", "notes").unrecognised == 1
 

@@ -1,9 +1,9 @@
 """Compressed model files, inflated within a bound for the scanner.
 
 joblib compresses with zlib, gzip, bz2, xz or raw LZMA and ``joblib.load`` recognises each
-by its first bytes, whatever the file is called; so does this module. Only the standard
-library's decompressors are used, each asked for at most a given number of bytes, so a
-compression bomb costs the scanner no more than that.
+by its first bytes, whatever the file is called; ``pandas.read_pickle`` also reads
+Zstandard. So does this module, by the same first bytes. Each decompressor is asked for at
+most a given number of bytes, so a compression bomb costs the scanner no more than that.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import lzma
 import zlib
 from typing import Any, Literal, NamedTuple
 
-Compression = Literal["zlib", "gzip", "bz2", "xz", "lzma"]
+import zstandard
+
+Compression = Literal["zlib", "gzip", "bz2", "xz", "lzma", "zstd"]
 
 # joblib's own prefixes (joblib/compressor.py): what its loader dispatches on.
 _PREFIXES: tuple[tuple[bytes, Compression], ...] = (
@@ -21,7 +23,11 @@ _PREFIXES: tuple[tuple[bytes, Compression], ...] = (
     (b"BZ", "bz2"),
     (b"\xfd7zXZ", "xz"),
     (b"\x5d\x00", "lzma"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
 )
+# Zstandard output is bounded by feeding its input a little at a time: a block of a few
+# bytes inflates to at most 128 KiB, so 4 KiB of input to at most about 128 MiB.
+_ZSTD_STEP = 4096
 
 
 class Inflated(NamedTuple):
@@ -56,6 +62,8 @@ def inflate(kind: Compression, data: Any, limit: int) -> Inflated:
             inflater = zlib.decompressobj(zlib.MAX_WBITS | (16 if kind == "gzip" else 0))
             out = inflater.decompress(data, limit)
             return Inflated(out, inflater.eof, bool(inflater.unconsumed_tail))
+        if kind == "zstd":
+            return _inflate_zstd(data, limit)
         decompressor: Any
         if kind == "bz2":
             decompressor = bz2.BZ2Decompressor()
@@ -66,5 +74,22 @@ def inflate(kind: Compression, data: Any, limit: int) -> Inflated:
         out = decompressor.decompress(data, limit)
         ended = decompressor.eof
         return Inflated(out, ended, not ended and not decompressor.needs_input)
-    except (zlib.error, OSError, EOFError, lzma.LZMAError) as error:
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as error:
         raise DamagedError(f"damaged {kind} data: {str(error)[:100]}") from None
+
+
+def _inflate_zstd(data: Any, limit: int) -> Inflated:
+    inflater = zstandard.ZstdDecompressor().decompressobj()
+    parts: list[bytes] = []
+    size = 0
+    with memoryview(data) as view:  # released before a mapped file is closed
+        for start in range(0, len(view), _ZSTD_STEP):
+            with view[start : start + _ZSTD_STEP] as step:
+                part = inflater.decompress(step)
+            size += len(part)
+            if size > limit:
+                return Inflated(b"", False, True)
+            parts.append(part)
+            if inflater.eof:
+                break
+    return Inflated(b"".join(parts), bool(inflater.eof), False)

@@ -6,8 +6,8 @@ declines) with a small stack machine that resolves every global the stream would
 fetched back from the memo, and extension-registry codes; each is judged against the
 allowlist. It opens zip and tar archives (PyTorch checkpoints, legacy ones too, ``.npz``,
 nested archives), legacy PyTorch files (several pickles in a row), joblib files (pickles
-with raw array data between opcodes, plain or compressed with zlib, gzip, bz2, xz or LZMA, see
-``inflate``) and NumPy ``.npy`` files (whose object arrays are pickles). Malformed or
+with raw array data between opcodes), streams compressed with zlib, gzip, bz2, xz, LZMA or
+Zstandard (see ``inflate``) and NumPy ``.npy`` files (whose object arrays are pickles). Malformed or
 truncated streams, archive bombs, absurd sizes and deep nesting are findings, never
 crashes; a file of no format it knows is walked as a pickle all the same.
 """
