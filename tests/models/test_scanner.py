@@ -155,6 +155,14 @@ def test_data_that_only_starts_like_compression_is_walked_as_a_pickle(head: byte
     assert scan_bytes(head + b"ranch office notes, not compressed\n", "notes").unrecognised == 1
 
 
+def test_lz4_which_joblib_may_inflate_is_not_called_safe() -> None:
+    """joblib reads LZ4 when the lz4 package is installed; sealml does not inflate it, so
+    the verdict cannot be safe."""
+    result = scan_bytes(b"\x04\x22\x4d\x18" + bytes(range(64)), "model.joblib")
+    assert result.verdict == "unknown"
+    assert [f.kind for f in result.findings] == ["unchecked"]
+
+
 def test_tar_archives_are_bounded_and_damage_is_a_finding() -> None:
     many = corpus._tar({f"part{index}": b"x" for index in range(MAX_ENTRIES + 1)})
     assert {f.kind for f in scan_bytes(many, "parts.tar").findings} == {"bomb"}

@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 import zstandard
 
-Compression = Literal["zlib", "gzip", "bz2", "xz", "lzma", "zstd"]
+Compression = Literal["zlib", "gzip", "bz2", "xz", "lzma", "zstd", "lz4"]
 
 # joblib's own prefixes (joblib/compressor.py): what its loader dispatches on.
 _PREFIXES: tuple[tuple[bytes, Compression], ...] = (
@@ -24,6 +24,7 @@ _PREFIXES: tuple[tuple[bytes, Compression], ...] = (
     (b"\xfd7zXZ", "xz"),
     (b"\x5d\x00", "lzma"),
     (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x04\x22\x4d\x18", "lz4"),  # joblib inflates it when the lz4 package is installed
 )
 # Zstandard output is bounded by feeding its input a little at a time: a block of a few
 # bytes inflates to at most 128 KiB, so 4 KiB of input to at most about 128 MiB.
@@ -43,6 +44,10 @@ class DamagedError(ValueError):
     """The data is not the compressed stream its first bytes announce."""
 
 
+class UnsupportedError(ValueError):
+    """A compression this module does not inflate (so what it holds is not scanned)."""
+
+
 def compression_of(head: bytes) -> Compression | None:
     """The compression a file starting with *head* is read with, or None."""
     for prefix, kind in _PREFIXES:
@@ -56,7 +61,12 @@ def compression_of(head: bytes) -> Compression | None:
 
 def inflate(kind: Compression, data: Any, limit: int) -> Inflated:
     """At most *limit* bytes of *data* inflated. A stream cut short gives what it holds;
-    data that is not of *kind* raises DamagedError."""
+    data that is not of *kind* raises DamagedError, LZ4 UnsupportedError."""
+    if kind == "lz4":
+        raise UnsupportedError(
+            "LZ4-compressed: joblib inflates it when the lz4 package is installed; "
+            "sealml does not, so its content was not scanned"
+        )
     try:
         if kind in ("zlib", "gzip"):
             inflater = zlib.decompressobj(zlib.MAX_WBITS | (16 if kind == "gzip" else 0))

@@ -33,7 +33,7 @@ from typing import IO, Any, NamedTuple, cast
 from ..errors import SealmlError
 from . import fastpath
 from .allowlist import judge
-from .inflate import Compression, DamagedError, compression_of, inflate
+from .inflate import Compression, DamagedError, UnsupportedError, compression_of, inflate
 from .onnxmodels import onnx_problems
 from .opcodes import STOP, TABLE, Cursor, Reader, TruncatedPickleError
 from .skopsaudit import is_skops_schema, severity, untrusted_types
@@ -273,6 +273,9 @@ class _Scan:
         except DamagedError:
             # Not compressed after all: no loader inflates it, but unpickling might read it.
             self.probe(data, location)
+            return
+        except UnsupportedError as error:
+            self.find(location, "medium", "unchecked", str(error))
             return
         if inflated.over_limit:
             self.find(location, "high", "bomb", "compressed data expands beyond the ratio limit")
