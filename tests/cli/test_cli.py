@@ -474,7 +474,8 @@ def test_keys_rotate_and_shred(initialised: Any, tmp_path: Path) -> None:
 def test_audit_commands(initialised: Any, tmp_path: Path, ws_path: Path) -> None:
     put_csv(initialised)
     saved = tmp_path / "checkpoint.txt"
-    assert initialised("audit", "checkpoint", "-o", str(saved), env=admin_env()).code == 0
+    written = initialised("audit", "checkpoint", "-o", str(saved), env=admin_env())
+    assert written.code == 0 and f"wrote the latest checkpoint to {saved}" in written.stderr
     put_csv(initialised)
     report = json.loads(
         initialised("audit", "verify", "--trusted", str(saved), "--json", env=admin_env()).stdout

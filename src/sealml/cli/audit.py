@@ -214,6 +214,8 @@ def checkpoint(
     with open_workspace(ctx) as workspace:
         note = workspace.audit_checkpoint()
     write_or_print(note, output)
+    if output is not None:
+        typer.echo(f"wrote the latest checkpoint to {output}", err=True)
 
 
 @app.command("prove")

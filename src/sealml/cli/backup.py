@@ -43,7 +43,7 @@ def backup(
         )
         return
     out.print(
-        f"backed up {made.artifacts} artifacts and {made.ledger_size} ledger events to "
+        f"backed up {made.artifacts} artifact(s) and {made.ledger_size} ledger event(s) to "
         f"{made.path} ({made.bytes:,} bytes, encrypted)"
     )
 
@@ -89,7 +89,7 @@ def restore(
             }
         )
         return
-    what = f"{restored.artifacts} artifacts, {restored.ledger_size} ledger events"
+    what = f"{restored.artifacts} artifact(s), {restored.ledger_size} ledger event(s)"
     if check:
         out.print(f"the backup of {restored.created_at} verified: {what}")
     else:
