@@ -441,6 +441,7 @@ def test_people_page_is_an_access_review_for_those_allowed(dashboard: Dashboard)
         rows = {row.split("</td>")[0].split(">")[-1]: row for row in page.text.split("<tr>")[1:]}
         assert "<td>enrolled</td>" in rows["otp"] and "<td>none</td>" in rows["ada"]
         assert "registry:read" in page.text and "audit:verify" in page.text
+        assert "Approved by init at " in page.text and "proposes no changes" in page.text
         with reopen(dashboard.path) as admin:
             verifier = admin.verifier.encode()
         assert "passphrase-protected keystore, current local:" in page.text

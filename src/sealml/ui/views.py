@@ -167,14 +167,16 @@ def verification(workspace: Workspace) -> dict[str, Any]:
 
 def people(workspace: Workspace) -> dict[str, Any]:
     """Who may do what (an access review): every principal, its roles, whether it has a
-    second factor, the permissions the approved policy gives each role, and where the
-    workspace's keys are."""
+    second factor, the permissions the approved policy gives each role, who approved it and
+    whether sealml.toml proposes changes, and where the workspace's keys are."""
     principals = workspace.users()
     roles = sorted({role for p in principals for role in p.roles})
     granted = {role: list(workspace.policy.roles.get(role, ())) for role in roles}
     return {
         "principals": principals,
         "granted": granted,
+        "approved": workspace.in_force,
+        "pending": workspace.policy_pending,
         "totp": workspace.totp_enrolled_ids(),
         "keys": workspace.key_summary(),
     }
