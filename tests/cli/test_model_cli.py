@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,38 @@ def test_scan_verdicts_and_exit_codes(cli: Any, tmp_path: Path) -> None:
     assert folder.code == 0 and "1 of no model format" in folder.stdout
     one_line_error(cli("scan", str(tmp_path / "missing.pkl")), 2, "does not exist")
     one_line_error(cli("scan"), 2, "give a PATH")
+
+
+def test_scan_output_carries_no_terminal_escape_sequences(cli: Any, tmp_path: Path) -> None:
+    """An archive member's name is the attacker's: an escape sequence in it must not reach
+    the terminal (it could clear the verdict's line and draw another)."""
+    archive = tmp_path / "model.zip"
+    name = "weights\x1b[2K\x1b[1Asafe  model.zip\x07.pkl"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr(name, pickle.dumps(os.system, protocol=2))
+    scanned = cli("scan", str(archive))
+    assert scanned.code == 1 and scanned.stdout.startswith("unsafe")
+    assert "\x1b" not in scanned.stdout and "\x07" not in scanned.stdout
+    assert "weights\ufffd[2K\ufffd[1Asafe" in scanned.stdout
+    as_json = json.loads(cli("scan", str(archive), "--json").stdout)
+    assert as_json["findings"][0]["location"].startswith(f"model.zip!{name}@")  # exact in JSON
+
+
+def test_tables_and_styled_lines_are_printed_without_control_characters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rich.table import Table
+
+    from sealml.cli.common import out, styled
+
+    table = Table("name")
+    table.add_row("evil\x1b[2K\rname")
+    out.print(styled(("bold\x1b]0;title\x07", "bold"), " plain\x9b1A"))
+    out.print(table)
+    printed = capsys.readouterr().out
+    assert not any(ch in printed for ch in "\x1b\x07\r\x9b")
+    # (rich itself drops the bell, backspace and carriage return from a Text)
+    assert "bold\ufffd]0;title plain\ufffd1A" in printed and "evil\ufffd[2K\ufffdname" in printed
 
 
 def test_scan_artifact_records_a_report(ready: Any, tmp_path: Path) -> None:

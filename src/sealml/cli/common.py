@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +23,41 @@ from ..workspace import Workspace
 from ..workspace.core import find_root
 from . import credentials
 
+# Terminal control characters: C0 but newline and tab, DEL and C1.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """*text* with every terminal control character shown as U+FFFD, one for one. Names and
+    details printed come from files anyone may have written (an archive member, a global
+    a pickle names), and an escape sequence in one could rewrite what the terminal shows."""
+    return _CONTROL.sub("\ufffd", text)
+
+
+def _printable_renderable(item: Any) -> Any:
+    if isinstance(item, str):
+        return printable(item)
+    if isinstance(item, Text):
+        safe = item.copy()
+        safe.plain = printable(safe.plain)  # same length, so every style stays in place
+        return safe
+    if isinstance(item, Table):
+        for column in item.columns:  # rich keeps a column's cells in this list
+            column._cells = [_printable_renderable(cell) for cell in column._cells]
+    return item
+
+
+class _Terminal(Console):
+    """A console that never passes control characters through (see :func:`printable`)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(_printable_renderable(item) for item in objects), **kwargs)
+
+
 # No markup: names, paths and messages come from users and files, and a bracket in one
 # ("[/x]") would be read as a tag (and fail). Styling is asked for with styled().
-out = Console(highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = _Terminal(highlight=False, soft_wrap=True, markup=False)
+err = _Terminal(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
@@ -84,7 +116,7 @@ def print_table(table: Table) -> None:
     if out.is_terminal:
         out.print(table)
     else:
-        Console(highlight=False, width=250, markup=False).print(table)
+        _Terminal(highlight=False, width=250, markup=False).print(table)
 
 
 def print_json(data: Any) -> None:
