@@ -200,11 +200,12 @@ def test_a_pickle_in_a_file_of_no_known_name_or_head_is_still_walked(name: str) 
     "data",
     [
         b"checking_status,duration,credit_amount\nA11,6,1169\n",  # GLOBAL of a non-name
+        b"import numpy as np\nimport pytest\n\n\ndef test_x():\n    pass\n",  # INST
         b"# README\n\nThis model predicts income. Path: C:\\models\\x\n",
         b'{"architectures": ["Forest"], "n_estimators": 100}',
         bytes(range(256)) * 4,
     ],
-    ids=["csv", "text", "json", "binary"],
+    ids=["csv", "python", "text", "json", "binary"],
 )
 def test_files_of_no_model_format_are_counted_not_flagged(data: bytes) -> None:
     """Data that unpickling would reject before importing anything is no finding; the

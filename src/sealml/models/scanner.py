@@ -211,8 +211,10 @@ class _Scan:
         )  # fmt: skip
 
     def judge_global(self, module: str, name: str, where: str) -> None:
-        if self.probing and not _importable(module):
-            return  # unpickling stops here, importing nothing (text read as GLOBAL)
+        if self.probing and not (_dotted(module) and _dotted(name)):
+            # Text read as GLOBAL or INST: unpickling stops here, importing nothing. (The
+            # two lines arrive joined by a space, so a space in either shows in *name*.)
+            return
         self.result.globals.add(f"{module}.{name}")
         severity = judge(module, name)
         if severity is not None:
@@ -684,9 +686,10 @@ def _skip_raw_array(cursor: Cursor, raw: Any) -> None:
     cursor.pos += size
 
 
-def _importable(module: str) -> bool:
-    """Whether ``__import__`` could find a module of this name at all."""
-    return all(part.isidentifier() for part in module.split("."))
+def _dotted(name: str) -> bool:
+    """Whether *name* is a dotted Python name: all a module to import or an attribute path
+    to look up in one can be."""
+    return all(part.isidentifier() for part in name.split("."))
 
 
 def _files(root: Path) -> tuple[list[tuple[Path, int]], list[Path]]:
