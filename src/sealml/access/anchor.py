@@ -212,7 +212,7 @@ class Anchor:
         state = self.state(session)
         if state is not None and state.policy is not None and state.policy != digest:
             raise IntegrityError(
-                "the approved role policy is not the one the ledger's latest checkpoint "
+                "the approved policy is not the one the ledger's latest checkpoint "
                 "anchors (an older one was copied back into the database)"
             )
 
@@ -263,5 +263,5 @@ class Anchor:
             for principal_id in sorted(set(state.principals) - set(rows))
         ]
         if state.policy is not None and state.policy != approval.record_digest(session):
-            problems.append("the approved role policy is not the anchored one")
+            problems.append("the approved policy is not the anchored one")
         return problems

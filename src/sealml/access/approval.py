@@ -91,14 +91,14 @@ def load(session: Session, verifier: VerifyingKey) -> ApprovedPolicy:
     }
     record, signature = entries.get(_RECORD), entries.get(_SIGNATURE)
     if record is None or signature is None:
-        raise IntegrityError("the workspace has no approved role policy")
+        raise IntegrityError("the workspace has no approved policy")
     try:
         signature_bytes = base64.b64decode(signature.value, validate=True)
     except (ValueError, binascii.Error):
         signature_bytes = b""
     body = record.value.encode()
     if not verifier.verify(signature_bytes, body):
-        raise IntegrityError("the approved role policy failed verification (database altered)")
+        raise IntegrityError("the approved policy failed verification (database altered)")
     return _parse(body)
 
 
@@ -138,4 +138,4 @@ def _parse(body: bytes) -> ApprovedPolicy:
             monitor=monitor,
         )
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise IntegrityError("the approved role policy is unreadable") from None
+        raise IntegrityError("the approved policy is unreadable") from None

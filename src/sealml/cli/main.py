@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.text import Text
 
 from ..errors import SealmlError
 from . import (
@@ -31,7 +30,7 @@ from . import (
     ui,
     users,
 )
-from .common import State, err
+from .common import State, err, styled
 
 app = typer.Typer(
     name="sealml",
@@ -123,7 +122,7 @@ _reflow_help(app)
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(Text.assemble(("error: ", "bold red"), message.splitlines()[0] if message else ""))
+    err.print(styled(("error: ", "bold red"), message.splitlines()[0] if message else ""))
     sys.exit(code)
 
 

@@ -80,4 +80,7 @@ def approve(ctx: typer.Context) -> None:
     force (signed, audited)."""
     with open_workspace(ctx) as workspace:
         approved = workspace.approve_policy()
-    out.print(f"approved roles {', '.join(sorted(approved.roles))} (sha256 {approved.digest[:16]})")
+    out.print(
+        f"approved the policy: roles {', '.join(sorted(approved.roles))}, registry rules, "
+        f"serving and monitoring settings (sha256 {approved.digest[:16]})"
+    )

@@ -187,9 +187,9 @@ class Ledger:
         key in force: the latest checkpoint's last signature is by another key, so the
         workspace key was rotated since this process opened it (its events stay
         unanchored until a process holding the new key signs)."""
-        latest = execute(session, _LATEST_CHECKPOINT)
-        if latest:
-            size, latest_note = int(latest[0][0]), str(latest[0][1])
+        latest = self._latest(session)
+        if latest is not None:
+            size, latest_note = latest
             if size == frontier.size:
                 return latest_note
             if not last_signed_by(latest_note, signer.verifier):
@@ -232,11 +232,17 @@ class Ledger:
         ).scalar_one_or_none()
 
     @staticmethod
-    def latest_note(session: Session) -> str | None:
-        """The latest stored checkpoint's note (one indexed row, without the ORM: read on
-        every append and every principal read)."""
+    def _latest(session: Session) -> tuple[int, str] | None:
+        """The latest stored checkpoint's size and note (one indexed row, without the ORM:
+        read on every append and every principal read)."""
         rows = execute(session, _LATEST_CHECKPOINT)
-        return str(rows[0][1]) if rows else None
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    @staticmethod
+    def latest_note(session: Session) -> str | None:
+        """The latest stored checkpoint's note."""
+        latest = Ledger._latest(session)
+        return None if latest is None else latest[1]
 
     @staticmethod
     def checkpoint_notes(session: Session, *, newest_first: bool = False) -> Iterator[str]:

@@ -40,8 +40,7 @@ from ..crypto.secret import Secret
 from ..crypto.signing import Signer, SigningKey
 from ..db import Database
 from ..db.engine import check_workspace_url
-from ..db.meta import read_meta
-from ..db.models import MetaEntry
+from ..db.meta import read_meta, write_meta
 from ..errors import (
     AuthenticationError,
     ConfigError,
@@ -261,7 +260,7 @@ class WorkspaceCore:
             created = workspace.db
             workspace.db.upgrade()
             with workspace.db.write() as session:
-                session.add(MetaEntry(key="workspace_id", value=config.workspace.id))
+                write_meta(session, "workspace_id", config.workspace.id)
                 Ledger.initialise(session)
                 workspace.approved = approval.approve(
                     session,

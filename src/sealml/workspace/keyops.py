@@ -57,10 +57,10 @@ class KeyOperations(WorkspaceCore):
         (keystore secret names, token keys): never used, since the configured verifier
         key picks the key, but private keys all the same."""
         current = self.note_signer.key
-        keystore = self.keystore
+        held = self.keystore.secret_names()
         found: list[TokenSigningKey | str] = []
         for name in (SIGNING_SECRET, SIGNING_NEXT_SECRET):
-            if name not in keystore.secret_names():
+            if name not in held:
                 continue
             if isinstance(current, TokenSigningKey) or name == SIGNING_NEXT_SECRET:
                 found.append(name)  # the one in force is SIGNING_SECRET or in the token
